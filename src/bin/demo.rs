@@ -1,0 +1,6 @@
+//! The `demo` binary (not implemented yet).
+
+fn main() {
+    eprintln!("demo: not implemented yet");
+    std::process::exit(2);
+}

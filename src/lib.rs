@@ -1,0 +1,14 @@
+//! # imgcloud
+//!
+//! A fault-tolerant, load-balanced cloud for controlled sharing of images.
+//!
+//! Users send an image to the cloud to be "encrypted": a node hides it inside a cover picture
+//! by LSB steganography, together with its owner and the viewers allowed to see it (each with a
+//! view quota), sealed with authenticated encryption.
+//!
+//! ## Layout
+//! - [`error`]: the one error type.
+
+pub mod error;
+
+pub use error::{Error, Result};
