@@ -12,3 +12,8 @@
 pub mod error;
 
 pub use error::{Error, Result};
+pub mod config;
+pub mod detector;
+pub mod message;
+pub mod node;
+pub mod state;

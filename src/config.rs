@@ -1,0 +1,239 @@
+//! Cluster configuration: plain data with defaults, loaded once by a binary and passed by value.
+//!
+//! With no file at all the cluster is the default three nodes on loopback: node `i` listens for
+//! peers and clients on `127.0.0.1:800i` and serves HTTP on `127.0.0.1:900i`. A TOML file
+//! (`--config cluster.toml`) names the nodes and may override the secret, the timing and the
+//! failure simulation; flags override the file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A node's identity in the cluster: a small positive number, unique per node.
+pub type NodeId = u32;
+
+/// Port of node 1's peer/client listener in the default cluster; node `i` uses `BASE + i - 1`.
+pub const DEFAULT_BASE_PORT: u16 = 8001;
+/// Distance between a node's peer port and its HTTP port in generated clusters.
+pub const HTTP_PORT_OFFSET: u16 = 1000;
+
+/// Where one node listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// The node's id.
+    pub id: NodeId,
+    /// Peer and client listener (TCP, framed protocol).
+    pub addr: SocketAddr,
+    /// HTTP API listener.
+    pub http: SocketAddr,
+}
+
+/// Protocol timing; every field in milliseconds in the TOML file.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timing {
+    /// How often a node sends a heartbeat to each peer.
+    pub heartbeat_ms: u64,
+    /// A peer silent this long is suspected (the adaptive detector may wait longer under load).
+    pub suspect_ms: u64,
+    /// The adaptive detector never waits longer than this.
+    pub suspect_max_ms: u64,
+    /// How long an election round waits for votes before it gives up.
+    pub election_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { heartbeat_ms: 100, suspect_ms: 800, suspect_max_ms: 3000, election_timeout_ms: 500 }
+    }
+}
+
+/// The elected-victim failure simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailureSim {
+    /// Whether the coordinator periodically elects a victim.
+    pub enabled: bool,
+    /// Seconds between two victim elections.
+    pub period_s: f64,
+    /// The longest a victim stays silent, in seconds.
+    pub max_s: f64,
+}
+
+impl Default for FailureSim {
+    fn default() -> Self {
+        FailureSim { enabled: true, period_s: 30.0, max_s: 20.0 }
+    }
+}
+
+impl FailureSim {
+    /// The period as a duration.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(self.period_s.max(0.1))
+    }
+    /// The maximum silence as a duration.
+    pub fn max(&self) -> Duration {
+        Duration::from_secs_f64(self.max_s.max(0.1))
+    }
+}
+
+/// The whole cluster as every node and client sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// The shared secret: authenticates peers and keys the image payloads.
+    pub secret: String,
+    /// Every node of the cluster.
+    pub nodes: Vec<NodeAddr>,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// The failure simulation.
+    pub failures: FailureSim,
+    /// Simulated processing delay added to every encryption, in milliseconds.
+    pub delay_ms: u64,
+    /// Threads that encrypt images on each node (0: one per core).
+    pub workers: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            secret: String::new(),
+            nodes: Self::local_nodes(3, DEFAULT_BASE_PORT),
+            timing: Timing::default(),
+            failures: FailureSim::default(),
+            delay_ms: 0,
+            workers: 0,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// `count` nodes on loopback: node `i` on `base + i - 1`, HTTP `HTTP_PORT_OFFSET` above.
+    pub fn local_nodes(count: u32, base_port: u16) -> Vec<NodeAddr> {
+        (1..=count)
+            .map(|id| {
+                let port = base_port + id as u16 - 1;
+                NodeAddr {
+                    id,
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    http: SocketAddr::from(([127, 0, 0, 1], port + HTTP_PORT_OFFSET)),
+                }
+            })
+            .collect()
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: ClusterConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the protocol relies on: unique ids, at least one node, sane timing.
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.is_empty() {
+            return Err(Error::Config("the cluster needs at least one [[nodes]] entry".into()));
+        }
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::Config("node ids must be unique".into()));
+        }
+        if ids[0] == 0 {
+            return Err(Error::Config("node ids start at 1".into()));
+        }
+        let t = &self.timing;
+        if t.heartbeat_ms == 0 || t.suspect_ms <= t.heartbeat_ms || t.suspect_max_ms < t.suspect_ms {
+            return Err(Error::Config(format!(
+                "timing must satisfy 0 < heartbeat_ms ({}) < suspect_ms ({}) <= suspect_max_ms ({})",
+                t.heartbeat_ms, t.suspect_ms, t.suspect_max_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// The entry of node `id`.
+    pub fn node(&self, id: NodeId) -> Result<&NodeAddr> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            let known: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
+            Error::Config(format!("node {id} is not in the cluster (known: {})", known.join(", ")))
+        })
+    }
+
+    /// All node ids, ascending.
+    pub fn ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many nodes make a majority.
+    pub fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// Writes the config as TOML text (for the demo's generated clusters).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a ClusterConfig always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cluster_is_three_loopback_nodes() {
+        let c = ClusterConfig::default();
+        assert_eq!(c.ids(), vec![1, 2, 3]);
+        assert_eq!(c.node(2).unwrap().addr.to_string(), "127.0.0.1:8002");
+        assert_eq!(c.node(3).unwrap().http.to_string(), "127.0.0.1:9003");
+        assert_eq!(c.majority(), 2);
+    }
+
+    #[test]
+    fn toml_round_trip_and_overrides() {
+        let text = r#"
+            secret = "s3"
+            [[nodes]]
+            id = 7
+            addr = "10.0.0.7:7000"
+            http = "10.0.0.7:7100"
+            [failures]
+            enabled = false
+        "#;
+        let c = ClusterConfig::parse(text).unwrap();
+        assert_eq!(c.secret, "s3");
+        assert_eq!(c.ids(), vec![7]);
+        assert!(!c.failures.enabled);
+        assert_eq!(c.failures.max_s, 20.0);
+        assert_eq!(ClusterConfig::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let text = r#"
+            [[nodes]]
+            id = 1
+            addr = "127.0.0.1:1"
+            http = "127.0.0.1:2"
+            [[nodes]]
+            id = 1
+            addr = "127.0.0.1:3"
+            http = "127.0.0.1:4"
+        "#;
+        assert!(ClusterConfig::parse(text).unwrap_err().to_string().contains("unique"));
+    }
+}

@@ -1,0 +1,124 @@
+//! The peer protocol's messages: one enum, carried in an [`Envelope`] that names the sender and
+//! its election epoch.
+//!
+//! Every variant says who sends it and why. Bytes never appear here: framing and encoding live
+//! in [`crate::connection`], authentication in [`crate::handshake`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeId;
+use crate::state::{Counters, FailureRecord, ReplicatedState};
+
+/// The version of this protocol; a peer speaking another one is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// An election epoch: increases with every election, fences stale coordinators.
+pub type Epoch = u64;
+
+/// A node's lifecycle state, as shown in `/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Serving: takes part in elections and serves requests.
+    Active,
+    /// Simulated failure: ignores every peer and client until its time is up.
+    Failed,
+    /// Catching up with a majority of peers before serving again.
+    Recovering,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A message with its sender and the sender's epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Always [`PROTOCOL_VERSION`]; decoding checks it first.
+    pub version: u16,
+    /// The sending node.
+    pub from: NodeId,
+    /// The sender's epoch (for `Election`, the epoch it asks votes for).
+    pub epoch: Epoch,
+    /// The payload.
+    pub message: Message,
+}
+
+/// What a node sends in every heartbeat: liveness plus its view of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's state.
+    pub state: NodeState,
+    /// The sender's measured load.
+    pub load: f64,
+    /// The coordinator the sender follows in `Envelope::epoch`, if any.
+    pub coordinator: Option<NodeId>,
+    /// Digest of the sender's replicated state (anti-entropy compares them).
+    pub digest: String,
+    /// The sender's own counters (they converge through heartbeats).
+    pub counters: Counters,
+}
+
+/// What a node knows, sent to a recovering or diverged peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The sender's state.
+    pub state: NodeState,
+    /// The coordinator the sender follows in `Envelope::epoch`.
+    pub coordinator: Option<NodeId>,
+    /// Every node's state as the sender sees it.
+    pub members: Vec<(NodeId, NodeState)>,
+    /// The sender's replicated state.
+    pub replicated: ReplicatedState,
+}
+
+/// The peer protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Every node to every peer, every heartbeat interval (not while Failed).
+    Heartbeat(Heartbeat),
+    /// A candidate to every peer: "vote for me in epoch `Envelope::epoch`, and tell me your load"
+    /// (the Bully algorithm's Election and LoadQuery in one).
+    Election,
+    /// A peer's answer to `Election` (Bully's Ok and LoadResponse): its load, and whether it
+    /// grants its one vote of that epoch to the candidate. `Envelope::epoch` is the highest
+    /// epoch the peer knows, so a candidate that is behind learns it.
+    ElectionOk {
+        /// The epoch of the election this answers.
+        round: Epoch,
+        /// Whether the vote is granted.
+        granted: bool,
+        /// The peer's load when it answered.
+        load: f64,
+    },
+    /// The candidate that won a majority of votes, to every peer: the coordinator of the
+    /// epoch, chosen as the lowest load among the voters (ties by id).
+    Coordinator {
+        /// The new coordinator.
+        coordinator: NodeId,
+        /// Every answering node's load, as the candidate saw them.
+        loads: Vec<(NodeId, f64)>,
+    },
+    /// The coordinator to every peer: the named victim fails now for the given time.
+    Fail(FailureRecord),
+    /// A recovering node, or one whose digest differs, to a peer: "send me what you know".
+    SyncRequest,
+    /// The answer to `SyncRequest`.
+    SyncResponse(Box<Snapshot>),
+}
+
+impl Message {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Heartbeat(_) => "Heartbeat",
+            Message::Election => "Election",
+            Message::ElectionOk { .. } => "ElectionOk",
+            Message::Coordinator { .. } => "Coordinator",
+            Message::Fail(_) => "Fail",
+            Message::SyncRequest => "SyncRequest",
+            Message::SyncResponse(_) => "SyncResponse",
+        }
+    }
+}

@@ -1,0 +1,1007 @@
+//! The node's protocol core: a synchronous state machine driven by [`Node::step`] (a message
+//! arrived) and [`Node::tick`] (time passed). It never touches a socket or a clock: the caller
+//! passes the time in and sends the [`Output`]s it returns. The async shell
+//! ([`crate::server`]) and the deterministic simulator of the scenario tests both drive it.
+//!
+//! ## Lifecycle
+//! A node starts **Recovering**: it asks every peer for its [`Snapshot`] and becomes **Active**
+//! once it has merged the state of a majority (itself included). An Active node that loses
+//! contact with the majority goes back to Recovering, so a node cut off from the majority never
+//! acts, and catches up before it serves again. A node elected as the victim of the failure
+//! simulation is **Failed**: it drops every message and sends nothing until its time is up,
+//! then recovers.
+//!
+//! ## Election: a modified Bully by load, with epochs and votes
+//! The coordinator is the Active node with the lowest load, ties broken by the lower id.
+//! - A node with no live coordinator schedules an election after a delay that grows with its
+//!   rank among the live nodes (lowest id first), so usually exactly one node starts one: the
+//!   Bully's "highest priority takes over", with the priority being the id.
+//! - The candidate asks for votes and loads for a new epoch (`Election`). Each node grants at
+//!   most one vote per epoch, and only if it has no live coordinator of its own (or the
+//!   candidate is that coordinator, re-electing). A new process waits one election timeout
+//!   before it votes, so a vote it gave before a crash cannot be given twice.
+//! - With a majority of votes, the candidate picks the winner among the voters by load and
+//!   announces it (`Coordinator`). Since only one candidate can gather a majority in an epoch,
+//!   there is at most one coordinator per epoch. A message from an older epoch is ignored.
+//! - The coordinator holds a new election when a node returns (once it has been up for
+//!   [`RETURN_SETTLE_MS`], at most once per [`RETURN_REELECTION_MS`]: a flapping node causes
+//!   none), and when some node's load is lower than its own by [`LOAD_MARGIN`] for
+//!   [`LOAD_HOLD_MS`] (at most once per [`LOAD_REELECTION_MS`]).
+//! - A coordinator that has not heard from a majority for [`LEASE_FRACTION`] of the suspicion
+//!   timeout steps down, before the majority can suspect it and elect another.
+//!
+//! ## Failure simulation
+//! The coordinator elects a victim every period, when every node has been up for a while, and
+//! announces it with `Fail`; the record joins the replicated state. Only the coordinator picks,
+//! and only when all are up, so never two victims at once.
+//!
+//! Implementation caveats: votes are kept in memory only (the start-up quarantine stands in
+//! for persisting them); loads are compared rounded to two decimals, as printed; the victim
+//! schedule restarts when the coordinator changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{FailureSim, NodeId, Timing};
+use crate::detector::Detector;
+use crate::message::{Envelope, Epoch, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION};
+use crate::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
+
+/// Milliseconds since the driver's start: the only notion of time in the core.
+pub type Millis = u64;
+
+/// Delay per rank before a node without a coordinator starts an election.
+pub const ELECTION_STAGGER_MS: u64 = 150;
+/// Once a candidate has a majority, how long it waits for the remaining live voters.
+pub const COLLECT_WINDOW_MS: u64 = 30;
+/// How often a recovering node asks its peers for their state.
+pub const SYNC_RETRY_MS: u64 = 200;
+/// A returned node must be up this long before the coordinator re-elects for it.
+pub const RETURN_SETTLE_MS: u64 = 1_000;
+/// At most one return-triggered re-election per this interval.
+pub const RETURN_REELECTION_MS: u64 = 5_000;
+/// Load difference that makes the coordinator consider handing over.
+pub const LOAD_MARGIN: f64 = 0.25;
+/// How long the load difference must last.
+pub const LOAD_HOLD_MS: u64 = 3_000;
+/// At most one load-triggered re-election per this interval.
+pub const LOAD_REELECTION_MS: u64 = 10_000;
+/// A coordinator steps down after this fraction of the suspicion timeout without a majority.
+pub const LEASE_FRACTION: f64 = 0.75;
+/// Digests must differ this long before a node asks a peer for its state.
+pub const ANTI_ENTROPY_MS: u64 = 1_000;
+/// Every node must have been up this long before a victim is elected.
+pub const VICTIM_SETTLE_MS: u64 = 2_000;
+/// The shortest simulated failure.
+pub const MIN_FAILURE_MS: u64 = 1_000;
+
+/// What the core asks its driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send an envelope to a peer (best effort: the protocol tolerates loss).
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        envelope: Envelope,
+    },
+    /// Something the operator should see.
+    Event(Event),
+}
+
+/// Notable things that happened, for logs and tests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// This node learned an election result (once per epoch per node).
+    Elected {
+        /// The epoch.
+        epoch: Epoch,
+        /// The coordinator.
+        coordinator: NodeId,
+        /// Each node's load as the decision saw it (None: did not answer).
+        loads: Vec<(NodeId, Option<f64>)>,
+    },
+    /// This node adopted a coordinator it did not see elected (from a peer's heartbeat or state).
+    Adopted {
+        /// The epoch.
+        epoch: Epoch,
+        /// The coordinator.
+        coordinator: NodeId,
+    },
+    /// This node no longer has a coordinator.
+    CoordinatorLost {
+        /// Why.
+        reason: String,
+    },
+    /// This node started an election.
+    ElectionStarted {
+        /// The epoch it asks votes for.
+        epoch: Epoch,
+        /// Why.
+        reason: String,
+    },
+    /// This node changed state.
+    StateChanged {
+        /// The new state.
+        to: NodeState,
+        /// Why.
+        reason: String,
+    },
+    /// The coordinator elected a victim.
+    VictimElected(FailureRecord),
+    /// A message from an old epoch was ignored.
+    StaleIgnored {
+        /// The sender.
+        from: NodeId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The message kind.
+        kind: &'static str,
+    },
+}
+
+/// What the core needs to know about its cluster.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every node of the cluster, this one included.
+    pub members: Vec<NodeId>,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// Failure simulation.
+    pub failures: FailureSim,
+    /// Seed of the node's random choices (victims, durations, back-off).
+    pub seed: u64,
+}
+
+/// One peer as this node sees it.
+#[derive(Clone, Debug)]
+struct Peer {
+    detector: Detector,
+    state: NodeState,
+    load: f64,
+    epoch: Epoch,
+    coordinator: Option<NodeId>,
+    digest: String,
+    /// Since when this peer has been up without a break (None: not up).
+    up_since: Option<Millis>,
+    /// Whether the coordinator already counted this peer's current up period.
+    return_seen: bool,
+    digest_differs_since: Option<Millis>,
+    last_sync_request: Option<Millis>,
+}
+
+/// An election this node runs as candidate.
+#[derive(Clone, Debug)]
+struct Round {
+    epoch: Epoch,
+    started: Millis,
+    votes: BTreeMap<NodeId, (bool, f64)>,
+    majority_at: Option<Millis>,
+}
+
+/// Status of one peer, as shown in `/status`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// The peer.
+    pub id: NodeId,
+    /// Its state as this node sees it (Failed when it is not heard from).
+    pub state: NodeState,
+    /// Its last reported load.
+    pub load: f64,
+}
+
+/// A snapshot of the core for status pages.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CoreStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Its state.
+    pub state: NodeState,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The coordinator it follows.
+    pub coordinator: Option<NodeId>,
+    /// Its load.
+    pub load: f64,
+    /// Whether it hears from a majority.
+    pub quorum: bool,
+    /// The peers.
+    pub peers: Vec<PeerStatus>,
+    /// Digest of the replicated state.
+    pub digest: String,
+    /// Elections recorded in the replicated state.
+    pub elections: usize,
+    /// Simulated failures recorded in the replicated state.
+    pub failures: usize,
+    /// This node's counters.
+    pub counters: Counters,
+}
+
+/// The protocol core of one node.
+pub struct Node {
+    id: NodeId,
+    members: Vec<NodeId>,
+    timing: Timing,
+    failures: FailureSim,
+    rng: StdRng,
+    started_at: Millis,
+    state: NodeState,
+    failed_until: Millis,
+    epoch: Epoch,
+    coordinator: Option<NodeId>,
+    /// Highest epoch this node voted in (it votes at most once per epoch).
+    voted: Epoch,
+    /// Highest epoch seen in any message.
+    max_epoch_seen: Epoch,
+    round: Option<Round>,
+    election_due: Option<Millis>,
+    failed_rounds: u32,
+    peers: BTreeMap<NodeId, Peer>,
+    load: f64,
+    replicated: ReplicatedState,
+    digest: Option<String>,
+    recovery_heard: BTreeSet<NodeId>,
+    next_sync_request: Millis,
+    next_heartbeat: Millis,
+    next_victim_at: Millis,
+    victim_seq: u32,
+    last_election_at: Millis,
+    last_return_reelection: Option<Millis>,
+    imbalance_since: Option<Millis>,
+    out: Vec<Output>,
+}
+
+/// Loads are compared as printed: rounded to two decimals.
+fn rounded(load: f64) -> f64 {
+    (load * 100.0).round() / 100.0
+}
+
+impl Node {
+    /// A node that starts Recovering at `now`.
+    pub fn new(config: NodeConfig, now: Millis) -> Self {
+        let mut members = config.members.clone();
+        if !members.contains(&config.id) {
+            members.push(config.id);
+        }
+        members.sort_unstable();
+        members.dedup();
+        let t = config.timing;
+        let peers = members
+            .iter()
+            .filter(|&&m| m != config.id)
+            .map(|&m| {
+                let peer = Peer {
+                    detector: Detector::new(t.suspect_ms, t.suspect_max_ms),
+                    state: NodeState::Recovering,
+                    load: 0.0,
+                    epoch: 0,
+                    coordinator: None,
+                    digest: String::new(),
+                    up_since: None,
+                    return_seen: false,
+                    digest_differs_since: None,
+                    last_sync_request: None,
+                };
+                (m, peer)
+            })
+            .collect();
+        let mut node = Node {
+            id: config.id,
+            members,
+            timing: t,
+            failures: config.failures,
+            rng: StdRng::seed_from_u64(config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9)),
+            started_at: now,
+            state: NodeState::Recovering,
+            failed_until: 0,
+            epoch: 0,
+            coordinator: None,
+            voted: 0,
+            max_epoch_seen: 0,
+            round: None,
+            election_due: None,
+            failed_rounds: 0,
+            peers,
+            load: 0.0,
+            replicated: ReplicatedState::default(),
+            digest: None,
+            recovery_heard: BTreeSet::new(),
+            next_sync_request: now,
+            next_heartbeat: now,
+            next_victim_at: u64::MAX,
+            victim_seq: 0,
+            last_election_at: now,
+            last_return_reelection: None,
+            imbalance_since: None,
+            out: Vec::new(),
+        };
+        node.replicated.counters.insert(node.id, Counters::default());
+        node
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's state.
+    pub fn state(&self) -> NodeState {
+        self.state
+    }
+
+    /// This node's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The coordinator this node follows.
+    pub fn coordinator(&self) -> Option<NodeId> {
+        self.coordinator
+    }
+
+    /// Whether this node is the coordinator.
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator == Some(self.id) && self.state == NodeState::Active
+    }
+
+    /// The replicated state.
+    pub fn replicated(&self) -> &ReplicatedState {
+        &self.replicated
+    }
+
+    /// Sets the load this node reports (measured by the driver).
+    pub fn set_load(&mut self, load: f64) {
+        self.load = if load.is_finite() { load.max(0.0) } else { 0.0 };
+    }
+
+    /// Switches the failure simulation on or off.
+    pub fn set_failures_enabled(&mut self, enabled: bool) {
+        self.failures.enabled = enabled;
+    }
+
+    /// The digest of the replicated state.
+    pub fn digest(&mut self) -> String {
+        if self.digest.is_none() {
+            self.digest = Some(self.replicated.digest());
+        }
+        self.digest.clone().unwrap_or_default()
+    }
+
+    fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    fn peer_alive(&self, id: NodeId, now: Millis) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.detector.is_alive(now))
+    }
+
+    /// A peer is up when it is alive and says it is Active.
+    fn peer_up(&self, id: NodeId, now: Millis) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.detector.is_alive(now) && p.state == NodeState::Active)
+    }
+
+    fn up_or_self(&self, id: NodeId, now: Millis) -> bool {
+        id == self.id || self.peer_up(id, now)
+    }
+
+    /// Peers heard from within `window` milliseconds.
+    fn heard_within(&self, now: Millis, window: u64) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.detector.last_heard().is_some_and(|t| now.saturating_sub(t) <= window))
+            .count()
+    }
+
+    fn has_quorum(&self, now: Millis) -> bool {
+        1 + self.peers.keys().filter(|&&p| self.peer_alive(p, now)).count() >= self.majority()
+    }
+
+    /// The status shown by `/status`.
+    pub fn status(&mut self, now: Millis) -> CoreStatus {
+        let peers = self
+            .peers
+            .iter()
+            .map(|(&id, p)| PeerStatus {
+                id,
+                state: if p.detector.is_alive(now) { p.state } else { NodeState::Failed },
+                load: rounded(p.load),
+            })
+            .collect();
+        CoreStatus {
+            id: self.id,
+            state: self.state,
+            epoch: self.epoch,
+            coordinator: if self.state == NodeState::Failed { None } else { self.coordinator },
+            load: rounded(self.load),
+            quorum: self.state != NodeState::Failed && self.has_quorum(now),
+            peers,
+            digest: self.digest(),
+            elections: self.replicated.elections.len(),
+            failures: self.replicated.failures.len(),
+            counters: self.replicated.counters(self.id),
+        }
+    }
+
+    // ----- sending -------------------------------------------------------------------------
+
+    fn send_at(&mut self, to: NodeId, epoch: Epoch, message: Message) {
+        let envelope = Envelope { version: PROTOCOL_VERSION, from: self.id, epoch, message };
+        self.out.push(Output::Send { to, envelope });
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        self.send_at(to, self.epoch, message);
+    }
+
+    fn broadcast_at(&mut self, epoch: Epoch, message: Message) {
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for to in peers {
+            self.send_at(to, epoch, message.clone());
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.out.push(Output::Event(event));
+    }
+
+    fn take_output(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn changed(&mut self) {
+        self.digest = None;
+    }
+
+    fn bump_counters(&mut self, f: impl FnOnce(&mut Counters)) {
+        let entry = self.replicated.counters.entry(self.id).or_default();
+        f(entry);
+        self.changed();
+    }
+
+    // ----- state transitions ---------------------------------------------------------------
+
+    fn lose_coordinator(&mut self, reason: String) {
+        if self.coordinator.take().is_some() {
+            self.emit(Event::CoordinatorLost { reason });
+        }
+    }
+
+    fn enter_recovering(&mut self, now: Millis, reason: &str) {
+        self.lose_coordinator(reason.to_string());
+        self.state = NodeState::Recovering;
+        self.round = None;
+        self.election_due = None;
+        self.recovery_heard.clear();
+        self.next_sync_request = now;
+        self.emit(Event::StateChanged { to: NodeState::Recovering, reason: reason.to_string() });
+    }
+
+    fn enter_failed(&mut self, now: Millis, duration_ms: u64) {
+        self.coordinator = None;
+        self.round = None;
+        self.election_due = None;
+        self.state = NodeState::Failed;
+        self.failed_until = now + duration_ms;
+        self.bump_counters(|c| c.failures += 1);
+        let reason = format!("for {} s", duration_ms.div_ceil(1000));
+        self.emit(Event::StateChanged { to: NodeState::Failed, reason });
+    }
+
+    fn enter_active(&mut self, now: Millis) {
+        self.state = NodeState::Active;
+        self.bump_counters(|c| c.recoveries += 1);
+        let reason = format!("state merged from {} of {} nodes", self.recovery_heard.len() + 1, self.members.len());
+        self.emit(Event::StateChanged { to: NodeState::Active, reason });
+        for p in self.peers.values_mut() {
+            p.return_seen = true;
+        }
+        self.last_election_at = now;
+    }
+
+    /// Accepts `coordinator` as the coordinator of `epoch` (newer than or equal to ours).
+    fn follow(&mut self, now: Millis, epoch: Epoch, coordinator: NodeId) {
+        self.epoch = epoch;
+        self.max_epoch_seen = self.max_epoch_seen.max(epoch);
+        self.coordinator = Some(coordinator);
+        if self.round.as_ref().is_some_and(|r| r.epoch <= epoch) {
+            self.round = None;
+        }
+        self.election_due = None;
+        self.failed_rounds = 0;
+        self.last_election_at = now;
+        self.imbalance_since = None;
+        if coordinator == self.id {
+            self.bump_counters(|c| c.elections_won += 1);
+            self.next_victim_at = now + self.failures.period().as_millis() as u64;
+            for p in self.peers.values_mut() {
+                p.return_seen = true;
+            }
+        }
+    }
+
+    // ----- input ---------------------------------------------------------------------------
+
+    /// Tells the core that the connection from `peer` closed.
+    pub fn peer_disconnected(&mut self, _now: Millis, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.detector.disconnected();
+        }
+    }
+
+    /// Handles one message from a peer.
+    pub fn step(&mut self, now: Millis, envelope: Envelope) -> Vec<Output> {
+        let from = envelope.from;
+        if self.state == NodeState::Failed || from == self.id || !self.peers.contains_key(&from) {
+            return Vec::new();
+        }
+        let epoch = envelope.epoch;
+        self.max_epoch_seen = self.max_epoch_seen.max(epoch);
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.detector.heard(now);
+        }
+        match envelope.message {
+            Message::Heartbeat(hb) => self.on_heartbeat(now, from, epoch, hb),
+            Message::Election => self.on_election(now, from, epoch),
+            Message::ElectionOk { round, granted, load } => self.on_election_ok(now, from, round, granted, load),
+            Message::Coordinator { coordinator, loads } => self.on_coordinator(now, from, epoch, coordinator, loads),
+            Message::Fail(record) => self.on_fail(now, from, epoch, record),
+            Message::SyncRequest => self.on_sync_request(from),
+            Message::SyncResponse(snapshot) => self.on_sync_response(now, from, epoch, *snapshot),
+        }
+        self.take_output()
+    }
+
+    fn on_heartbeat(&mut self, now: Millis, from: NodeId, epoch: Epoch, hb: Heartbeat) {
+        if self.replicated.merge_counters(from, &hb.counters) {
+            self.changed();
+        }
+        let my_digest = self.digest();
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.state = hb.state;
+            p.load = hb.load;
+            p.epoch = epoch;
+            p.coordinator = hb.coordinator;
+            if hb.digest != my_digest && hb.state == NodeState::Active {
+                p.digest_differs_since.get_or_insert(now);
+            } else {
+                p.digest_differs_since = None;
+            }
+            p.digest = hb.digest;
+        }
+        if hb.state != NodeState::Active {
+            return;
+        }
+        if let Some(c) = hb.coordinator {
+            let newer = epoch > self.epoch;
+            let same_and_lost = epoch == self.epoch && self.coordinator.is_none();
+            if (newer || same_and_lost) && self.up_or_self(c, now) {
+                self.adopt(now, epoch, c);
+            }
+        }
+    }
+
+    fn adopt(&mut self, now: Millis, epoch: Epoch, coordinator: NodeId) {
+        if self.state == NodeState::Failed {
+            return;
+        }
+        let known = self.epoch == epoch && self.coordinator == Some(coordinator);
+        self.follow(now, epoch, coordinator);
+        if !known {
+            self.emit(Event::Adopted { epoch, coordinator });
+        }
+    }
+
+    fn on_election(&mut self, now: Millis, candidate: NodeId, epoch: Epoch) {
+        let quarantined = now.saturating_sub(self.started_at) < self.timing.election_timeout_ms;
+        let has_other_live_coordinator = match self.coordinator {
+            Some(c) if c == candidate => false,
+            Some(c) => self.up_or_self(c, now),
+            None => false,
+        };
+        let granted = self.state == NodeState::Active
+            && !quarantined
+            && epoch > self.voted
+            && epoch > self.epoch
+            && !has_other_live_coordinator;
+        if granted {
+            self.voted = epoch;
+            if self.round.as_ref().is_some_and(|r| r.epoch < epoch) {
+                self.round = None;
+            }
+            // Give the candidate time to finish before starting one of our own.
+            self.election_due = None;
+            self.last_election_at = now;
+        }
+        let known = self.epoch.max(self.voted);
+        let load = self.load;
+        self.send_at(candidate, known, Message::ElectionOk { round: epoch, granted, load });
+    }
+
+    fn on_election_ok(&mut self, now: Millis, from: NodeId, round: Epoch, granted: bool, load: f64) {
+        let majority = self.majority();
+        let Some(r) = self.round.as_mut() else { return };
+        if r.epoch != round {
+            return;
+        }
+        r.votes.insert(from, (granted, load));
+        let yes = r.votes.values().filter(|(g, _)| *g).count();
+        if yes >= majority && r.majority_at.is_none() {
+            r.majority_at = Some(now);
+        }
+        self.drive_round(now);
+    }
+
+    fn on_coordinator(&mut self, now: Millis, from: NodeId, epoch: Epoch, coordinator: NodeId, loads: Vec<(NodeId, f64)>) {
+        if epoch < self.epoch || (epoch == self.epoch && self.coordinator.is_some_and(|c| c != coordinator)) {
+            self.emit(Event::StaleIgnored { from, epoch, kind: "Coordinator" });
+            return;
+        }
+        if epoch == self.epoch && self.coordinator == Some(coordinator) {
+            return;
+        }
+        let record = ElectionRecord { coordinator, initiator: from, loads: loads.clone() };
+        if self.replicated.record_election(epoch, record) {
+            self.changed();
+        }
+        self.follow(now, epoch, coordinator);
+        let loads = self.full_loads(&loads);
+        self.emit(Event::Elected { epoch, coordinator, loads });
+    }
+
+    fn full_loads(&self, loads: &[(NodeId, f64)]) -> Vec<(NodeId, Option<f64>)> {
+        self.members
+            .iter()
+            .map(|&m| (m, loads.iter().find(|(id, _)| *id == m).map(|(_, l)| *l)))
+            .collect()
+    }
+
+    fn on_fail(&mut self, now: Millis, from: NodeId, epoch: Epoch, record: FailureRecord) {
+        if epoch < self.epoch {
+            self.emit(Event::StaleIgnored { from, epoch, kind: "Fail" });
+            return;
+        }
+        if self.replicated.record_failure(record) {
+            self.changed();
+        }
+        if record.victim == self.id {
+            self.enter_failed(now, record.duration_ms);
+        }
+    }
+
+    fn snapshot(&self, now: Millis) -> Snapshot {
+        let mut members = vec![(self.id, self.state)];
+        for (&id, p) in &self.peers {
+            members.push((id, if p.detector.is_alive(now) { p.state } else { NodeState::Failed }));
+        }
+        Snapshot { state: self.state, coordinator: self.coordinator, members, replicated: self.replicated.clone() }
+    }
+
+    fn on_sync_request(&mut self, from: NodeId) {
+        // The snapshot's member view does not depend on timing precision; use the last tick.
+        let now = self.peers.get(&from).and_then(|p| p.detector.last_heard()).unwrap_or(0);
+        let snapshot = self.snapshot(now);
+        self.send(from, Message::SyncResponse(Box::new(snapshot)));
+    }
+
+    fn on_sync_response(&mut self, now: Millis, from: NodeId, epoch: Epoch, snapshot: Snapshot) {
+        if self.replicated.merge(&snapshot.replicated) {
+            self.changed();
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.digest_differs_since = None;
+            p.state = snapshot.state;
+        }
+        if let Some(c) = snapshot.coordinator {
+            if snapshot.state == NodeState::Active && (epoch > self.epoch || (epoch == self.epoch && self.coordinator.is_none())) {
+                self.adopt(now, epoch, c);
+            }
+        }
+        if self.state == NodeState::Recovering {
+            self.recovery_heard.insert(from);
+            if self.recovery_heard.len() + 1 >= self.majority() {
+                self.enter_active(now);
+            }
+        }
+    }
+
+    // ----- time ----------------------------------------------------------------------------
+
+    /// Advances the core to `now`.
+    pub fn tick(&mut self, now: Millis) -> Vec<Output> {
+        if self.state == NodeState::Failed {
+            if now < self.failed_until {
+                return Vec::new();
+            }
+            for p in self.peers.values_mut() {
+                p.detector.reset();
+                p.up_since = None;
+            }
+            self.enter_recovering(now, "simulated failure over");
+        }
+        self.track_peers(now);
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.timing.heartbeat_ms;
+            let hb = Heartbeat {
+                state: self.state,
+                load: self.load,
+                coordinator: self.coordinator,
+                digest: self.digest(),
+                counters: self.replicated.counters(self.id),
+            };
+            self.broadcast_at(self.epoch, Message::Heartbeat(hb));
+        }
+        match self.state {
+            NodeState::Recovering => self.drive_recovery(now),
+            NodeState::Active => self.drive_active(now),
+            NodeState::Failed => {}
+        }
+        self.take_output()
+    }
+
+    fn track_peers(&mut self, now: Millis) {
+        for p in self.peers.values_mut() {
+            let up = p.detector.is_alive(now) && p.state == NodeState::Active;
+            match (up, p.up_since) {
+                (true, None) => {
+                    p.up_since = Some(now);
+                    p.return_seen = false;
+                }
+                (false, Some(_)) => p.up_since = None,
+                _ => {}
+            }
+        }
+    }
+
+    fn drive_recovery(&mut self, now: Millis) {
+        if self.majority() == 1 {
+            self.enter_active(now);
+            return;
+        }
+        if now >= self.next_sync_request {
+            self.next_sync_request = now + SYNC_RETRY_MS;
+            let missing: Vec<NodeId> =
+                self.peers.keys().copied().filter(|p| !self.recovery_heard.contains(p)).collect();
+            for p in missing {
+                self.send(p, Message::SyncRequest);
+            }
+        }
+    }
+
+    fn drive_active(&mut self, now: Millis) {
+        if !self.has_quorum(now) {
+            self.enter_recovering(now, "lost contact with the majority");
+            return;
+        }
+        match self.coordinator {
+            Some(c) if c == self.id => {
+                let lease = (self.timing.suspect_ms as f64 * LEASE_FRACTION) as u64;
+                if 1 + self.heard_within(now, lease) < self.majority() {
+                    self.lose_coordinator("stepping down: no majority heard within the lease".into());
+                }
+            }
+            Some(c) if !self.peer_up(c, now) => {
+                self.lose_coordinator(format!("coordinator {c} suspected"));
+            }
+            _ => {}
+        }
+        if self.round.is_some() {
+            self.drive_round(now);
+        } else if self.coordinator.is_none() {
+            self.maybe_start_election(now);
+        }
+        if self.is_coordinator() && self.round.is_none() {
+            self.coordinator_duties(now);
+        }
+        self.anti_entropy(now);
+    }
+
+    fn maybe_start_election(&mut self, now: Millis) {
+        let due = match self.election_due {
+            Some(due) => due,
+            None => {
+                let live: Vec<NodeId> =
+                    self.members.iter().copied().filter(|&m| self.up_or_self(m, now)).collect();
+                let rank = live.iter().position(|&m| m == self.id).unwrap_or(0) as u64;
+                let backoff = if self.failed_rounds == 0 {
+                    0
+                } else {
+                    self.rng.gen_range(0..ELECTION_STAGGER_MS * u64::from(self.failed_rounds.min(4)))
+                };
+                // Wait at least until an election we voted in could have finished.
+                let after_vote = self.last_election_at + self.timing.election_timeout_ms;
+                let due = (now + rank * ELECTION_STAGGER_MS + backoff).max(if rank == 0 { now } else { after_vote });
+                self.election_due = Some(due);
+                due
+            }
+        };
+        if now >= due {
+            self.start_election(now, "no coordinator".into());
+        }
+    }
+
+    fn start_election(&mut self, now: Millis, reason: String) {
+        let epoch = self.max_epoch_seen.max(self.epoch).max(self.voted) + 1;
+        self.voted = epoch;
+        self.max_epoch_seen = epoch;
+        self.election_due = None;
+        self.last_election_at = now;
+        let mut votes = BTreeMap::new();
+        votes.insert(self.id, (true, self.load));
+        let majority_at = (self.majority() == 1).then_some(now);
+        self.round = Some(Round { epoch, started: now, votes, majority_at });
+        self.emit(Event::ElectionStarted { epoch, reason });
+        self.broadcast_at(epoch, Message::Election);
+        self.drive_round(now);
+    }
+
+    fn drive_round(&mut self, now: Millis) {
+        let Some(r) = self.round.as_ref() else { return };
+        let live_peers: Vec<NodeId> = self.peers.keys().copied().filter(|&p| self.peer_alive(p, now)).collect();
+        let all_answered = live_peers.iter().all(|p| r.votes.contains_key(p));
+        let decide = match r.majority_at {
+            Some(at) => all_answered || now >= at + COLLECT_WINDOW_MS,
+            None => false,
+        };
+        if decide {
+            self.decide(now);
+        } else if r.majority_at.is_none() && (all_answered || now >= r.started + self.timing.election_timeout_ms) {
+            // No majority is coming for this epoch: back off and try again.
+            self.round = None;
+            self.failed_rounds += 1;
+            self.election_due = None;
+        }
+    }
+
+    fn decide(&mut self, now: Millis) {
+        let Some(round) = self.round.take() else { return };
+        let winner = round
+            .votes
+            .iter()
+            .filter(|(_, (granted, _))| *granted)
+            .min_by(|a, b| rounded(a.1 .1).total_cmp(&rounded(b.1 .1)).then(a.0.cmp(b.0)))
+            .map(|(&id, _)| id)
+            .unwrap_or(self.id);
+        let loads: Vec<(NodeId, f64)> = round.votes.iter().map(|(&id, &(_, l))| (id, l)).collect();
+        let record = ElectionRecord { coordinator: winner, initiator: self.id, loads: loads.clone() };
+        if self.replicated.record_election(round.epoch, record) {
+            self.changed();
+        }
+        self.follow(now, round.epoch, winner);
+        self.broadcast_at(round.epoch, Message::Coordinator { coordinator: winner, loads: loads.clone() });
+        let loads = self.full_loads(&loads);
+        self.emit(Event::Elected { epoch: round.epoch, coordinator: winner, loads });
+    }
+
+    fn coordinator_duties(&mut self, now: Millis) {
+        // A node that came back, once it has settled.
+        let returned: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.return_seen && p.up_since.is_some_and(|t| now >= t + RETURN_SETTLE_MS))
+            .map(|(&id, _)| id)
+            .collect();
+        if let Some(&back) = returned.first() {
+            let allowed = self.last_return_reelection.is_none_or(|t| now >= t + RETURN_REELECTION_MS);
+            if allowed {
+                for id in &returned {
+                    if let Some(p) = self.peers.get_mut(id) {
+                        p.return_seen = true;
+                    }
+                }
+                self.last_return_reelection = Some(now);
+                self.start_election(now, format!("node {back} returned"));
+                return;
+            }
+        }
+        // A node with clearly lower load, for long enough.
+        let best = self
+            .peers
+            .iter()
+            .filter(|(&id, _)| self.peer_up(id, now))
+            .map(|(_, p)| rounded(p.load))
+            .fold(f64::INFINITY, f64::min);
+        if best + LOAD_MARGIN < rounded(self.load) {
+            let since = *self.imbalance_since.get_or_insert(now);
+            if now >= since + LOAD_HOLD_MS && now >= self.last_election_at + LOAD_REELECTION_MS {
+                self.imbalance_since = None;
+                let reason = format!("load {:.2} vs {:.2} for {} s", self.load, best, LOAD_HOLD_MS / 1000);
+                self.start_election(now, reason);
+                return;
+            }
+        } else {
+            self.imbalance_since = None;
+        }
+        self.maybe_elect_victim(now);
+    }
+
+    fn maybe_elect_victim(&mut self, now: Millis) {
+        if !self.failures.enabled || now < self.next_victim_at {
+            return;
+        }
+        let settled = self
+            .peers
+            .values()
+            .all(|p| p.state == NodeState::Active && p.up_since.is_some_and(|t| now >= t + VICTIM_SETTLE_MS));
+        if !settled {
+            return;
+        }
+        let victim = self.members[self.rng.gen_range(0..self.members.len())];
+        let max_ms = (self.failures.max().as_millis() as u64).max(MIN_FAILURE_MS);
+        let duration_ms = self.rng.gen_range(MIN_FAILURE_MS..=max_ms);
+        self.victim_seq += 1;
+        let record = FailureRecord { epoch: self.epoch, seq: self.victim_seq, victim, duration_ms };
+        self.replicated.record_failure(record);
+        self.changed();
+        self.next_victim_at = now + self.failures.period().as_millis() as u64;
+        self.emit(Event::VictimElected(record));
+        self.broadcast_at(self.epoch, Message::Fail(record));
+        if victim == self.id {
+            self.enter_failed(now, duration_ms);
+        }
+    }
+
+    fn anti_entropy(&mut self, now: Millis) {
+        let due: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.digest_differs_since.is_some_and(|t| now >= t + ANTI_ENTROPY_MS)
+                    && p.last_sync_request.is_none_or(|t| now >= t + ANTI_ENTROPY_MS)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.last_sync_request = Some(now);
+            }
+            self.send(id, Message::SyncRequest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: NodeId) -> NodeConfig {
+        NodeConfig {
+            id,
+            members: vec![1, 2, 3],
+            timing: Timing::default(),
+            failures: FailureSim { enabled: false, ..FailureSim::default() },
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn a_new_node_recovers_before_it_acts() {
+        let mut n = Node::new(config(1), 0);
+        let out = n.tick(0);
+        assert_eq!(n.state(), NodeState::Recovering);
+        let asks = out
+            .iter()
+            .filter(|o| matches!(o, Output::Send { envelope, .. } if envelope.message == Message::SyncRequest))
+            .count();
+        assert_eq!(asks, 2, "asks both peers for their state");
+    }
+
+    #[test]
+    fn a_single_node_cluster_elects_itself() {
+        let mut n = Node::new(NodeConfig { members: vec![1], ..config(1) }, 0);
+        for t in 0..100 {
+            n.tick(t * 10);
+        }
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(n.coordinator(), Some(1));
+    }
+
+    #[test]
+    fn loads_are_compared_as_printed() {
+        assert_eq!(rounded(0.504), 0.5);
+        assert_eq!(rounded(0.506), 0.51);
+    }
+}

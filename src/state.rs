@@ -1,0 +1,168 @@
+//! The cluster's replicated record of its work, and its digest.
+//!
+//! The state is a join-semilattice (a CRDT): every part only grows, and [`ReplicatedState::merge`]
+//! is commutative, associative and idempotent. Nodes add records where they happen (the winner
+//! of an election, the coordinator that picks a victim), send them along with the protocol
+//! message that caused them, and repair any gap by anti-entropy: heartbeats carry a digest, and
+//! a peer whose digest differs for long enough is asked for its whole state, which is merged.
+//! A recovering node merges the states of a majority before it serves again.
+//!
+//! - elections: one record per epoch (at most one coordinator per epoch, so records never clash);
+//! - failures: one record per simulated failure, keyed by the epoch and sequence number of the
+//!   coordinator that elected the victim;
+//! - counters: each node's own counters, written only by that node, merged by maximum.
+//!
+//! Implementation caveats: the state grows without bound (a long-running cluster would need
+//! compaction by epoch); a whole state is sent on every sync, which is fine at this size.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::NodeId;
+use crate::message::Epoch;
+
+/// A node's own counters; only that node increments them, everyone merges them by maximum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Elections this node won (epochs it coordinated).
+    pub elections_won: u64,
+    /// Simulated failures this node went through.
+    pub failures: u64,
+    /// Recoveries this node completed (after a failure, a restart or a lost majority).
+    pub recoveries: u64,
+}
+
+impl Counters {
+    /// Field-wise maximum; returns whether anything grew.
+    pub fn merge(&mut self, other: &Counters) -> bool {
+        let before = *self;
+        self.elections_won = self.elections_won.max(other.elections_won);
+        self.failures = self.failures.max(other.failures);
+        self.recoveries = self.recoveries.max(other.recoveries);
+        *self != before
+    }
+}
+
+/// The result of one election.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElectionRecord {
+    /// The elected coordinator.
+    pub coordinator: NodeId,
+    /// The node that ran the election.
+    pub initiator: NodeId,
+    /// The loads the decision was based on.
+    pub loads: Vec<(NodeId, f64)>,
+}
+
+/// One simulated failure, decided by a coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The epoch of the coordinator that decided it.
+    pub epoch: Epoch,
+    /// Its sequence number within that epoch.
+    pub seq: u32,
+    /// The node that fails.
+    pub victim: NodeId,
+    /// How long the victim stays silent.
+    pub duration_ms: u64,
+}
+
+/// The replicated record of the cluster's work.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicatedState {
+    /// Election results by epoch.
+    pub elections: BTreeMap<Epoch, ElectionRecord>,
+    /// Simulated failures by (epoch, seq).
+    pub failures: BTreeMap<(Epoch, u32), FailureRecord>,
+    /// Every node's counters.
+    pub counters: BTreeMap<NodeId, Counters>,
+}
+
+impl ReplicatedState {
+    /// Adds an election result; returns whether it was new.
+    pub fn record_election(&mut self, epoch: Epoch, record: ElectionRecord) -> bool {
+        if self.elections.contains_key(&epoch) {
+            return false;
+        }
+        self.elections.insert(epoch, record);
+        true
+    }
+
+    /// Adds a failure record; returns whether it was new.
+    pub fn record_failure(&mut self, record: FailureRecord) -> bool {
+        self.failures.insert((record.epoch, record.seq), record).is_none()
+    }
+
+    /// Merges a node's counters; returns whether anything grew.
+    pub fn merge_counters(&mut self, node: NodeId, counters: &Counters) -> bool {
+        self.counters.entry(node).or_default().merge(counters)
+    }
+
+    /// The counters of `node` (zero if unknown).
+    pub fn counters(&self, node: NodeId) -> Counters {
+        self.counters.get(&node).copied().unwrap_or_default()
+    }
+
+    /// Merges another state into this one; returns whether anything was added.
+    pub fn merge(&mut self, other: &ReplicatedState) -> bool {
+        let mut changed = false;
+        for (epoch, record) in &other.elections {
+            changed |= self.record_election(*epoch, record.clone());
+        }
+        for record in other.failures.values() {
+            changed |= self.record_failure(*record);
+        }
+        for (node, counters) in &other.counters {
+            changed |= self.merge_counters(*node, counters);
+        }
+        changed
+    }
+
+    /// A short hash of the whole content: equal digests mean equal states.
+    pub fn digest(&self) -> String {
+        let bytes = postcard::to_stdvec(self).expect("the replicated state always serializes");
+        hex::encode(&Sha256::digest(&bytes)[..8])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(node: NodeId, epoch: Epoch) -> ReplicatedState {
+        let mut s = ReplicatedState::default();
+        s.record_election(epoch, ElectionRecord { coordinator: node, initiator: node, loads: vec![(node, 0.5)] });
+        s.record_failure(FailureRecord { epoch, seq: 1, victim: node, duration_ms: 1000 });
+        s.merge_counters(node, &Counters { elections_won: epoch, failures: 1, recoveries: 1 });
+        s
+    }
+
+    #[test]
+    fn merge_is_commutative_and_idempotent() {
+        let (a, b) = (sample(1, 3), sample(2, 4));
+        let mut ab = a.clone();
+        assert!(ab.merge(&b));
+        let mut ba = b.clone();
+        assert!(ba.merge(&a));
+        assert_eq!(ab, ba);
+        assert_eq!(ab.digest(), ba.digest());
+        assert!(!ab.merge(&b), "merging twice adds nothing");
+    }
+
+    #[test]
+    fn digest_changes_with_content() {
+        let mut s = sample(1, 3);
+        let before = s.digest();
+        s.merge_counters(1, &Counters { elections_won: 9, failures: 1, recoveries: 1 });
+        assert_ne!(before, s.digest());
+    }
+
+    #[test]
+    fn counters_merge_by_maximum() {
+        let mut c = Counters { elections_won: 5, failures: 1, recoveries: 0 };
+        assert!(c.merge(&Counters { elections_won: 2, failures: 3, recoveries: 0 }));
+        assert_eq!(c, Counters { elections_won: 5, failures: 3, recoveries: 0 });
+    }
+}

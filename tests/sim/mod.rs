@@ -1,0 +1,288 @@
+//! A deterministic simulator for the protocol core: N [`Node`]s, a virtual clock in
+//! milliseconds, a network with seeded random latency, directed link cuts (partitions),
+//! crashes (the peers see the connection close, like SIGKILL), stops (silence without a close,
+//! like SIGSTOP) and restarts. After every step it checks the safety invariants:
+//! at most one coordinator per epoch, and never two nodes acting as coordinator at once.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use imgcloud::config::{FailureSim, NodeId, Timing};
+use imgcloud::message::{Envelope, Epoch, Message, NodeState, PROTOCOL_VERSION};
+use imgcloud::node::{Event, Millis, Node, NodeConfig, Output};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How often the simulator ticks each node.
+pub const TICK_MS: Millis = 10;
+
+pub struct Sim {
+    pub now: Millis,
+    pub members: Vec<NodeId>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Nodes that are stopped: they neither tick nor receive, but their links stay "open".
+    pub stopped: BTreeSet<NodeId>,
+    pub loads: BTreeMap<NodeId, f64>,
+    /// Directed links that drop every message.
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    queue: BTreeMap<(Millis, u64), (NodeId, Envelope)>,
+    seq: u64,
+    rng: StdRng,
+    failures: FailureSim,
+    seed: u64,
+    /// Every event, with its time and node.
+    pub events: Vec<(Millis, NodeId, Event)>,
+    /// Every coordinator seen acting, per epoch.
+    pub coordinators: BTreeMap<Epoch, BTreeSet<NodeId>>,
+    checked_events: usize,
+}
+
+impl Sim {
+    /// A cluster of `n` nodes, none started yet.
+    pub fn new(n: u32, seed: u64) -> Self {
+        Sim {
+            now: 0,
+            members: (1..=n).collect(),
+            nodes: BTreeMap::new(),
+            stopped: BTreeSet::new(),
+            loads: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            failures: FailureSim { enabled: false, ..FailureSim::default() },
+            seed,
+            events: Vec::new(),
+            coordinators: BTreeMap::new(),
+            checked_events: 0,
+        }
+    }
+
+    /// Turns the elected-victim failure simulation on.
+    pub fn with_failures(mut self, period_s: f64, max_s: f64) -> Self {
+        self.failures = FailureSim { enabled: true, period_s, max_s };
+        self
+    }
+
+    /// Turns the failure simulation off for nodes started from now on, and on running ones.
+    pub fn failures_off(&mut self) {
+        self.failures.enabled = false;
+        for node in self.nodes.values_mut() {
+            node.set_failures_enabled(false);
+        }
+    }
+
+    /// Starts (or restarts, with empty memory) node `id` now.
+    pub fn start(&mut self, id: NodeId) {
+        let config = NodeConfig {
+            id,
+            members: self.members.clone(),
+            timing: Timing::default(),
+            failures: self.failures,
+            seed: self.seed,
+        };
+        self.stopped.remove(&id);
+        self.nodes.insert(id, Node::new(config, self.now));
+    }
+
+    /// Starts every node at once.
+    pub fn start_all(&mut self) {
+        for id in self.members.clone() {
+            self.start(id);
+        }
+    }
+
+    /// Kills a node: its peers see the connection close.
+    pub fn crash(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
+        self.stopped.remove(&id);
+        for (&other, node) in self.nodes.iter_mut() {
+            if other != id {
+                node.peer_disconnected(self.now, id);
+            }
+        }
+    }
+
+    /// Stops a node (SIGSTOP): silent, connections stay open.
+    pub fn stop(&mut self, id: NodeId) {
+        self.stopped.insert(id);
+    }
+
+    /// Resumes a stopped node (SIGCONT).
+    pub fn resume(&mut self, id: NodeId) {
+        self.stopped.remove(&id);
+    }
+
+    /// Cuts `a` off from every other node, both ways.
+    pub fn isolate(&mut self, a: NodeId) {
+        for &b in &self.members {
+            if a != b {
+                self.cut.insert((a, b));
+                self.cut.insert((b, a));
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Delivers a hand-made envelope to `to` now (for stale-message tests).
+    pub fn inject(&mut self, to: NodeId, from: NodeId, epoch: Epoch, message: Message) {
+        let envelope = Envelope { version: PROTOCOL_VERSION, from, epoch, message };
+        let seq = self.next_seq();
+        self.queue.insert((self.now, seq), (to, envelope));
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn route(&mut self, from: NodeId, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, envelope } => {
+                    if self.cut.contains(&(from, to)) {
+                        continue;
+                    }
+                    let latency = self.rng.gen_range(1..=3);
+                    let seq = self.next_seq();
+                    self.queue.insert((self.now + latency, seq), (to, envelope));
+                }
+                Output::Event(event) => self.events.push((self.now, from, event)),
+            }
+        }
+    }
+
+    fn runnable(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id) && !self.stopped.contains(&id)
+    }
+
+    /// Runs the cluster for `ms` milliseconds of virtual time, checking invariants.
+    pub fn run(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 1;
+            while let Some((&(at, seq), _)) = self.queue.first_key_value() {
+                if at > self.now {
+                    break;
+                }
+                let (to, envelope) = self.queue.remove(&(at, seq)).expect("present");
+                if !self.runnable(to) || self.cut.contains(&(envelope.from, to)) {
+                    continue;
+                }
+                let now = self.now;
+                let out = self.nodes.get_mut(&to).expect("runnable").step(now, envelope);
+                self.route(to, out);
+            }
+            if self.now % TICK_MS == 0 {
+                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                for id in ids {
+                    if !self.runnable(id) {
+                        continue;
+                    }
+                    let load = self.loads.get(&id).copied().unwrap_or(0.0);
+                    let now = self.now;
+                    let node = self.nodes.get_mut(&id).expect("present");
+                    node.set_load(load);
+                    let out = node.tick(now);
+                    self.route(id, out);
+                }
+                self.check_invariants();
+            }
+        }
+    }
+
+    /// Runs until `pred` holds (checked every tick) or `limit` ms pass; returns the time taken.
+    pub fn run_until(&mut self, limit: Millis, mut pred: impl FnMut(&Sim) -> bool) -> Option<Millis> {
+        let start = self.now;
+        while self.now < start + limit {
+            if pred(self) {
+                return Some(self.now - start);
+            }
+            self.run(TICK_MS);
+        }
+        pred(self).then(|| self.now - start)
+    }
+
+    fn check_invariants(&mut self) {
+        let acting: Vec<(NodeId, Epoch)> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| !self.stopped.contains(id) && n.is_coordinator())
+            .map(|(&id, n)| (id, n.epoch()))
+            .collect();
+        for &(id, epoch) in &acting {
+            self.coordinators.entry(epoch).or_default().insert(id);
+        }
+        for (_, _, event) in &self.events[self.checked_events..] {
+            if let Event::Elected { epoch, coordinator, .. } = event {
+                self.coordinators.entry(*epoch).or_default().insert(*coordinator);
+            }
+        }
+        self.checked_events = self.events.len();
+        for (epoch, set) in &self.coordinators {
+            assert!(set.len() <= 1, "t={} epoch {epoch} has coordinators {set:?}", self.now);
+        }
+        assert!(acting.len() <= 1, "t={} several nodes act as coordinator: {acting:?}", self.now);
+    }
+
+    /// The coordinator every running, active node agrees on, if they all agree.
+    pub fn agreed(&self) -> Option<NodeId> {
+        let views: BTreeSet<Option<NodeId>> = self
+            .nodes
+            .iter()
+            .filter(|(id, _)| !self.stopped.contains(id))
+            .map(|(_, n)| if n.state() == NodeState::Active { n.coordinator() } else { None })
+            .collect();
+        match views.iter().next() {
+            Some(&Some(c)) if views.len() == 1 => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether all running nodes agree on a coordinator.
+    pub fn all_agree(&self) -> bool {
+        self.agreed().is_some() && self.nodes.len() == self.members.len()
+    }
+
+    /// The highest epoch of any node.
+    pub fn max_epoch(&self) -> Epoch {
+        self.nodes.values().map(|n| n.epoch()).max().unwrap_or(0)
+    }
+
+    /// Whether every running node has the same digest.
+    pub fn converged(&mut self) -> bool {
+        let stopped = self.stopped.clone();
+        let digests: BTreeSet<String> =
+            self.nodes.iter_mut().filter(|(id, _)| !stopped.contains(id)).map(|(_, n)| n.digest()).collect();
+        digests.len() == 1
+    }
+
+    /// How many elections were decided (distinct epochs with a result).
+    pub fn elections(&self) -> usize {
+        self.events
+            .iter()
+            .filter_map(|(_, _, e)| match e {
+                Event::Elected { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// The state changes of one node, in order.
+    pub fn transitions(&self, id: NodeId) -> Vec<NodeState> {
+        self.events
+            .iter()
+            .filter(|(_, n, _)| *n == id)
+            .filter_map(|(_, _, e)| match e {
+                Event::StateChanged { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+}
