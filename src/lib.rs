@@ -17,3 +17,7 @@ pub mod detector;
 pub mod message;
 pub mod node;
 pub mod state;
+pub mod connection;
+pub mod handshake;
+pub mod http;
+pub mod server;

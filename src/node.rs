@@ -800,6 +800,10 @@ impl Node {
     }
 
     fn maybe_start_election(&mut self, now: Millis) {
+        // Peers started with us refuse votes for a while; asking them now would be wasted.
+        if now < self.started_at + self.timing.election_timeout_ms {
+            return;
+        }
         let due = match self.election_due {
             Some(due) => due,
             None => {

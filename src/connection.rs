@@ -1,0 +1,153 @@
+//! Framing: whole values in, whole values out, over a TCP stream.
+//!
+//! Every frame is a 4-byte big-endian length followed by that many bytes of postcard-encoded
+//! value (tokio-util's `LengthDelimitedCodec`). This is the only place that sees bytes on the
+//! wire: the rest of the crate reads and writes typed values. A frame longer than the limit, a
+//! value that does not decode, or a peer speaking another protocol version is an
+//! [`Error::Protocol`], after which the caller closes the connection.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::message::{Envelope, PROTOCOL_VERSION};
+use crate::{Error, Result};
+
+/// The largest frame accepted: an image request plus its cover, with room to spare.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+/// Encodes a value as one frame's bytes.
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes> {
+    postcard::to_stdvec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Protocol(format!("cannot encode a message: {e}")))
+}
+
+/// Decodes one frame's bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))
+}
+
+/// Decodes a peer envelope, checking the protocol version first.
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope> {
+    let (version, _): (u16, _) = postcard::take_from_bytes(bytes)
+        .map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "peer speaks protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+        )));
+    }
+    decode(bytes)
+}
+
+/// The reading half of a framed connection.
+pub struct FrameReader {
+    inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+}
+
+/// The writing half of a framed connection.
+pub struct FrameWriter {
+    inner: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+}
+
+/// Splits a stream into framed halves.
+pub fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    (
+        FrameReader { inner: FramedRead::new(read, codec()) },
+        FrameWriter { inner: FramedWrite::new(write, codec()) },
+    )
+}
+
+impl FrameReader {
+    /// The next frame's bytes; `None` when the peer closed the connection cleanly.
+    pub async fn next_frame(&mut self) -> Result<Option<Bytes>> {
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(Ok(bytes)) => Ok(Some(bytes.freeze())),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(Error::Protocol(format!("bad frame: {e} (limit {MAX_FRAME_BYTES} bytes)")))
+            }
+            Some(Err(e)) => Err(Error::Io(e)),
+        }
+    }
+
+    /// The next value; `None` on a clean close.
+    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.next_frame().await? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some),
+        }
+    }
+
+    /// The next value, or an error if the connection closed.
+    pub async fn expect<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.read().await?.ok_or_else(|| Error::Protocol("connection closed".into()))
+    }
+}
+
+impl FrameWriter {
+    /// Writes one value as a frame and flushes it.
+    pub async fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        self.write_bytes(encode(value)?).await
+    }
+
+    /// Writes already-encoded bytes as a frame and flushes it.
+    pub async fn write_bytes(&mut self, bytes: Bytes) -> Result<()> {
+        self.inner.send(bytes).await.map_err(Error::Io)
+    }
+
+    /// Queues a value without flushing (call [`FrameWriter::flush`] after a batch).
+    pub async fn feed<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        self.inner.feed(encode(value)?).await.map_err(Error::Io)
+    }
+
+    /// Flushes queued frames.
+    pub async fn flush(&mut self) -> Result<()> {
+        SinkExt::<Bytes>::flush(&mut self.inner).await.map_err(Error::Io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    #[test]
+    fn envelopes_round_trip_and_versions_are_checked() {
+        let envelope = Envelope { version: PROTOCOL_VERSION, from: 2, epoch: 9, message: Message::Election };
+        let bytes = encode(&envelope).unwrap();
+        assert_eq!(decode_envelope(&bytes).unwrap(), envelope);
+        let other = Envelope { version: PROTOCOL_VERSION + 1, ..envelope };
+        let err = decode_envelope(&encode(&other).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("protocol version"), "{err}");
+        assert!(decode_envelope(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode_envelope(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_are_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&(MAX_FRAME_BYTES as u32 + 1).to_be_bytes()).await.unwrap();
+            s.write_all(&[0u8; 16]).await.unwrap();
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let (mut reader, _) = split(stream);
+        let err = reader.next_frame().await.unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+        writer.await.unwrap();
+    }
+}
