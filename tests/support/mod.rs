@@ -1,0 +1,172 @@
+//! Test support: a cluster of real `cloud-node` processes on free loopback ports, and a tiny
+//! HTTP/1.1 GET for reading their `/status`. Every process is killed when the cluster drops.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imgcloud::config::{ClusterConfig, NodeAddr, NodeId};
+use serde_json::Value;
+
+/// Free loopback addresses, found by binding port 0 (the listeners are dropped on return).
+pub fn free_addrs(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// A cluster of real node processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: ClusterConfig,
+    pub config_path: PathBuf,
+    pub procs: BTreeMap<NodeId, Child>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Writes a config for `n` nodes on free ports; starts nothing.
+    pub fn new(n: u32, extra: &[&str]) -> Cluster {
+        let addrs = free_addrs(2 * n as usize);
+        let nodes = (0..n as usize)
+            .map(|i| NodeAddr { id: i as u32 + 1, addr: addrs[2 * i], http: addrs[2 * i + 1] })
+            .collect();
+        let mut config = ClusterConfig { secret: "test-secret".into(), nodes, ..Default::default() };
+        config.failures.enabled = false;
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, config.to_toml()).unwrap();
+        Cluster { dir, config, config_path, procs: BTreeMap::new(), extra: extra.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// Starts `n` nodes.
+    pub fn start(n: u32, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::new(n, extra);
+        for id in c.config.ids() {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Starts (or restarts) node `id`; its output goes to `node-ID.log` in the cluster's folder.
+    pub fn spawn(&mut self, id: NodeId) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cloud-node"))
+            .arg(id.to_string())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cloud-node starts");
+        self.procs.insert(id, child);
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: NodeId) {
+        if let Some(mut child) = self.procs.remove(&id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (e.g. "STOP", "CONT") to node `id`.
+    pub fn signal(&self, id: NodeId, signal: &str) {
+        let pid = self.procs[&id].id().to_string();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Node `id`'s `/status`, or None if it does not answer within 500 ms.
+    pub fn status(&self, id: NodeId) -> Option<Value> {
+        let addr = self.config.node(id).ok()?.http;
+        http_get_json(addr, "/status")
+    }
+
+    /// Every running node's status (None where a node does not answer).
+    pub fn statuses(&self) -> BTreeMap<NodeId, Option<Value>> {
+        self.procs.keys().map(|&id| (id, self.status(id))).collect()
+    }
+
+    /// The coordinator every running node names, if they all answer, are Active and agree.
+    pub fn agreed(&self) -> Option<(u64, u64)> {
+        let mut seen = None;
+        for status in self.statuses().into_values() {
+            let s = status?;
+            if s["state"] != "Active" {
+                return None;
+            }
+            let view = (s["coordinator"].as_u64()?, s["epoch"].as_u64()?);
+            match seen {
+                None => seen = Some(view),
+                Some(v) if v == view => {}
+                Some(_) => return None,
+            }
+        }
+        seen
+    }
+
+    /// Whether every running node reports the same digest.
+    pub fn converged(&self) -> bool {
+        let digests: Vec<Option<Value>> = self.statuses().into_values().map(|s| s.map(|s| s["digest"].clone())).collect();
+        digests.iter().all(|d| d.is_some() && *d == digests[0])
+    }
+
+    /// The node log of `id` (for failure messages).
+    pub fn log(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.procs.keys().copied().collect::<Vec<_>>() {
+            let _ = Command::new("kill").arg("-CONT").arg(self.procs[&id].id().to_string()).status();
+            self.kill(id);
+        }
+    }
+}
+
+/// Polls `pred` every 20 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if pred() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 GET returning the JSON body, with a 500 ms budget per step.
+pub fn http_get_json(addr: SocketAddr, path: &str) -> Option<Value> {
+    let body = http_get(addr, path)?;
+    serde_json::from_str(&body).ok()
+}
+
+/// A minimal HTTP/1.1 GET returning the body of a 200 response.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let budget = Duration::from_millis(500);
+    let mut stream = TcpStream::connect_timeout(&addr, budget).ok()?;
+    stream.set_read_timeout(Some(budget)).ok()?;
+    stream.set_write_timeout(Some(budget)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
