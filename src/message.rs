@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::NodeId;
+use crate::dispatch::{Assignment, RequestId};
+use crate::request::{EncryptReply, EncryptRequest};
 use crate::state::{Counters, FailureRecord, ReplicatedState};
 
 /// The version of this protocol; a peer speaking another one is refused.
@@ -52,6 +54,8 @@ pub struct Heartbeat {
     pub state: NodeState,
     /// The sender's measured load.
     pub load: f64,
+    /// The sender's measured service time per request per worker, in seconds.
+    pub cost: f64,
     /// The coordinator the sender follows in `Envelope::epoch`, if any.
     pub coordinator: Option<NodeId>,
     /// Digest of the sender's replicated state (anti-entropy compares them).
@@ -102,6 +106,28 @@ pub enum Message {
     },
     /// The coordinator to every peer: the named victim fails now for the given time.
     Fail(FailureRecord),
+    /// The coordinator to every peer: who serves a request (see [`crate::dispatch`]).
+    Assign(Assignment),
+    /// The server of a request to every peer, after it replied: forget it, log it.
+    Served {
+        /// The request.
+        id: RequestId,
+    },
+    /// A node chosen to serve a request it does not have, to the coordinator: choose another.
+    Decline {
+        /// The request.
+        id: RequestId,
+    },
+    /// A node holding requests nobody assigned, to the coordinator (which may never have
+    /// received them).
+    Unassigned {
+        /// The requests.
+        ids: Vec<RequestId>,
+    },
+    /// A node that received a request alone (plain HTTP), to every peer: hold it too.
+    Forward(Box<EncryptRequest>),
+    /// The server of a forwarded request to the node that received it: the answer.
+    Reply(Box<EncryptReply>),
     /// A recovering node, or one whose digest differs, to a peer: "send me what you know".
     SyncRequest,
     /// The answer to `SyncRequest`.
@@ -117,6 +143,12 @@ impl Message {
             Message::ElectionOk { .. } => "ElectionOk",
             Message::Coordinator { .. } => "Coordinator",
             Message::Fail(_) => "Fail",
+            Message::Assign(_) => "Assign",
+            Message::Served { .. } => "Served",
+            Message::Decline { .. } => "Decline",
+            Message::Unassigned { .. } => "Unassigned",
+            Message::Forward(_) => "Forward",
+            Message::Reply(_) => "Reply",
             Message::SyncRequest => "SyncRequest",
             Message::SyncResponse(_) => "SyncResponse",
         }

@@ -10,7 +10,8 @@
 //! - elections: one record per epoch (at most one coordinator per epoch, so records never clash);
 //! - failures: one record per simulated failure, keyed by the epoch and sequence number of the
 //!   coordinator that elected the victim;
-//! - counters: each node's own counters, written only by that node, merged by maximum.
+//! - counters: each node's own counters, written only by that node, merged by maximum;
+//! - the request log: which node served each request (on a double serve, the lower id).
 //!
 //! Implementation caveats: the state grows without bound (a long-running cluster would need
 //! compaction by epoch); a whole state is sent on every sync, which is fine at this size.
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::NodeId;
+use crate::dispatch::RequestId;
 use crate::message::Epoch;
 
 /// A node's own counters; only that node increments them, everyone merges them by maximum.
@@ -32,6 +34,10 @@ pub struct Counters {
     pub failures: u64,
     /// Recoveries this node completed (after a failure, a restart or a lost majority).
     pub recoveries: u64,
+    /// Requests this node served.
+    pub served: u64,
+    /// Load-balancing decisions this node made as coordinator.
+    pub lb_decisions: u64,
 }
 
 impl Counters {
@@ -41,6 +47,8 @@ impl Counters {
         self.elections_won = self.elections_won.max(other.elections_won);
         self.failures = self.failures.max(other.failures);
         self.recoveries = self.recoveries.max(other.recoveries);
+        self.served = self.served.max(other.served);
+        self.lb_decisions = self.lb_decisions.max(other.lb_decisions);
         *self != before
     }
 }
@@ -78,6 +86,8 @@ pub struct ReplicatedState {
     pub failures: BTreeMap<(Epoch, u32), FailureRecord>,
     /// Every node's counters.
     pub counters: BTreeMap<NodeId, Counters>,
+    /// The request log: which node served each request.
+    pub served: BTreeMap<RequestId, NodeId>,
 }
 
 impl ReplicatedState {
@@ -93,6 +103,22 @@ impl ReplicatedState {
     /// Adds a failure record; returns whether it was new.
     pub fn record_failure(&mut self, record: FailureRecord) -> bool {
         self.failures.insert((record.epoch, record.seq), record).is_none()
+    }
+
+    /// Records who served a request; returns whether it was new. A request served twice (a
+    /// server died after replying) keeps the lower id, so every node keeps the same entry.
+    pub fn record_served(&mut self, id: &str, server: NodeId) -> bool {
+        match self.served.get_mut(id) {
+            Some(existing) if *existing <= server => false,
+            Some(existing) => {
+                *existing = server;
+                true
+            }
+            None => {
+                self.served.insert(id.to_string(), server);
+                true
+            }
+        }
     }
 
     /// Merges a node's counters; returns whether anything grew.
@@ -113,6 +139,9 @@ impl ReplicatedState {
         }
         for record in other.failures.values() {
             changed |= self.record_failure(*record);
+        }
+        for (id, server) in &other.served {
+            changed |= self.record_served(id, *server);
         }
         for (node, counters) in &other.counters {
             changed |= self.merge_counters(*node, counters);
@@ -135,7 +164,8 @@ mod tests {
         let mut s = ReplicatedState::default();
         s.record_election(epoch, ElectionRecord { coordinator: node, initiator: node, loads: vec![(node, 0.5)] });
         s.record_failure(FailureRecord { epoch, seq: 1, victim: node, duration_ms: 1000 });
-        s.merge_counters(node, &Counters { elections_won: epoch, failures: 1, recoveries: 1 });
+        s.merge_counters(node, &Counters { elections_won: epoch, failures: 1, recoveries: 1, ..Default::default() });
+        s.record_served(&format!("r{node}"), node);
         s
     }
 
@@ -155,14 +185,14 @@ mod tests {
     fn digest_changes_with_content() {
         let mut s = sample(1, 3);
         let before = s.digest();
-        s.merge_counters(1, &Counters { elections_won: 9, failures: 1, recoveries: 1 });
+        s.merge_counters(1, &Counters { elections_won: 9, failures: 1, recoveries: 1, ..Default::default() });
         assert_ne!(before, s.digest());
     }
 
     #[test]
     fn counters_merge_by_maximum() {
-        let mut c = Counters { elections_won: 5, failures: 1, recoveries: 0 };
-        assert!(c.merge(&Counters { elections_won: 2, failures: 3, recoveries: 0 }));
-        assert_eq!(c, Counters { elections_won: 5, failures: 3, recoveries: 0 });
+        let mut c = Counters { elections_won: 5, failures: 1, ..Default::default() };
+        assert!(c.merge(&Counters { elections_won: 2, failures: 3, ..Default::default() }));
+        assert_eq!(c, Counters { elections_won: 5, failures: 3, ..Default::default() });
     }
 }

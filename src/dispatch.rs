@@ -1,0 +1,331 @@
+//! Request dispatch: which node serves each client request, so that exactly one does.
+//!
+//! A client sends every request to every node (or one node forwards it to the others), so every
+//! node holds every request. The coordinator picks one server per request and broadcasts the
+//! assignment; the server encrypts, replies to the client, and broadcasts `Served`; then every
+//! node forgets the request and the request log (replicated state) records who served it.
+//!
+//! **Choice by load.** The coordinator sends a request to the node where it is expected to
+//! finish first: `(outstanding + 1) * cost`, where `outstanding` counts the requests the
+//! coordinator assigned to that node and has not yet seen served (exact, and immediate, unlike
+//! a reported figure), and `cost` is the node's measured service time per worker (from its
+//! heartbeats). A node's reported load is the same expression over its own queue, so the
+//! figure that elections compare is the figure that dispatch uses. Equal nodes get requests in
+//! turn; a slow node gets fewer in proportion to its slowness.
+//!
+//! **Holding and taking over.** Every node holds each request until it learns it was served.
+//! When the server of a request is suspected, the coordinator assigns the request again (a new
+//! attempt); when the coordinator changes, the new one assigns what was left unassigned or
+//! assigned to a node that is gone. A node that holds an unassigned request for
+//! [`REPORT_AFTER_MS`] reports it to the coordinator, which may never have received it.
+//!
+//! Implementation caveats: a server that replies and dies before its `Served` reaches anyone
+//! causes a second serve after reassignment (the client library keeps the first reply and
+//! counts the duplicate); held requests expire after [`PENDING_TTL_MS`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeId;
+use crate::node::Millis;
+
+/// A client-chosen request id, unique per request (e.g. `c7-42`).
+pub type RequestId = String;
+
+/// A node holding an unassigned request this long reports it to the coordinator.
+pub const REPORT_AFTER_MS: u64 = 300;
+/// A held request is forgotten after this long, served or not.
+pub const PENDING_TTL_MS: u64 = 120_000;
+/// The smallest per-request cost assumed for a node (seconds), so idle nodes still compare.
+pub const MIN_COST_S: f64 = 0.000_1;
+
+/// One decision of the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The request.
+    pub id: RequestId,
+    /// The node that serves it.
+    pub server: NodeId,
+    /// 1 for the first assignment, +1 for every reassignment.
+    pub attempt: u32,
+}
+
+/// A request this node holds.
+#[derive(Clone, Debug)]
+struct Pending {
+    arrived: Millis,
+    /// Whether this node has the request's payload.
+    local: bool,
+    assigned: Option<(NodeId, u32)>,
+    /// Whether this node already started serving it.
+    serving: bool,
+    reported_at: Option<Millis>,
+}
+
+/// The dispatch table of one node.
+#[derive(Clone, Debug, Default)]
+pub struct Dispatcher {
+    pending: BTreeMap<RequestId, Pending>,
+    /// Requests assigned by this node (as coordinator) per server, not yet served.
+    outstanding: BTreeMap<NodeId, u32>,
+}
+
+/// Choice inputs for one candidate server.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    /// The node.
+    pub id: NodeId,
+    /// Its measured cost per request per worker, in seconds.
+    pub cost: f64,
+}
+
+impl Dispatcher {
+    /// Requests held.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no request is held.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Whether `id` is held.
+    pub fn holds(&self, id: &str) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    /// Records a request whose payload this node has; false if it was already held.
+    pub fn arrived(&mut self, now: Millis, id: &str) -> bool {
+        match self.pending.get_mut(id) {
+            Some(p) if p.local => false,
+            Some(p) => {
+                p.local = true;
+                true
+            }
+            None => {
+                let p = Pending { arrived: now, local: true, assigned: None, serving: false, reported_at: None };
+                self.pending.insert(id.to_string(), p);
+                true
+            }
+        }
+    }
+
+    /// Records an assignment seen from the coordinator; returns whether this node (`me`) must
+    /// now serve it, and whether it cannot (it lacks the payload).
+    pub fn assigned(&mut self, now: Millis, me: NodeId, a: &Assignment) -> Serve {
+        let p = self.pending.entry(a.id.clone()).or_insert(Pending {
+            arrived: now,
+            local: false,
+            assigned: None,
+            serving: false,
+            reported_at: None,
+        });
+        if p.assigned.is_some_and(|(_, attempt)| attempt > a.attempt) {
+            return Serve::No;
+        }
+        p.assigned = Some((a.server, a.attempt));
+        if a.server != me || p.serving {
+            Serve::No
+        } else if p.local {
+            p.serving = true;
+            Serve::Yes
+        } else {
+            Serve::Cannot
+        }
+    }
+
+    /// Forgets a served request; returns whether it was held.
+    pub fn served(&mut self, id: &str, server: NodeId) -> bool {
+        if let Some(count) = self.outstanding.get_mut(&server) {
+            *count = count.saturating_sub(1);
+        }
+        self.pending.remove(id).is_some()
+    }
+
+    /// Forgets everything (the node failed: its clients' requests go to the others).
+    pub fn clear(&mut self) -> Vec<RequestId> {
+        self.outstanding.clear();
+        std::mem::take(&mut self.pending).into_keys().collect()
+    }
+
+    /// Drops requests held longer than the TTL; returns them.
+    pub fn expire(&mut self, now: Millis) -> Vec<RequestId> {
+        let old: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.arrived) > PENDING_TTL_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &old {
+            self.pending.remove(id);
+        }
+        old
+    }
+
+    /// Unassigned requests held for `REPORT_AFTER_MS` and not reported since; marks them.
+    pub fn due_reports(&mut self, now: Millis) -> Vec<RequestId> {
+        let mut due = Vec::new();
+        for (id, p) in self.pending.iter_mut() {
+            let waiting = p.assigned.is_none() && now.saturating_sub(p.arrived) >= REPORT_AFTER_MS;
+            if waiting && p.reported_at.is_none_or(|t| now.saturating_sub(t) >= REPORT_AFTER_MS) {
+                p.reported_at = Some(now);
+                due.push(id.clone());
+            }
+        }
+        due
+    }
+
+    /// The coordinator's count of requests assigned to `node` and not yet served.
+    pub fn outstanding(&self, node: NodeId) -> u32 {
+        self.outstanding.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Rebuilds the outstanding counts from the held assignments (on becoming coordinator).
+    pub fn recount(&mut self) {
+        self.outstanding.clear();
+        for p in self.pending.values() {
+            if let Some((server, _)) = p.assigned {
+                *self.outstanding.entry(server).or_default() += 1;
+            }
+        }
+    }
+
+    /// The requests the coordinator must (re)assign: unassigned ones, and those whose server
+    /// is not among `live`.
+    pub fn needing_assignment(&self, live: &BTreeSet<NodeId>) -> Vec<RequestId> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.assigned.is_none_or(|(server, _)| !live.contains(&server)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The coordinator's decision for `id` among `candidates` (never empty), excluding
+    /// `exclude`; records it and returns it.
+    pub fn assign(&mut self, now: Millis, id: &str, candidates: &[Candidate], exclude: Option<NodeId>) -> Option<Assignment> {
+        let server = self.choose(candidates, exclude)?;
+        let p = self.pending.entry(id.to_string()).or_insert(Pending {
+            arrived: now,
+            local: false,
+            assigned: None,
+            serving: false,
+            reported_at: None,
+        });
+        let attempt = p.assigned.map_or(1, |(_, a)| a + 1);
+        if let Some((old, _)) = p.assigned {
+            if let Some(count) = self.outstanding.get_mut(&old) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        p.assigned = Some((server, attempt));
+        *self.outstanding.entry(server).or_default() += 1;
+        Some(Assignment { id: id.to_string(), server, attempt })
+    }
+
+    /// The expected completion time of one more request on each candidate.
+    pub fn score(&self, c: &Candidate) -> f64 {
+        f64::from(self.outstanding(c.id) + 1) * c.cost.max(MIN_COST_S)
+    }
+
+    fn choose(&self, candidates: &[Candidate], exclude: Option<NodeId>) -> Option<NodeId> {
+        candidates
+            .iter()
+            .filter(|c| Some(c.id) != exclude)
+            .min_by(|a, b| {
+                self.score(a)
+                    .total_cmp(&self.score(b))
+                    .then(self.outstanding(a.id).cmp(&self.outstanding(b.id)))
+                    .then(a.id.cmp(&b.id))
+            })
+            .map(|c| c.id)
+    }
+}
+
+/// What an assignment means for the node that sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serve {
+    /// Someone else serves it (or this node already does).
+    No,
+    /// This node must serve it now.
+    Yes,
+    /// This node was chosen but does not have the payload.
+    Cannot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn equal(n: u32) -> Vec<Candidate> {
+        (1..=n).map(|id| Candidate { id, cost: 0.002 }).collect()
+    }
+
+    #[test]
+    fn equal_nodes_take_turns() {
+        let mut d = Dispatcher::default();
+        let mut counts = BTreeMap::new();
+        for i in 0..300 {
+            let a = d.assign(0, &format!("r{i}"), &equal(3), None).unwrap();
+            *counts.entry(a.server).or_insert(0) += 1;
+        }
+        assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+    }
+
+    #[test]
+    fn a_slow_node_gets_fewer_requests_in_proportion() {
+        let mut d = Dispatcher::default();
+        let candidates = [Candidate { id: 1, cost: 0.01 }, Candidate { id: 2, cost: 0.01 }, Candidate { id: 3, cost: 0.05 }];
+        let mut counts = BTreeMap::new();
+        for i in 0..110 {
+            let a = d.assign(0, &format!("r{i}"), &candidates, None).unwrap();
+            *counts.entry(a.server).or_insert(0) += 1;
+        }
+        assert_eq!((counts[&1], counts[&2], counts[&3]), (50, 50, 10));
+    }
+
+    #[test]
+    fn served_requests_free_their_server() {
+        let mut d = Dispatcher::default();
+        d.arrived(0, "a");
+        let a = d.assign(0, "a", &equal(2), None).unwrap();
+        assert_eq!(d.outstanding(a.server), 1);
+        assert!(d.served("a", a.server));
+        assert_eq!(d.outstanding(a.server), 0);
+        assert!(!d.holds("a"));
+    }
+
+    #[test]
+    fn reassignment_moves_work_and_counts_attempts() {
+        let mut d = Dispatcher::default();
+        d.arrived(0, "a");
+        let first = d.assign(0, "a", &equal(3), None).unwrap();
+        let live: BTreeSet<NodeId> = [1, 2, 3].into_iter().filter(|&n| n != first.server).collect();
+        assert_eq!(d.needing_assignment(&live), vec!["a".to_string()]);
+        let second = d.assign(0, "a", &equal(3), Some(first.server)).unwrap();
+        assert_ne!(second.server, first.server);
+        assert_eq!(second.attempt, 2);
+        assert_eq!(d.outstanding(first.server), 0);
+    }
+
+    #[test]
+    fn only_the_chosen_holder_serves_once() {
+        let mut d = Dispatcher::default();
+        d.arrived(0, "a");
+        let a = Assignment { id: "a".into(), server: 2, attempt: 1 };
+        assert_eq!(d.assigned(0, 2, &a), Serve::Yes);
+        assert_eq!(d.assigned(0, 2, &a), Serve::No, "a repeated assignment does not serve twice");
+        assert_eq!(d.assigned(0, 1, &Assignment { id: "b".into(), server: 1, attempt: 1 }), Serve::Cannot);
+    }
+
+    #[test]
+    fn unassigned_requests_are_reported_once_per_interval() {
+        let mut d = Dispatcher::default();
+        d.arrived(0, "a");
+        assert!(d.due_reports(100).is_empty());
+        assert_eq!(d.due_reports(REPORT_AFTER_MS), vec!["a".to_string()]);
+        assert!(d.due_reports(REPORT_AFTER_MS + 10).is_empty());
+        assert_eq!(d.due_reports(2 * REPORT_AFTER_MS).len(), 1);
+    }
+}
