@@ -8,8 +8,16 @@
 //!
 //! ## Layout
 //! - [`error`]: the one error type.
+//! - [`metadata`]: owner, viewers with view quotas, image id and format version hidden with an image.
+//! - [`seal`]: key derivation from the cluster secret, the payload header, and authenticated encryption.
+//! - [`stego`]: hiding a sealed payload in a cover's low bits (PNG out) and revealing it.
+//! - [`cover`]: the default procedural landscape cover and its cache.
 
+pub mod cover;
 pub mod error;
+pub mod metadata;
+pub mod seal;
+pub mod stego;
 
 pub use error::{Error, Result};
 pub mod config;
