@@ -18,8 +18,6 @@ pub type NodeId = u32;
 
 /// Port of node 1's peer/client listener in the default cluster; node `i` uses `BASE + i - 1`.
 pub const DEFAULT_BASE_PORT: u16 = 8001;
-/// The secret used when none is given: fine on a laptop, never in a deployment.
-pub const DEV_SECRET: &str = "imgcloud-development-secret";
 /// Distance between a node's peer port and its HTTP port in generated clusters.
 pub const HTTP_PORT_OFFSET: u16 = 1000;
 

@@ -106,6 +106,11 @@ impl FrameWriter {
         self.inner.send(bytes).await.map_err(Error::Io)
     }
 
+    /// Queues already-encoded bytes as a frame without flushing.
+    pub async fn feed_bytes(&mut self, bytes: Bytes) -> Result<()> {
+        self.inner.feed(bytes).await.map_err(Error::Io)
+    }
+
     /// Queues a value without flushing (call [`FrameWriter::flush`] after a batch).
     pub async fn feed<T: Serialize>(&mut self, value: &T) -> Result<()> {
         self.inner.feed(encode(value)?).await.map_err(Error::Io)

@@ -177,6 +177,12 @@ impl Dispatcher {
         due
     }
 
+    /// The current assignment of `id`, if any.
+    pub fn assignment(&self, id: &str) -> Option<Assignment> {
+        let (server, attempt) = self.pending.get(id)?.assigned?;
+        Some(Assignment { id: id.to_string(), server, attempt })
+    }
+
     /// The coordinator's count of requests assigned to `node` and not yet served.
     pub fn outstanding(&self, node: NodeId) -> u32 {
         self.outstanding.get(&node).copied().unwrap_or(0)

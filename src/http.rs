@@ -1,50 +1,152 @@
-//! Each node's HTTP API (axum): `GET /status` (JSON) and `GET /metrics` (Prometheus text).
+//! Each node's HTTP API (axum): `POST /encrypt`, `GET /status` (JSON) and `GET /metrics`
+//! (Prometheus text).
 //!
-//! The handlers read the latest [`NodeStatus`] that the node loop publishes every tick, so a
-//! status request never waits for the protocol core. `/status` answers even while the node is
-//! in its simulated failure: it is the operator's window, and it says "Failed".
+//! `/status` and `/metrics` read the latest [`NodeStatus`] that the node loop publishes every
+//! tick, so they never wait for the protocol core; `/status` answers even while the node is in
+//! its simulated failure (it is the operator's window, and says "Failed"). `POST /encrypt`
+//! hands the request to the node loop, which forwards it to the peers so that the cluster,
+//! not this node, decides who serves it, and waits for the answer.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::config::NodeId;
 use crate::message::NodeState;
-use crate::server::NodeStatus;
+use crate::metadata::Viewer;
+use crate::request::{EncryptRequest, Outcome, Refusal};
+use crate::server::{Input, NodeStatus};
 use crate::Result;
 
-/// The shared state of the handlers.
-#[derive(Clone)]
-struct Api {
-    status: watch::Receiver<NodeStatus>,
-}
+/// The largest `POST /encrypt` body accepted.
+pub const MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
+/// How long `POST /encrypt` waits for the whole request body.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long `POST /encrypt` waits for the cluster's answer.
+pub const ENCRYPT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The router, for serving and for tests.
-pub fn router(status: watch::Receiver<NodeStatus>) -> Router {
-    Router::new()
-        .route("/status", get(get_status))
-        .route("/metrics", get(get_metrics))
-        .with_state(Api { status })
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct Api {
+    /// This node.
+    pub node: NodeId,
+    /// The latest status.
+    pub status: watch::Receiver<NodeStatus>,
+    /// The node loop.
+    pub inputs: mpsc::Sender<Input>,
 }
 
 /// Serves the API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, status: watch::Receiver<NodeStatus>) -> Result<()> {
-    axum::serve(listener, router(status)).await?;
+pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route("/status", get(get_status))
+        .route("/metrics", get(get_metrics))
+        .route("/encrypt", post(post_encrypt))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .with_state((api, counter));
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
-async fn get_status(State(api): State<Api>) -> Json<NodeStatus> {
+type AppState = (Api, Arc<AtomicU64>);
+
+async fn get_status(State((api, _)): State<AppState>) -> Json<NodeStatus> {
     Json(api.status.borrow().clone())
 }
 
-async fn get_metrics(State(api): State<Api>) -> impl IntoResponse {
+async fn get_metrics(State((api, _)): State<AppState>) -> impl IntoResponse {
     let status = api.status.borrow().clone();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text(&status))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn refusal_status(kind: Refusal) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Reads the multipart form into a request, or the response that refuses it.
+async fn read_form(id: String, multipart: Result<Multipart, MultipartRejection>) -> Result<EncryptRequest, Response> {
+    let mut form = multipart.map_err(|e| error(e.status(), format!("expected a multipart/form-data body: {}", e.body_text())))?;
+    let (mut secret, mut cover, mut owner, mut viewers) = (None, None, None, Vec::new());
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(error(e.status(), format!("cannot read the form: {}", e.body_text()))),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| error(e.status(), format!("cannot read field {name}: {}", e.body_text())))?;
+        let text = || String::from_utf8(bytes.to_vec()).map_err(|_| error(StatusCode::BAD_REQUEST, format!("field {name} must be text")));
+        match name.as_str() {
+            "image" => secret = Some(bytes.to_vec()),
+            "cover" => cover = Some(bytes.to_vec()),
+            "owner" => owner = Some(text()?),
+            "viewer" => {
+                let viewer: Viewer = text()?.parse().map_err(|e: crate::Error| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+                viewers.push(viewer);
+            }
+            other => return Err(error(StatusCode::BAD_REQUEST, format!("unknown field \"{other}\" (expected image, cover, owner, viewer)"))),
+        }
+    }
+    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| error(StatusCode::BAD_REQUEST, "missing field \"image\" (the image to hide)"))?;
+    let owner = owner.filter(|o| !o.trim().is_empty()).ok_or_else(|| error(StatusCode::BAD_REQUEST, "missing field \"owner\""))?;
+    Ok(EncryptRequest { id, secret, cover: cover.filter(|c| !c.is_empty()), owner, viewers })
+}
+
+async fn post_encrypt(
+    State((api, counter)): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&l| l > MAX_UPLOAD_BYTES as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body declares {length} bytes; the limit is {MAX_UPLOAD_BYTES} bytes"),
+        );
+    }
+    let id = format!("h{}-{:08x}-{}", api.node, rand::random::<u32>(), counter.fetch_add(1, Ordering::Relaxed));
+    let request = match tokio::time::timeout(BODY_DEADLINE, read_form(id, multipart)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(response)) => return response,
+        Err(_) => {
+            let message = format!("the request body did not arrive within {} s", BODY_DEADLINE.as_secs());
+            return error(StatusCode::REQUEST_TIMEOUT, message);
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    if api.inputs.send(Input::HttpRequest(request, tx)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    }
+    match tokio::time::timeout(ENCRYPT_DEADLINE, rx).await {
+        Ok(Ok(reply)) => match reply.outcome {
+            Outcome::Encrypted(png) => (
+                [(header::CONTENT_TYPE, "image/png".to_string()), (header::HeaderName::from_static("x-served-by"), reply.served_by.to_string())],
+                png,
+            )
+                .into_response(),
+            Outcome::Refused { kind, message } => error(refusal_status(kind), message),
+        },
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the node dropped the request (it failed or lost its majority)"),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, format!("no answer from the cluster within {} s", ENCRYPT_DEADLINE.as_secs())),
+    }
 }
 
 /// Renders the status in the Prometheus text exposition format.
@@ -59,19 +161,21 @@ pub fn metrics_text(status: &NodeStatus) -> String {
         }
     };
     let one = |v: f64| vec![(String::new(), v)];
+    let flag = |b: bool| f64::from(u8::from(b));
     metric("epoch", "gauge", "Current election epoch.", &one(s.epoch as f64));
-    metric("is_coordinator", "gauge", "1 if this node is the coordinator.", &one(f64::from(u8::from(s.coordinator == Some(node)))));
-    let states = [NodeState::Active, NodeState::Failed, NodeState::Recovering]
-        .map(|st| (format!(",state=\"{st}\""), f64::from(u8::from(s.state == st))));
+    metric("is_coordinator", "gauge", "1 if this node is the coordinator.", &one(flag(s.coordinator == Some(node))));
+    let states = [NodeState::Active, NodeState::Failed, NodeState::Recovering].map(|st| (format!(",state=\"{st}\""), flag(s.state == st)));
     metric("state", "gauge", "1 for the node's current state.", &states);
-    metric("load", "gauge", "Measured load used by elections and dispatch.", &one(s.load));
-    metric("quorum", "gauge", "1 if the node hears from a majority.", &one(f64::from(u8::from(s.quorum))));
-    let peers: Vec<(String, f64)> = s
-        .peers
-        .iter()
-        .map(|p| (format!(",peer=\"{}\"", p.id), f64::from(u8::from(p.state == NodeState::Active))))
-        .collect();
+    metric("load", "gauge", "Measured load used by elections and dispatch (expected seconds for one more request).", &one(s.load));
+    metric("quorum", "gauge", "1 if the node hears from a majority.", &one(flag(s.quorum)));
+    let peers: Vec<(String, f64)> = s.peers.iter().map(|p| (format!(",peer=\"{}\"", p.id), flag(p.state == NodeState::Active))).collect();
     metric("peer_up", "gauge", "1 if the peer is alive and Active as this node sees it.", &peers);
+    metric("served_total", "counter", "Requests this node served.", &one(status.served as f64));
+    metric("lb_decisions_total", "counter", "Load-balancing decisions this node made as coordinator.", &one(status.lb_decisions as f64));
+    metric("in_flight", "gauge", "Encryptions running.", &one(status.in_flight as f64));
+    metric("queued", "gauge", "Encryptions waiting for a worker.", &one(status.queued as f64));
+    metric("held_requests", "gauge", "Requests held until they are known to be served.", &one(s.held as f64));
+    metric("request_log_entries", "gauge", "Entries in the replicated request log.", &one(s.request_log as f64));
     metric("elections_total", "counter", "Elections in the replicated record.", &one(s.elections as f64));
     metric("simulated_failures_total", "counter", "Simulated failures in the replicated record.", &one(s.failures as f64));
     metric("elections_won_total", "counter", "Elections this node won.", &one(s.counters.elections_won as f64));

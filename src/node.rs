@@ -46,6 +46,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{FailureSim, NodeId, Timing};
 use crate::detector::Detector;
+use crate::dispatch::{Assignment, Candidate, Dispatcher, RequestId, Serve};
 use crate::message::{Envelope, Epoch, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION};
 use crate::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 
@@ -87,6 +88,10 @@ pub enum Output {
         /// The message.
         envelope: Envelope,
     },
+    /// Serve this request now: encrypt, reply, then call [`Node::request_served`].
+    Serve(RequestId),
+    /// Drop this request's payload: another node served it, or this node failed.
+    Forget(RequestId),
     /// Something the operator should see.
     Event(Event),
 }
@@ -131,6 +136,13 @@ pub enum Event {
     },
     /// The coordinator elected a victim.
     VictimElected(FailureRecord),
+    /// The coordinator decided who serves a request.
+    Dispatched {
+        /// The decision.
+        assignment: Assignment,
+        /// Every candidate's load figure (expected seconds to finish one more request).
+        loads: Vec<(NodeId, f64)>,
+    },
     /// A message from an old epoch was ignored.
     StaleIgnored {
         /// The sender.
@@ -163,6 +175,7 @@ struct Peer {
     detector: Detector,
     state: NodeState,
     load: f64,
+    cost: f64,
     epoch: Epoch,
     coordinator: Option<NodeId>,
     digest: String,
@@ -219,6 +232,10 @@ pub struct CoreStatus {
     pub failures: usize,
     /// This node's counters.
     pub counters: Counters,
+    /// Requests this node holds (not yet known to be served).
+    pub held: usize,
+    /// Entries in the replicated request log.
+    pub request_log: usize,
 }
 
 /// The protocol core of one node.
@@ -242,6 +259,8 @@ pub struct Node {
     failed_rounds: u32,
     peers: BTreeMap<NodeId, Peer>,
     load: f64,
+    cost: f64,
+    dispatcher: Dispatcher,
     replicated: ReplicatedState,
     digest: Option<String>,
     recovery_heard: BTreeSet<NodeId>,
@@ -278,6 +297,7 @@ impl Node {
                     detector: Detector::new(t.suspect_ms, t.suspect_max_ms),
                     state: NodeState::Recovering,
                     load: 0.0,
+                    cost: 0.0,
                     epoch: 0,
                     coordinator: None,
                     digest: String::new(),
@@ -307,6 +327,8 @@ impl Node {
             failed_rounds: 0,
             peers,
             load: 0.0,
+            cost: 0.0,
+            dispatcher: Dispatcher::default(),
             replicated: ReplicatedState::default(),
             digest: None,
             recovery_heard: BTreeSet::new(),
@@ -353,9 +375,12 @@ impl Node {
         &self.replicated
     }
 
-    /// Sets the load this node reports (measured by the driver).
-    pub fn set_load(&mut self, load: f64) {
-        self.load = if load.is_finite() { load.max(0.0) } else { 0.0 };
+    /// Sets the load this node reports and its cost per request per worker, in seconds (both
+    /// measured by the driver; see [`crate::dispatch`]).
+    pub fn set_load(&mut self, load: f64, cost: f64) {
+        let sane = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+        self.load = sane(load);
+        self.cost = sane(cost);
     }
 
     /// Switches the failure simulation on or off.
@@ -423,6 +448,8 @@ impl Node {
             elections: self.replicated.elections.len(),
             failures: self.replicated.failures.len(),
             counters: self.replicated.counters(self.id),
+            held: self.dispatcher.len(),
+            request_log: self.replicated.served.len(),
         }
     }
 
@@ -486,6 +513,9 @@ impl Node {
         self.election_due = None;
         self.state = NodeState::Failed;
         self.failed_until = now + duration_ms;
+        for id in self.dispatcher.clear() {
+            self.out.push(Output::Forget(id));
+        }
         self.bump_counters(|c| c.failures += 1);
         let reason = format!("for {} s", duration_ms.div_ceil(1000));
         self.emit(Event::StateChanged { to: NodeState::Failed, reason });
@@ -515,6 +545,7 @@ impl Node {
         self.last_election_at = now;
         self.imbalance_since = None;
         if coordinator == self.id {
+            self.dispatcher.recount();
             self.bump_counters(|c| c.elections_won += 1);
             self.next_victim_at = now + self.failures.period().as_millis() as u64;
             for p in self.peers.values_mut() {
@@ -549,6 +580,12 @@ impl Node {
             Message::ElectionOk { round, granted, load } => self.on_election_ok(now, from, round, granted, load),
             Message::Coordinator { coordinator, loads } => self.on_coordinator(now, from, epoch, coordinator, loads),
             Message::Fail(record) => self.on_fail(now, from, epoch, record),
+            Message::Assign(a) => self.on_assign(now, from, epoch, a),
+            Message::Served { id } => self.on_served(&id, from),
+            Message::Decline { id } => self.on_decline(now, &id, from),
+            Message::Unassigned { ids } => self.on_unassigned(now, ids, from),
+            // Payload-carrying messages are the shell's business (it holds the payloads).
+            Message::Forward(_) | Message::Reply(_) => {}
             Message::SyncRequest => self.on_sync_request(from),
             Message::SyncResponse(snapshot) => self.on_sync_response(now, from, epoch, *snapshot),
         }
@@ -563,6 +600,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&from) {
             p.state = hb.state;
             p.load = hb.load;
+            p.cost = hb.cost;
             p.epoch = epoch;
             p.coordinator = hb.coordinator;
             if hb.digest != my_digest && hb.state == NodeState::Active {
@@ -708,6 +746,139 @@ impl Node {
         }
     }
 
+    // ----- requests ------------------------------------------------------------------------
+
+    /// Whether the request log says `id` was served.
+    pub fn already_served(&self, id: &str) -> bool {
+        self.replicated.served.contains_key(id)
+    }
+
+    /// Whether this node can take part in serving requests now: Active, with a coordinator.
+    pub fn accepting(&self) -> bool {
+        self.state == NodeState::Active && self.coordinator.is_some()
+    }
+
+    /// A client's request reached this node; the driver holds its payload until it is told
+    /// to serve ([`Output::Serve`]) or to forget it ([`Output::Forget`]).
+    pub fn request_arrived(&mut self, now: Millis, id: &str) -> Vec<Output> {
+        if self.state == NodeState::Failed || self.already_served(id) {
+            return vec![Output::Forget(id.to_string())];
+        }
+        if !self.dispatcher.arrived(now, id) {
+            return Vec::new();
+        }
+        if let Some(a) = self.dispatcher.assignment(id) {
+            // The assignment came before the payload did.
+            self.on_assign(now, a.server, self.epoch, a);
+        } else if self.is_coordinator() {
+            self.assign(now, id, None);
+        }
+        self.take_output()
+    }
+
+    /// The driver served request `id` and replied to its client.
+    pub fn request_served(&mut self, _now: Millis, id: &str) -> Vec<Output> {
+        if self.replicated.record_served(id, self.id) {
+            self.changed();
+        }
+        self.dispatcher.served(id, self.id);
+        self.bump_counters(|c| c.served += 1);
+        let epoch = self.epoch;
+        self.broadcast_at(epoch, Message::Served { id: id.to_string() });
+        self.take_output()
+    }
+
+    /// The nodes that may serve: this one and every up peer, with their costs.
+    fn candidates(&self, now: Millis) -> Vec<Candidate> {
+        let mut candidates = vec![Candidate { id: self.id, cost: self.cost }];
+        for (&id, p) in &self.peers {
+            if self.peer_up(id, now) {
+                candidates.push(Candidate { id, cost: p.cost });
+            }
+        }
+        candidates
+    }
+
+    /// The coordinator's load-balancing decision for one request.
+    fn assign(&mut self, now: Millis, id: &str, exclude: Option<NodeId>) {
+        let candidates = self.candidates(now);
+        let loads: Vec<(NodeId, f64)> = candidates.iter().map(|c| (c.id, self.dispatcher.score(c))).collect();
+        let Some(assignment) = self.dispatcher.assign(now, id, &candidates, exclude) else {
+            return;
+        };
+        self.bump_counters(|c| c.lb_decisions += 1);
+        self.emit(Event::Dispatched { assignment: assignment.clone(), loads });
+        self.broadcast_at(self.epoch, Message::Assign(assignment.clone()));
+        if assignment.server == self.id {
+            match self.dispatcher.assigned(now, self.id, &assignment) {
+                Serve::Yes => self.out.push(Output::Serve(id.to_string())),
+                Serve::Cannot => self.assign(now, id, Some(self.id)),
+                Serve::No => {}
+            }
+        }
+    }
+
+    /// Assigns what nobody serves: new requests, and those of servers that are gone.
+    fn assign_waiting(&mut self, now: Millis) {
+        let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
+        for id in self.dispatcher.needing_assignment(&live) {
+            if self.already_served(&id) {
+                self.dispatcher.served(&id, 0);
+                self.out.push(Output::Forget(id));
+            } else {
+                self.assign(now, &id, None);
+            }
+        }
+    }
+
+    fn on_assign(&mut self, now: Millis, from: NodeId, epoch: Epoch, a: Assignment) {
+        if epoch < self.epoch {
+            self.emit(Event::StaleIgnored { from, epoch, kind: "Assign" });
+            return;
+        }
+        if self.already_served(&a.id) {
+            return;
+        }
+        match self.dispatcher.assigned(now, self.id, &a) {
+            Serve::Yes => self.out.push(Output::Serve(a.id)),
+            Serve::Cannot if from != self.id => self.send(from, Message::Decline { id: a.id }),
+            _ => {}
+        }
+    }
+
+    fn on_served(&mut self, id: &str, server: NodeId) {
+        if self.replicated.record_served(id, server) {
+            self.changed();
+        }
+        if self.dispatcher.served(id, server) {
+            self.out.push(Output::Forget(id.to_string()));
+        }
+    }
+
+    fn on_decline(&mut self, now: Millis, id: &str, from: NodeId) {
+        if self.is_coordinator() && !self.already_served(id) {
+            self.assign(now, id, Some(from));
+        }
+    }
+
+    fn on_unassigned(&mut self, now: Millis, ids: Vec<RequestId>, from: NodeId) {
+        if !self.is_coordinator() {
+            return;
+        }
+        let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
+        for id in ids {
+            if self.already_served(&id) {
+                self.send(from, Message::Served { id });
+                continue;
+            }
+            match self.dispatcher.assignment(&id) {
+                // The reporter missed the assignment: tell it again.
+                Some(a) if live.contains(&a.server) => self.send(from, Message::Assign(a)),
+                _ => self.assign(now, &id, None),
+            }
+        }
+    }
+
     // ----- time ----------------------------------------------------------------------------
 
     /// Advances the core to `now`.
@@ -728,6 +899,7 @@ impl Node {
             let hb = Heartbeat {
                 state: self.state,
                 load: self.load,
+                cost: self.cost,
                 coordinator: self.coordinator,
                 digest: self.digest(),
                 counters: self.replicated.counters(self.id),
@@ -793,8 +965,19 @@ impl Node {
         } else if self.coordinator.is_none() {
             self.maybe_start_election(now);
         }
-        if self.is_coordinator() && self.round.is_none() {
-            self.coordinator_duties(now);
+        if self.is_coordinator() {
+            self.assign_waiting(now);
+            if self.round.is_none() {
+                self.coordinator_duties(now);
+            }
+        } else if let Some(c) = self.coordinator.filter(|&c| self.peer_up(c, now)) {
+            let ids = self.dispatcher.due_reports(now);
+            if !ids.is_empty() {
+                self.send(c, Message::Unassigned { ids });
+            }
+        }
+        for id in self.dispatcher.expire(now) {
+            self.out.push(Output::Forget(id));
         }
         self.anti_entropy(now);
     }

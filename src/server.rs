@@ -30,12 +30,20 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::sync::oneshot;
+
 use crate::config::{ClusterConfig, NodeId};
-use crate::connection::{decode_envelope, encode, split, FrameReader};
+use crate::connection::{decode_envelope, split, FrameReader, FrameWriter};
+use crate::dispatch::RequestId;
 use crate::handshake::{Accepted, PeerAuth};
 use crate::http;
-use crate::message::{Envelope, NodeState};
+use crate::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use crate::node::{CoreStatus, Event, Millis, Node, NodeConfig, Output};
+use crate::pool::Pool;
+use crate::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
+use crate::seal::SealKey;
 use crate::{Error, Result};
 
 /// How often the node loop ticks the core.
@@ -45,16 +53,40 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between two attempts to reach a peer.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Envelopes queued for one peer before new ones are dropped.
-const LINK_QUEUE: usize = 1024;
+const LINK_QUEUE: usize = 4096;
+/// Inputs queued for the node loop.
+const INPUT_QUEUE: usize = 8192;
+/// Replies queued for one client connection.
+const CLIENT_QUEUE: usize = 4096;
 
 /// What the node loop receives.
-enum Input {
+pub(crate) enum Input {
     /// An envelope from an authenticated peer connection.
     Envelope(Envelope),
     /// A peer connection opened (with its connection number).
     PeerOpened(NodeId, u64),
     /// A peer connection closed.
     PeerClosed(NodeId, u64),
+    /// A request from a client connection (the client sent it to every node).
+    ClientRequest(EncryptRequest, mpsc::Sender<EncryptReply>),
+    /// A request that reached this node alone (plain HTTP): forwarded to the peers.
+    HttpRequest(EncryptRequest, oneshot::Sender<EncryptReply>),
+    /// An encryption job finished.
+    Done(EncryptReply),
+}
+
+/// Where the answer to a held request goes.
+enum ReplyTo {
+    /// This node's connection to the client.
+    Client(mpsc::Sender<EncryptReply>),
+    /// The node the request reached over HTTP (possibly this one).
+    Origin(NodeId),
+}
+
+/// A request this node holds: its payload (until a job takes it) and where its answer goes.
+struct Held {
+    request: Option<EncryptRequest>,
+    reply_to: ReplyTo,
 }
 
 /// Everything `/status` and `/metrics` show.
@@ -63,6 +95,16 @@ pub struct NodeStatus {
     /// The core's view.
     #[serde(flatten)]
     pub core: CoreStatus,
+    /// Requests this node served (its replicated counter).
+    pub served: u64,
+    /// Load-balancing decisions this node made as coordinator.
+    pub lb_decisions: u64,
+    /// Encryptions running now.
+    pub in_flight: usize,
+    /// Encryptions waiting for a worker.
+    pub queued: usize,
+    /// Encryption workers.
+    pub workers: usize,
     /// Seconds since the process started.
     pub uptime_s: f64,
 }
@@ -79,31 +121,40 @@ pub async fn run(config: ClusterConfig, id: NodeId, seed: u64, shutdown: impl Fu
     info!(node = id, addr = %me.addr, http = %me.http, "[Node {id}] listening");
 
     let auth = PeerAuth::new(&config.secret);
-    let started = Instant::now();
+    let pool = Pool::new(
+        SealKey::from_secret(config.secret.as_bytes()),
+        config.workers,
+        Duration::from_millis(config.delay_ms),
+    );
     let core = Node::new(
-        NodeConfig {
-            id,
-            members: config.ids(),
-            timing: config.timing,
-            failures: config.failures,
-            seed,
-        },
+        NodeConfig { id, members: config.ids(), timing: config.timing, failures: config.failures, seed },
         0,
     );
-    let (status_tx, status_rx) = watch::channel(NodeStatus { core: initial_status(id), uptime_s: 0.0 });
-    let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
+    let (status_tx, status_rx) = watch::channel(initial_status(id, pool.workers()));
+    let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
 
     let mut tasks = JoinSet::new();
-    let mut links = std::collections::BTreeMap::new();
+    let mut links = BTreeMap::new();
     for peer in config.nodes.iter().filter(|n| n.id != id) {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         links.insert(peer.id, tx);
         tasks.spawn(peer_link(id, peer.id, peer.addr, auth.clone(), rx));
     }
     let members = Arc::new(config.ids());
-    tasks.spawn(accept_loop(listener, id, members, auth, input_tx));
-    tasks.spawn(node_loop(core, started, input_rx, links, status_tx));
-    tasks.spawn(http::serve(http_listener, status_rx));
+    tasks.spawn(accept_loop(listener, id, members, auth, input_tx.clone()));
+    let shell = Shell {
+        core,
+        started: Instant::now(),
+        links,
+        pool,
+        inputs: input_tx.clone(),
+        held: HashMap::new(),
+        http_waiters: HashMap::new(),
+        latest_conn: BTreeMap::new(),
+        status: status_tx,
+    };
+    tasks.spawn(shell.run(input_rx));
+    tasks.spawn(http::serve(http_listener, http::Api { node: id, status: status_rx, inputs: input_tx }));
 
     tokio::select! {
         _ = shutdown => info!(node = id, "[Node {id}] shutting down"),
@@ -117,8 +168,8 @@ pub async fn run(config: ClusterConfig, id: NodeId, seed: u64, shutdown: impl Fu
     Ok(())
 }
 
-fn initial_status(id: NodeId) -> CoreStatus {
-    CoreStatus {
+fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
+    let core = CoreStatus {
         id,
         state: NodeState::Recovering,
         epoch: 0,
@@ -130,57 +181,200 @@ fn initial_status(id: NodeId) -> CoreStatus {
         elections: 0,
         failures: 0,
         counters: Default::default(),
-    }
+        held: 0,
+        request_log: 0,
+    };
+    NodeStatus { core, served: 0, lb_decisions: 0, in_flight: 0, queued: 0, workers, uptime_s: 0.0 }
 }
 
-async fn node_loop(
-    mut core: Node,
+/// The node loop: owns the core and the held payloads.
+struct Shell {
+    core: Node,
     started: Instant,
-    mut inputs: mpsc::Receiver<Input>,
-    links: std::collections::BTreeMap<NodeId, mpsc::Sender<Envelope>>,
+    links: BTreeMap<NodeId, mpsc::Sender<Envelope>>,
+    pool: Arc<Pool>,
+    inputs: mpsc::Sender<Input>,
+    held: HashMap<RequestId, Held>,
+    http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
+    latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
-) -> Result<()> {
-    let id = core.id();
-    let now = || started.elapsed().as_millis() as Millis;
-    let mut latest_conn = std::collections::BTreeMap::<NodeId, u64>::new();
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let outputs = tokio::select! {
-            input = inputs.recv() => match input {
-                None => return Ok(()),
-                Some(Input::Envelope(envelope)) => core.step(now(), envelope),
-                Some(Input::PeerOpened(peer, conn)) => {
-                    latest_conn.insert(peer, conn);
-                    Vec::new()
-                }
-                Some(Input::PeerClosed(peer, conn)) => {
-                    if latest_conn.get(&peer) == Some(&conn) {
-                        core.peer_disconnected(now(), peer);
-                    }
-                    Vec::new()
-                }
-            },
-            _ = ticker.tick() => {
-                let outputs = core.tick(now());
-                let core_status = core.status(now());
-                status.send_replace(NodeStatus { core: core_status, uptime_s: started.elapsed().as_secs_f64() });
-                outputs
-            }
-        };
-        for output in outputs {
-            match output {
-                Output::Send { to, envelope } => {
-                    if let Some(link) = links.get(&to) {
-                        if link.try_send(envelope).is_err() {
-                            debug!(node = id, peer = to, "link queue full; message dropped");
-                        }
-                    }
-                }
-                Output::Event(event) => report(id, &event),
+}
+
+impl Shell {
+    fn now(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
+    }
+
+    fn id(&self) -> NodeId {
+        self.core.id()
+    }
+
+    async fn run(mut self, mut inputs: mpsc::Receiver<Input>) -> Result<()> {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    None => return Ok(()),
+                    Some(input) => self.handle(input),
+                },
+                _ = ticker.tick() => self.tick(),
             }
         }
     }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        self.core.set_load(self.pool.load(), self.pool.cost());
+        let outputs = self.core.tick(now);
+        self.apply(outputs);
+        self.http_waiters.retain(|_, w| !w.is_closed());
+        let core = self.core.status(now);
+        let status = NodeStatus {
+            served: core.counters.served,
+            lb_decisions: core.counters.lb_decisions,
+            in_flight: self.pool.in_flight(),
+            queued: self.pool.queued(),
+            workers: self.pool.workers(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            core,
+        };
+        self.status.send_replace(status);
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        let failed = self.core.state() == NodeState::Failed;
+        let outputs = match input {
+            Input::Envelope(envelope) => match envelope.message {
+                Message::Forward(request) if !failed => {
+                    let origin = envelope.from;
+                    self.hold(*request, ReplyTo::Origin(origin))
+                }
+                Message::Reply(reply) if !failed => {
+                    if let Some(waiter) = self.http_waiters.remove(&reply.id) {
+                        let _ = waiter.send(*reply);
+                    }
+                    Vec::new()
+                }
+                _ => self.core.step(now, envelope),
+            },
+            Input::PeerOpened(peer, conn) => {
+                self.latest_conn.insert(peer, conn);
+                Vec::new()
+            }
+            Input::PeerClosed(peer, conn) => {
+                if self.latest_conn.get(&peer) == Some(&conn) {
+                    self.core.peer_disconnected(now, peer);
+                }
+                Vec::new()
+            }
+            // A failed node ignores its clients: the other nodes have the same request.
+            Input::ClientRequest(..) if failed => Vec::new(),
+            Input::ClientRequest(request, reply) => self.hold(request, ReplyTo::Client(reply)),
+            Input::HttpRequest(request, waiter) => {
+                if failed || !self.core.accepting() {
+                    let why = if failed { "this node is in a (simulated) failure" } else { "no coordinator with a majority" };
+                    let _ = waiter.send(refusal(&request.id, self.id(), Refusal::Unavailable, why));
+                    Vec::new()
+                } else {
+                    let me = self.id();
+                    self.http_waiters.insert(request.id.clone(), waiter);
+                    let forward = Message::Forward(Box::new(request.clone()));
+                    let envelope = Envelope { version: PROTOCOL_VERSION, from: me, epoch: self.core.epoch(), message: forward };
+                    for to in self.links.keys().copied().collect::<Vec<_>>() {
+                        self.send(to, envelope.clone());
+                    }
+                    self.hold(request, ReplyTo::Origin(me))
+                }
+            }
+            Input::Done(reply) => self.finish(now, reply),
+        };
+        self.apply(outputs);
+    }
+
+    /// Keeps a request's payload and tells the core it arrived.
+    fn hold(&mut self, request: EncryptRequest, reply_to: ReplyTo) -> Vec<Output> {
+        if self.held.contains_key(&request.id) {
+            return Vec::new();
+        }
+        let id = request.id.clone();
+        self.held.insert(id.clone(), Held { request: Some(request), reply_to });
+        self.core.request_arrived(self.now(), &id)
+    }
+
+    /// A job finished: answer the client, then tell the core (which tells the peers).
+    fn finish(&mut self, now: Millis, reply: EncryptReply) -> Vec<Output> {
+        if self.core.state() == NodeState::Failed {
+            return Vec::new();
+        }
+        let Some(held) = self.held.remove(&reply.id) else {
+            // Someone else served it meanwhile (after a reassignment): stay silent.
+            return Vec::new();
+        };
+        let id = reply.id.clone();
+        match held.reply_to {
+            ReplyTo::Client(client) => {
+                if client.try_send(reply).is_err() {
+                    debug!(node = self.id(), request = %id, "client gone before its reply");
+                }
+            }
+            ReplyTo::Origin(origin) if origin == self.id() => {
+                if let Some(waiter) = self.http_waiters.remove(&id) {
+                    let _ = waiter.send(reply);
+                }
+            }
+            ReplyTo::Origin(origin) => {
+                let envelope = Envelope {
+                    version: PROTOCOL_VERSION,
+                    from: self.id(),
+                    epoch: self.core.epoch(),
+                    message: Message::Reply(Box::new(reply)),
+                };
+                self.send(origin, envelope);
+            }
+        }
+        self.core.request_served(now, &id)
+    }
+
+    fn send(&self, to: NodeId, envelope: Envelope) {
+        if let Some(link) = self.links.get(&to) {
+            if link.try_send(envelope).is_err() {
+                debug!(node = self.id(), peer = to, "link queue full; message dropped");
+            }
+        }
+    }
+
+    fn apply(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, envelope } => self.send(to, envelope),
+                Output::Serve(id) => self.serve(id),
+                Output::Forget(id) => {
+                    self.held.remove(&id);
+                }
+                Output::Event(event) => report(self.id(), &event),
+            }
+        }
+    }
+
+    /// Starts the encryption job of a held request.
+    fn serve(&mut self, id: RequestId) {
+        let Some(request) = self.held.get_mut(&id).and_then(|h| h.request.take()) else {
+            warn!(node = self.id(), request = %id, "asked to serve a request whose payload is gone");
+            return;
+        };
+        let (pool, inputs, me) = (Arc::clone(&self.pool), self.inputs.clone(), self.id());
+        tokio::spawn(async move {
+            let outcome = pool.encrypt(request).await;
+            let _ = inputs.send(Input::Done(EncryptReply { id, served_by: me, outcome })).await;
+        });
+    }
+}
+
+/// A refusal reply.
+pub(crate) fn refusal(id: &str, node: NodeId, kind: Refusal, message: &str) -> EncryptReply {
+    EncryptReply { id: id.to_string(), served_by: node, outcome: Outcome::Refused { kind, message: message.to_string() } }
 }
 
 /// Prints an event the way an operator reads it.
@@ -213,6 +407,11 @@ pub fn report(id: NodeId, event: &Event) {
             r.epoch,
             r.seq
         ),
+        Event::Dispatched { assignment: a, loads } => {
+            let loads: Vec<String> = loads.iter().map(|(n, l)| format!("{n}={l:.2}")).collect();
+            let again = if a.attempt > 1 { format!(" (attempt {})", a.attempt) } else { String::new() };
+            info!(target: "imgcloud::lb", node = id, "[LB] req {} -> node {}{again} (loads: {})", a.id, a.server, loads.join(" "));
+        }
         Event::StaleIgnored { from, epoch, kind } => {
             warn!(node = id, from, epoch, "[Node {id}] ignored a stale {kind} from node {from} (epoch {epoch})")
         }
@@ -259,8 +458,12 @@ async fn peer_link(me: NodeId, peer: NodeId, addr: std::net::SocketAddr, auth: P
                 // Keep the read half alive so the connection stays open; peers never write on it.
                 let _reader: FrameReader = reader;
                 while let Some(envelope) = queue.recv().await {
-                    let bytes = encode(&envelope)?;
-                    if let Err(e) = writer.write_bytes(bytes).await {
+                    // Write everything queued, then flush once: batching under load.
+                    let mut sent = writer.feed(&envelope).await;
+                    while let (Ok(()), Ok(more)) = (&sent, queue.try_recv()) {
+                        sent = writer.feed(&more).await;
+                    }
+                    if let Err(e) = sent.and(writer.flush().await) {
                         debug!(node = me, peer, error = %e, "[Node {me}] link to node {peer} lost");
                         break;
                     }
@@ -322,7 +525,10 @@ async fn accept_loop(
                     let _ = inputs.send(Input::PeerClosed(peer, conn)).await;
                 }
                 Ok(Ok(Accepted::Client)) => {
-                    debug!(node = me, %remote, "client connected; the request path is not built yet");
+                    debug!(node = me, %remote, "client connected");
+                    if let Err(e) = serve_client(reader, writer, inputs).await {
+                        debug!(node = me, %remote, "[Node {me}] closed client connection: {e}");
+                    }
                 }
                 Ok(Err(e)) => warn!(node = me, %remote, "[Node {me}] refused a connection: {e}"),
                 Err(_) => warn!(node = me, %remote, "[Node {me}] refused a connection: no handshake within {HANDSHAKE_TIMEOUT:?}"),
@@ -343,4 +549,35 @@ async fn read_peer(reader: &mut FrameReader, peer: NodeId, inputs: &mpsc::Sender
         }
     }
     Ok(())
+}
+
+/// Reads a client's requests and writes its replies until either side ends.
+async fn serve_client(mut reader: FrameReader, mut writer: FrameWriter, inputs: mpsc::Sender<Input>) -> Result<()> {
+    let (reply_tx, mut reply_rx) = mpsc::channel::<EncryptReply>(CLIENT_QUEUE);
+    let writer_task = tokio::spawn(async move {
+        while let Some(reply) = reply_rx.recv().await {
+            writer.feed(&reply).await?;
+            while let Ok(more) = reply_rx.try_recv() {
+                writer.feed(&more).await?;
+            }
+            writer.flush().await?;
+        }
+        Ok::<_, Error>(())
+    });
+    let result = async {
+        while let Some(request) = reader.read::<EncryptRequest>().await? {
+            if request.id.is_empty() || request.id.len() > MAX_ID_LEN {
+                return Err(Error::Protocol(format!("request id must be 1 to {MAX_ID_LEN} bytes")));
+            }
+            if inputs.send(Input::ClientRequest(request, reply_tx.clone())).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(reply_tx);
+    // Replies still owed go out before the connection closes (the writer ends with the last sender).
+    let _ = timeout(Duration::from_secs(1), writer_task).await;
+    result
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use imgcloud::client::{self, Client};
+use imgcloud::config::{ClusterConfig, DEFAULT_BASE_PORT};
 use imgcloud::cover::DefaultCovers;
 use imgcloud::metadata::{ImageMeta, Viewer};
 use imgcloud::seal::{resolve_secret, SealKey, SecretSource, DEV_SECRET_WARNING};
@@ -19,13 +21,47 @@ struct Cli {
     seed: SeedArgs,
 }
 
-/// The positional form `client ID N` (client ID sends N encryption requests).
+/// The positional form `client ID N`: client ID sends N encryption requests of the built-in
+/// test image through the cluster, prints each result and a summary.
 #[derive(Debug, Args)]
 struct SeedArgs {
-    /// Client id (positional form `client ID N`, not implemented yet).
-    id: Option<u32>,
-    /// Number of encryption requests to send (positional form, not implemented yet).
+    /// Client id (names its requests).
+    id: Option<u64>,
+    /// Number of encryption requests to send.
     requests: Option<u32>,
+    /// Image to send instead of the built-in test image.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Do not decrypt and check each reply.
+    #[arg(long)]
+    no_verify: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
+/// Which cluster to talk to.
+#[derive(Debug, Args, Clone)]
+struct ClusterArgs {
+    /// TOML cluster configuration naming the nodes (and the secret).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Size of the default loopback cluster (without --config).
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Peer port of node 1 in the default loopback cluster; node i uses BASE+i-1, HTTP 1000 above.
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+    base_port: u16,
+}
+
+impl ClusterArgs {
+    fn load(&self) -> Result<ClusterConfig, String> {
+        match &self.config {
+            Some(path) => ClusterConfig::load(path).map_err(|e| e.to_string()),
+            None => Ok(ClusterConfig { nodes: ClusterConfig::local_nodes(self.nodes, self.base_port), ..Default::default() }),
+        }
+    }
 }
 
 /// The client's subcommands.
@@ -35,6 +71,15 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Reveal the secret image and access list hidden in an encrypted PNG.
     Decrypt(DecryptArgs),
+    /// Print one table of every node's status.
+    Status(StatusArgs),
+}
+
+/// Flags of `client status`.
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// Flags of `client encrypt`.
@@ -58,6 +103,8 @@ struct EncryptArgs {
     /// Encrypt in this process, without the cluster (the offline codec path).
     #[arg(long)]
     local: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Where to write the encrypted PNG.
     #[arg(short, long, value_name = "OUT.png")]
     output: PathBuf,
@@ -90,11 +137,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Encrypt(args)) => encrypt(args),
         Some(Command::Decrypt(args)) => decrypt(args),
-        None => {
-            let _ = cli.seed;
-            eprintln!("client: sending encryption requests (client ID N) is not implemented yet");
-            return ExitCode::from(2);
-        }
+        Some(Command::Status(args)) => status(args),
+        None => seed(cli.seed),
     };
     match result {
         Ok(code) => code,
@@ -107,11 +151,84 @@ fn main() -> ExitCode {
 
 /// Derives the seal key from the resolved cluster secret, warning on the development secret.
 fn seal_key(args: KeyArgs) -> SealKey {
-    let (secret, source) = resolve_secret(args.secret);
-    if source == SecretSource::Development {
-        eprintln!("{DEV_SECRET_WARNING}");
+    seal_key_for(args, None)
+}
+
+/// Like [`seal_key`], with a cluster config's secret ranked between the environment and the
+/// built-in development secret.
+fn seal_key_for(args: KeyArgs, config: Option<&ClusterConfig>) -> SealKey {
+    let (mut secret, source) = resolve_secret(args.secret);
+    match config.filter(|c| !c.secret.is_empty()) {
+        Some(c) if source == SecretSource::Development => secret = c.secret.clone(),
+        _ if source == SecretSource::Development => eprintln!("{DEV_SECRET_WARNING}"),
+        _ => {}
     }
     SealKey::from_secret(secret.as_bytes())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// `client status`.
+fn status(args: StatusArgs) -> Result<ExitCode, String> {
+    let config = args.cluster.load()?;
+    let rows = runtime()?.block_on(client::cluster_status(&config.nodes));
+    print!("{}", client::status_table(&rows));
+    let reachable = rows.iter().filter(|(_, r)| r.is_ok()).count();
+    Ok(if reachable == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `client ID N`.
+fn seed(args: SeedArgs) -> Result<ExitCode, String> {
+    let (Some(id), Some(count)) = (args.id, args.requests) else {
+        return Err("usage: client ID N (or a subcommand; see --help)".into());
+    };
+    let config = args.cluster.load()?;
+    let key = seal_key_for(args.key, Some(&config));
+    let image = match &args.image {
+        Some(path) => read(path)?,
+        None => imgcloud::SAMPLE_IMAGE.to_vec(),
+    };
+    runtime()?.block_on(async move {
+        let client = Client::connect(id, &config.nodes).await.map_err(|e| e.to_string())?;
+        println!("client {id}: {} of {} nodes connected; sending {count} requests", client.connected(), config.nodes.len());
+        let mut per_node = std::collections::BTreeMap::new();
+        let (mut ok, mut failed, mut total_ms) = (0u32, 0u32, 0f64);
+        for n in 1..=count {
+            let started = std::time::Instant::now();
+            let result = client.encrypt(image.clone(), None, &format!("client{id}"), vec![]).await;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(reply) => {
+                    let verdict = if args.no_verify {
+                        "not verified".to_string()
+                    } else {
+                        match stego::decrypt_image(&reply.png, &key) {
+                            Ok((_, secret)) if secret == image => "verified".to_string(),
+                            Ok(_) => "WRONG CONTENT".to_string(),
+                            Err(e) => format!("does not decrypt: {e}"),
+                        }
+                    };
+                    let good = args.no_verify || verdict == "verified";
+                    if good { ok += 1 } else { failed += 1 }
+                    total_ms += ms;
+                    *per_node.entry(reply.served_by).or_insert(0u32) += 1;
+                    println!("request {n}/{count} ({}): served by node {} in {ms:.1} ms, {} bytes, {verdict}", reply.id, reply.served_by, reply.png.len());
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("request {n}/{count}: FAILED after {ms:.1} ms: {e}");
+                }
+            }
+        }
+        let served: Vec<String> = per_node.iter().map(|(node, c)| format!("node {node}: {c}")).collect();
+        println!("summary: {ok} succeeded, {failed} failed, average {:.1} ms; served by {}", if ok > 0 { total_ms / f64::from(ok) } else { 0.0 }, served.join(", "));
+        if client.duplicates() > 0 {
+            println!("duplicate replies dropped: {}", client.duplicates());
+        }
+        Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
 }
 
 /// Reads a whole file, with its path in the error.
@@ -127,8 +244,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// `client encrypt`.
 fn encrypt(args: EncryptArgs) -> Result<ExitCode, String> {
     if !args.local {
-        eprintln!("client: encrypting through the cluster is not implemented yet; use --local");
-        return Ok(ExitCode::from(2));
+        return encrypt_remote(args);
     }
     let key = seal_key(args.key);
     let meta = ImageMeta::new(args.owner, args.viewers).map_err(|e| e.to_string())?;
@@ -150,6 +266,32 @@ fn encrypt(args: EncryptArgs) -> Result<ExitCode, String> {
         args.output.display(),
         png.len(),
         meta.image_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client encrypt` through the cluster.
+fn encrypt_remote(args: EncryptArgs) -> Result<ExitCode, String> {
+    if args.bits.is_some() {
+        return Err("--bits applies to --local only; the cluster picks the fewest bits that fit".into());
+    }
+    let config = args.cluster.load()?;
+    let secret = read(&args.secret_image)?;
+    let cover = args.cover.as_deref().map(read).transpose()?;
+    ImageMeta::new(args.owner.clone(), args.viewers.clone()).map_err(|e| e.to_string())?;
+    let reply = runtime()?.block_on(async {
+        let client = Client::connect(rand::random::<u16>().into(), &config.nodes).await?;
+        client.encrypt(secret.clone(), cover, &args.owner, args.viewers.clone()).await
+    });
+    let reply = reply.map_err(|e| e.to_string())?;
+    write(&args.output, &reply.png)?;
+    println!(
+        "encrypted {} ({} bytes) into {} ({} bytes) through the cluster: served by node {}",
+        args.secret_image.display(),
+        secret.len(),
+        args.output.display(),
+        reply.png.len(),
+        reply.served_by
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,12 @@ struct Args {
     /// Silence after which a peer is suspected, in milliseconds (the adaptive floor).
     #[arg(long)]
     suspect_ms: Option<u64>,
+    /// Simulated processing delay added to every encryption, in milliseconds.
+    #[arg(long)]
+    delay_ms: Option<u64>,
+    /// Encryption worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Seed of this node's random choices (default: random).
     #[arg(long)]
     seed: Option<u64>,
@@ -77,8 +83,8 @@ fn run(args: Args) -> imgcloud::Result<()> {
         config.secret = secret;
     }
     if config.secret.is_empty() {
-        eprintln!("cloud-node: warning: no --secret, IMGCLOUD_SECRET or config secret; using the built-in development secret");
-        config.secret = imgcloud::config::DEV_SECRET.to_string();
+        eprintln!("cloud-node: {}", imgcloud::seal::DEV_SECRET_WARNING);
+        config.secret = imgcloud::seal::DEV_SECRET.to_string();
     }
     if let Some(f) = args.failures {
         config.failures.enabled = matches!(f, OnOff::On);
@@ -94,6 +100,12 @@ fn run(args: Args) -> imgcloud::Result<()> {
     }
     if let Some(s) = args.suspect_ms {
         config.timing.suspect_ms = s;
+    }
+    if let Some(d) = args.delay_ms {
+        config.delay_ms = d;
+    }
+    if let Some(w) = args.workers {
+        config.workers = w;
     }
     config.validate()?;
     let seed = args.seed.unwrap_or_else(rand::random);

@@ -187,7 +187,7 @@ impl Sim {
                     let load = self.loads.get(&id).copied().unwrap_or(0.0);
                     let now = self.now;
                     let node = self.nodes.get_mut(&id).expect("present");
-                    node.set_load(load);
+                    node.set_load(load, 0.0);
                     let out = node.tick(now);
                     self.route(id, out);
                 }

@@ -1,0 +1,89 @@
+//! What clients ask of the cloud and what they get back, as sent on the wire.
+//!
+//! A client opens a connection to a node with `Hello::Client`, then writes
+//! [`EncryptRequest`] frames and reads [`EncryptReply`] frames, matched by request id, in any
+//! order. The same request goes to every node; exactly one of them answers it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeId;
+use crate::dispatch::RequestId;
+use crate::metadata::Viewer;
+use crate::Error;
+
+/// The longest request id accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Encrypt `secret` for `owner` and `viewers`, hidden in `cover` (or the default cover).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncryptRequest {
+    /// Unique per request; the same id sent twice is served once.
+    pub id: RequestId,
+    /// The encoded secret image (any format the `image` crate decodes).
+    pub secret: Vec<u8>,
+    /// The encoded cover image, or None for the default cover.
+    pub cover: Option<Vec<u8>>,
+    /// The image's owner.
+    pub owner: String,
+    /// Who may view it, with view quotas.
+    pub viewers: Vec<Viewer>,
+}
+
+/// Why a request was not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The request itself is wrong (not an image, cover too small, bad metadata): do not retry.
+    BadInput,
+    /// The request is over the size limit.
+    TooLarge,
+    /// The cluster cannot serve now (no coordinator with a majority, shutting down).
+    Unavailable,
+    /// The server failed unexpectedly.
+    Internal,
+}
+
+impl Refusal {
+    /// The HTTP status that carries this refusal.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Refusal::BadInput => 400,
+            Refusal::TooLarge => 413,
+            Refusal::Unavailable => 503,
+            Refusal::Internal => 500,
+        }
+    }
+
+    /// The refusal for a library error.
+    pub fn of(error: &Error) -> Refusal {
+        match error {
+            Error::Unavailable(_) | Error::Timeout(_) => Refusal::Unavailable,
+            Error::Io(_) | Error::Protocol(_) | Error::Config(_) => Refusal::Internal,
+            _ => Refusal::BadInput,
+        }
+    }
+}
+
+/// The result of a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The PNG with the hidden image.
+    Encrypted(Vec<u8>),
+    /// Not served, with the reason in words.
+    Refused {
+        /// The kind of refusal.
+        kind: Refusal,
+        /// What went wrong, as a sentence.
+        message: String,
+    },
+}
+
+/// A node's answer to one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncryptReply {
+    /// The request answered.
+    pub id: RequestId,
+    /// The node that served it.
+    pub served_by: NodeId,
+    /// The result.
+    pub outcome: Outcome,
+}
