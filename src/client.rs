@@ -306,7 +306,7 @@ pub fn status_table(rows: &[(NodeAddr, Result<crate::server::NodeStatus>)]) -> S
                     c.epoch,
                     coordinator,
                     c.load,
-                    s.served,
+                    c.served,
                     s.in_flight,
                     c.request_log,
                     peers.join(" "),

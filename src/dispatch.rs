@@ -35,6 +35,9 @@ pub type RequestId = String;
 
 /// A node holding an unassigned request this long reports it to the coordinator.
 pub const REPORT_AFTER_MS: u64 = 300;
+/// A node chosen to serve a request whose payload has not reached it yet (the assignment
+/// overtook the client's copy) waits this long for it before declining.
+pub const DECLINE_AFTER_MS: u64 = 200;
 /// A held request is forgotten after this long, served or not.
 pub const PENDING_TTL_MS: u64 = 120_000;
 /// The smallest per-request cost assumed for a node (seconds), so idle nodes still compare.
@@ -61,6 +64,8 @@ struct Pending {
     /// Whether this node already started serving it.
     serving: bool,
     reported_at: Option<Millis>,
+    /// Since when this node was chosen without having the payload.
+    awaiting_payload: Option<Millis>,
 }
 
 /// The dispatch table of one node.
@@ -105,7 +110,14 @@ impl Dispatcher {
                 true
             }
             None => {
-                let p = Pending { arrived: now, local: true, assigned: None, serving: false, reported_at: None };
+                let p = Pending {
+                    arrived: now,
+                    local: true,
+                    assigned: None,
+                    serving: false,
+                    reported_at: None,
+                    awaiting_payload: None,
+                };
                 self.pending.insert(id.to_string(), p);
                 true
             }
@@ -121,6 +133,7 @@ impl Dispatcher {
             assigned: None,
             serving: false,
             reported_at: None,
+            awaiting_payload: None,
         });
         if p.assigned.is_some_and(|(_, attempt)| attempt > a.attempt) {
             return Serve::No;
@@ -130,8 +143,10 @@ impl Dispatcher {
             Serve::No
         } else if p.local {
             p.serving = true;
+            p.awaiting_payload = None;
             Serve::Yes
         } else {
+            p.awaiting_payload.get_or_insert(now);
             Serve::Cannot
         }
     }
@@ -183,6 +198,19 @@ impl Dispatcher {
         Some(Assignment { id: id.to_string(), server, attempt })
     }
 
+    /// Requests this node was chosen for and whose payload has not come within
+    /// [`DECLINE_AFTER_MS`]: to be declined (each once).
+    pub fn due_declines(&mut self, now: Millis) -> Vec<RequestId> {
+        let mut due = Vec::new();
+        for (id, p) in self.pending.iter_mut() {
+            if p.awaiting_payload.is_some_and(|t| now.saturating_sub(t) >= DECLINE_AFTER_MS) {
+                p.awaiting_payload = None;
+                due.push(id.clone());
+            }
+        }
+        due
+    }
+
     /// The coordinator's count of requests assigned to `node` and not yet served.
     pub fn outstanding(&self, node: NodeId) -> u32 {
         self.outstanding.get(&node).copied().unwrap_or(0)
@@ -218,6 +246,7 @@ impl Dispatcher {
             assigned: None,
             serving: false,
             reported_at: None,
+            awaiting_payload: None,
         });
         let attempt = p.assigned.map_or(1, |(_, a)| a + 1);
         if let Some((old, _)) = p.assigned {
@@ -322,7 +351,11 @@ mod tests {
         let a = Assignment { id: "a".into(), server: 2, attempt: 1 };
         assert_eq!(d.assigned(0, 2, &a), Serve::Yes);
         assert_eq!(d.assigned(0, 2, &a), Serve::No, "a repeated assignment does not serve twice");
-        assert_eq!(d.assigned(0, 1, &Assignment { id: "b".into(), server: 1, attempt: 1 }), Serve::Cannot);
+        let b = Assignment { id: "b".into(), server: 1, attempt: 1 };
+        assert_eq!(d.assigned(0, 1, &b), Serve::Cannot);
+        assert!(d.due_declines(DECLINE_AFTER_MS - 1).is_empty(), "waits for the client's copy");
+        assert_eq!(d.due_declines(DECLINE_AFTER_MS), vec!["b".to_string()]);
+        assert!(d.due_declines(2 * DECLINE_AFTER_MS).is_empty(), "declines once");
     }
 
     #[test]

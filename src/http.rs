@@ -170,7 +170,8 @@ pub fn metrics_text(status: &NodeStatus) -> String {
     metric("quorum", "gauge", "1 if the node hears from a majority.", &one(flag(s.quorum)));
     let peers: Vec<(String, f64)> = s.peers.iter().map(|p| (format!(",peer=\"{}\"", p.id), flag(p.state == NodeState::Active))).collect();
     metric("peer_up", "gauge", "1 if the peer is alive and Active as this node sees it.", &peers);
-    metric("served_total", "counter", "Requests this node served.", &one(status.served as f64));
+    metric("served_total", "counter", "Requests the replicated log says this node served.", &one(s.served as f64));
+    metric("encryptions_total", "counter", "Encryption jobs this node completed.", &one(status.encryptions as f64));
     metric("lb_decisions_total", "counter", "Load-balancing decisions this node made as coordinator.", &one(status.lb_decisions as f64));
     metric("in_flight", "gauge", "Encryptions running.", &one(status.in_flight as f64));
     metric("queued", "gauge", "Encryptions waiting for a worker.", &one(status.queued as f64));

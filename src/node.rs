@@ -236,6 +236,8 @@ pub struct CoreStatus {
     pub held: usize,
     /// Entries in the replicated request log.
     pub request_log: usize,
+    /// Entries of the request log that name this node as the server.
+    pub served: u64,
 }
 
 /// The protocol core of one node.
@@ -450,6 +452,7 @@ impl Node {
             counters: self.replicated.counters(self.id),
             held: self.dispatcher.len(),
             request_log: self.replicated.served.len(),
+            served: self.replicated.served_by(self.id),
         }
     }
 
@@ -809,12 +812,8 @@ impl Node {
         self.bump_counters(|c| c.lb_decisions += 1);
         self.emit(Event::Dispatched { assignment: assignment.clone(), loads });
         self.broadcast_at(self.epoch, Message::Assign(assignment.clone()));
-        if assignment.server == self.id {
-            match self.dispatcher.assigned(now, self.id, &assignment) {
-                Serve::Yes => self.out.push(Output::Serve(id.to_string())),
-                Serve::Cannot => self.assign(now, id, Some(self.id)),
-                Serve::No => {}
-            }
+        if assignment.server == self.id && self.dispatcher.assigned(now, self.id, &assignment) == Serve::Yes {
+            self.out.push(Output::Serve(id.to_string()));
         }
     }
 
@@ -839,10 +838,9 @@ impl Node {
         if self.already_served(&a.id) {
             return;
         }
-        match self.dispatcher.assigned(now, self.id, &a) {
-            Serve::Yes => self.out.push(Output::Serve(a.id)),
-            Serve::Cannot if from != self.id => self.send(from, Message::Decline { id: a.id }),
-            _ => {}
+        // Cannot (the payload has not come yet) waits; `due_declines` gives up on it later.
+        if self.dispatcher.assigned(now, self.id, &a) == Serve::Yes {
+            self.out.push(Output::Serve(a.id));
         }
     }
 
@@ -974,6 +972,13 @@ impl Node {
             let ids = self.dispatcher.due_reports(now);
             if !ids.is_empty() {
                 self.send(c, Message::Unassigned { ids });
+            }
+        }
+        for id in self.dispatcher.due_declines(now) {
+            if self.is_coordinator() {
+                self.assign(now, &id, Some(self.id));
+            } else if let Some(c) = self.coordinator {
+                self.send(c, Message::Decline { id });
             }
         }
         for id in self.dispatcher.expire(now) {

@@ -95,8 +95,8 @@ pub struct NodeStatus {
     /// The core's view.
     #[serde(flatten)]
     pub core: CoreStatus,
-    /// Requests this node served (its replicated counter).
-    pub served: u64,
+    /// Encryption jobs this node completed (`served` counts the request log's entries).
+    pub encryptions: u64,
     /// Load-balancing decisions this node made as coordinator.
     pub lb_decisions: u64,
     /// Encryptions running now.
@@ -183,8 +183,9 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         counters: Default::default(),
         held: 0,
         request_log: 0,
+        served: 0,
     };
-    NodeStatus { core, served: 0, lb_decisions: 0, in_flight: 0, queued: 0, workers, uptime_s: 0.0 }
+    NodeStatus { core, encryptions: 0, lb_decisions: 0, in_flight: 0, queued: 0, workers, uptime_s: 0.0 }
 }
 
 /// The node loop: owns the core and the held payloads.
@@ -231,7 +232,7 @@ impl Shell {
         self.http_waiters.retain(|_, w| !w.is_closed());
         let core = self.core.status(now);
         let status = NodeStatus {
-            served: core.counters.served,
+            encryptions: core.counters.served,
             lb_decisions: core.counters.lb_decisions,
             in_flight: self.pool.in_flight(),
             queued: self.pool.queued(),

@@ -34,7 +34,8 @@ pub struct Counters {
     pub failures: u64,
     /// Recoveries this node completed (after a failure, a restart or a lost majority).
     pub recoveries: u64,
-    /// Requests this node served.
+    /// Encryption jobs this node completed (a double serve after a crash counts twice here,
+    /// once in the request log).
     pub served: u64,
     /// Load-balancing decisions this node made as coordinator.
     pub lb_decisions: u64,
@@ -88,6 +89,9 @@ pub struct ReplicatedState {
     pub counters: BTreeMap<NodeId, Counters>,
     /// The request log: which node served each request.
     pub served: BTreeMap<RequestId, NodeId>,
+    /// Entries of the request log per node (derived from it, so not sent or hashed).
+    #[serde(skip)]
+    served_per_node: BTreeMap<NodeId, u64>,
 }
 
 impl ReplicatedState {
@@ -109,16 +113,24 @@ impl ReplicatedState {
     /// server died after replying) keeps the lower id, so every node keeps the same entry.
     pub fn record_served(&mut self, id: &str, server: NodeId) -> bool {
         match self.served.get_mut(id) {
-            Some(existing) if *existing <= server => false,
+            Some(existing) if *existing <= server => return false,
             Some(existing) => {
+                if let Some(n) = self.served_per_node.get_mut(existing) {
+                    *n -= 1;
+                }
                 *existing = server;
-                true
             }
             None => {
                 self.served.insert(id.to_string(), server);
-                true
             }
         }
+        *self.served_per_node.entry(server).or_default() += 1;
+        true
+    }
+
+    /// How many entries of the request log name `node` as the server.
+    pub fn served_by(&self, node: NodeId) -> u64 {
+        self.served_per_node.get(&node).copied().unwrap_or(0)
     }
 
     /// Merges a node's counters; returns whether anything grew.
@@ -179,6 +191,16 @@ mod tests {
         assert_eq!(ab, ba);
         assert_eq!(ab.digest(), ba.digest());
         assert!(!ab.merge(&b), "merging twice adds nothing");
+    }
+
+    #[test]
+    fn the_request_log_counts_per_node_and_a_double_serve_keeps_the_lower_id() {
+        let mut s = ReplicatedState::default();
+        assert!(s.record_served("a", 3));
+        assert!(s.record_served("b", 2));
+        assert!(s.record_served("a", 1), "the lower id replaces the entry");
+        assert!(!s.record_served("a", 2));
+        assert_eq!((s.served_by(1), s.served_by(2), s.served_by(3)), (1, 1, 0));
     }
 
     #[test]

@@ -16,6 +16,18 @@ use rand::{Rng, SeedableRng};
 
 /// How often the simulator ticks each node.
 pub const TICK_MS: Millis = 10;
+/// Default service time of one encryption.
+pub const SERVICE_MS: Millis = 20;
+
+/// Something scheduled on the simulated network or in a node's shell.
+enum Due {
+    /// A peer message reaches a node.
+    Deliver(NodeId, Envelope),
+    /// A client's request reaches a node.
+    Arrive(NodeId, String),
+    /// A node's encryption job finishes.
+    Finish(NodeId, String),
+}
 
 pub struct Sim {
     pub now: Millis,
@@ -26,7 +38,14 @@ pub struct Sim {
     pub loads: BTreeMap<NodeId, f64>,
     /// Directed links that drop every message.
     pub cut: BTreeSet<(NodeId, NodeId)>,
-    queue: BTreeMap<(Millis, u64), (NodeId, Envelope)>,
+    queue: BTreeMap<(Millis, u64), Due>,
+    /// Service time of an encryption on each node (default [`SERVICE_MS`]).
+    pub service_ms: BTreeMap<NodeId, Millis>,
+    /// Every reply a client received: (time, request, server).
+    pub replies: Vec<(Millis, String, NodeId)>,
+    /// Every encryption started: (request, node).
+    pub serves: Vec<(String, NodeId)>,
+    jobs: BTreeMap<NodeId, usize>,
     seq: u64,
     rng: StdRng,
     failures: FailureSim,
@@ -49,6 +68,10 @@ impl Sim {
             loads: BTreeMap::new(),
             cut: BTreeSet::new(),
             queue: BTreeMap::new(),
+            service_ms: BTreeMap::new(),
+            replies: Vec::new(),
+            serves: Vec::new(),
+            jobs: BTreeMap::new(),
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
             failures: FailureSim { enabled: false, ..FailureSim::default() },
@@ -83,6 +106,7 @@ impl Sim {
             seed: self.seed,
         };
         self.stopped.remove(&id);
+        self.jobs.remove(&id);
         self.nodes.insert(id, Node::new(config, self.now));
     }
 
@@ -96,6 +120,7 @@ impl Sim {
     /// Kills a node: its peers see the connection close.
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.remove(&id);
+        self.jobs.remove(&id);
         self.stopped.remove(&id);
         for (&other, node) in self.nodes.iter_mut() {
             if other != id {
@@ -132,8 +157,25 @@ impl Sim {
     /// Delivers a hand-made envelope to `to` now (for stale-message tests).
     pub fn inject(&mut self, to: NodeId, from: NodeId, epoch: Epoch, message: Message) {
         let envelope = Envelope { version: PROTOCOL_VERSION, from, epoch, message };
+        self.schedule(0, Due::Deliver(to, envelope));
+    }
+
+    fn schedule(&mut self, after: Millis, due: Due) {
         let seq = self.next_seq();
-        self.queue.insert((self.now, seq), (to, envelope));
+        self.queue.insert((self.now + after, seq), due);
+    }
+
+    /// A client sends request `id` to every node (each copy with its own latency).
+    pub fn client_request(&mut self, id: &str) {
+        for to in self.members.clone() {
+            let latency = self.rng.gen_range(1..=3);
+            self.schedule(latency, Due::Arrive(to, id.to_string()));
+        }
+    }
+
+    /// Replies received for `id`.
+    pub fn replies_for(&self, id: &str) -> Vec<NodeId> {
+        self.replies.iter().filter(|(_, r, _)| r == id).map(|(_, _, n)| *n).collect()
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -149,10 +191,16 @@ impl Sim {
                         continue;
                     }
                     let latency = self.rng.gen_range(1..=3);
-                    let seq = self.next_seq();
-                    self.queue.insert((self.now + latency, seq), (to, envelope));
+                    self.schedule(latency, Due::Deliver(to, envelope));
                 }
                 Output::Event(event) => self.events.push((self.now, from, event)),
+                Output::Serve(id) => {
+                    self.serves.push((id.clone(), from));
+                    *self.jobs.entry(from).or_default() += 1;
+                    let took = self.service_ms.get(&from).copied().unwrap_or(SERVICE_MS);
+                    self.schedule(took, Due::Finish(from, id));
+                }
+                Output::Forget(_) => {}
             }
         }
     }
@@ -170,13 +218,36 @@ impl Sim {
                 if at > self.now {
                     break;
                 }
-                let (to, envelope) = self.queue.remove(&(at, seq)).expect("present");
-                if !self.runnable(to) || self.cut.contains(&(envelope.from, to)) {
-                    continue;
-                }
+                let due = self.queue.remove(&(at, seq)).expect("present");
                 let now = self.now;
-                let out = self.nodes.get_mut(&to).expect("runnable").step(now, envelope);
-                self.route(to, out);
+                match due {
+                    Due::Deliver(to, envelope) => {
+                        if !self.runnable(to) || self.cut.contains(&(envelope.from, to)) {
+                            continue;
+                        }
+                        let out = self.nodes.get_mut(&to).expect("runnable").step(now, envelope);
+                        self.route(to, out);
+                    }
+                    Due::Arrive(to, id) => {
+                        if !self.runnable(to) || self.nodes[&to].state() == NodeState::Failed {
+                            continue;
+                        }
+                        let out = self.nodes.get_mut(&to).expect("runnable").request_arrived(now, &id);
+                        self.route(to, out);
+                    }
+                    Due::Finish(on, id) => {
+                        if let Some(n) = self.jobs.get_mut(&on) {
+                            *n = n.saturating_sub(1);
+                        }
+                        // A crashed node's jobs die with it; a failed node stays silent.
+                        if !self.runnable(on) || self.nodes[&on].state() == NodeState::Failed {
+                            continue;
+                        }
+                        self.replies.push((now, id.clone(), on));
+                        let out = self.nodes.get_mut(&on).expect("runnable").request_served(now, &id);
+                        self.route(on, out);
+                    }
+                }
             }
             if self.now % TICK_MS == 0 {
                 let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -184,10 +255,13 @@ impl Sim {
                     if !self.runnable(id) {
                         continue;
                     }
-                    let load = self.loads.get(&id).copied().unwrap_or(0.0);
+                    // Loads set by a test win; otherwise the shell's formula over the jobs.
+                    let cost = self.service_ms.get(&id).copied().unwrap_or(SERVICE_MS) as f64 / 1000.0;
+                    let jobs = self.jobs.get(&id).copied().unwrap_or(0);
+                    let load = self.loads.get(&id).copied().unwrap_or((jobs + 1) as f64 * cost);
                     let now = self.now;
                     let node = self.nodes.get_mut(&id).expect("present");
-                    node.set_load(load, 0.0);
+                    node.set_load(load, cost);
                     let out = node.tick(now);
                     self.route(id, out);
                 }
