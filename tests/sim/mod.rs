@@ -121,6 +121,8 @@ impl Sim {
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.remove(&id);
         self.jobs.remove(&id);
+        // As over TCP, nothing the dead node sent arrives after its connection closed.
+        self.queue.retain(|_, due| !matches!(due, Due::Deliver(_, e) if e.from == id));
         self.stopped.remove(&id);
         for (&other, node) in self.nodes.iter_mut() {
             if other != id {
