@@ -27,7 +27,12 @@ enum Due {
     Arrive(NodeId, String),
     /// A node's encryption job finishes.
     Finish(NodeId, String),
+    /// A node sees the connection from a peer close.
+    Closed(NodeId, NodeId),
 }
+
+/// The longest one-way message latency.
+const MAX_LATENCY_MS: Millis = 3;
 
 pub struct Sim {
     pub now: Millis,
@@ -121,12 +126,11 @@ impl Sim {
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.remove(&id);
         self.jobs.remove(&id);
-        // As over TCP, nothing the dead node sent arrives after its connection closed.
-        self.queue.retain(|_, due| !matches!(due, Due::Deliver(_, e) if e.from == id));
         self.stopped.remove(&id);
-        for (&other, node) in self.nodes.iter_mut() {
+        // As over TCP, what the dead node sent still arrives, and its close comes after that.
+        for other in self.members.clone() {
             if other != id {
-                node.peer_disconnected(self.now, id);
+                self.schedule(MAX_LATENCY_MS + 1, Due::Closed(other, id));
             }
         }
     }
@@ -170,7 +174,7 @@ impl Sim {
     /// A client sends request `id` to every node (each copy with its own latency).
     pub fn client_request(&mut self, id: &str) {
         for to in self.members.clone() {
-            let latency = self.rng.gen_range(1..=3);
+            let latency = self.rng.gen_range(1..=MAX_LATENCY_MS);
             self.schedule(latency, Due::Arrive(to, id.to_string()));
         }
     }
@@ -192,7 +196,7 @@ impl Sim {
                     if self.cut.contains(&(from, to)) {
                         continue;
                     }
-                    let latency = self.rng.gen_range(1..=3);
+                    let latency = self.rng.gen_range(1..=MAX_LATENCY_MS);
                     self.schedule(latency, Due::Deliver(to, envelope));
                 }
                 Output::Event(event) => self.events.push((self.now, from, event)),
@@ -236,6 +240,11 @@ impl Sim {
                         }
                         let out = self.nodes.get_mut(&to).expect("runnable").request_arrived(now, &id);
                         self.route(to, out);
+                    }
+                    Due::Closed(on, peer) => {
+                        if let Some(node) = self.nodes.get_mut(&on) {
+                            node.peer_disconnected(now, peer);
+                        }
                     }
                     Due::Finish(on, id) => {
                         if let Some(n) = self.jobs.get_mut(&on) {
