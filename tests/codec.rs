@@ -46,7 +46,8 @@ const KINDS: [Kind; 13] = [
 
 /// A cheap deterministic value in 0..256 for a position and seed.
 fn noise(x: u32, y: u32, seed: u32) -> u32 {
-    let mut v = x.wrapping_mul(0x9E37_79B1) ^ y.wrapping_mul(0x85EB_CA77) ^ seed.wrapping_mul(0xC2B2_AE3D);
+    let mut v =
+        x.wrapping_mul(0x9E37_79B1) ^ y.wrapping_mul(0x85EB_CA77) ^ seed.wrapping_mul(0xC2B2_AE3D);
     v ^= v >> 15;
     v = v.wrapping_mul(0x2C1B_3C6D);
     (v ^ (v >> 12)) & 0xFF
@@ -58,7 +59,14 @@ fn value(x: u32, y: u32, c: u32, seed: u32) -> u32 {
 }
 
 /// Writes a PNG with the png crate directly (for palette and low-bit gray layouts).
-fn raw_png(w: u32, h: u32, colour: png::ColorType, depth: png::BitDepth, data: &[u8], palette: Option<(Vec<u8>, Option<Vec<u8>>)>) -> Vec<u8> {
+fn raw_png(
+    w: u32,
+    h: u32,
+    colour: png::ColorType,
+    depth: png::BitDepth,
+    data: &[u8],
+    palette: Option<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, w, h);
@@ -90,23 +98,59 @@ fn cover(kind: Kind, w: u32, h: u32, seed: u32) -> Vec<u8> {
     let a8 = |x: u32, y: u32| (x * 7 + y) as u8;
     let a16 = |x: u32, y: u32| (x * 700 + y * 3) as u16;
     let img = match kind {
-        Kind::L8 => DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y, 0)]))),
-        Kind::La8 => DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([v8(x, y, 0), a8(x, y)]))),
-        Kind::Rgb8 => DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| Rgb([v8(x, y, 0), v8(x, y, 1), v8(x, y, 2)]))),
-        Kind::Rgba8 => DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, y| Rgba([v8(x, y, 0), v8(x, y, 1), v8(x, y, 2), a8(x, y)]))),
-        Kind::L16 => DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y, 0)]))),
-        Kind::La16 => DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| LumaA([v16(x, y, 0), a16(x, y)]))),
-        Kind::Rgb16 => DynamicImage::ImageRgb16(ImageBuffer::from_fn(w, h, |x, y| Rgb([v16(x, y, 0), v16(x, y, 1), v16(x, y, 2)]))),
-        Kind::Rgba16 => DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| Rgba([v16(x, y, 0), v16(x, y, 1), v16(x, y, 2), a16(x, y)]))),
+        Kind::L8 => {
+            DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y, 0)])))
+        }
+        Kind::La8 => DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| {
+            LumaA([v8(x, y, 0), a8(x, y)])
+        })),
+        Kind::Rgb8 => DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([v8(x, y, 0), v8(x, y, 1), v8(x, y, 2)])
+        })),
+        Kind::Rgba8 => DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgba([v8(x, y, 0), v8(x, y, 1), v8(x, y, 2), a8(x, y)])
+        })),
+        Kind::L16 => {
+            DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y, 0)])))
+        }
+        Kind::La16 => DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| {
+            LumaA([v16(x, y, 0), a16(x, y)])
+        })),
+        Kind::Rgb16 => DynamicImage::ImageRgb16(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([v16(x, y, 0), v16(x, y, 1), v16(x, y, 2)])
+        })),
+        Kind::Rgba16 => DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgba([v16(x, y, 0), v16(x, y, 1), v16(x, y, 2), a16(x, y)])
+        })),
         Kind::Palette | Kind::PaletteAlpha => {
-            let plte: Vec<u8> = (0..16u32).flat_map(|i| [(i * 16) as u8, (255 - i * 9) as u8, (i * 5 + seed) as u8]).collect();
-            let trns = matches!(kind, Kind::PaletteAlpha).then(|| (0..16u32).map(|i| (i * 17) as u8).collect());
-            let data: Vec<u8> = (0..h).flat_map(|y| (0..w).map(move |x| ((x + y * 3 + noise(x, y, seed)) % 16) as u8)).collect();
-            return raw_png(w, h, png::ColorType::Indexed, png::BitDepth::Eight, &data, Some((plte, trns)));
+            let plte: Vec<u8> = (0..16u32)
+                .flat_map(|i| [(i * 16) as u8, (255 - i * 9) as u8, (i * 5 + seed) as u8])
+                .collect();
+            let trns = matches!(kind, Kind::PaletteAlpha)
+                .then(|| (0..16u32).map(|i| (i * 17) as u8).collect());
+            let data: Vec<u8> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| ((x + y * 3 + noise(x, y, seed)) % 16) as u8))
+                .collect();
+            return raw_png(
+                w,
+                h,
+                png::ColorType::Indexed,
+                png::BitDepth::Eight,
+                &data,
+                Some((plte, trns)),
+            );
         }
         Kind::Gray1 | Kind::Gray2 | Kind::Gray4 => {
-            let bits = match kind { Kind::Gray1 => 1, Kind::Gray2 => 2, _ => 4 };
-            let depth = match bits { 1 => png::BitDepth::One, 2 => png::BitDepth::Two, _ => png::BitDepth::Four };
+            let bits = match kind {
+                Kind::Gray1 => 1,
+                Kind::Gray2 => 2,
+                _ => 4,
+            };
+            let depth = match bits {
+                1 => png::BitDepth::One,
+                2 => png::BitDepth::Two,
+                _ => png::BitDepth::Four,
+            };
             let row_bytes = (w as usize * bits).div_ceil(8);
             let mut data = vec![0u8; row_bytes * h as usize];
             for y in 0..h {
@@ -124,12 +168,24 @@ fn cover(kind: Kind, w: u32, h: u32, seed: u32) -> Vec<u8> {
 
 /// A small secret image in a format.
 fn secret(format: ImageFormat, seed: u32) -> Vec<u8> {
-    let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(8, 8, |x, y| Rgb([value(x, y, 0, seed) as u8, (x * 30) as u8, (y * 30) as u8])));
+    let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(8, 8, |x, y| {
+        Rgb([value(x, y, 0, seed) as u8, (x * 30) as u8, (y * 30) as u8])
+    }));
     encode(&img, format)
 }
 
 fn meta() -> ImageMeta {
-    ImageMeta::new("alice", vec!["bob=5".parse().unwrap(), Viewer { name: "carol".into(), quota: 2 }]).unwrap()
+    ImageMeta::new(
+        "alice",
+        vec![
+            "bob=5".parse().unwrap(),
+            Viewer {
+                name: "carol".into(),
+                quota: 2,
+            },
+        ],
+    )
+    .unwrap()
 }
 
 fn key() -> SealKey {
@@ -150,13 +206,21 @@ fn assert_small_change(cover_bytes: &[u8], out: &[u8], max_bits: u8) {
         let (a, b) = (as_u16(&before), as_u16(&after));
         a.into_iter().zip(b).collect()
     } else {
-        before.as_bytes().iter().zip(after.as_bytes()).map(|(&a, &b)| (a as u32, b as u32)).collect()
+        before
+            .as_bytes()
+            .iter()
+            .zip(after.as_bytes())
+            .map(|(&a, &b)| (a as u32, b as u32))
+            .collect()
     };
     for (i, (a, b)) in pairs.into_iter().enumerate() {
         if alpha && i % channels == channels - 1 {
             assert_eq!(a, b, "alpha sample {i} changed");
         } else {
-            assert!(a.abs_diff(b) < 1 << max_bits, "sample {i} changed from {a} to {b}");
+            assert!(
+                a.abs_diff(b) < 1 << max_bits,
+                "sample {i} changed from {a} to {b}"
+            );
         }
     }
 }
@@ -220,7 +284,9 @@ proptest! {
 fn default_cover_round_trips_and_fits_the_payload() {
     let covers = DefaultCovers::new();
     for size in [8u32, 200, 400] {
-        let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(size, size, |x, y| Rgb([noise(x, y, 1) as u8, noise(x, y, 2) as u8, 9])));
+        let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(size, size, |x, y| {
+            Rgb([noise(x, y, 1) as u8, noise(x, y, 2) as u8, 9])
+        }));
         let secret_bytes = encode(&img, ImageFormat::Png);
         let out = encrypt_image(&secret_bytes, Cover::Default(&covers), &meta(), &key()).unwrap();
         let (_, got) = decrypt_image(&out, &key()).unwrap();
@@ -228,14 +294,20 @@ fn default_cover_round_trips_and_fits_the_payload() {
         let out_img = image::load_from_memory(&out).unwrap();
         assert!(out_img.width() >= 320 && out_img.height() >= 240);
         let holds = u64::from(out_img.width()) * u64::from(out_img.height()) * 3 / 8;
-        assert!(holds >= secret_bytes.len() as u64, "{size}: cover too small");
+        assert!(
+            holds >= secret_bytes.len() as u64,
+            "{size}: cover too small"
+        );
     }
     assert!(covers.len() >= 2);
 }
 
 /// Returns the LSB-embedded body length, read from the header in the first 384 carriers.
 fn body_len_of(samples: &[u8]) -> usize {
-    let header: Vec<u8> = samples[..384].chunks(8).map(|c| c.iter().fold(0u8, |a, &s| (a << 1) | (s & 1))).collect();
+    let header: Vec<u8> = samples[..384]
+        .chunks(8)
+        .map(|c| c.iter().fold(0u8, |a, &s| (a << 1) | (s & 1)))
+        .collect();
     u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize
 }
 
@@ -244,7 +316,14 @@ fn every_flipped_payload_bit_is_detected() {
     for bits in [1u8, 2] {
         let cover_bytes = cover(Kind::Rgb8, 48, 40, 7);
         let secret_bytes = secret(ImageFormat::Png, 3);
-        let out = encrypt_image_with(&secret_bytes, Cover::Image(&cover_bytes), &meta(), &key(), HideOptions { bits: Some(bits) }).unwrap();
+        let out = encrypt_image_with(
+            &secret_bytes,
+            Cover::Image(&cover_bytes),
+            &meta(),
+            &key(),
+            HideOptions { bits: Some(bits) },
+        )
+        .unwrap();
         let img = image::load_from_memory(&out).unwrap().to_rgb8();
         let body_len = body_len_of(img.as_raw());
         let body_carriers = body_len * 8 / bits as usize;
@@ -264,7 +343,10 @@ fn every_flipped_payload_bit_is_detected() {
             match decrypt_image(&png, &key()) {
                 Ok(_) => panic!("flip of bit {bit} of sample {sample} went unnoticed"),
                 Err(Error::Tampered(_)) => {}
-                Err(e) => assert!(!in_body, "body flip at sample {sample} gave {e}, not Tampered"),
+                Err(e) => assert!(
+                    !in_body,
+                    "body flip at sample {sample} gave {e}, not Tampered"
+                ),
             }
         }
         // A flip past the payload changes nothing that matters.
@@ -281,15 +363,27 @@ fn clean_images_have_no_payload() {
         let err = decrypt_image(&cover(kind, 64, 48, 1), &key()).unwrap_err();
         assert!(matches!(err, Error::NoPayload), "{kind:?}: {err}");
     }
-    let bmp = encode(&image::load_from_memory(&cover(Kind::Rgb8, 30, 30, 2)).unwrap(), ImageFormat::Bmp);
+    let bmp = encode(
+        &image::load_from_memory(&cover(Kind::Rgb8, 30, 30, 2)).unwrap(),
+        ImageFormat::Bmp,
+    );
     assert!(matches!(decrypt_image(&bmp, &key()), Err(Error::NoPayload)));
     // Too small to hold even a header.
-    assert!(matches!(decrypt_image(&cover(Kind::L8, 4, 4, 2), &key()), Err(Error::NoPayload)));
+    assert!(matches!(
+        decrypt_image(&cover(Kind::L8, 4, 4, 2), &key()),
+        Err(Error::NoPayload)
+    ));
 }
 
 #[test]
 fn wrong_key_is_reported_as_such() {
-    let out = encrypt_image(&secret(ImageFormat::Png, 1), Cover::Image(&cover(Kind::Rgba8, 64, 64, 1)), &meta(), &key()).unwrap();
+    let out = encrypt_image(
+        &secret(ImageFormat::Png, 1),
+        Cover::Image(&cover(Kind::Rgba8, 64, 64, 1)),
+        &meta(),
+        &key(),
+    )
+    .unwrap();
     let err = decrypt_image(&out, &SealKey::from_secret(b"another secret")).unwrap_err();
     assert!(matches!(err, Error::WrongKey), "{err}");
     assert!(err.to_string().contains("different cluster secret"));
@@ -300,20 +394,37 @@ fn too_small_cover_says_what_size_is_needed() {
     let big = secret(ImageFormat::Bmp, 1);
     let small = cover(Kind::Rgb8, 16, 16, 1);
     let err = encrypt_image(&big, Cover::Image(&small), &meta(), &key()).unwrap_err();
-    let Error::CoverTooSmall { width, height, needed, min_pixels, suggest_side, .. } = &err else {
+    let Error::CoverTooSmall {
+        width,
+        height,
+        needed,
+        min_pixels,
+        suggest_side,
+        ..
+    } = &err
+    else {
         panic!("expected CoverTooSmall, got {err}");
     };
     assert_eq!((*width, *height), (16, 16));
     assert!(*needed > big.len());
     let text = err.to_string();
-    assert!(text.contains("16x16") && text.contains(&min_pixels.to_string()), "{text}");
+    assert!(
+        text.contains("16x16") && text.contains(&min_pixels.to_string()),
+        "{text}"
+    );
     // A cover of the suggested size is enough.
     let fits = cover(Kind::Rgb8, *suggest_side, *suggest_side, 1);
     let out = encrypt_image(&big, Cover::Image(&fits), &meta(), &key()).unwrap();
     assert_eq!(decrypt_image(&out, &key()).unwrap().1, big);
     // Forcing one bit on a cover that needs two is also too small.
     let tight = cover(Kind::Rgb8, *suggest_side, *suggest_side, 1);
-    let forced = encrypt_image_with(&big, Cover::Image(&tight), &meta(), &key(), HideOptions { bits: Some(1) });
+    let forced = encrypt_image_with(
+        &big,
+        Cover::Image(&tight),
+        &meta(),
+        &key(),
+        HideOptions { bits: Some(1) },
+    );
     assert!(matches!(forced, Err(Error::CoverTooSmall { .. })));
 }
 
@@ -324,11 +435,23 @@ fn garbage_gives_not_an_image() {
     let e = encrypt_image(&garbage, Cover::Image(&good_cover), &meta(), &key()).unwrap_err();
     assert!(matches!(e, Error::NotAnImage(_)), "{e}");
     assert!(e.to_string().contains("secret"), "{e}");
-    let e = encrypt_image(&secret(ImageFormat::Png, 1), Cover::Image(&garbage), &meta(), &key()).unwrap_err();
+    let e = encrypt_image(
+        &secret(ImageFormat::Png, 1),
+        Cover::Image(&garbage),
+        &meta(),
+        &key(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::NotAnImage(_)), "{e}");
     assert!(e.to_string().contains("cover"), "{e}");
-    assert!(matches!(decrypt_image(&garbage, &key()), Err(Error::NotAnImage(_))));
-    assert!(matches!(decrypt_image(&[], &key()), Err(Error::NotAnImage(_))));
+    assert!(matches!(
+        decrypt_image(&garbage, &key()),
+        Err(Error::NotAnImage(_))
+    ));
+    assert!(matches!(
+        decrypt_image(&[], &key()),
+        Err(Error::NotAnImage(_))
+    ));
 }
 
 #[test]
@@ -353,11 +476,23 @@ fn truncated_files_are_reported() {
 
 #[test]
 fn metadata_and_bits_are_validated() {
-    let bad = ImageMeta { owner: String::new(), ..meta() };
+    let bad = ImageMeta {
+        owner: String::new(),
+        ..meta()
+    };
     let c = cover(Kind::Rgb8, 64, 64, 1);
     let s = secret(ImageFormat::Png, 1);
-    assert!(matches!(encrypt_image(&s, Cover::Image(&c), &bad, &key()), Err(Error::InvalidInput(_))));
-    let e = encrypt_image_with(&s, Cover::Image(&c), &meta(), &key(), HideOptions { bits: Some(3) });
+    assert!(matches!(
+        encrypt_image(&s, Cover::Image(&c), &bad, &key()),
+        Err(Error::InvalidInput(_))
+    ));
+    let e = encrypt_image_with(
+        &s,
+        Cover::Image(&c),
+        &meta(),
+        &key(),
+        HideOptions { bits: Some(3) },
+    );
     assert!(matches!(e, Err(Error::InvalidInput(_))));
 }
 
@@ -371,34 +506,82 @@ fn cli_encrypt_then_decrypt_gives_the_exact_secret() {
     std::fs::write(&secret_path, &secret_bytes).unwrap();
     let client = env!("CARGO_BIN_EXE_client");
     let run = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(client).args(args).env("IMGCLOUD_SECRET", "cli test secret").output().unwrap()
+        std::process::Command::new(client)
+            .args(args)
+            .env("IMGCLOUD_SECRET", "cli test secret")
+            .output()
+            .unwrap()
     };
-    let enc = run(&["encrypt".as_ref(), secret_path.as_os_str(), "--owner".as_ref(), "alice".as_ref(), "--viewer".as_ref(), "bob=5".as_ref(), "--viewer".as_ref(), "carol=2".as_ref(), "--local".as_ref(), "-o".as_ref(), out_path.as_os_str()]);
-    assert!(enc.status.success(), "{}", String::from_utf8_lossy(&enc.stderr));
-    let dec = run(&["decrypt".as_ref(), out_path.as_os_str(), "-o".as_ref(), back_path.as_os_str()]);
-    assert!(dec.status.success(), "{}", String::from_utf8_lossy(&dec.stderr));
+    let enc = run(&[
+        "encrypt".as_ref(),
+        secret_path.as_os_str(),
+        "--owner".as_ref(),
+        "alice".as_ref(),
+        "--viewer".as_ref(),
+        "bob=5".as_ref(),
+        "--viewer".as_ref(),
+        "carol=2".as_ref(),
+        "--local".as_ref(),
+        "-o".as_ref(),
+        out_path.as_os_str(),
+    ]);
+    assert!(
+        enc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    let dec = run(&[
+        "decrypt".as_ref(),
+        out_path.as_os_str(),
+        "-o".as_ref(),
+        back_path.as_os_str(),
+    ]);
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
     let stdout = String::from_utf8_lossy(&dec.stdout);
-    assert!(stdout.contains("alice") && stdout.contains("bob") && stdout.contains("carol"), "{stdout}");
+    assert!(
+        stdout.contains("alice") && stdout.contains("bob") && stdout.contains("carol"),
+        "{stdout}"
+    );
     assert_eq!(std::fs::read(&back_path).unwrap(), secret_bytes);
     // Default output name: derived from the input, with the secret's real extension.
     let dec = run(&["decrypt".as_ref(), out_path.as_os_str()]);
     assert!(dec.status.success());
-    assert_eq!(std::fs::read(dir.path().join("out.secret.gif")).unwrap(), secret_bytes);
+    assert_eq!(
+        std::fs::read(dir.path().join("out.secret.gif")).unwrap(),
+        secret_bytes
+    );
 
     let garbage = dir.path().join("garbage.png");
     std::fs::write(&garbage, b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let bad = run(&["decrypt".as_ref(), garbage.as_os_str()]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
-    assert!(stderr.contains("not an image") || stderr.contains("truncated"), "{stderr}");
+    assert!(
+        stderr.contains("not an image") || stderr.contains("truncated"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let text = dir.path().join("text.txt");
     std::fs::write(&text, b"hello").unwrap();
     let bad = run(&["decrypt".as_ref(), text.as_os_str()]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && stderr.contains("not an image") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !bad.status.success() && stderr.contains("not an image") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 
-    let cluster = run(&["encrypt".as_ref(), secret_path.as_os_str(), "--owner".as_ref(), "alice".as_ref(), "-o".as_ref(), out_path.as_os_str()]);
+    let cluster = run(&[
+        "encrypt".as_ref(),
+        secret_path.as_os_str(),
+        "--owner".as_ref(),
+        "alice".as_ref(),
+        "-o".as_ref(),
+        out_path.as_os_str(),
+    ]);
     assert_eq!(cluster.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&cluster.stderr).contains("not implemented yet"));
 }
