@@ -474,3 +474,32 @@ fn png_error(e: png::DecodingError, len: usize) -> Error {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_images_become_16_bit() {
+        let rgb = image::Rgb32FImage::from_pixel(2, 2, image::Rgb([0.5, 1.0, 0.0]));
+        let out = normalise(DynamicImage::ImageRgb32F(rgb)).unwrap();
+        let DynamicImage::ImageRgb16(buf) = out else {
+            panic!("expected 16-bit RGB")
+        };
+        assert_eq!(buf.get_pixel(0, 0).0[1], u16::MAX);
+        let rgba = image::Rgba32FImage::from_pixel(1, 1, image::Rgba([0.0, 0.0, 0.0, 1.0]));
+        let out = normalise(DynamicImage::ImageRgba32F(rgba)).unwrap();
+        assert!(matches!(out, DynamicImage::ImageRgba16(_)));
+    }
+
+    #[test]
+    fn carriers_skip_alpha() {
+        let layout = Layout {
+            channels: 4,
+            colour: 3,
+        };
+        let indices: Vec<usize> = (0..6).map(|k| layout.index(k)).collect();
+        assert_eq!(indices, [0, 1, 2, 4, 5, 6]);
+        assert_eq!(samples_needed(1, 2), HEADER_SAMPLES as u64 + 4);
+    }
+}

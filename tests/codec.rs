@@ -196,13 +196,14 @@ fn key() -> SealKey {
 fn assert_small_change(cover_bytes: &[u8], out: &[u8], max_bits: u8) {
     let before = image::load_from_memory(cover_bytes).unwrap();
     let after = image::load_from_memory(out).unwrap();
-    assert_eq!(before.dimensions_pair(), after.dimensions_pair());
+    assert_eq!(
+        (before.width(), before.height()),
+        (after.width(), after.height())
+    );
     let channels = before.color().channel_count() as usize;
     let alpha = before.color().has_alpha();
     assert_eq!(before.color(), after.color(), "sample layout is kept");
     let pairs: Vec<(u32, u32)> = if before.color().bytes_per_pixel() as usize == channels * 2 {
-        let (a, b) = (before.to_rgba16(), after.to_rgba16());
-        let _ = (a, b);
         let (a, b) = (as_u16(&before), as_u16(&after));
         a.into_iter().zip(b).collect()
     } else {
@@ -233,15 +234,6 @@ fn as_u16(img: &DynamicImage) -> Vec<u32> {
         DynamicImage::ImageRgb16(b) => b.as_raw().iter().map(|&v| v as u32).collect(),
         DynamicImage::ImageRgba16(b) => b.as_raw().iter().map(|&v| v as u32).collect(),
         other => panic!("not 16-bit: {:?}", other.color()),
-    }
-}
-
-trait Dims {
-    fn dimensions_pair(&self) -> (u32, u32);
-}
-impl Dims for DynamicImage {
-    fn dimensions_pair(&self) -> (u32, u32) {
-        (self.width(), self.height())
     }
 }
 
