@@ -108,10 +108,30 @@ struct Hill {
 }
 
 const HILLS: [Hill; 4] = [
-    Hill { base: 0.60, amp: 0.07, colour: [132.0, 128.0, 176.0], phase: [0.3, 1.7, 4.1] },
-    Hill { base: 0.68, amp: 0.06, colour: [96.0, 124.0, 150.0], phase: [2.2, 0.4, 1.3] },
-    Hill { base: 0.78, amp: 0.06, colour: [70.0, 120.0, 84.0], phase: [4.0, 2.9, 0.8] },
-    Hill { base: 0.88, amp: 0.05, colour: [40.0, 86.0, 50.0], phase: [1.1, 5.2, 2.6] },
+    Hill {
+        base: 0.60,
+        amp: 0.07,
+        colour: [132.0, 128.0, 176.0],
+        phase: [0.3, 1.7, 4.1],
+    },
+    Hill {
+        base: 0.68,
+        amp: 0.06,
+        colour: [96.0, 124.0, 150.0],
+        phase: [2.2, 0.4, 1.3],
+    },
+    Hill {
+        base: 0.78,
+        amp: 0.06,
+        colour: [70.0, 120.0, 84.0],
+        phase: [4.0, 2.9, 0.8],
+    },
+    Hill {
+        base: 0.88,
+        amp: 0.05,
+        colour: [40.0, 86.0, 50.0],
+        phase: [1.1, 5.2, 2.6],
+    },
 ];
 
 /// Paints the default landscape at the given size (deterministic: same size, same pixels).
@@ -162,7 +182,11 @@ pub fn landscape(width: u32, height: u32) -> RgbImage {
 
 /// Linear blend of two colours.
 fn lerp3(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 /// A colour scaled towards black.

@@ -158,7 +158,13 @@ mod tests {
     #[test]
     fn viewer_parses_and_displays() {
         let v: Viewer = "bob=5".parse().unwrap();
-        assert_eq!(v, Viewer { name: "bob".into(), quota: 5 });
+        assert_eq!(
+            v,
+            Viewer {
+                name: "bob".into(),
+                quota: 5
+            }
+        );
         assert_eq!(v.to_string(), "bob=5");
     }
 

@@ -123,7 +123,9 @@ impl Header {
             return Err(Error::NoPayload);
         }
         if check_bytes(&bytes[..44]) != bytes[44..48] {
-            return Err(Error::Tampered("the payload header's check bytes do not match".into()));
+            return Err(Error::Tampered(
+                "the payload header's check bytes do not match".into(),
+            ));
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
         if version != FORMAT_VERSION {
@@ -177,7 +179,8 @@ impl SealKey {
         let mut key = [0u8; 32];
         let mut fingerprint = [0u8; 8];
         // Both lengths are far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
-        hk.expand(KEY_INFO, &mut key).expect("32 bytes is a valid HKDF length");
+        hk.expand(KEY_INFO, &mut key)
+            .expect("32 bytes is a valid HKDF length");
         hk.expand(FINGERPRINT_INFO, &mut fingerprint)
             .expect("8 bytes is a valid HKDF length");
         SealKey { key, fingerprint }
@@ -282,7 +285,9 @@ mod tests {
     fn seal_then_open_round_trips() {
         let key = SealKey::from_secret(b"s3cret");
         let m = meta();
-        let (header, body) = key.seal(1, encode_plaintext(&m, b"pixels").unwrap()).unwrap();
+        let (header, body) = key
+            .seal(1, encode_plaintext(&m, b"pixels").unwrap())
+            .unwrap();
         let parsed = key.open_header(&header).unwrap();
         assert_eq!(parsed.body_len as usize, body.len());
         assert_eq!(key.open(&parsed, body).unwrap(), (m, b"pixels".to_vec()));
@@ -291,7 +296,9 @@ mod tests {
     #[test]
     fn other_key_is_wrong_key_and_flips_are_tampered() {
         let key = SealKey::from_secret(b"one");
-        let (header, body) = key.seal(2, encode_plaintext(&meta(), b"x").unwrap()).unwrap();
+        let (header, body) = key
+            .seal(2, encode_plaintext(&meta(), b"x").unwrap())
+            .unwrap();
         let other = SealKey::from_secret(b"two");
         assert!(matches!(other.open_header(&header), Err(Error::WrongKey)));
         let mut bad = header;
@@ -300,12 +307,18 @@ mod tests {
         for byte in 4..HEADER_LEN {
             let mut bad = header;
             bad[byte] ^= 0x10;
-            assert!(matches!(key.open_header(&bad), Err(Error::Tampered(_))), "byte {byte}");
+            assert!(
+                matches!(key.open_header(&bad), Err(Error::Tampered(_))),
+                "byte {byte}"
+            );
         }
         let parsed = key.open_header(&header).unwrap();
         let mut bad_body = body.clone();
         bad_body[0] ^= 1;
-        assert!(matches!(key.open(&parsed, bad_body), Err(Error::Tampered(_))));
+        assert!(matches!(
+            key.open(&parsed, bad_body),
+            Err(Error::Tampered(_))
+        ));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! of the first 384 carriers, most significant bit first; the sealed body follows at 1 or 2 bits
 //! per carrier (the header says which). For 16-bit samples the low bits of the 16-bit value are
 //! used, so the output stays 16-bit. Only the carriers the payload needs are touched; the rest
-//! of the cover is copied as it was, and the result is written as PNG (fast deflate, adaptive
-//! filters) with the cover's size and sample layout.
+//! of the cover is copied as it was, and the result is written as PNG (fast deflate, "Up"
+//! filter) with the cover's size and sample layout.
 //!
 //! Revealing reads the PNG row by row with the `png` crate and stops as soon as the header and
 //! then the body are complete, so for a large cover only its first rows are decompressed. Any
@@ -30,6 +30,9 @@ use crate::cover::DefaultCovers;
 use crate::error::{Error, Result};
 use crate::metadata::ImageMeta;
 use crate::seal::{encode_plaintext, SealKey, HEADER_LEN, TAG_LEN};
+
+/// PNG filter of every output: as small as adaptive on photos within 5 %, and 20 % faster (see DESIGN.md).
+pub const PNG_FILTER: FilterType = FilterType::Up;
 
 /// Carriers holding the header (one bit each).
 pub const HEADER_SAMPLES: usize = HEADER_LEN * 8;
@@ -128,11 +131,11 @@ pub fn decrypt_image(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> 
     reveal_with(key, total, &mut fill)
 }
 
-/// Encodes an image as PNG with the codec's settings (fast deflate, adaptive filtering).
+/// Encodes an image as PNG with the codec's settings (fast deflate, [`PNG_FILTER`]).
 pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(image.as_bytes().len() / 2 + 1024);
-    let encoder =
-        PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive);
+    // Photos rarely compress below 3/4 of raw with fast deflate: one allocation, no regrowth.
+    let mut out = Vec::with_capacity(image.as_bytes().len() / 4 * 3 + 1024);
+    let encoder = PngEncoder::new_with_quality(&mut out, CompressionType::Fast, PNG_FILTER);
     image
         .write_with_encoder(encoder)
         .map_err(|e| Error::Unsupported(format!("the result cannot be written as PNG: {e}")))?;
@@ -180,9 +183,16 @@ fn image_error(e: ImageError, what: &str, format: ImageFormat, len: usize) -> Er
 /// Whether a decoder's message describes input that stops early.
 fn looks_truncated(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["eof", "end of", "truncat", "unexpected end", "not enough data", "too short"]
-        .iter()
-        .any(|s| m.contains(s))
+    [
+        "eof",
+        "end of",
+        "truncat",
+        "unexpected end",
+        "not enough data",
+        "too short",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
 }
 
 /// Converts a decoded image into one of the eight layouts that carry a payload.
@@ -368,7 +378,11 @@ fn reveal_with(
     let per_byte = (8 / bits) as usize;
     let body: Vec<u8> = lows[HEADER_SAMPLES..needed]
         .chunks_exact(per_byte)
-        .map(|chunk| chunk.iter().fold(0, |acc, &low| (acc << bits) | (low & mask)))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .fold(0, |acc, &low| (acc << bits) | (low & mask))
+        })
         .collect();
     key.open(&header, body)
 }
@@ -392,7 +406,11 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
         }
     };
     let layout = Layout { channels, colour };
-    let bytes_per_sample = if depth == png::BitDepth::Sixteen { 2 } else { 1 };
+    let bytes_per_sample = if depth == png::BitDepth::Sixteen {
+        2
+    } else {
+        1
+    };
     let info = reader.info();
     let (width, interlaced) = (info.width as usize, info.interlaced);
     let total = layout.carriers(info.width, info.height);
@@ -410,7 +428,9 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
             Error::Unsupported(format!("the PNG ({len} bytes) is too large to decode"))
         })?;
         let mut frame = vec![0u8; size];
-        let out = reader.next_frame(&mut frame).map_err(|e| png_error(e, len))?;
+        let out = reader
+            .next_frame(&mut frame)
+            .map_err(|e| png_error(e, len))?;
         let mut rows = frame.chunks_exact(out.line_size);
         let mut fill = |lows: &mut Vec<u8>, want: usize| {
             while lows.len() < want {
@@ -452,5 +472,34 @@ fn png_error(e: png::DecodingError, len: usize) -> Error {
         other => Error::NotAnImage(format!(
             "the file starts like a PNG ({len} bytes) but is damaged: {other}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_images_become_16_bit() {
+        let rgb = image::Rgb32FImage::from_pixel(2, 2, image::Rgb([0.5, 1.0, 0.0]));
+        let out = normalise(DynamicImage::ImageRgb32F(rgb)).unwrap();
+        let DynamicImage::ImageRgb16(buf) = out else {
+            panic!("expected 16-bit RGB")
+        };
+        assert_eq!(buf.get_pixel(0, 0).0[1], u16::MAX);
+        let rgba = image::Rgba32FImage::from_pixel(1, 1, image::Rgba([0.0, 0.0, 0.0, 1.0]));
+        let out = normalise(DynamicImage::ImageRgba32F(rgba)).unwrap();
+        assert!(matches!(out, DynamicImage::ImageRgba16(_)));
+    }
+
+    #[test]
+    fn carriers_skip_alpha() {
+        let layout = Layout {
+            channels: 4,
+            colour: 3,
+        };
+        let indices: Vec<usize> = (0..6).map(|k| layout.index(k)).collect();
+        assert_eq!(indices, [0, 1, 2, 4, 5, 6]);
+        assert_eq!(samples_needed(1, 2), HEADER_SAMPLES as u64 + 4);
     }
 }

@@ -13,7 +13,12 @@ use imgcloud::stego::{self, Cover, HideOptions};
 
 /// Client of the imgcloud cluster: encrypt images, decrypt them, and (later) drive load.
 #[derive(Debug, Parser)]
-#[command(name = "client", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "client",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
