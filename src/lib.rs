@@ -37,3 +37,5 @@ pub mod client;
 /// The built-in test image (an 80x54 photo, about 9 KB of PNG) that `client ID N`, the stress
 /// test and the demo send when given no image of their own.
 pub const SAMPLE_IMAGE: &[u8] = include_bytes!("../assets/sample.png");
+pub mod launcher;
+pub mod cli;

@@ -378,6 +378,19 @@ pub(crate) fn refusal(id: &str, node: NodeId, kind: Refusal, message: &str) -> E
     EncryptReply { id: id.to_string(), served_by: node, outcome: Outcome::Refused { kind, message: message.to_string() } }
 }
 
+/// Completes when standard input reaches its end: a launcher that dies closes the pipe, and
+/// its nodes follow it (`--parent-watch`).
+pub async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 /// Prints an event the way an operator reads it.
 pub fn report(id: NodeId, event: &Event) {
     match event {

@@ -1,0 +1,151 @@
+//! Command-line definitions shared by the binaries: the node's flags (used by `cloud-node`
+//! and by `demo`, which runs itself as a node) and logging set-up.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
+use crate::seal::{DEV_SECRET, DEV_SECRET_WARNING};
+
+/// One node of the imgcloud cluster.
+///
+/// With no flags, node ID of the default 3-node loopback cluster: node i listens for peers and
+/// clients on 127.0.0.1:800i and serves HTTP (/status, /metrics) on 127.0.0.1:900i.
+#[derive(Parser, Debug)]
+#[command(name = "cloud-node", version, about, long_about = None)]
+pub struct NodeArgs {
+    /// This node's id (1-based).
+    pub id: u32,
+    /// TOML cluster configuration (nodes, secret, timing, failures); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Size of the generated loopback cluster (ignored with --config).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Peer port of node 1 in the generated cluster; node i uses BASE+i-1, HTTP 1000 above.
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+    pub base_port: u16,
+    /// Cluster secret (authenticates peers, keys the image payloads).
+    #[arg(long, env = "IMGCLOUD_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// The elected-victim failure simulation.
+    #[arg(long, value_enum)]
+    pub failures: Option<OnOff>,
+    /// Seconds between two simulated failures.
+    #[arg(long, value_name = "SECS")]
+    pub failure_period: Option<f64>,
+    /// Longest simulated failure, in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub failure_max: Option<f64>,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Silence after which a peer is suspected, in milliseconds (the adaptive floor).
+    #[arg(long)]
+    pub suspect_ms: Option<u64>,
+    /// Simulated processing delay added to every encryption, in milliseconds.
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
+    /// Encryption worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Exit when standard input closes (set by launchers so no node outlives them).
+    #[arg(long)]
+    pub parent_watch: bool,
+    /// Seed of this node's random choices (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// A switch flag's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+
+/// Sets up logging to stderr (`RUST_LOG`, default `info`), coloured only on a terminal.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs a node process as the flags say, until Ctrl-C, SIGTERM or (with `--parent-watch`)
+/// the end of standard input.
+pub fn run_node(args: NodeArgs) -> crate::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ClusterConfig::load(path)?,
+        None => ClusterConfig { nodes: ClusterConfig::local_nodes(args.nodes, args.base_port), ..Default::default() },
+    };
+    if let Some(secret) = args.secret {
+        config.secret = secret;
+    }
+    if config.secret.is_empty() {
+        eprintln!("cloud-node: {DEV_SECRET_WARNING}");
+        config.secret = DEV_SECRET.to_string();
+    }
+    if let Some(f) = args.failures {
+        config.failures.enabled = f == OnOff::On;
+    }
+    if let Some(p) = args.failure_period {
+        config.failures.period_s = p;
+    }
+    if let Some(m) = args.failure_max {
+        config.failures.max_s = m;
+    }
+    if let Some(h) = args.heartbeat_ms {
+        config.timing.heartbeat_ms = h;
+    }
+    if let Some(s) = args.suspect_ms {
+        config.timing.suspect_ms = s;
+    }
+    if let Some(d) = args.delay_ms {
+        config.delay_ms = d;
+    }
+    if let Some(w) = args.workers {
+        config.workers = w;
+    }
+    config.validate()?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let watch = args.parent_watch;
+    let shutdown = async move {
+        if watch {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = crate::server::stdin_closed() => {}
+            }
+        } else {
+            shutdown_signal().await
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::server::run(config, args.id, seed, shutdown))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
