@@ -238,6 +238,8 @@ pub struct CoreStatus {
     pub request_log: usize,
     /// Entries of the request log that name this node as the server.
     pub served: u64,
+    /// How long the last recovery took, from Recovering to Active, in milliseconds.
+    pub last_recovery_ms: Option<u64>,
 }
 
 /// The protocol core of one node.
@@ -266,6 +268,8 @@ pub struct Node {
     replicated: ReplicatedState,
     digest: Option<String>,
     recovery_heard: BTreeSet<NodeId>,
+    recovering_since: Millis,
+    last_recovery_ms: Option<u64>,
     next_sync_request: Millis,
     next_heartbeat: Millis,
     next_victim_at: Millis,
@@ -334,6 +338,8 @@ impl Node {
             replicated: ReplicatedState::default(),
             digest: None,
             recovery_heard: BTreeSet::new(),
+            recovering_since: now,
+            last_recovery_ms: None,
             next_sync_request: now,
             next_heartbeat: now,
             next_victim_at: u64::MAX,
@@ -453,6 +459,7 @@ impl Node {
             held: self.dispatcher.len(),
             request_log: self.replicated.served.len(),
             served: self.replicated.served_by(self.id),
+            last_recovery_ms: self.last_recovery_ms,
         }
     }
 
@@ -506,6 +513,7 @@ impl Node {
         self.round = None;
         self.election_due = None;
         self.recovery_heard.clear();
+        self.recovering_since = now;
         self.next_sync_request = now;
         self.emit(Event::StateChanged { to: NodeState::Recovering, reason: reason.to_string() });
     }
@@ -526,6 +534,7 @@ impl Node {
 
     fn enter_active(&mut self, now: Millis) {
         self.state = NodeState::Active;
+        self.last_recovery_ms = Some(now.saturating_sub(self.recovering_since));
         self.bump_counters(|c| c.recoveries += 1);
         let reason = format!("state merged from {} of {} nodes", self.recovery_heard.len() + 1, self.members.len());
         self.emit(Event::StateChanged { to: NodeState::Active, reason });

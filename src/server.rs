@@ -184,6 +184,7 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         held: 0,
         request_log: 0,
         served: 0,
+        last_recovery_ms: None,
     };
     NodeStatus { core, encryptions: 0, lb_decisions: 0, in_flight: 0, queued: 0, workers, uptime_s: 0.0 }
 }
