@@ -12,6 +12,8 @@
 //! - [`seal`]: key derivation from the cluster secret, the payload header, and authenticated encryption.
 //! - [`stego`]: hiding a sealed payload in a cover's low bits (PNG out) and revealing it.
 //! - [`cover`]: the default procedural landscape cover and its cache.
+//! - [`metrics`]: stress-test samples, whole-run figures, per-second timeline, confidence intervals.
+//! - [`report`]: the stress-test report as JSON and as the console summary, and trial combination.
 
 pub mod cover;
 pub mod error;
@@ -33,6 +35,8 @@ pub mod dispatch;
 pub mod request;
 pub mod pool;
 pub mod client;
+pub mod metrics;
+pub mod report;
 
 /// The built-in test image (an 80x54 photo, about 9 KB of PNG) that `client ID N`, the stress
 /// test and the demo send when given no image of their own.
