@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
+use serde::Serialize;
 
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
 use crate::seal::{DEV_SECRET, DEV_SECRET_WARNING};
@@ -59,12 +60,68 @@ pub struct NodeArgs {
 }
 
 /// A switch flag's value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnOff {
     On,
     Off,
 }
 
+
+/// The load flags shared by `demo` and `client stress`.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct LoadArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Requests per client.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Image each request hides (default: the built-in 9 KB photo).
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Do not decrypt and check every reply.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Repeat the run K times; the report gives means and 95% confidence intervals.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub trials: usize,
+    /// Where to write the JSON report.
+    #[arg(long, value_name = "FILE", default_value = "demo-report.json")]
+    pub report: PathBuf,
+    /// Where to write the plot of throughput and latency over time (PNG).
+    #[arg(long, value_name = "FILE", default_value = "demo-report.png")]
+    pub plot: PathBuf,
+    /// Seconds a request waits for its reply before it counts as lost.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub deadline: f64,
+    /// Seconds to measure the machine's limit (the codec alone on every core); 0 skips it.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub limit_secs: f64,
+}
+
+impl LoadArgs {
+    /// The image the requests hide.
+    pub fn image_bytes(&self) -> crate::Result<Vec<u8>> {
+        match &self.image {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| crate::Error::Config(format!("cannot read the image {}: {e}", path.display()))),
+            None => Ok(crate::SAMPLE_IMAGE.to_vec()),
+        }
+    }
+
+    /// The stress options for clients numbered from `first_client`.
+    pub fn options(&self, image: Vec<u8>, first_client: u64) -> crate::stress::StressOptions {
+        crate::stress::StressOptions {
+            clients: self.clients,
+            requests: self.requests,
+            image,
+            verify: !self.no_verify,
+            deadline: std::time::Duration::from_secs_f64(self.deadline.max(0.1)),
+            first_client,
+        }
+    }
+}
 
 /// Sets up logging to stderr (`RUST_LOG`, default `info`), coloured only on a terminal.
 pub fn init_logging() {

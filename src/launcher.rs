@@ -4,9 +4,9 @@
 //! the program is this very binary (the demo runs itself as a node) or `cloud-node`. The
 //! children's stdin is a pipe that nothing writes to; `--parent-watch` makes a node exit when
 //! it closes, so a node never outlives its launcher, even one killed by SIGKILL. Their stdout
-//! (election results, state changes: the lines an operator watches) is copied to the console
-//! with a `[node N]` prefix where asked, and everything is kept in `node-N.log` in the run
-//! folder.
+//! (election results, state changes: the lines an operator watches) goes to a [`LineSink`]
+//! (every node prints each election result; only the winner's copy is passed on), and
+//! everything is kept in `node-N.log` in the run folder.
 //!
 //! Implementation caveats: ports come from the caller (`--base-port`); a port already taken
 //! makes that node exit with a clear error in its log.
@@ -21,14 +21,8 @@ use std::time::{Duration, Instant};
 use crate::config::{ClusterConfig, NodeId};
 use crate::{Error, Result};
 
-/// What to do with the lines a node prints on stdout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Echo {
-    /// Keep them in the log only.
-    Quiet,
-    /// Also print them on the console.
-    Console,
-}
+/// Where the lines that nodes print on stdout go (besides their logs).
+pub type LineSink = Arc<dyn Fn(NodeId, &str) + Send + Sync>;
 
 /// A cluster of child node processes.
 pub struct LocalCluster {
@@ -39,12 +33,12 @@ pub struct LocalCluster {
     program: PathBuf,
     prefix_args: Vec<String>,
     children: BTreeMap<NodeId, Child>,
-    echo: Arc<Mutex<Echo>>,
+    sink: Arc<Mutex<Option<LineSink>>>,
 }
 
 impl LocalCluster {
     /// Writes the config into `dir` and starts every node with `program prefix_args...`.
-    pub fn start(config: ClusterConfig, dir: &Path, program: &Path, prefix_args: &[&str], echo: Echo) -> Result<Self> {
+    pub fn start(config: ClusterConfig, dir: &Path, program: &Path, prefix_args: &[&str], sink: Option<LineSink>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("cluster.toml"), config.to_toml())?;
         let mut cluster = LocalCluster {
@@ -53,7 +47,7 @@ impl LocalCluster {
             program: program.to_path_buf(),
             prefix_args: prefix_args.iter().map(|s| s.to_string()).collect(),
             children: BTreeMap::new(),
-            echo: Arc::new(Mutex::new(echo)),
+            sink: Arc::new(Mutex::new(sink)),
         };
         for id in cluster.config.ids() {
             cluster.spawn(id)?;
@@ -61,10 +55,10 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Changes whether node output is echoed to the console.
-    pub fn set_echo(&self, echo: Echo) {
-        if let Ok(mut e) = self.echo.lock() {
-            *e = echo;
+    /// Changes where node output goes (None: logs only).
+    pub fn set_sink(&self, sink: Option<LineSink>) {
+        if let Ok(mut s) = self.sink.lock() {
+            *s = sink;
         }
     }
 
@@ -84,8 +78,8 @@ impl LocalCluster {
             .spawn()
             .map_err(|e| Error::Config(format!("cannot start node {id} ({}): {e}", self.program.display())))?;
         if let Some(stdout) = child.stdout.take() {
-            let echo = Arc::clone(&self.echo);
-            std::thread::spawn(move || copy_lines(id, stdout, log, &echo));
+            let sink = Arc::clone(&self.sink);
+            std::thread::spawn(move || copy_lines(id, stdout, log, &sink));
         }
         self.children.insert(id, child);
         Ok(())
@@ -129,12 +123,37 @@ impl Drop for LocalCluster {
     }
 }
 
-fn copy_lines(id: NodeId, stdout: impl std::io::Read, mut log: std::fs::File, echo: &Mutex<Echo>) {
+fn copy_lines(id: NodeId, stdout: impl std::io::Read, mut log: std::fs::File, sink: &Mutex<Option<LineSink>>) {
+    let mut block: Vec<String> = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let _ = writeln!(log, "{line}");
-        if echo.lock().is_ok_and(|e| *e == Echo::Console) {
-            println!("  [node {id}] {line}");
+        let Some(sink) = sink.lock().ok().and_then(|s| s.clone()) else { continue };
+        if line.starts_with("=== ELECTION RESULT") {
+            block = vec![line];
+            continue;
+        }
+        if !block.is_empty() {
+            if let Some(rest) = line.strip_prefix("Coordinator: Node ") {
+                let winner: Option<NodeId> = rest.split_whitespace().next().and_then(|w| w.parse().ok());
+                if winner != Some(id) {
+                    block.clear();
+                    continue;
+                }
+            }
+            if line.starts_with("Coordinator:") || line.starts_with("  Node ") {
+                block.push(line);
+                continue;
+            }
+            for held in block.drain(..) {
+                sink(id, &held);
+            }
+        }
+        sink(id, &line);
+    }
+    if let Some(sink) = sink.lock().ok().and_then(|s| s.clone()) {
+        for held in block {
+            sink(id, &held);
         }
     }
 }

@@ -43,3 +43,5 @@ pub mod report;
 pub const SAMPLE_IMAGE: &[u8] = include_bytes!("../assets/sample.png");
 pub mod launcher;
 pub mod cli;
+pub mod stress;
+pub mod demo;

@@ -1,6 +1,42 @@
-//! The `demo` binary (not implemented yet).
+//! `demo`: the whole imgcloud system on this machine, on embedded defaults (see `--help`).
+
+use clap::Parser;
+use imgcloud::cli::{init_logging, run_node};
+use imgcloud::demo::{DemoArgs, DemoCommand};
 
 fn main() {
-    eprintln!("demo: not implemented yet");
-    std::process::exit(2);
+    let mut args = DemoArgs::parse();
+    if let Some(DemoCommand::Node(node)) = args.command.take() {
+        init_logging();
+        if let Err(e) = run_node(node) {
+            eprintln!("demo node: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    // Ctrl-C drops the demo's future, which stops every node it started.
+    let code = runtime.block_on(async {
+        tokio::select! {
+            result = imgcloud::demo::run(args) => match result {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("demo: {e}");
+                    1
+                }
+            },
+            _ = imgcloud::cli::shutdown_signal() => {
+                eprintln!("demo: interrupted; stopping the nodes");
+                130
+            }
+        }
+    });
+    drop(runtime);
+    std::process::exit(code);
 }

@@ -1,0 +1,255 @@
+//! The demo: the one command that shows everything the system does.
+//!
+//! 1. Measures the machine's limit: the codec alone, in-process, on every core.
+//! 2. Starts the nodes as separate OS processes (this binary, run as `demo node ID`), with a
+//!    fresh cluster secret, and waits for their first election, whose result they print.
+//! 3. Runs the stress test (K trials), with the elected-victim failure simulation on by
+//!    default and timed so that failures overlap the load, while echoing every election and
+//!    state change the nodes print.
+//! 4. Prints the summary, writes the JSON report and the plot.
+//! 5. Keeps observing the cluster for `--observe` seconds, with a status line every few
+//!    seconds, then stops every process it started.
+//!
+//! Implementation caveats: the nodes, the load generator and the limit measurement share one
+//! machine, as in the seed project; the limit is measured before the nodes start.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{LoadArgs, NodeArgs, OnOff};
+use crate::client::cluster_status;
+use crate::config::{ClusterConfig, NodeAddr, DEFAULT_BASE_PORT};
+use crate::launcher::{LineSink, LocalCluster};
+use crate::message::NodeState;
+use crate::report::Report;
+use crate::seal::SealKey;
+use crate::stress::{self, Progress};
+use crate::{Error, Result};
+
+/// How often the observation phase prints a status line.
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
+/// How long the demo waits for the first election.
+const FIRST_ELECTION_WAIT: Duration = Duration::from_secs(15);
+
+/// Runs the whole imgcloud demo on this machine: nodes as processes, an election, a verified
+/// stress test with simulated failures, a report and a plot; then stops everything it started.
+#[derive(Parser, Debug, Serialize)]
+#[command(name = "demo", version, about, long_about = None)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<DemoCommand>,
+    /// Nodes to start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Simulated processing delay per encryption, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// The elected-victim failure simulation.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub failures: OnOff,
+    /// Seconds between simulated failures (short, so that failures overlap the load).
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    pub failure_period: f64,
+    /// Longest simulated failure, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 6.0)]
+    pub failure_max: f64,
+    /// Seconds to keep observing the cluster after the load.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub observe: f64,
+    /// Seed of the nodes' random choices (victims, durations).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Peer port of node 1; node i uses BASE+i-1 and HTTP 1000 above (to run beside another cluster).
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+    pub base_port: u16,
+    /// Folder for the cluster's config and node logs (default: a fresh one under the temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// The demo's hidden subcommand.
+#[derive(Subcommand, Debug)]
+pub enum DemoCommand {
+    /// Run as one node (the demo starts its nodes this way).
+    #[command(hide = true)]
+    Node(NodeArgs),
+}
+
+/// A progress bar slot that node output can print above.
+type Bar = Arc<Mutex<Option<ProgressBar>>>;
+
+fn say(bar: &Bar, line: &str) {
+    match bar.lock().ok().and_then(|b| b.clone()) {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    }
+}
+
+/// Runs the demo; returns the report.
+pub async fn run(args: DemoArgs) -> Result<Report> {
+    let image = args.load.image_bytes()?;
+    if args.nodes == 0 || args.load.clients == 0 || args.load.trials == 0 {
+        return Err(Error::InvalidInput("--nodes, --clients and --trials must be at least 1".into()));
+    }
+    println!("imgcloud demo: {} nodes, {} clients x {} requests, {} trial(s), failures {}", args.nodes, args.load.clients, args.load.requests, args.load.trials, if args.failures == OnOff::On { "on" } else { "off" });
+
+    let secret = hex::encode(rand::random::<[u8; 16]>());
+    let key = SealKey::from_secret(secret.as_bytes());
+    let limit_rps = if args.load.limit_secs > 0.0 {
+        println!("Measuring this machine's limit: the codec alone on every core for {:.0} s...", args.load.limit_secs);
+        let (image, key, secs) = (image.clone(), key.clone(), args.load.limit_secs);
+        let limit = tokio::task::spawn_blocking(move || stress::measure_limit(&image, &key, Duration::from_secs_f64(secs)))
+            .await
+            .map_err(|e| Error::Config(format!("limit measurement failed: {e}")))?;
+        println!("  limit: {limit:.0} encryptions/s");
+        Some(limit)
+    } else {
+        None
+    };
+
+    let mut config = ClusterConfig { secret, nodes: ClusterConfig::local_nodes(args.nodes, args.base_port), ..Default::default() };
+    config.failures.enabled = args.failures == OnOff::On;
+    config.failures.period_s = args.failure_period;
+    config.failures.max_s = args.failure_max;
+    config.delay_ms = args.delay_ms;
+    let dir = args.run_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("imgcloud-demo-{}", std::process::id())));
+    let exe = std::env::current_exe()?;
+    let bar: Bar = Arc::new(Mutex::new(None));
+    let sink_bar = Arc::clone(&bar);
+    let sink: LineSink = Arc::new(move |id, line: &str| say(&sink_bar, &format!("  [node {id}] {line}")));
+    let mut node_args = vec!["node".to_string()];
+    if let Some(seed) = args.seed {
+        node_args.extend(["--seed".to_string(), seed.to_string()]);
+    }
+    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    println!("Starting {} node processes (config and logs in {})", args.nodes, dir.display());
+    let mut cluster = LocalCluster::start(config.clone(), &dir, &exe, &node_args, Some(sink))?;
+
+    let started = Instant::now();
+    let agreed = wait_for_agreement(&config.nodes, FIRST_ELECTION_WAIT).await;
+    let Some((coordinator, epoch)) = agreed else {
+        cluster.stop();
+        return Err(Error::Unavailable(format!(
+            "the nodes did not agree on a coordinator within {} s; see the logs in {}",
+            FIRST_ELECTION_WAIT.as_secs(),
+            dir.display()
+        )));
+    };
+    println!("Cluster ready: node {coordinator} coordinates (epoch {epoch}), {} ms after start", started.elapsed().as_millis());
+
+    let mut reports = Vec::new();
+    let mut last_trial = None;
+    let config_json = serde_json::to_value(&args).unwrap_or_default();
+    for t in 1..=args.load.trials {
+        let total = (args.load.clients * args.load.requests) as u64;
+        let progress: Progress = Arc::default();
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.set_prefix(format!("trial {t}/{}", args.load.trials));
+        if let Ok(mut slot) = bar.lock() {
+            *slot = Some(pb.clone());
+        }
+        let ticker = {
+            let (pb, progress) = (pb.clone(), Arc::clone(&progress));
+            tokio::spawn(async move {
+                loop {
+                    pb.set_position(progress.load(std::sync::atomic::Ordering::Relaxed));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let options = args.load.options(image.clone(), 1);
+        let trial = stress::trial(&config.nodes, &key, &options, progress).await;
+        ticker.abort();
+        pb.finish_and_clear();
+        if let Ok(mut slot) = bar.lock() {
+            *slot = None;
+        }
+        let trial = trial?;
+        reports.push(stress::report(&trial, !args.load.no_verify, limit_rps, config_json.clone()));
+        last_trial = Some(trial);
+    }
+    let report = Report::combine_trials(reports);
+    println!("{}", report.console());
+    write_outputs(&report, last_trial.as_ref(), &args.load)?;
+
+    if args.observe > 0.0 {
+        observe(&config.nodes, Duration::from_secs_f64(args.observe)).await;
+    }
+    cluster.set_sink(None);
+    cluster.stop();
+    println!("Stopped the {} node processes; their logs are in {}", args.nodes, dir.display());
+    Ok(report)
+}
+
+/// Writes the JSON report and the plot of the last trial.
+pub fn write_outputs(report: &Report, trial: Option<&stress::Trial>, load: &LoadArgs) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::write(&load.report, json).map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))?;
+    println!("Report: {}", load.report.display());
+    if let Some(trial) = trial {
+        let timeline = crate::metrics::timeline(&trial.run.samples, Duration::from_millis(500));
+        let title = format!(
+            "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
+            report.total, report.throughput_rps, report.latency_ms.p99
+        );
+        crate::plot::render(&title, &timeline, &trial.windows, &load.plot)?;
+        println!("Plot:   {}", load.plot.display());
+    }
+    Ok(())
+}
+
+/// Polls until every node is Active and names the same coordinator.
+pub async fn wait_for_agreement(nodes: &[NodeAddr], limit: Duration) -> Option<(u32, u64)> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let views: Vec<Option<(u32, u64)>> = cluster_status(nodes)
+            .await
+            .into_iter()
+            .map(|(_, s)| s.ok().filter(|s| s.core.state == NodeState::Active).and_then(|s| Some((s.core.coordinator?, s.core.epoch))))
+            .collect();
+        if let Some(Some(first)) = views.first() {
+            if views.iter().all(|v| v.as_ref() == Some(first)) {
+                return Some(*first);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Prints a one-line cluster status every few seconds for `how_long`.
+async fn observe(nodes: &[NodeAddr], how_long: Duration) {
+    println!("Observing the cluster for {:.0} s (Ctrl-C to stop early)...", how_long.as_secs_f64());
+    let start = Instant::now();
+    loop {
+        let parts: Vec<String> = cluster_status(nodes)
+            .await
+            .into_iter()
+            .map(|(node, s)| match s {
+                Ok(s) => {
+                    let c = &s.core;
+                    let role = if c.coordinator == Some(node.id) { " coordinator" } else { "" };
+                    format!("node {} {}{} epoch {} served {}", node.id, c.state, role, c.epoch, c.served)
+                }
+                Err(_) => format!("node {} unreachable", node.id),
+            })
+            .collect();
+        println!("  +{:>3.0}s  {}", start.elapsed().as_secs_f64(), parts.join(" | "));
+        if start.elapsed() + OBSERVE_EVERY > how_long {
+            break;
+        }
+        tokio::time::sleep(OBSERVE_EVERY).await;
+    }
+}

@@ -1,0 +1,299 @@
+//! The stress test: many concurrent clients, each sending its requests one after another
+//! through the cluster, every reply verified, every request timed.
+//!
+//! - [`run`] drives `clients` closed-loop clients (each a [`Client`] with its own connection
+//!   to every node) for `requests` requests each and returns one [`Sample`] per request.
+//!   Verification (the reply decrypts to the exact original bytes and metadata) runs on the
+//!   blocking pool, off the async runtime.
+//! - [`ClusterWatch`] polls every node's `/status` while the load runs, to find the windows in
+//!   which a node was not Active (failed, recovering, unreachable) and the counters the
+//!   report needs (elections, simulated failures, load-balancing decisions, encryptions).
+//! - [`measure_limit`] is the yardstick: the same request pushed through the codec in-process
+//!   on every core, with no network and no cluster.
+//!
+//! Implementation caveats: the load generator shares the machine with the nodes it measures,
+//! as the seed project's did; `--client-processes` in the client binary spreads it over
+//! several processes but not over several machines.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client::{cluster_status, Client};
+use crate::config::{NodeAddr, NodeId};
+use crate::cover::DefaultCovers;
+use crate::message::NodeState;
+use crate::metadata::{ImageMeta, Viewer};
+use crate::metrics::{Cause, Outcome, Sample};
+use crate::report::FailureWindow;
+use crate::seal::SealKey;
+use crate::stego::{decrypt_image, encrypt_image, Cover};
+use crate::Result;
+
+/// How often [`ClusterWatch`] polls the nodes.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What one stress run does.
+#[derive(Clone, Debug)]
+pub struct StressOptions {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests per client.
+    pub requests: usize,
+    /// The image every request hides.
+    pub image: Vec<u8>,
+    /// Whether every reply is decrypted and compared with the original.
+    pub verify: bool,
+    /// How long a request waits for its reply.
+    pub deadline: Duration,
+    /// First client id (client processes use disjoint ranges).
+    pub first_client: u64,
+}
+
+/// The outcome of a stress run.
+#[derive(Clone, Debug)]
+pub struct StressRun {
+    /// One sample per request.
+    pub samples: Vec<Sample>,
+    /// From the first request sent to the last reply.
+    pub duration: Duration,
+    /// Replies for already-answered requests, dropped by the clients.
+    pub duplicates: u64,
+}
+
+/// Requests completed so far by a running stress test (for progress bars).
+pub type Progress = Arc<AtomicU64>;
+
+fn viewers() -> Vec<Viewer> {
+    vec![Viewer { name: "bob".into(), quota: 5 }, Viewer { name: "carol".into(), quota: 2 }]
+}
+
+/// Runs the stress test against `nodes`.
+pub async fn run(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, progress: Progress) -> Result<StressRun> {
+    let start = Instant::now();
+    let image = Arc::new(options.image.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..options.clients {
+        let client_id = options.first_client + c as u64;
+        let nodes = nodes.to_vec();
+        let (key, image, progress) = (key.clone(), Arc::clone(&image), Arc::clone(&progress));
+        let (requests, verify, deadline) = (options.requests, options.verify, options.deadline);
+        tasks.spawn(async move {
+            let owner = format!("client{client_id}");
+            let mut samples = Vec::with_capacity(requests);
+            let client = match Client::connect(client_id, &nodes).await {
+                Ok(client) => client.with_deadline(deadline),
+                Err(_) => {
+                    let sent_at = start.elapsed();
+                    let failed = Sample { sent_at, latency: Duration::ZERO, served_by: None, outcome: Outcome::Failed(Cause::Connection) };
+                    progress.fetch_add(requests as u64, Ordering::Relaxed);
+                    return (vec![failed; requests], 0);
+                }
+            };
+            for _ in 0..requests {
+                let sent_at = start.elapsed();
+                let sent = Instant::now();
+                let result = client.encrypt(image.to_vec(), None, &owner, viewers()).await;
+                let (served_by, outcome) = match result {
+                    Ok(reply) => {
+                        let outcome = if verify {
+                            let (key, image, owner) = (key.clone(), Arc::clone(&image), owner.clone());
+                            let png = reply.png;
+                            let checked = tokio::task::spawn_blocking(move || match decrypt_image(&png, &key) {
+                                Ok((meta, secret)) => secret == *image && meta.owner == owner && meta.viewers == viewers(),
+                                Err(_) => false,
+                            })
+                            .await
+                            .unwrap_or(false);
+                            if checked { Outcome::Ok } else { Outcome::Failed(Cause::WrongReply) }
+                        } else {
+                            Outcome::Ok
+                        };
+                        (Some(reply.served_by), outcome)
+                    }
+                    Err(e) => (None, Outcome::Failed(Cause::from(&e))),
+                };
+                samples.push(Sample { sent_at, latency: sent.elapsed(), served_by, outcome });
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            let duplicates = client.duplicates();
+            (samples, duplicates)
+        });
+    }
+    let mut samples = Vec::with_capacity(options.clients * options.requests);
+    let mut duplicates = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((s, d)) = done {
+            samples.extend(s);
+            duplicates += d;
+        }
+    }
+    let duration = samples.iter().map(Sample::completed_at).max().unwrap_or_default();
+    samples.sort_by_key(|s| s.sent_at);
+    Ok(StressRun { samples, duration, duplicates })
+}
+
+/// Requests per second the codec alone does on every core of this machine: the same image,
+/// the default cover, no network, no cluster.
+pub fn measure_limit(image: &[u8], key: &SealKey, how_long: Duration) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let covers = Arc::new(DefaultCovers::new());
+    let meta = match ImageMeta::new("limit", viewers()) {
+        Ok(meta) => meta,
+        Err(_) => return 0.0,
+    };
+    let start = Instant::now();
+    let done: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (covers, meta) = (Arc::clone(&covers), meta.clone());
+                scope.spawn(move || {
+                    let mut n = 0u64;
+                    while start.elapsed() < how_long {
+                        if encrypt_image(image, Cover::Default(&covers), &meta, key).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Figures read from every node's `/status` at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterCounters {
+    /// Elections in the replicated record (the highest any node reports).
+    pub elections: u64,
+    /// Simulated failures in the replicated record (the highest any node reports).
+    pub failures: u64,
+    /// Load-balancing decisions, summed over the nodes.
+    pub lb_decisions: u64,
+    /// Encryption jobs completed, summed over the nodes.
+    pub encryptions: u64,
+}
+
+impl ClusterCounters {
+    /// Reads the counters now.
+    pub async fn read(nodes: &[NodeAddr]) -> ClusterCounters {
+        let mut c = ClusterCounters::default();
+        for (_, status) in cluster_status(nodes).await {
+            if let Ok(s) = status {
+                c.elections = c.elections.max(s.core.elections as u64);
+                c.failures = c.failures.max(s.core.failures as u64);
+                c.lb_decisions += s.lb_decisions;
+                c.encryptions += s.encryptions;
+            }
+        }
+        c
+    }
+
+    /// What grew from `before` to `self`.
+    pub fn since(&self, before: &ClusterCounters) -> ClusterCounters {
+        ClusterCounters {
+            elections: self.elections.saturating_sub(before.elections),
+            failures: self.failures.saturating_sub(before.failures),
+            lb_decisions: self.lb_decisions.saturating_sub(before.lb_decisions),
+            encryptions: self.encryptions.saturating_sub(before.encryptions),
+        }
+    }
+}
+
+/// Polls the nodes in the background and remembers when each was not Active.
+pub struct ClusterWatch {
+    start: Instant,
+    down_since: Arc<Mutex<BTreeMap<NodeId, (f64, NodeState)>>>,
+    windows: Arc<Mutex<Vec<FailureWindow>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterWatch {
+    /// Starts polling; times are seconds since `start`.
+    pub fn start(nodes: &[NodeAddr], start: Instant) -> ClusterWatch {
+        let down_since = Arc::new(Mutex::new(BTreeMap::<NodeId, (f64, NodeState)>::new()));
+        let windows = Arc::new(Mutex::new(Vec::new()));
+        let nodes = nodes.to_vec();
+        let (down, win) = (Arc::clone(&down_since), Arc::clone(&windows));
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                ticker.tick().await;
+                let now = start.elapsed().as_secs_f64();
+                for (node, status) in cluster_status(&nodes).await {
+                    let state = status.map(|s| s.core.state).unwrap_or(NodeState::Failed);
+                    let (Ok(mut down), Ok(mut win)) = (down.lock(), win.lock()) else { return };
+                    match (state, down.get(&node.id).copied()) {
+                        (NodeState::Active, Some((since, _))) => {
+                            down.remove(&node.id);
+                            win.push(FailureWindow { node: node.id, start_s: since, end_s: now });
+                        }
+                        (NodeState::Active, None) => {}
+                        (s, None) => {
+                            down.insert(node.id, (now, s));
+                        }
+                        (_, Some(_)) => {}
+                    }
+                }
+            }
+        });
+        ClusterWatch { start, down_since, windows, task }
+    }
+
+    /// Stops polling; windows still open end now.
+    pub fn finish(self) -> Vec<FailureWindow> {
+        self.task.abort();
+        let now = self.start.elapsed().as_secs_f64();
+        let mut windows = self.windows.lock().map(|w| w.clone()).unwrap_or_default();
+        if let Ok(down) = self.down_since.lock() {
+            for (&node, &(since, _)) in down.iter() {
+                windows.push(FailureWindow { node, start_s: since, end_s: now });
+            }
+        }
+        windows.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+        windows
+    }
+}
+
+/// One stress run with the cluster's counters and failure windows around it.
+#[derive(Clone, Debug)]
+pub struct Trial {
+    /// The requests.
+    pub run: StressRun,
+    /// What the cluster's counters grew by during the run.
+    pub counters: ClusterCounters,
+    /// When nodes were not Active, in seconds since the run started.
+    pub windows: Vec<FailureWindow>,
+}
+
+/// Runs one trial: counters before, the load with a [`ClusterWatch`] beside it, counters after.
+pub async fn trial(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, progress: Progress) -> Result<Trial> {
+    let before = ClusterCounters::read(nodes).await;
+    let watch = ClusterWatch::start(nodes, Instant::now());
+    let run = run(nodes, key, options, progress).await?;
+    let windows = watch.finish();
+    let counters = ClusterCounters::read(nodes).await.since(&before);
+    Ok(Trial { run, counters, windows })
+}
+
+/// The report of one trial.
+pub fn report(trial: &Trial, verified: bool, limit_rps: Option<f64>, config: serde_json::Value) -> crate::report::Report {
+    let summary = crate::metrics::summarize(&trial.run.samples, trial.run.duration);
+    let lost = summary.failed_by_cause.get(Cause::Timeout.name()).copied().unwrap_or(0);
+    let extras = crate::report::Extras {
+        lb_decisions: trial.counters.lb_decisions,
+        elections: trial.counters.elections,
+        duplicates: trial.run.duplicates,
+        lost,
+        verified,
+        limit_rps,
+        config,
+        failure_windows: trial.windows.clone(),
+    };
+    let mut report = crate::report::Report::from_summary(summary, extras);
+    report.failures_injected = trial.counters.failures;
+    report
+}
