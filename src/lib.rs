@@ -14,6 +14,7 @@
 //! - [`cover`]: the default procedural landscape cover and its cache.
 //! - [`metrics`]: stress-test samples, whole-run figures, per-second timeline, confidence intervals.
 //! - [`report`]: the stress-test report as JSON and as the console summary, and trial combination.
+//! - [`plot`]: the stress-test PNG: throughput, latency and per-node load over time, failures shaded.
 
 pub mod cover;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod request;
 pub mod pool;
 pub mod client;
 pub mod metrics;
+pub mod plot;
 pub mod report;
 
 /// The built-in test image (an 80x54 photo, about 9 KB of PNG) that `client ID N`, the stress

@@ -20,7 +20,8 @@
 //!
 //! Implementation caveats: latencies above one hour saturate at one hour in the histogram
 //! (the average and maximum stay exact); timeline buckets are half-open `[start, end)`, so a
-//! completion exactly on a boundary belongs to the later bucket; a run with no success reports
+//! completion exactly on a boundary belongs to the later bucket, and the last bucket usually holds
+//! only the run's last stragglers, so its throughput reads low; a run with no success reports
 //! zero latencies rather than "not a number".
 
 use std::collections::BTreeMap;
