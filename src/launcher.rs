@@ -124,36 +124,33 @@ impl Drop for LocalCluster {
 }
 
 fn copy_lines(id: NodeId, stdout: impl std::io::Read, mut log: std::fs::File, sink: &Mutex<Option<LineSink>>) {
-    let mut block: Vec<String> = Vec::new();
+    // Within an election block: None before its Coordinator line, then whether to pass it on.
+    let (mut header, mut keep): (Option<String>, Option<bool>) = (None, None);
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let _ = writeln!(log, "{line}");
         let Some(sink) = sink.lock().ok().and_then(|s| s.clone()) else { continue };
         if line.starts_with("=== ELECTION RESULT") {
-            block = vec![line];
+            (header, keep) = (Some(line), None);
             continue;
         }
-        if !block.is_empty() {
-            if let Some(rest) = line.strip_prefix("Coordinator: Node ") {
-                let winner: Option<NodeId> = rest.split_whitespace().next().and_then(|w| w.parse().ok());
-                if winner != Some(id) {
-                    block.clear();
-                    continue;
-                }
+        if let (Some(head), Some(rest)) = (header.take(), line.strip_prefix("Coordinator: Node ")) {
+            let winner: Option<NodeId> = rest.split_whitespace().next().and_then(|w| w.parse().ok());
+            let mine = winner == Some(id);
+            if mine {
+                sink(id, &head);
+                sink(id, &line);
             }
-            if line.starts_with("Coordinator:") || line.starts_with("  Node ") {
-                block.push(line);
-                continue;
-            }
-            for held in block.drain(..) {
-                sink(id, &held);
-            }
+            keep = Some(mine);
+            continue;
         }
+        if line.starts_with("  Node ") && keep.is_some() {
+            if keep == Some(true) {
+                sink(id, &line);
+            }
+            continue;
+        }
+        keep = None;
         sink(id, &line);
-    }
-    if let Some(sink) = sink.lock().ok().and_then(|s| s.clone()) {
-        for held in block {
-            sink(id, &held);
-        }
     }
 }

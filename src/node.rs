@@ -528,7 +528,7 @@ impl Node {
             self.out.push(Output::Forget(id));
         }
         self.bump_counters(|c| c.failures += 1);
-        let reason = format!("for {} s", duration_ms.div_ceil(1000));
+        let reason = format!("for {:.1} s", duration_ms as f64 / 1000.0);
         self.emit(Event::StateChanged { to: NodeState::Failed, reason });
     }
 
