@@ -67,7 +67,6 @@ pub enum OnOff {
     Off,
 }
 
-
 /// The load flags shared by `demo` and `client stress`.
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct LoadArgs {
@@ -104,8 +103,9 @@ impl LoadArgs {
     /// The image the requests hide.
     pub fn image_bytes(&self) -> crate::Result<Vec<u8>> {
         match &self.image {
-            Some(path) => std::fs::read(path)
-                .map_err(|e| crate::Error::Config(format!("cannot read the image {}: {e}", path.display()))),
+            Some(path) => std::fs::read(path).map_err(|e| {
+                crate::Error::Config(format!("cannot read the image {}: {e}", path.display()))
+            }),
             None => Ok(crate::SAMPLE_IMAGE.to_vec()),
         }
     }
@@ -139,7 +139,10 @@ pub fn init_logging() {
 pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     let mut config = match &args.config {
         Some(path) => ClusterConfig::load(path)?,
-        None => ClusterConfig { nodes: ClusterConfig::local_nodes(args.nodes, args.base_port), ..Default::default() },
+        None => ClusterConfig {
+            nodes: ClusterConfig::local_nodes(args.nodes, args.base_port),
+            ..Default::default()
+        },
     };
     if let Some(secret) = args.secret {
         config.secret = secret;

@@ -85,7 +85,13 @@ impl Client {
         for node in nodes {
             let (tx, rx) = mpsc::channel::<Bytes>(1024);
             links.insert(node.id, tx);
-            tasks.spawn(link(node.clone(), rx, Arc::clone(&book), Arc::clone(&connected_tx), nodes.len()));
+            tasks.spawn(link(
+                node.clone(),
+                rx,
+                Arc::clone(&book),
+                Arc::clone(&connected_tx),
+                nodes.len(),
+            ));
         }
         let client = Client {
             prefix: format!("c{client_id}-{:06x}", rand::random::<u32>() & 0xff_ffff),
@@ -127,12 +133,28 @@ impl Client {
 
     /// A fresh request id.
     pub fn next_id(&self) -> RequestId {
-        format!("{}-{}", self.prefix, self.seq.fetch_add(1, Ordering::Relaxed) + 1)
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1
+        )
     }
 
     /// Encrypts `secret` for `owner` and `viewers` in `cover` (None: the default cover).
-    pub async fn encrypt(&self, secret: Vec<u8>, cover: Option<Vec<u8>>, owner: &str, viewers: Vec<Viewer>) -> Result<Encrypted> {
-        let request = EncryptRequest { id: self.next_id(), secret, cover, owner: owner.to_string(), viewers };
+    pub async fn encrypt(
+        &self,
+        secret: Vec<u8>,
+        cover: Option<Vec<u8>>,
+        owner: &str,
+        viewers: Vec<Viewer>,
+    ) -> Result<Encrypted> {
+        let request = EncryptRequest {
+            id: self.next_id(),
+            secret,
+            cover,
+            owner: owner.to_string(),
+            viewers,
+        };
         self.send(request).await
     }
 
@@ -142,7 +164,13 @@ impl Client {
         let bytes = encode(&request)?;
         let (done, answer) = oneshot::channel();
         if let Ok(mut book) = self.book.lock() {
-            book.waiting.insert(id.clone(), Waiter { done: Some(done), unavailable: 0 });
+            book.waiting.insert(
+                id.clone(),
+                Waiter {
+                    done: Some(done),
+                    unavailable: 0,
+                },
+            );
         }
         let mut sent = 0;
         for link in self.links.values() {
@@ -156,7 +184,10 @@ impl Client {
             match timeout(self.deadline, answer).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(Error::Unavailable("the client shut down".into())),
-                Err(_) => Err(Error::Timeout(format!("no reply to {id} within {:.1} s", self.deadline.as_secs_f64()))),
+                Err(_) => Err(Error::Timeout(format!(
+                    "no reply to {id} within {:.1} s",
+                    self.deadline.as_secs_f64()
+                ))),
             }
         };
         if let Ok(mut book) = self.book.lock() {
@@ -171,7 +202,13 @@ impl Client {
 fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
     let Ok(mut book) = book.lock() else { return };
     let id = reply.id.clone();
-    let decisive = !matches!(reply.outcome, Outcome::Refused { kind: Refusal::Unavailable, .. });
+    let decisive = !matches!(
+        reply.outcome,
+        Outcome::Refused {
+            kind: Refusal::Unavailable,
+            ..
+        }
+    );
     let Some(waiter) = book.waiting.get_mut(&id) else {
         if decisive && book.finished.contains(&id) {
             book.duplicates += 1;
@@ -185,8 +222,15 @@ fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
         return;
     };
     let result = match reply.outcome {
-        Outcome::Encrypted(png) => Ok(Encrypted { id, served_by: reply.served_by, png }),
-        Outcome::Refused { kind: Refusal::Unavailable, message } => {
+        Outcome::Encrypted(png) => Ok(Encrypted {
+            id,
+            served_by: reply.served_by,
+            png,
+        }),
+        Outcome::Refused {
+            kind: Refusal::Unavailable,
+            message,
+        } => {
             waiter.unavailable += 1;
             if waiter.unavailable < nodes {
                 waiter.done = Some(done);
@@ -194,14 +238,23 @@ fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
             }
             Err(Error::Unavailable(message))
         }
-        Outcome::Refused { kind: Refusal::Internal, message } => Err(Error::Protocol(message)),
+        Outcome::Refused {
+            kind: Refusal::Internal,
+            message,
+        } => Err(Error::Protocol(message)),
         Outcome::Refused { message, .. } => Err(Error::InvalidInput(message)),
     };
     let _ = done.send(result);
 }
 
 /// Owns the connection to one node: connect, write requests, read replies, reconnect.
-async fn link(node: NodeAddr, mut requests: mpsc::Receiver<Bytes>, book: Arc<Mutex<Book>>, connected: Arc<watch::Sender<usize>>, nodes: usize) {
+async fn link(
+    node: NodeAddr,
+    mut requests: mpsc::Receiver<Bytes>,
+    book: Arc<Mutex<Book>>,
+    connected: Arc<watch::Sender<usize>>,
+    nodes: usize,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
         // Requests queued while this node was unreachable went to the others.
@@ -209,11 +262,21 @@ async fn link(node: NodeAddr, mut requests: mpsc::Receiver<Bytes>, book: Arc<Mut
         let attempt = async {
             let stream = TcpStream::connect(node.addr).await?;
             let (mut reader, mut writer) = split(stream);
-            writer.write(&Hello::Client { version: PROTOCOL_VERSION }).await?;
+            writer
+                .write(&Hello::Client {
+                    version: PROTOCOL_VERSION,
+                })
+                .await?;
             match reader.expect::<HelloReply>().await? {
                 HelloReply::Welcome { .. } => Ok((reader, writer)),
-                HelloReply::Refused(reason) => Err(Error::Protocol(format!("node {} refused: {reason}", node.id))),
-                HelloReply::Challenge { .. } => Err(Error::Protocol(format!("node {} asked for a peer handshake", node.id))),
+                HelloReply::Refused(reason) => Err(Error::Protocol(format!(
+                    "node {} refused: {reason}",
+                    node.id
+                ))),
+                HelloReply::Challenge { .. } => Err(Error::Protocol(format!(
+                    "node {} asked for a peer handshake",
+                    node.id
+                ))),
             }
         };
         if let Ok(Ok((mut reader, mut writer))) = timeout(Duration::from_secs(2), attempt).await {
@@ -265,15 +328,27 @@ async fn link(node: NodeAddr, mut requests: mpsc::Receiver<Bytes>, book: Arc<Mut
 }
 
 /// Every node's `/status` (or why it could not be read), in node order.
-pub async fn cluster_status(nodes: &[NodeAddr]) -> Vec<(NodeAddr, Result<crate::server::NodeStatus>)> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default();
+pub async fn cluster_status(
+    nodes: &[NodeAddr],
+) -> Vec<(NodeAddr, Result<crate::server::NodeStatus>)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_or_default();
     let mut out = Vec::new();
     let queries = nodes.iter().map(|node| {
         let http = http.clone();
         async move {
             let url = format!("http://{}/status", node.http);
-            let response = http.get(&url).send().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
-            response.json().await.map_err(|e| Error::Protocol(format!("{url}: {e}")))
+            let response = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+            response
+                .json()
+                .await
+                .map_err(|e| Error::Protocol(format!("{url}: {e}")))
         }
     });
     let results = futures::future::join_all(queries).await;
@@ -289,14 +364,18 @@ pub fn status_table(rows: &[(NodeAddr, Result<crate::server::NodeStatus>)]) -> S
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<5} {:<11} {:>5} {:>11} {:>7} {:>8} {:>8} {:>9}  {:<24} {}",
-        "NODE", "STATE", "EPOCH", "COORDINATOR", "LOAD", "SERVED", "IN-FLT", "REQ-LOG", "PEERS", "DIGEST"
+        "{:<5} {:<11} {:>5} {:>11} {:>7} {:>8} {:>8} {:>9}  {:<24} DIGEST",
+        "NODE", "STATE", "EPOCH", "COORDINATOR", "LOAD", "SERVED", "IN-FLT", "REQ-LOG", "PEERS"
     );
     for (node, result) in rows {
         match result {
             Ok(s) => {
                 let c = &s.core;
-                let peers: Vec<String> = c.peers.iter().map(|p| format!("{}:{}", p.id, p.state)).collect();
+                let peers: Vec<String> = c
+                    .peers
+                    .iter()
+                    .map(|p| format!("{}:{}", p.id, p.state))
+                    .collect();
                 let coordinator = c.coordinator.map_or("-".to_string(), |id| id.to_string());
                 let _ = writeln!(
                     out,

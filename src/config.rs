@@ -48,7 +48,12 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { heartbeat_ms: 100, suspect_ms: 800, suspect_max_ms: 3000, election_timeout_ms: 500 }
+        Timing {
+            heartbeat_ms: 100,
+            suspect_ms: 800,
+            suspect_max_ms: 3000,
+            election_timeout_ms: 500,
+        }
     }
 }
 
@@ -66,7 +71,11 @@ pub struct FailureSim {
 
 impl Default for FailureSim {
     fn default() -> Self {
-        FailureSim { enabled: true, period_s: 30.0, max_s: 20.0 }
+        FailureSim {
+            enabled: true,
+            period_s: 30.0,
+            max_s: 20.0,
+        }
     }
 }
 
@@ -136,7 +145,8 @@ impl ClusterConfig {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self> {
-        let config: ClusterConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let config: ClusterConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -144,7 +154,9 @@ impl ClusterConfig {
     /// Checks what the protocol relies on: unique ids, at least one node, sane timing.
     pub fn validate(&self) -> Result<()> {
         if self.nodes.is_empty() {
-            return Err(Error::Config("the cluster needs at least one [[nodes]] entry".into()));
+            return Err(Error::Config(
+                "the cluster needs at least one [[nodes]] entry".into(),
+            ));
         }
         let mut ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         ids.sort_unstable();
@@ -155,7 +167,8 @@ impl ClusterConfig {
             return Err(Error::Config("node ids start at 1".into()));
         }
         let t = &self.timing;
-        if t.heartbeat_ms == 0 || t.suspect_ms <= t.heartbeat_ms || t.suspect_max_ms < t.suspect_ms {
+        if t.heartbeat_ms == 0 || t.suspect_ms <= t.heartbeat_ms || t.suspect_max_ms < t.suspect_ms
+        {
             return Err(Error::Config(format!(
                 "timing must satisfy 0 < heartbeat_ms ({}) < suspect_ms ({}) <= suspect_max_ms ({})",
                 t.heartbeat_ms, t.suspect_ms, t.suspect_max_ms
@@ -168,7 +181,10 @@ impl ClusterConfig {
     pub fn node(&self, id: NodeId) -> Result<&NodeAddr> {
         self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
             let known: Vec<String> = self.nodes.iter().map(|n| n.id.to_string()).collect();
-            Error::Config(format!("node {id} is not in the cluster (known: {})", known.join(", ")))
+            Error::Config(format!(
+                "node {id} is not in the cluster (known: {})",
+                known.join(", ")
+            ))
         })
     }
 
@@ -234,6 +250,9 @@ mod tests {
             addr = "127.0.0.1:3"
             http = "127.0.0.1:4"
         "#;
-        assert!(ClusterConfig::parse(text).unwrap_err().to_string().contains("unique"));
+        assert!(ClusterConfig::parse(text)
+            .unwrap_err()
+            .to_string()
+            .contains("unique"));
     }
 }

@@ -21,7 +21,9 @@ use crate::{Error, Result};
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
 }
 
 /// Encodes a value as one frame's bytes.
@@ -33,7 +35,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Bytes> {
 
 /// Decodes one frame's bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))
 }
 
 /// Decodes a peer envelope, checking the protocol version first.
@@ -63,8 +66,12 @@ pub fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     (
-        FrameReader { inner: FramedRead::new(read, codec()) },
-        FrameWriter { inner: FramedWrite::new(write, codec()) },
+        FrameReader {
+            inner: FramedRead::new(read, codec()),
+        },
+        FrameWriter {
+            inner: FramedWrite::new(write, codec()),
+        },
     )
 }
 
@@ -74,9 +81,9 @@ impl FrameReader {
         match self.inner.next().await {
             None => Ok(None),
             Some(Ok(bytes)) => Ok(Some(bytes.freeze())),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                Err(Error::Protocol(format!("bad frame: {e} (limit {MAX_FRAME_BYTES} bytes)")))
-            }
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Protocol(
+                format!("bad frame: {e} (limit {MAX_FRAME_BYTES} bytes)"),
+            )),
             Some(Err(e)) => Err(Error::Io(e)),
         }
     }
@@ -91,7 +98,9 @@ impl FrameReader {
 
     /// The next value, or an error if the connection closed.
     pub async fn expect<T: DeserializeOwned>(&mut self) -> Result<T> {
-        self.read().await?.ok_or_else(|| Error::Protocol("connection closed".into()))
+        self.read()
+            .await?
+            .ok_or_else(|| Error::Protocol("connection closed".into()))
     }
 }
 
@@ -118,7 +127,9 @@ impl FrameWriter {
 
     /// Flushes queued frames.
     pub async fn flush(&mut self) -> Result<()> {
-        SinkExt::<Bytes>::flush(&mut self.inner).await.map_err(Error::Io)
+        SinkExt::<Bytes>::flush(&mut self.inner)
+            .await
+            .map_err(Error::Io)
     }
 }
 
@@ -129,10 +140,18 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip_and_versions_are_checked() {
-        let envelope = Envelope { version: PROTOCOL_VERSION, from: 2, epoch: 9, message: Message::Election };
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            from: 2,
+            epoch: 9,
+            message: Message::Election,
+        };
         let bytes = encode(&envelope).unwrap();
         assert_eq!(decode_envelope(&bytes).unwrap(), envelope);
-        let other = Envelope { version: PROTOCOL_VERSION + 1, ..envelope };
+        let other = Envelope {
+            version: PROTOCOL_VERSION + 1,
+            ..envelope
+        };
         let err = decode_envelope(&encode(&other).unwrap()).unwrap_err();
         assert!(err.to_string().contains("protocol version"), "{err}");
         assert!(decode_envelope(&[0xff, 0xff, 0xff]).is_err());
@@ -146,7 +165,9 @@ mod tests {
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(&(MAX_FRAME_BYTES as u32 + 1).to_be_bytes()).await.unwrap();
+            s.write_all(&(MAX_FRAME_BYTES as u32 + 1).to_be_bytes())
+                .await
+                .unwrap();
             s.write_all(&[0u8; 16]).await.unwrap();
         });
         let (stream, _) = listener.accept().await.unwrap();

@@ -5,7 +5,7 @@
 //! and blue, near ones dark green), each ridge a sum of three sines of the x coordinate, with
 //! anti-aliased edges and a faint deterministic dither against banding. All positions are
 //! fractions of the size, so every size shows the same scene. [`size_for_samples`] picks the
-//! smallest 4:3 size of a fixed ladder (width 320, 384, 448, ... in steps of 64) that holds a
+//! smallest 4:3 size of a fixed ladder (width 192, 224, 256, ... in steps of 32) that holds a
 //! number of colour samples, and [`DefaultCovers`] keeps the painted images by ladder width so
 //! that a busy node paints each size once and then only copies it.
 //!
@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use image::RgbImage;
 
 /// Smallest default cover width.
-pub const MIN_WIDTH: u32 = 320;
+pub const MIN_WIDTH: u32 = 192;
 /// Smallest default cover height.
-pub const MIN_HEIGHT: u32 = 240;
+pub const MIN_HEIGHT: u32 = 144;
 /// Width step between two sizes of the ladder (the height steps by 3/4 of it).
-pub const STEP_WIDTH: u32 = 64;
+pub const STEP_WIDTH: u32 = 32;
 /// Largest default cover width (8192x6144, about 50 megapixels).
 pub const MAX_WIDTH: u32 = 8192;
 /// Most sizes a [`DefaultCovers`] keeps at once.
@@ -209,9 +209,9 @@ mod tests {
 
     #[test]
     fn ladder_starts_at_minimum_and_grows() {
-        assert_eq!(size_for_samples(0), Some((320, 240)));
-        assert_eq!(size_for_samples(320 * 240 * 3), Some((320, 240)));
-        assert_eq!(size_for_samples(320 * 240 * 3 + 1), Some((384, 288)));
+        assert_eq!(size_for_samples(0), Some((192, 144)));
+        assert_eq!(size_for_samples(192 * 144 * 3), Some((192, 144)));
+        assert_eq!(size_for_samples(192 * 144 * 3 + 1), Some((224, 168)));
         assert_eq!(size_for_samples(u64::MAX), None);
     }
 
@@ -222,7 +222,7 @@ mod tests {
         let a = covers.for_samples(1000).unwrap();
         let b = covers.get(300);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.dimensions(), (320, 240));
+        assert_eq!(a.dimensions(), (192, 144));
         assert_eq!(covers.len(), 1);
     }
 

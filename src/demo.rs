@@ -97,40 +97,69 @@ fn say(bar: &Bar, line: &str) {
 pub async fn run(args: DemoArgs) -> Result<Report> {
     let image = args.load.image_bytes()?;
     if args.nodes == 0 || args.load.clients == 0 || args.load.trials == 0 {
-        return Err(Error::InvalidInput("--nodes, --clients and --trials must be at least 1".into()));
+        return Err(Error::InvalidInput(
+            "--nodes, --clients and --trials must be at least 1".into(),
+        ));
     }
-    println!("imgcloud demo: {} nodes, {} clients x {} requests, {} trial(s), failures {}", args.nodes, args.load.clients, args.load.requests, args.load.trials, if args.failures == OnOff::On { "on" } else { "off" });
+    println!(
+        "imgcloud demo: {} nodes, {} clients x {} requests, {} trial(s), failures {}",
+        args.nodes,
+        args.load.clients,
+        args.load.requests,
+        args.load.trials,
+        if args.failures == OnOff::On {
+            "on"
+        } else {
+            "off"
+        }
+    );
 
     let secret = hex::encode(rand::random::<[u8; 16]>());
     let key = SealKey::from_secret(secret.as_bytes());
     let limit_rps = if args.load.limit_secs > 0.0 {
-        println!("Measuring this machine's limit: the codec alone on every core for {:.0} s...", args.load.limit_secs);
+        println!(
+            "Measuring this machine's limit: the codec alone on every core for {:.0} s...",
+            args.load.limit_secs
+        );
         let (image, key, secs) = (image.clone(), key.clone(), args.load.limit_secs);
-        let limit = tokio::task::spawn_blocking(move || stress::measure_limit(&image, &key, Duration::from_secs_f64(secs)))
-            .await
-            .map_err(|e| Error::Config(format!("limit measurement failed: {e}")))?;
+        let limit = tokio::task::spawn_blocking(move || {
+            stress::measure_limit(&image, &key, Duration::from_secs_f64(secs))
+        })
+        .await
+        .map_err(|e| Error::Config(format!("limit measurement failed: {e}")))?;
         println!("  limit: {limit:.0} encryptions/s");
         Some(limit)
     } else {
         None
     };
 
-    let mut config = ClusterConfig { secret, nodes: ClusterConfig::local_nodes(args.nodes, args.base_port), ..Default::default() };
+    let mut config = ClusterConfig {
+        secret,
+        nodes: ClusterConfig::local_nodes(args.nodes, args.base_port),
+        ..Default::default()
+    };
     config.failures.enabled = args.failures == OnOff::On;
     config.failures.period_s = args.failure_period;
     config.failures.max_s = args.failure_max;
     config.delay_ms = args.delay_ms;
-    let dir = args.run_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("imgcloud-demo-{}", std::process::id())));
+    let dir = args.run_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("imgcloud-demo-{}", std::process::id()))
+    });
     let exe = std::env::current_exe()?;
     let bar: Bar = Arc::new(Mutex::new(None));
     let sink_bar = Arc::clone(&bar);
-    let sink: LineSink = Arc::new(move |id, line: &str| say(&sink_bar, &format!("  [node {id}] {line}")));
+    let sink: LineSink =
+        Arc::new(move |id, line: &str| say(&sink_bar, &format!("  [node {id}] {line}")));
     let mut node_args = vec!["node".to_string()];
     if let Some(seed) = args.seed {
         node_args.extend(["--seed".to_string(), seed.to_string()]);
     }
     let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
-    println!("Starting {} node processes (config and logs in {})", args.nodes, dir.display());
+    println!(
+        "Starting {} node processes (config and logs in {})",
+        args.nodes,
+        dir.display()
+    );
     let mut cluster = LocalCluster::start(config.clone(), &dir, &exe, &node_args, Some(sink))?;
 
     let started = Instant::now();
@@ -143,7 +172,10 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
             dir.display()
         )));
     };
-    println!("Cluster ready: node {coordinator} coordinates (epoch {epoch}), {} ms after start", started.elapsed().as_millis());
+    println!(
+        "Cluster ready: node {coordinator} coordinates (epoch {epoch}), {} ms after start",
+        started.elapsed().as_millis()
+    );
 
     let mut reports = Vec::new();
     let mut last_trial = None;
@@ -153,8 +185,10 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         let progress: Progress = Arc::default();
         let pb = ProgressBar::new(total);
         pb.set_style(
-            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         pb.set_prefix(format!("trial {t}/{}", args.load.trials));
         if let Ok(mut slot) = bar.lock() {
@@ -177,7 +211,12 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
             *slot = None;
         }
         let trial = trial?;
-        reports.push(stress::report(&trial, !args.load.no_verify, limit_rps, config_json.clone()));
+        reports.push(stress::report(
+            &trial,
+            !args.load.no_verify,
+            limit_rps,
+            config_json.clone(),
+        ));
         last_trial = Some(trial);
     }
     let report = Report::combine_trials(reports);
@@ -189,14 +228,23 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
     }
     cluster.set_sink(None);
     cluster.stop();
-    println!("Stopped the {} node processes; their logs are in {}", args.nodes, dir.display());
+    println!(
+        "Stopped the {} node processes; their logs are in {}",
+        args.nodes,
+        dir.display()
+    );
     Ok(report)
 }
 
 /// Writes the JSON report and the plot of the last trial.
-pub fn write_outputs(report: &Report, trial: Option<&stress::Trial>, load: &LoadArgs) -> Result<()> {
+pub fn write_outputs(
+    report: &Report,
+    trial: Option<&stress::Trial>,
+    load: &LoadArgs,
+) -> Result<()> {
     let json = serde_json::to_string_pretty(report).map_err(|e| Error::Config(e.to_string()))?;
-    std::fs::write(&load.report, json).map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))?;
+    std::fs::write(&load.report, json)
+        .map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))?;
     println!("Report: {}", load.report.display());
     if let Some(trial) = trial {
         let timeline = crate::metrics::timeline(&trial.run.samples, Duration::from_millis(500));
@@ -217,7 +265,11 @@ pub async fn wait_for_agreement(nodes: &[NodeAddr], limit: Duration) -> Option<(
         let views: Vec<Option<(u32, u64)>> = cluster_status(nodes)
             .await
             .into_iter()
-            .map(|(_, s)| s.ok().filter(|s| s.core.state == NodeState::Active).and_then(|s| Some((s.core.coordinator?, s.core.epoch))))
+            .map(|(_, s)| {
+                s.ok()
+                    .filter(|s| s.core.state == NodeState::Active)
+                    .and_then(|s| Some((s.core.coordinator?, s.core.epoch)))
+            })
             .collect();
         if let Some(Some(first)) = views.first() {
             if views.iter().all(|v| v.as_ref() == Some(first)) {
@@ -231,7 +283,10 @@ pub async fn wait_for_agreement(nodes: &[NodeAddr], limit: Duration) -> Option<(
 
 /// Prints a one-line cluster status every few seconds for `how_long`.
 async fn observe(nodes: &[NodeAddr], how_long: Duration) {
-    println!("Observing the cluster for {:.0} s (Ctrl-C to stop early)...", how_long.as_secs_f64());
+    println!(
+        "Observing the cluster for {:.0} s (Ctrl-C to stop early)...",
+        how_long.as_secs_f64()
+    );
     let start = Instant::now();
     loop {
         let parts: Vec<String> = cluster_status(nodes)
@@ -240,13 +295,24 @@ async fn observe(nodes: &[NodeAddr], how_long: Duration) {
             .map(|(node, s)| match s {
                 Ok(s) => {
                     let c = &s.core;
-                    let role = if c.coordinator == Some(node.id) { " coordinator" } else { "" };
-                    format!("node {} {}{} epoch {} served {}", node.id, c.state, role, c.epoch, c.served)
+                    let role = if c.coordinator == Some(node.id) {
+                        " coordinator"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "node {} {}{} epoch {} served {}",
+                        node.id, c.state, role, c.epoch, c.served
+                    )
                 }
                 Err(_) => format!("node {} unreachable", node.id),
             })
             .collect();
-        println!("  +{:>3.0}s  {}", start.elapsed().as_secs_f64(), parts.join(" | "));
+        println!(
+            "  +{:>3.0}s  {}",
+            start.elapsed().as_secs_f64(),
+            parts.join(" | ")
+        );
         if start.elapsed() + OBSERVE_EVERY > how_long {
             break;
         }

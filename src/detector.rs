@@ -127,8 +127,15 @@ mod tests {
     fn slow_heartbeats_stretch_the_timeout() {
         let d = beating(300, 20);
         assert!(d.timeout_ms() > 2000, "timeout {}", d.timeout_ms());
-        assert!(d.is_alive(19 * 300 + 1500), "a slow but regular peer stays alive");
-        assert_eq!(beating(2000, 20).timeout_ms(), 3000, "clamped to the ceiling");
+        assert!(
+            d.is_alive(19 * 300 + 1500),
+            "a slow but regular peer stays alive"
+        );
+        assert_eq!(
+            beating(2000, 20).timeout_ms(),
+            3000,
+            "clamped to the ceiling"
+        );
     }
 
     #[test]

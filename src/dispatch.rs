@@ -184,7 +184,10 @@ impl Dispatcher {
         let mut due = Vec::new();
         for (id, p) in self.pending.iter_mut() {
             let waiting = p.assigned.is_none() && now.saturating_sub(p.arrived) >= REPORT_AFTER_MS;
-            if waiting && p.reported_at.is_none_or(|t| now.saturating_sub(t) >= REPORT_AFTER_MS) {
+            if waiting
+                && p.reported_at
+                    .is_none_or(|t| now.saturating_sub(t) >= REPORT_AFTER_MS)
+            {
                 p.reported_at = Some(now);
                 due.push(id.clone());
             }
@@ -195,7 +198,11 @@ impl Dispatcher {
     /// The current assignment of `id`, if any.
     pub fn assignment(&self, id: &str) -> Option<Assignment> {
         let (server, attempt) = self.pending.get(id)?.assigned?;
-        Some(Assignment { id: id.to_string(), server, attempt })
+        Some(Assignment {
+            id: id.to_string(),
+            server,
+            attempt,
+        })
     }
 
     /// Requests this node was chosen for and whose payload has not come within
@@ -203,7 +210,9 @@ impl Dispatcher {
     pub fn due_declines(&mut self, now: Millis) -> Vec<RequestId> {
         let mut due = Vec::new();
         for (id, p) in self.pending.iter_mut() {
-            if p.awaiting_payload.is_some_and(|t| now.saturating_sub(t) >= DECLINE_AFTER_MS) {
+            if p.awaiting_payload
+                .is_some_and(|t| now.saturating_sub(t) >= DECLINE_AFTER_MS)
+            {
                 p.awaiting_payload = None;
                 due.push(id.clone());
             }
@@ -238,7 +247,13 @@ impl Dispatcher {
 
     /// The coordinator's decision for `id` among `candidates` (never empty), excluding
     /// `exclude`; records it and returns it.
-    pub fn assign(&mut self, now: Millis, id: &str, candidates: &[Candidate], exclude: Option<NodeId>) -> Option<Assignment> {
+    pub fn assign(
+        &mut self,
+        now: Millis,
+        id: &str,
+        candidates: &[Candidate],
+        exclude: Option<NodeId>,
+    ) -> Option<Assignment> {
         let server = self.choose(candidates, exclude)?;
         let p = self.pending.entry(id.to_string()).or_insert(Pending {
             arrived: now,
@@ -256,7 +271,11 @@ impl Dispatcher {
         }
         p.assigned = Some((server, attempt));
         *self.outstanding.entry(server).or_default() += 1;
-        Some(Assignment { id: id.to_string(), server, attempt })
+        Some(Assignment {
+            id: id.to_string(),
+            server,
+            attempt,
+        })
     }
 
     /// The expected completion time of one more request on each candidate.
@@ -305,13 +324,20 @@ mod tests {
             let a = d.assign(0, &format!("r{i}"), &equal(3), None).unwrap();
             *counts.entry(a.server).or_insert(0) += 1;
         }
-        assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+        assert_eq!(
+            counts.values().copied().collect::<Vec<_>>(),
+            vec![100, 100, 100]
+        );
     }
 
     #[test]
     fn a_slow_node_gets_fewer_requests_in_proportion() {
         let mut d = Dispatcher::default();
-        let candidates = [Candidate { id: 1, cost: 0.01 }, Candidate { id: 2, cost: 0.01 }, Candidate { id: 3, cost: 0.05 }];
+        let candidates = [
+            Candidate { id: 1, cost: 0.01 },
+            Candidate { id: 2, cost: 0.01 },
+            Candidate { id: 3, cost: 0.05 },
+        ];
         let mut counts = BTreeMap::new();
         for i in 0..110 {
             let a = d.assign(0, &format!("r{i}"), &candidates, None).unwrap();
@@ -336,7 +362,10 @@ mod tests {
         let mut d = Dispatcher::default();
         d.arrived(0, "a");
         let first = d.assign(0, "a", &equal(3), None).unwrap();
-        let live: BTreeSet<NodeId> = [1, 2, 3].into_iter().filter(|&n| n != first.server).collect();
+        let live: BTreeSet<NodeId> = [1, 2, 3]
+            .into_iter()
+            .filter(|&n| n != first.server)
+            .collect();
         assert_eq!(d.needing_assignment(&live), vec!["a".to_string()]);
         let second = d.assign(0, "a", &equal(3), Some(first.server)).unwrap();
         assert_ne!(second.server, first.server);
@@ -348,14 +377,32 @@ mod tests {
     fn only_the_chosen_holder_serves_once() {
         let mut d = Dispatcher::default();
         d.arrived(0, "a");
-        let a = Assignment { id: "a".into(), server: 2, attempt: 1 };
+        let a = Assignment {
+            id: "a".into(),
+            server: 2,
+            attempt: 1,
+        };
         assert_eq!(d.assigned(0, 2, &a), Serve::Yes);
-        assert_eq!(d.assigned(0, 2, &a), Serve::No, "a repeated assignment does not serve twice");
-        let b = Assignment { id: "b".into(), server: 1, attempt: 1 };
+        assert_eq!(
+            d.assigned(0, 2, &a),
+            Serve::No,
+            "a repeated assignment does not serve twice"
+        );
+        let b = Assignment {
+            id: "b".into(),
+            server: 1,
+            attempt: 1,
+        };
         assert_eq!(d.assigned(0, 1, &b), Serve::Cannot);
-        assert!(d.due_declines(DECLINE_AFTER_MS - 1).is_empty(), "waits for the client's copy");
+        assert!(
+            d.due_declines(DECLINE_AFTER_MS - 1).is_empty(),
+            "waits for the client's copy"
+        );
         assert_eq!(d.due_declines(DECLINE_AFTER_MS), vec!["b".to_string()]);
-        assert!(d.due_declines(2 * DECLINE_AFTER_MS).is_empty(), "declines once");
+        assert!(
+            d.due_declines(2 * DECLINE_AFTER_MS).is_empty(),
+            "declines once"
+        );
     }
 
     #[test]

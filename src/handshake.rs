@@ -101,11 +101,19 @@ impl PeerAuth {
     pub fn new(secret: &str) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"imgcloud"), secret.as_bytes());
         let mut key = [0u8; 32];
-        hk.expand(b"imgcloud peer authentication v1", &mut key).expect("32 bytes is a valid HKDF length");
+        hk.expand(b"imgcloud peer authentication v1", &mut key)
+            .expect("32 bytes is a valid HKDF length");
         PeerAuth { key }
     }
 
-    fn mac(&self, role: &[u8], from: NodeId, to: NodeId, nonce_c: &[u8; 16], nonce_s: &[u8; 16]) -> Hmac<Sha256> {
+    fn mac(
+        &self,
+        role: &[u8],
+        from: NodeId,
+        to: NodeId,
+        nonce_c: &[u8; 16],
+        nonce_s: &[u8; 16],
+    ) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(role);
         mac.update(&from.to_be_bytes());
@@ -116,19 +124,44 @@ impl PeerAuth {
     }
 
     /// The connector's side: proves the secret to `to` and checks that `to` knows it too.
-    pub async fn connect(&self, reader: &mut FrameReader, writer: &mut FrameWriter, me: NodeId, to: NodeId) -> Result<()> {
+    pub async fn connect(
+        &self,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+        me: NodeId,
+        to: NodeId,
+    ) -> Result<()> {
         let nonce_c = nonce();
-        writer.write(&Hello::Peer { version: PROTOCOL_VERSION, from: me, to, nonce: nonce_c }).await?;
+        writer
+            .write(&Hello::Peer {
+                version: PROTOCOL_VERSION,
+                from: me,
+                to,
+                nonce: nonce_c,
+            })
+            .await?;
         match reader.expect::<HelloReply>().await? {
-            HelloReply::Challenge { nonce: nonce_s, mac } => {
+            HelloReply::Challenge {
+                nonce: nonce_s,
+                mac,
+            } => {
                 self.mac(b"acceptor", me, to, &nonce_c, &nonce_s)
                     .verify_slice(&mac)
-                    .map_err(|_| Error::Protocol(format!("node {to} failed to prove the cluster secret")))?;
-                let proof = self.mac(b"connector", me, to, &nonce_c, &nonce_s).finalize().into_bytes();
+                    .map_err(|_| {
+                        Error::Protocol(format!("node {to} failed to prove the cluster secret"))
+                    })?;
+                let proof = self
+                    .mac(b"connector", me, to, &nonce_c, &nonce_s)
+                    .finalize()
+                    .into_bytes();
                 writer.write(&Proof { mac: proof.into() }).await
             }
-            HelloReply::Refused(reason) => Err(Error::Protocol(format!("node {to} refused us: {reason}"))),
-            HelloReply::Welcome { .. } => Err(Error::Protocol(format!("node {to} answered as to a client"))),
+            HelloReply::Refused(reason) => {
+                Err(Error::Protocol(format!("node {to} refused us: {reason}")))
+            }
+            HelloReply::Welcome { .. } => Err(Error::Protocol(format!(
+                "node {to} answered as to a client"
+            ))),
         }
     }
 
@@ -146,19 +179,38 @@ impl PeerAuth {
                 writer.write(&HelloReply::Welcome { node: me }).await?;
                 Ok(Accepted::Client)
             }
-            Hello::Peer { version, from, to, nonce: nonce_c } if version == PROTOCOL_VERSION => {
+            Hello::Peer {
+                version,
+                from,
+                to,
+                nonce: nonce_c,
+            } if version == PROTOCOL_VERSION => {
                 if to != me || from == me || !members.contains(&from) {
-                    let reason = format!("a peer claiming to be node {from} wants node {to}; this is node {me}");
+                    let reason = format!(
+                        "a peer claiming to be node {from} wants node {to}; this is node {me}"
+                    );
                     writer.write(&HelloReply::Refused(reason.clone())).await?;
                     return refuse(reason).await;
                 }
                 let nonce_s = nonce();
-                let mac = self.mac(b"acceptor", from, me, &nonce_c, &nonce_s).finalize().into_bytes();
-                writer.write(&HelloReply::Challenge { nonce: nonce_s, mac: mac.into() }).await?;
+                let mac = self
+                    .mac(b"acceptor", from, me, &nonce_c, &nonce_s)
+                    .finalize()
+                    .into_bytes();
+                writer
+                    .write(&HelloReply::Challenge {
+                        nonce: nonce_s,
+                        mac: mac.into(),
+                    })
+                    .await?;
                 let proof: Proof = reader.expect().await?;
                 self.mac(b"connector", from, me, &nonce_c, &nonce_s)
                     .verify_slice(&proof.mac)
-                    .map_err(|_| Error::Protocol(format!("a process claiming to be node {from} does not know the cluster secret")))?;
+                    .map_err(|_| {
+                        Error::Protocol(format!(
+                            "a process claiming to be node {from} does not know the cluster secret"
+                        ))
+                    })?;
                 Ok(Accepted::Peer(from))
             }
             Hello::Client { version } | Hello::Peer { version, .. } => {
@@ -176,10 +228,16 @@ mod tests {
     use crate::connection::split;
     use tokio::net::{TcpListener, TcpStream};
 
-    async fn handshake(acceptor_secret: &str, connector_secret: &str) -> (Result<Accepted>, Result<()>) {
+    async fn handshake(
+        acceptor_secret: &str,
+        connector_secret: &str,
+    ) -> (Result<Accepted>, Result<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (a, c) = (PeerAuth::new(acceptor_secret), PeerAuth::new(connector_secret));
+        let (a, c) = (
+            PeerAuth::new(acceptor_secret),
+            PeerAuth::new(connector_secret),
+        );
         let connector = tokio::spawn(async move {
             let (mut r, mut w) = split(TcpStream::connect(addr).await.unwrap());
             c.connect(&mut r, &mut w, 2, 1).await
@@ -201,7 +259,10 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_secret_is_refused_on_both_sides() {
         let (accepted, connected) = handshake("right", "wrong").await;
-        assert!(connected.unwrap_err().to_string().contains("failed to prove"));
+        assert!(connected
+            .unwrap_err()
+            .to_string()
+            .contains("failed to prove"));
         assert!(accepted.is_err());
     }
 }

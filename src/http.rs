@@ -67,7 +67,10 @@ async fn get_status(State((api, _)): State<AppState>) -> Json<NodeStatus> {
 
 async fn get_metrics(State((api, _)): State<AppState>) -> impl IntoResponse {
     let status = api.status.borrow().clone();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text(&status))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&status),
+    )
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -78,33 +81,85 @@ fn refusal_status(kind: Refusal) -> StatusCode {
     StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Reads the multipart form into a request, or the response that refuses it.
-async fn read_form(id: String, multipart: Result<Multipart, MultipartRejection>) -> Result<EncryptRequest, Response> {
-    let mut form = multipart.map_err(|e| error(e.status(), format!("expected a multipart/form-data body: {}", e.body_text())))?;
+/// A refusal before the request reaches the cluster: status and sentence.
+type Refuse = (StatusCode, String);
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refuse {
+    (status, message.into())
+}
+
+/// Reads the multipart form into a request, or the refusal.
+async fn read_form(
+    id: String,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<EncryptRequest, Refuse> {
+    let mut form = multipart.map_err(|e| {
+        refuse(
+            e.status(),
+            format!("expected a multipart/form-data body: {}", e.body_text()),
+        )
+    })?;
     let (mut secret, mut cover, mut owner, mut viewers) = (None, None, None, Vec::new());
     loop {
         let field = match form.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return Err(error(e.status(), format!("cannot read the form: {}", e.body_text()))),
+            Err(e) => {
+                return Err(refuse(
+                    e.status(),
+                    format!("cannot read the form: {}", e.body_text()),
+                ))
+            }
         };
         let name = field.name().unwrap_or_default().to_string();
-        let bytes = field.bytes().await.map_err(|e| error(e.status(), format!("cannot read field {name}: {}", e.body_text())))?;
-        let text = || String::from_utf8(bytes.to_vec()).map_err(|_| error(StatusCode::BAD_REQUEST, format!("field {name} must be text")));
+        let bytes = field.bytes().await.map_err(|e| {
+            refuse(
+                e.status(),
+                format!("cannot read field {name}: {}", e.body_text()),
+            )
+        })?;
+        let text = || {
+            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("field {name} must be text"),
+                )
+            })
+        };
         match name.as_str() {
             "image" => secret = Some(bytes.to_vec()),
             "cover" => cover = Some(bytes.to_vec()),
             "owner" => owner = Some(text()?),
             "viewer" => {
-                let viewer: Viewer = text()?.parse().map_err(|e: crate::Error| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+                let viewer: Viewer = text()?
+                    .parse()
+                    .map_err(|e: crate::Error| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
                 viewers.push(viewer);
             }
-            other => return Err(error(StatusCode::BAD_REQUEST, format!("unknown field \"{other}\" (expected image, cover, owner, viewer)"))),
+            other => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown field \"{other}\" (expected image, cover, owner, viewer)"),
+                ))
+            }
         }
     }
-    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| error(StatusCode::BAD_REQUEST, "missing field \"image\" (the image to hide)"))?;
-    let owner = owner.filter(|o| !o.trim().is_empty()).ok_or_else(|| error(StatusCode::BAD_REQUEST, "missing field \"owner\""))?;
-    Ok(EncryptRequest { id, secret, cover: cover.filter(|c| !c.is_empty()), owner, viewers })
+    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "missing field \"image\" (the image to hide)",
+        )
+    })?;
+    let owner = owner
+        .filter(|o| !o.trim().is_empty())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing field \"owner\""))?;
+    Ok(EncryptRequest {
+        id,
+        secret,
+        cover: cover.filter(|c| !c.is_empty()),
+        owner,
+        viewers,
+    })
 }
 
 async fn post_encrypt(
@@ -122,30 +177,58 @@ async fn post_encrypt(
             format!("the body declares {length} bytes; the limit is {MAX_UPLOAD_BYTES} bytes"),
         );
     }
-    let id = format!("h{}-{:08x}-{}", api.node, rand::random::<u32>(), counter.fetch_add(1, Ordering::Relaxed));
+    let id = format!(
+        "h{}-{:08x}-{}",
+        api.node,
+        rand::random::<u32>(),
+        counter.fetch_add(1, Ordering::Relaxed)
+    );
     let request = match tokio::time::timeout(BODY_DEADLINE, read_form(id, multipart)).await {
         Ok(Ok(request)) => request,
-        Ok(Err(response)) => return response,
+        Ok(Err((status, message))) => return error(status, message),
         Err(_) => {
-            let message = format!("the request body did not arrive within {} s", BODY_DEADLINE.as_secs());
+            let message = format!(
+                "the request body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            );
             return error(StatusCode::REQUEST_TIMEOUT, message);
         }
     };
     let (tx, rx) = oneshot::channel();
-    if api.inputs.send(Input::HttpRequest(request, tx)).await.is_err() {
+    if api
+        .inputs
+        .send(Input::HttpRequest(request, tx))
+        .await
+        .is_err()
+    {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
     }
     match tokio::time::timeout(ENCRYPT_DEADLINE, rx).await {
         Ok(Ok(reply)) => match reply.outcome {
             Outcome::Encrypted(png) => (
-                [(header::CONTENT_TYPE, "image/png".to_string()), (header::HeaderName::from_static("x-served-by"), reply.served_by.to_string())],
+                [
+                    (header::CONTENT_TYPE, "image/png".to_string()),
+                    (
+                        header::HeaderName::from_static("x-served-by"),
+                        reply.served_by.to_string(),
+                    ),
+                ],
                 png,
             )
                 .into_response(),
             Outcome::Refused { kind, message } => error(refusal_status(kind), message),
         },
-        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the node dropped the request (it failed or lost its majority)"),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, format!("no answer from the cluster within {} s", ENCRYPT_DEADLINE.as_secs())),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node dropped the request (it failed or lost its majority)",
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no answer from the cluster within {} s",
+                ENCRYPT_DEADLINE.as_secs()
+            ),
+        ),
     }
 }
 
@@ -155,32 +238,130 @@ pub fn metrics_text(status: &NodeStatus) -> String {
     let node = s.id;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP imgcloud_{name} {help}\n# TYPE imgcloud_{name} {kind}");
+        let _ = writeln!(
+            out,
+            "# HELP imgcloud_{name} {help}\n# TYPE imgcloud_{name} {kind}"
+        );
         for (labels, value) in samples {
             let _ = writeln!(out, "imgcloud_{name}{{node=\"{node}\"{labels}}} {value}");
         }
     };
     let one = |v: f64| vec![(String::new(), v)];
     let flag = |b: bool| f64::from(u8::from(b));
-    metric("epoch", "gauge", "Current election epoch.", &one(s.epoch as f64));
-    metric("is_coordinator", "gauge", "1 if this node is the coordinator.", &one(flag(s.coordinator == Some(node))));
-    let states = [NodeState::Active, NodeState::Failed, NodeState::Recovering].map(|st| (format!(",state=\"{st}\""), flag(s.state == st)));
+    metric(
+        "epoch",
+        "gauge",
+        "Current election epoch.",
+        &one(s.epoch as f64),
+    );
+    metric(
+        "is_coordinator",
+        "gauge",
+        "1 if this node is the coordinator.",
+        &one(flag(s.coordinator == Some(node))),
+    );
+    let states = [NodeState::Active, NodeState::Failed, NodeState::Recovering]
+        .map(|st| (format!(",state=\"{st}\""), flag(s.state == st)));
     metric("state", "gauge", "1 for the node's current state.", &states);
-    metric("load", "gauge", "Measured load used by elections and dispatch (expected seconds for one more request).", &one(s.load));
-    metric("quorum", "gauge", "1 if the node hears from a majority.", &one(flag(s.quorum)));
-    let peers: Vec<(String, f64)> = s.peers.iter().map(|p| (format!(",peer=\"{}\"", p.id), flag(p.state == NodeState::Active))).collect();
-    metric("peer_up", "gauge", "1 if the peer is alive and Active as this node sees it.", &peers);
-    metric("served_total", "counter", "Requests the replicated log says this node served.", &one(s.served as f64));
-    metric("encryptions_total", "counter", "Encryption jobs this node completed.", &one(status.encryptions as f64));
-    metric("lb_decisions_total", "counter", "Load-balancing decisions this node made as coordinator.", &one(status.lb_decisions as f64));
-    metric("in_flight", "gauge", "Encryptions running.", &one(status.in_flight as f64));
-    metric("queued", "gauge", "Encryptions waiting for a worker.", &one(status.queued as f64));
-    metric("held_requests", "gauge", "Requests held until they are known to be served.", &one(s.held as f64));
-    metric("request_log_entries", "gauge", "Entries in the replicated request log.", &one(s.request_log as f64));
-    metric("elections_total", "counter", "Elections in the replicated record.", &one(s.elections as f64));
-    metric("simulated_failures_total", "counter", "Simulated failures in the replicated record.", &one(s.failures as f64));
-    metric("elections_won_total", "counter", "Elections this node won.", &one(s.counters.elections_won as f64));
-    metric("recoveries_total", "counter", "Recoveries this node completed.", &one(s.counters.recoveries as f64));
-    metric("uptime_seconds", "gauge", "Seconds since the process started.", &one(status.uptime_s));
+    metric(
+        "load",
+        "gauge",
+        "Measured load used by elections and dispatch (expected seconds for one more request).",
+        &one(s.load),
+    );
+    metric(
+        "quorum",
+        "gauge",
+        "1 if the node hears from a majority.",
+        &one(flag(s.quorum)),
+    );
+    let peers: Vec<(String, f64)> = s
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                format!(",peer=\"{}\"", p.id),
+                flag(p.state == NodeState::Active),
+            )
+        })
+        .collect();
+    metric(
+        "peer_up",
+        "gauge",
+        "1 if the peer is alive and Active as this node sees it.",
+        &peers,
+    );
+    metric(
+        "served_total",
+        "counter",
+        "Requests the replicated log says this node served.",
+        &one(s.served as f64),
+    );
+    metric(
+        "encryptions_total",
+        "counter",
+        "Encryption jobs this node completed.",
+        &one(status.encryptions as f64),
+    );
+    metric(
+        "lb_decisions_total",
+        "counter",
+        "Load-balancing decisions this node made as coordinator.",
+        &one(status.lb_decisions as f64),
+    );
+    metric(
+        "in_flight",
+        "gauge",
+        "Encryptions running.",
+        &one(status.in_flight as f64),
+    );
+    metric(
+        "queued",
+        "gauge",
+        "Encryptions waiting for a worker.",
+        &one(status.queued as f64),
+    );
+    metric(
+        "held_requests",
+        "gauge",
+        "Requests held until they are known to be served.",
+        &one(s.held as f64),
+    );
+    metric(
+        "request_log_entries",
+        "gauge",
+        "Entries in the replicated request log.",
+        &one(s.request_log as f64),
+    );
+    metric(
+        "elections_total",
+        "counter",
+        "Elections in the replicated record.",
+        &one(s.elections as f64),
+    );
+    metric(
+        "simulated_failures_total",
+        "counter",
+        "Simulated failures in the replicated record.",
+        &one(s.failures as f64),
+    );
+    metric(
+        "elections_won_total",
+        "counter",
+        "Elections this node won.",
+        &one(s.counters.elections_won as f64),
+    );
+    metric(
+        "recoveries_total",
+        "counter",
+        "Recoveries this node completed.",
+        &one(s.counters.recoveries as f64),
+    );
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the process started.",
+        &one(status.uptime_s),
+    );
     out
 }

@@ -38,7 +38,13 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Writes the config into `dir` and starts every node with `program prefix_args...`.
-    pub fn start(config: ClusterConfig, dir: &Path, program: &Path, prefix_args: &[&str], sink: Option<LineSink>) -> Result<Self> {
+    pub fn start(
+        config: ClusterConfig,
+        dir: &Path,
+        program: &Path,
+        prefix_args: &[&str],
+        sink: Option<LineSink>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("cluster.toml"), config.to_toml())?;
         let mut cluster = LocalCluster {
@@ -65,7 +71,10 @@ impl LocalCluster {
     /// Starts (or restarts) node `id`.
     pub fn spawn(&mut self, id: NodeId) -> Result<()> {
         let log_path = self.dir.join(format!("node-{id}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut child = Command::new(&self.program)
             .args(&self.prefix_args)
             .arg(id.to_string())
@@ -76,7 +85,12 @@ impl LocalCluster {
             .stdout(Stdio::piped())
             .stderr(log.try_clone()?)
             .spawn()
-            .map_err(|e| Error::Config(format!("cannot start node {id} ({}): {e}", self.program.display())))?;
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot start node {id} ({}): {e}",
+                    self.program.display()
+                ))
+            })?;
         if let Some(stdout) = child.stdout.take() {
             let sink = Arc::clone(&self.sink);
             std::thread::spawn(move || copy_lines(id, stdout, log, &sink));
@@ -123,19 +137,27 @@ impl Drop for LocalCluster {
     }
 }
 
-fn copy_lines(id: NodeId, stdout: impl std::io::Read, mut log: std::fs::File, sink: &Mutex<Option<LineSink>>) {
+fn copy_lines(
+    id: NodeId,
+    stdout: impl std::io::Read,
+    mut log: std::fs::File,
+    sink: &Mutex<Option<LineSink>>,
+) {
     // Within an election block: None before its Coordinator line, then whether to pass it on.
     let (mut header, mut keep): (Option<String>, Option<bool>) = (None, None);
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let _ = writeln!(log, "{line}");
-        let Some(sink) = sink.lock().ok().and_then(|s| s.clone()) else { continue };
+        let Some(sink) = sink.lock().ok().and_then(|s| s.clone()) else {
+            continue;
+        };
         if line.starts_with("=== ELECTION RESULT") {
             (header, keep) = (Some(line), None);
             continue;
         }
         if let (Some(head), Some(rest)) = (header.take(), line.strip_prefix("Coordinator: Node ")) {
-            let winner: Option<NodeId> = rest.split_whitespace().next().and_then(|w| w.parse().ok());
+            let winner: Option<NodeId> =
+                rest.split_whitespace().next().and_then(|w| w.parse().ok());
             let mine = winner == Some(id);
             if mine {
                 sink(id, &head);

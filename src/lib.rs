@@ -23,27 +23,27 @@ pub mod seal;
 pub mod stego;
 
 pub use error::{Error, Result};
+pub mod client;
 pub mod config;
-pub mod detector;
-pub mod message;
-pub mod node;
-pub mod state;
 pub mod connection;
+pub mod detector;
+pub mod dispatch;
 pub mod handshake;
 pub mod http;
-pub mod server;
-pub mod dispatch;
-pub mod request;
-pub mod pool;
-pub mod client;
+pub mod message;
 pub mod metrics;
+pub mod node;
 pub mod plot;
+pub mod pool;
 pub mod report;
+pub mod request;
+pub mod server;
+pub mod state;
 
 /// The built-in test image (an 80x54 photo, about 9 KB of PNG) that `client ID N`, the stress
 /// test and the demo send when given no image of their own.
 pub const SAMPLE_IMAGE: &[u8] = include_bytes!("../assets/sample.png");
-pub mod launcher;
 pub mod cli;
-pub mod stress;
 pub mod demo;
+pub mod launcher;
+pub mod stress;

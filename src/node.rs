@@ -320,7 +320,9 @@ impl Node {
             members,
             timing: t,
             failures: config.failures,
-            rng: StdRng::seed_from_u64(config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9)),
+            rng: StdRng::seed_from_u64(
+                config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9),
+            ),
             started_at: now,
             state: NodeState::Recovering,
             failed_until: 0,
@@ -349,7 +351,9 @@ impl Node {
             imbalance_since: None,
             out: Vec::new(),
         };
-        node.replicated.counters.insert(node.id, Counters::default());
+        node.replicated
+            .counters
+            .insert(node.id, Counters::default());
         node
     }
 
@@ -409,12 +413,16 @@ impl Node {
     }
 
     fn peer_alive(&self, id: NodeId, now: Millis) -> bool {
-        self.peers.get(&id).is_some_and(|p| p.detector.is_alive(now))
+        self.peers
+            .get(&id)
+            .is_some_and(|p| p.detector.is_alive(now))
     }
 
     /// A peer is up when it is alive and says it is Active.
     fn peer_up(&self, id: NodeId, now: Millis) -> bool {
-        self.peers.get(&id).is_some_and(|p| p.detector.is_alive(now) && p.state == NodeState::Active)
+        self.peers
+            .get(&id)
+            .is_some_and(|p| p.detector.is_alive(now) && p.state == NodeState::Active)
     }
 
     fn up_or_self(&self, id: NodeId, now: Millis) -> bool {
@@ -425,12 +433,21 @@ impl Node {
     fn heard_within(&self, now: Millis, window: u64) -> usize {
         self.peers
             .values()
-            .filter(|p| p.detector.last_heard().is_some_and(|t| now.saturating_sub(t) <= window))
+            .filter(|p| {
+                p.detector
+                    .last_heard()
+                    .is_some_and(|t| now.saturating_sub(t) <= window)
+            })
             .count()
     }
 
     fn has_quorum(&self, now: Millis) -> bool {
-        1 + self.peers.keys().filter(|&&p| self.peer_alive(p, now)).count() >= self.majority()
+        1 + self
+            .peers
+            .keys()
+            .filter(|&&p| self.peer_alive(p, now))
+            .count()
+            >= self.majority()
     }
 
     /// The status shown by `/status`.
@@ -440,7 +457,11 @@ impl Node {
             .iter()
             .map(|(&id, p)| PeerStatus {
                 id,
-                state: if p.detector.is_alive(now) { p.state } else { NodeState::Failed },
+                state: if p.detector.is_alive(now) {
+                    p.state
+                } else {
+                    NodeState::Failed
+                },
                 load: rounded(p.load),
             })
             .collect();
@@ -448,7 +469,11 @@ impl Node {
             id: self.id,
             state: self.state,
             epoch: self.epoch,
-            coordinator: if self.state == NodeState::Failed { None } else { self.coordinator },
+            coordinator: if self.state == NodeState::Failed {
+                None
+            } else {
+                self.coordinator
+            },
             load: rounded(self.load),
             quorum: self.state != NodeState::Failed && self.has_quorum(now),
             peers,
@@ -466,7 +491,12 @@ impl Node {
     // ----- sending -------------------------------------------------------------------------
 
     fn send_at(&mut self, to: NodeId, epoch: Epoch, message: Message) {
-        let envelope = Envelope { version: PROTOCOL_VERSION, from: self.id, epoch, message };
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            from: self.id,
+            epoch,
+            message,
+        };
         self.out.push(Output::Send { to, envelope });
     }
 
@@ -515,7 +545,10 @@ impl Node {
         self.recovery_heard.clear();
         self.recovering_since = now;
         self.next_sync_request = now;
-        self.emit(Event::StateChanged { to: NodeState::Recovering, reason: reason.to_string() });
+        self.emit(Event::StateChanged {
+            to: NodeState::Recovering,
+            reason: reason.to_string(),
+        });
     }
 
     fn enter_failed(&mut self, now: Millis, duration_ms: u64) {
@@ -529,15 +562,25 @@ impl Node {
         }
         self.bump_counters(|c| c.failures += 1);
         let reason = format!("for {:.1} s", duration_ms as f64 / 1000.0);
-        self.emit(Event::StateChanged { to: NodeState::Failed, reason });
+        self.emit(Event::StateChanged {
+            to: NodeState::Failed,
+            reason,
+        });
     }
 
     fn enter_active(&mut self, now: Millis) {
         self.state = NodeState::Active;
         self.last_recovery_ms = Some(now.saturating_sub(self.recovering_since));
         self.bump_counters(|c| c.recoveries += 1);
-        let reason = format!("state merged from {} of {} nodes", self.recovery_heard.len() + 1, self.members.len());
-        self.emit(Event::StateChanged { to: NodeState::Active, reason });
+        let reason = format!(
+            "state merged from {} of {} nodes",
+            self.recovery_heard.len() + 1,
+            self.members.len()
+        );
+        self.emit(Event::StateChanged {
+            to: NodeState::Active,
+            reason,
+        });
         for p in self.peers.values_mut() {
             p.return_seen = true;
         }
@@ -589,8 +632,14 @@ impl Node {
         match envelope.message {
             Message::Heartbeat(hb) => self.on_heartbeat(now, from, epoch, hb),
             Message::Election => self.on_election(now, from, epoch),
-            Message::ElectionOk { round, granted, load } => self.on_election_ok(now, from, round, granted, load),
-            Message::Coordinator { coordinator, loads } => self.on_coordinator(now, from, epoch, coordinator, loads),
+            Message::ElectionOk {
+                round,
+                granted,
+                load,
+            } => self.on_election_ok(now, from, round, granted, load),
+            Message::Coordinator { coordinator, loads } => {
+                self.on_coordinator(now, from, epoch, coordinator, loads)
+            }
             Message::Fail(record) => self.on_fail(now, from, epoch, record),
             Message::Assign(a) => self.on_assign(now, from, epoch, a),
             Message::Served { id } => self.on_served(&id, from),
@@ -668,10 +717,25 @@ impl Node {
         }
         let known = self.epoch.max(self.voted);
         let load = self.load;
-        self.send_at(candidate, known, Message::ElectionOk { round: epoch, granted, load });
+        self.send_at(
+            candidate,
+            known,
+            Message::ElectionOk {
+                round: epoch,
+                granted,
+                load,
+            },
+        );
     }
 
-    fn on_election_ok(&mut self, now: Millis, from: NodeId, round: Epoch, granted: bool, load: f64) {
+    fn on_election_ok(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        round: Epoch,
+        granted: bool,
+        load: f64,
+    ) {
         let majority = self.majority();
         let Some(r) = self.round.as_mut() else { return };
         if r.epoch != round {
@@ -685,21 +749,42 @@ impl Node {
         self.drive_round(now);
     }
 
-    fn on_coordinator(&mut self, now: Millis, from: NodeId, epoch: Epoch, coordinator: NodeId, loads: Vec<(NodeId, f64)>) {
-        if epoch < self.epoch || (epoch == self.epoch && self.coordinator.is_some_and(|c| c != coordinator)) {
-            self.emit(Event::StaleIgnored { from, epoch, kind: "Coordinator" });
+    fn on_coordinator(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        epoch: Epoch,
+        coordinator: NodeId,
+        loads: Vec<(NodeId, f64)>,
+    ) {
+        if epoch < self.epoch
+            || (epoch == self.epoch && self.coordinator.is_some_and(|c| c != coordinator))
+        {
+            self.emit(Event::StaleIgnored {
+                from,
+                epoch,
+                kind: "Coordinator",
+            });
             return;
         }
         if epoch == self.epoch && self.coordinator == Some(coordinator) {
             return;
         }
-        let record = ElectionRecord { coordinator, initiator: from, loads: loads.clone() };
+        let record = ElectionRecord {
+            coordinator,
+            initiator: from,
+            loads: loads.clone(),
+        };
         if self.replicated.record_election(epoch, record) {
             self.changed();
         }
         self.follow(now, epoch, coordinator);
         let loads = self.full_loads(&loads);
-        self.emit(Event::Elected { epoch, coordinator, loads });
+        self.emit(Event::Elected {
+            epoch,
+            coordinator,
+            loads,
+        });
     }
 
     fn full_loads(&self, loads: &[(NodeId, f64)]) -> Vec<(NodeId, Option<f64>)> {
@@ -711,7 +796,11 @@ impl Node {
 
     fn on_fail(&mut self, now: Millis, from: NodeId, epoch: Epoch, record: FailureRecord) {
         if epoch < self.epoch {
-            self.emit(Event::StaleIgnored { from, epoch, kind: "Fail" });
+            self.emit(Event::StaleIgnored {
+                from,
+                epoch,
+                kind: "Fail",
+            });
             return;
         }
         if self.replicated.record_failure(record) {
@@ -725,14 +814,30 @@ impl Node {
     fn snapshot(&self, now: Millis) -> Snapshot {
         let mut members = vec![(self.id, self.state)];
         for (&id, p) in &self.peers {
-            members.push((id, if p.detector.is_alive(now) { p.state } else { NodeState::Failed }));
+            members.push((
+                id,
+                if p.detector.is_alive(now) {
+                    p.state
+                } else {
+                    NodeState::Failed
+                },
+            ));
         }
-        Snapshot { state: self.state, coordinator: self.coordinator, members, replicated: self.replicated.clone() }
+        Snapshot {
+            state: self.state,
+            coordinator: self.coordinator,
+            members,
+            replicated: self.replicated.clone(),
+        }
     }
 
     fn on_sync_request(&mut self, from: NodeId) {
         // The snapshot's member view does not depend on timing precision; use the last tick.
-        let now = self.peers.get(&from).and_then(|p| p.detector.last_heard()).unwrap_or(0);
+        let now = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.detector.last_heard())
+            .unwrap_or(0);
         let snapshot = self.snapshot(now);
         self.send(from, Message::SyncResponse(Box::new(snapshot)));
     }
@@ -746,7 +851,9 @@ impl Node {
             p.state = snapshot.state;
         }
         if let Some(c) = snapshot.coordinator {
-            if snapshot.state == NodeState::Active && (epoch > self.epoch || (epoch == self.epoch && self.coordinator.is_none())) {
+            if snapshot.state == NodeState::Active
+                && (epoch > self.epoch || (epoch == self.epoch && self.coordinator.is_none()))
+            {
                 self.adopt(now, epoch, c);
             }
         }
@@ -802,7 +909,10 @@ impl Node {
 
     /// The nodes that may serve: this one and every up peer, with their costs.
     fn candidates(&self, now: Millis) -> Vec<Candidate> {
-        let mut candidates = vec![Candidate { id: self.id, cost: self.cost }];
+        let mut candidates = vec![Candidate {
+            id: self.id,
+            cost: self.cost,
+        }];
         for (&id, p) in &self.peers {
             if self.peer_up(id, now) {
                 candidates.push(Candidate { id, cost: p.cost });
@@ -814,14 +924,22 @@ impl Node {
     /// The coordinator's load-balancing decision for one request.
     fn assign(&mut self, now: Millis, id: &str, exclude: Option<NodeId>) {
         let candidates = self.candidates(now);
-        let loads: Vec<(NodeId, f64)> = candidates.iter().map(|c| (c.id, self.dispatcher.score(c))).collect();
+        let loads: Vec<(NodeId, f64)> = candidates
+            .iter()
+            .map(|c| (c.id, self.dispatcher.score(c)))
+            .collect();
         let Some(assignment) = self.dispatcher.assign(now, id, &candidates, exclude) else {
             return;
         };
         self.bump_counters(|c| c.lb_decisions += 1);
-        self.emit(Event::Dispatched { assignment: assignment.clone(), loads });
+        self.emit(Event::Dispatched {
+            assignment: assignment.clone(),
+            loads,
+        });
         self.broadcast_at(self.epoch, Message::Assign(assignment.clone()));
-        if assignment.server == self.id && self.dispatcher.assigned(now, self.id, &assignment) == Serve::Yes {
+        if assignment.server == self.id
+            && self.dispatcher.assigned(now, self.id, &assignment) == Serve::Yes
+        {
             self.out.push(Output::Serve(id.to_string()));
         }
     }
@@ -841,7 +959,11 @@ impl Node {
 
     fn on_assign(&mut self, now: Millis, from: NodeId, epoch: Epoch, a: Assignment) {
         if epoch < self.epoch {
-            self.emit(Event::StaleIgnored { from, epoch, kind: "Assign" });
+            self.emit(Event::StaleIgnored {
+                from,
+                epoch,
+                kind: "Assign",
+            });
             return;
         }
         if self.already_served(&a.id) {
@@ -942,8 +1064,12 @@ impl Node {
         }
         if now >= self.next_sync_request {
             self.next_sync_request = now + SYNC_RETRY_MS;
-            let missing: Vec<NodeId> =
-                self.peers.keys().copied().filter(|p| !self.recovery_heard.contains(p)).collect();
+            let missing: Vec<NodeId> = self
+                .peers
+                .keys()
+                .copied()
+                .filter(|p| !self.recovery_heard.contains(p))
+                .collect();
             for p in missing {
                 self.send(p, Message::SyncRequest);
             }
@@ -959,7 +1085,9 @@ impl Node {
             Some(c) if c == self.id => {
                 let lease = (self.timing.suspect_ms as f64 * LEASE_FRACTION) as u64;
                 if 1 + self.heard_within(now, lease) < self.majority() {
-                    self.lose_coordinator("stepping down: no majority heard within the lease".into());
+                    self.lose_coordinator(
+                        "stepping down: no majority heard within the lease".into(),
+                    );
                 }
             }
             Some(c) if !self.peer_up(c, now) => {
@@ -1004,17 +1132,26 @@ impl Node {
         let due = match self.election_due {
             Some(due) => due,
             None => {
-                let live: Vec<NodeId> =
-                    self.members.iter().copied().filter(|&m| self.up_or_self(m, now)).collect();
+                let live: Vec<NodeId> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&m| self.up_or_self(m, now))
+                    .collect();
                 let rank = live.iter().position(|&m| m == self.id).unwrap_or(0) as u64;
                 let backoff = if self.failed_rounds == 0 {
                     0
                 } else {
-                    self.rng.gen_range(0..ELECTION_STAGGER_MS * u64::from(self.failed_rounds.min(4)))
+                    self.rng
+                        .gen_range(0..ELECTION_STAGGER_MS * u64::from(self.failed_rounds.min(4)))
                 };
                 // Wait at least until an election we voted in could have finished.
                 let after_vote = self.last_election_at + self.timing.election_timeout_ms;
-                let due = (now + rank * ELECTION_STAGGER_MS + backoff).max(if rank == 0 { now } else { after_vote });
+                let due = (now + rank * ELECTION_STAGGER_MS + backoff).max(if rank == 0 {
+                    now
+                } else {
+                    after_vote
+                });
                 self.election_due = Some(due);
                 due
             }
@@ -1033,7 +1170,12 @@ impl Node {
         let mut votes = BTreeMap::new();
         votes.insert(self.id, (true, self.load));
         let majority_at = (self.majority() == 1).then_some(now);
-        self.round = Some(Round { epoch, started: now, votes, majority_at });
+        self.round = Some(Round {
+            epoch,
+            started: now,
+            votes,
+            majority_at,
+        });
         self.emit(Event::ElectionStarted { epoch, reason });
         self.broadcast_at(epoch, Message::Election);
         self.drive_round(now);
@@ -1041,7 +1183,12 @@ impl Node {
 
     fn drive_round(&mut self, now: Millis) {
         let Some(r) = self.round.as_ref() else { return };
-        let live_peers: Vec<NodeId> = self.peers.keys().copied().filter(|&p| self.peer_alive(p, now)).collect();
+        let live_peers: Vec<NodeId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|&p| self.peer_alive(p, now))
+            .collect();
         let all_answered = live_peers.iter().all(|p| r.votes.contains_key(p));
         let decide = match r.majority_at {
             Some(at) => all_answered || now >= at + COLLECT_WINDOW_MS,
@@ -1049,7 +1196,9 @@ impl Node {
         };
         if decide {
             self.decide(now);
-        } else if r.majority_at.is_none() && (all_answered || now >= r.started + self.timing.election_timeout_ms) {
+        } else if r.majority_at.is_none()
+            && (all_answered || now >= r.started + self.timing.election_timeout_ms)
+        {
             // No majority is coming for this epoch: back off and try again.
             self.round = None;
             self.failed_rounds += 1;
@@ -1058,23 +1207,43 @@ impl Node {
     }
 
     fn decide(&mut self, now: Millis) {
-        let Some(round) = self.round.take() else { return };
+        let Some(round) = self.round.take() else {
+            return;
+        };
         let winner = round
             .votes
             .iter()
             .filter(|(_, (granted, _))| *granted)
-            .min_by(|a, b| rounded(a.1 .1).total_cmp(&rounded(b.1 .1)).then(a.0.cmp(b.0)))
+            .min_by(|a, b| {
+                rounded(a.1 .1)
+                    .total_cmp(&rounded(b.1 .1))
+                    .then(a.0.cmp(b.0))
+            })
             .map(|(&id, _)| id)
             .unwrap_or(self.id);
         let loads: Vec<(NodeId, f64)> = round.votes.iter().map(|(&id, &(_, l))| (id, l)).collect();
-        let record = ElectionRecord { coordinator: winner, initiator: self.id, loads: loads.clone() };
+        let record = ElectionRecord {
+            coordinator: winner,
+            initiator: self.id,
+            loads: loads.clone(),
+        };
         if self.replicated.record_election(round.epoch, record) {
             self.changed();
         }
         self.follow(now, round.epoch, winner);
-        self.broadcast_at(round.epoch, Message::Coordinator { coordinator: winner, loads: loads.clone() });
+        self.broadcast_at(
+            round.epoch,
+            Message::Coordinator {
+                coordinator: winner,
+                loads: loads.clone(),
+            },
+        );
         let loads = self.full_loads(&loads);
-        self.emit(Event::Elected { epoch: round.epoch, coordinator: winner, loads });
+        self.emit(Event::Elected {
+            epoch: round.epoch,
+            coordinator: winner,
+            loads,
+        });
     }
 
     fn coordinator_duties(&mut self, now: Millis) {
@@ -1082,11 +1251,15 @@ impl Node {
         let returned: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.return_seen && p.up_since.is_some_and(|t| now >= t + RETURN_SETTLE_MS))
+            .filter(|(_, p)| {
+                !p.return_seen && p.up_since.is_some_and(|t| now >= t + RETURN_SETTLE_MS)
+            })
             .map(|(&id, _)| id)
             .collect();
         if let Some(&back) = returned.first() {
-            let allowed = self.last_return_reelection.is_none_or(|t| now >= t + RETURN_REELECTION_MS);
+            let allowed = self
+                .last_return_reelection
+                .is_none_or(|t| now >= t + RETURN_REELECTION_MS);
             if allowed {
                 for id in &returned {
                     if let Some(p) = self.peers.get_mut(id) {
@@ -1109,7 +1282,12 @@ impl Node {
             let since = *self.imbalance_since.get_or_insert(now);
             if now >= since + LOAD_HOLD_MS && now >= self.last_election_at + LOAD_REELECTION_MS {
                 self.imbalance_since = None;
-                let reason = format!("load {:.2} vs {:.2} for {} s", self.load, best, LOAD_HOLD_MS / 1000);
+                let reason = format!(
+                    "load {:.2} vs {:.2} for {} s",
+                    self.load,
+                    best,
+                    LOAD_HOLD_MS / 1000
+                );
                 self.start_election(now, reason);
                 return;
             }
@@ -1123,10 +1301,9 @@ impl Node {
         if !self.failures.enabled || now < self.next_victim_at {
             return;
         }
-        let settled = self
-            .peers
-            .values()
-            .all(|p| p.state == NodeState::Active && p.up_since.is_some_and(|t| now >= t + VICTIM_SETTLE_MS));
+        let settled = self.peers.values().all(|p| {
+            p.state == NodeState::Active && p.up_since.is_some_and(|t| now >= t + VICTIM_SETTLE_MS)
+        });
         if !settled {
             return;
         }
@@ -1134,7 +1311,12 @@ impl Node {
         let max_ms = (self.failures.max().as_millis() as u64).max(MIN_FAILURE_MS);
         let duration_ms = self.rng.gen_range(MIN_FAILURE_MS..=max_ms);
         self.victim_seq += 1;
-        let record = FailureRecord { epoch: self.epoch, seq: self.victim_seq, victim, duration_ms };
+        let record = FailureRecord {
+            epoch: self.epoch,
+            seq: self.victim_seq,
+            victim,
+            duration_ms,
+        };
         self.replicated.record_failure(record);
         self.changed();
         self.next_victim_at = now + self.failures.period().as_millis() as u64;
@@ -1150,8 +1332,10 @@ impl Node {
             .peers
             .iter()
             .filter(|(_, p)| {
-                p.digest_differs_since.is_some_and(|t| now >= t + ANTI_ENTROPY_MS)
-                    && p.last_sync_request.is_none_or(|t| now >= t + ANTI_ENTROPY_MS)
+                p.digest_differs_since
+                    .is_some_and(|t| now >= t + ANTI_ENTROPY_MS)
+                    && p.last_sync_request
+                        .is_none_or(|t| now >= t + ANTI_ENTROPY_MS)
             })
             .map(|(&id, _)| id)
             .collect();
@@ -1173,7 +1357,10 @@ mod tests {
             id,
             members: vec![1, 2, 3],
             timing: Timing::default(),
-            failures: FailureSim { enabled: false, ..FailureSim::default() },
+            failures: FailureSim {
+                enabled: false,
+                ..FailureSim::default()
+            },
             seed: 7,
         }
     }
@@ -1192,7 +1379,13 @@ mod tests {
 
     #[test]
     fn a_single_node_cluster_elects_itself() {
-        let mut n = Node::new(NodeConfig { members: vec![1], ..config(1) }, 0);
+        let mut n = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
         for t in 0..100 {
             n.tick(t * 10);
         }

@@ -75,28 +75,39 @@ impl Pool {
         let pool = Arc::clone(self);
         let outcome = tokio::task::spawn_blocking(move || pool.encrypt_now(&request))
             .await
-            .unwrap_or_else(|e| Outcome::Refused { kind: Refusal::Internal, message: format!("encryption failed: {e}") });
+            .unwrap_or_else(|e| Outcome::Refused {
+                kind: Refusal::Internal,
+                message: format!("encryption failed: {e}"),
+            });
         drop(permit);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.served.fetch_add(1, Ordering::Relaxed);
         let took = started.elapsed().as_secs_f64();
         if let Ok(mut mean) = self.mean_service_s.lock() {
-            *mean = if *mean == 0.0 { took } else { *mean + EWMA_ALPHA * (took - *mean) };
+            *mean = if *mean == 0.0 {
+                took
+            } else {
+                *mean + EWMA_ALPHA * (took - *mean)
+            };
         }
         outcome
     }
 
     fn encrypt_now(&self, request: &EncryptRequest) -> Outcome {
-        let result = ImageMeta::new(request.owner.clone(), request.viewers.clone()).and_then(|meta| {
-            let cover = match &request.cover {
-                Some(bytes) => Cover::Image(bytes),
-                None => Cover::Default(&self.covers),
-            };
-            encrypt_image(&request.secret, cover, &meta, &self.key)
-        });
+        let result =
+            ImageMeta::new(request.owner.clone(), request.viewers.clone()).and_then(|meta| {
+                let cover = match &request.cover {
+                    Some(bytes) => Cover::Image(bytes),
+                    None => Cover::Default(&self.covers),
+                };
+                encrypt_image(&request.secret, cover, &meta, &self.key)
+            });
         match result {
             Ok(png) => Outcome::Encrypted(png),
-            Err(e) => Outcome::Refused { kind: Refusal::of(&e), message: e.to_string() },
+            Err(e) => Outcome::Refused {
+                kind: Refusal::of(&e),
+                message: e.to_string(),
+            },
         }
     }
 
@@ -138,7 +149,13 @@ mod tests {
     }
 
     fn request(secret: Vec<u8>) -> EncryptRequest {
-        EncryptRequest { id: "t-1".into(), secret, cover: None, owner: "alice".into(), viewers: vec![] }
+        EncryptRequest {
+            id: "t-1".into(),
+            secret,
+            cover: None,
+            owner: "alice".into(),
+            viewers: vec![],
+        }
     }
 
     #[tokio::test]
@@ -157,7 +174,10 @@ mod tests {
     async fn bad_input_is_refused_with_a_sentence() {
         let pool = Pool::new(SealKey::from_secret(b"k"), 1, Duration::ZERO);
         match pool.encrypt(request(b"not an image".to_vec())).await {
-            Outcome::Refused { kind: Refusal::BadInput, message } => assert!(message.contains("not an image"), "{message}"),
+            Outcome::Refused {
+                kind: Refusal::BadInput,
+                message,
+            } => assert!(message.contains("not an image"), "{message}"),
             other => panic!("{other:?}"),
         }
     }

@@ -20,8 +20,10 @@ pub struct EncryptRequest {
     /// Unique per request; the same id sent twice is served once.
     pub id: RequestId,
     /// The encoded secret image (any format the `image` crate decodes).
+    #[serde(with = "serde_bytes")]
     pub secret: Vec<u8>,
     /// The encoded cover image, or None for the default cover.
+    #[serde(with = "serde_bytes")]
     pub cover: Option<Vec<u8>>,
     /// The image's owner.
     pub owner: String,
@@ -67,7 +69,7 @@ impl Refusal {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The PNG with the hidden image.
-    Encrypted(Vec<u8>),
+    Encrypted(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Not served, with the reason in words.
     Refused {
         /// The kind of refusal.

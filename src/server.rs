@@ -110,7 +110,12 @@ pub struct NodeStatus {
 }
 
 /// Runs node `id` of `config` until `shutdown` completes.
-pub async fn run(config: ClusterConfig, id: NodeId, seed: u64, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: ClusterConfig,
+    id: NodeId,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let me = config.node(id)?.clone();
     let listener = TcpListener::bind(me.addr)
         .await
@@ -127,7 +132,13 @@ pub async fn run(config: ClusterConfig, id: NodeId, seed: u64, shutdown: impl Fu
         Duration::from_millis(config.delay_ms),
     );
     let core = Node::new(
-        NodeConfig { id, members: config.ids(), timing: config.timing, failures: config.failures, seed },
+        NodeConfig {
+            id,
+            members: config.ids(),
+            timing: config.timing,
+            failures: config.failures,
+            seed,
+        },
         0,
     );
     let (status_tx, status_rx) = watch::channel(initial_status(id, pool.workers()));
@@ -154,7 +165,14 @@ pub async fn run(config: ClusterConfig, id: NodeId, seed: u64, shutdown: impl Fu
         status: status_tx,
     };
     tasks.spawn(shell.run(input_rx));
-    tasks.spawn(http::serve(http_listener, http::Api { node: id, status: status_rx, inputs: input_tx }));
+    tasks.spawn(http::serve(
+        http_listener,
+        http::Api {
+            node: id,
+            status: status_rx,
+            inputs: input_tx,
+        },
+    ));
 
     tokio::select! {
         _ = shutdown => info!(node = id, "[Node {id}] shutting down"),
@@ -186,7 +204,15 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         served: 0,
         last_recovery_ms: None,
     };
-    NodeStatus { core, encryptions: 0, lb_decisions: 0, in_flight: 0, queued: 0, workers, uptime_s: 0.0 }
+    NodeStatus {
+        core,
+        encryptions: 0,
+        lb_decisions: 0,
+        in_flight: 0,
+        queued: 0,
+        workers,
+        uptime_s: 0.0,
+    }
 }
 
 /// The node loop: owns the core and the held payloads.
@@ -276,14 +302,23 @@ impl Shell {
             Input::ClientRequest(request, reply) => self.hold(request, ReplyTo::Client(reply)),
             Input::HttpRequest(request, waiter) => {
                 if failed || !self.core.accepting() {
-                    let why = if failed { "this node is in a (simulated) failure" } else { "no coordinator with a majority" };
+                    let why = if failed {
+                        "this node is in a (simulated) failure"
+                    } else {
+                        "no coordinator with a majority"
+                    };
                     let _ = waiter.send(refusal(&request.id, self.id(), Refusal::Unavailable, why));
                     Vec::new()
                 } else {
                     let me = self.id();
                     self.http_waiters.insert(request.id.clone(), waiter);
                     let forward = Message::Forward(Box::new(request.clone()));
-                    let envelope = Envelope { version: PROTOCOL_VERSION, from: me, epoch: self.core.epoch(), message: forward };
+                    let envelope = Envelope {
+                        version: PROTOCOL_VERSION,
+                        from: me,
+                        epoch: self.core.epoch(),
+                        message: forward,
+                    };
                     for to in self.links.keys().copied().collect::<Vec<_>>() {
                         self.send(to, envelope.clone());
                     }
@@ -301,7 +336,13 @@ impl Shell {
             return Vec::new();
         }
         let id = request.id.clone();
-        self.held.insert(id.clone(), Held { request: Some(request), reply_to });
+        self.held.insert(
+            id.clone(),
+            Held {
+                request: Some(request),
+                reply_to,
+            },
+        );
         self.core.request_arrived(self.now(), &id)
     }
 
@@ -342,7 +383,11 @@ impl Shell {
     fn send(&self, to: NodeId, envelope: Envelope) {
         if let Some(link) = self.links.get(&to) {
             if link.try_send(envelope).is_err() {
-                debug!(node = self.id(), peer = to, "link queue full; message dropped");
+                debug!(
+                    node = self.id(),
+                    peer = to,
+                    "link queue full; message dropped"
+                );
             }
         }
     }
@@ -369,14 +414,27 @@ impl Shell {
         let (pool, inputs, me) = (Arc::clone(&self.pool), self.inputs.clone(), self.id());
         tokio::spawn(async move {
             let outcome = pool.encrypt(request).await;
-            let _ = inputs.send(Input::Done(EncryptReply { id, served_by: me, outcome })).await;
+            let _ = inputs
+                .send(Input::Done(EncryptReply {
+                    id,
+                    served_by: me,
+                    outcome,
+                }))
+                .await;
         });
     }
 }
 
 /// A refusal reply.
 pub(crate) fn refusal(id: &str, node: NodeId, kind: Refusal, message: &str) -> EncryptReply {
-    EncryptReply { id: id.to_string(), served_by: node, outcome: Outcome::Refused { kind, message: message.to_string() } }
+    EncryptReply {
+        id: id.to_string(),
+        served_by: node,
+        outcome: Outcome::Refused {
+            kind,
+            message: message.to_string(),
+        },
+    }
 }
 
 /// Completes when standard input reaches its end: a launcher that dies closes the pipe, and
@@ -395,9 +453,16 @@ pub async fn stdin_closed() {
 /// Prints an event the way an operator reads it.
 pub fn report(id: NodeId, event: &Event) {
     match event {
-        Event::Elected { epoch, coordinator, loads } => {
+        Event::Elected {
+            epoch,
+            coordinator,
+            loads,
+        } => {
             println!("{}", election_block(*epoch, *coordinator, loads));
-            info!(node = id, epoch, coordinator, "[Node {id}] coordinator is node {coordinator} (epoch {epoch})");
+            info!(
+                node = id,
+                epoch, coordinator, "[Node {id}] coordinator is node {coordinator} (epoch {epoch})"
+            );
         }
         Event::StateChanged { to, reason } => {
             let name = match to {
@@ -411,9 +476,14 @@ pub fn report(id: NodeId, event: &Event) {
         Event::Adopted { epoch, coordinator } => {
             info!(node = id, epoch, coordinator, "[Node {id}] following coordinator {coordinator} (epoch {epoch}, learned from a peer)")
         }
-        Event::CoordinatorLost { reason } => info!(node = id, "[Node {id}] no coordinator: {reason}"),
+        Event::CoordinatorLost { reason } => {
+            info!(node = id, "[Node {id}] no coordinator: {reason}")
+        }
         Event::ElectionStarted { epoch, reason } => {
-            info!(node = id, epoch, "[Node {id}] starting election for epoch {epoch}: {reason}")
+            info!(
+                node = id,
+                epoch, "[Node {id}] starting election for epoch {epoch}: {reason}"
+            )
         }
         Event::VictimElected(r) => println!(
             "[Node {id}] elected node {} to fail for {:.1} s (failure {}.{})",
@@ -422,13 +492,23 @@ pub fn report(id: NodeId, event: &Event) {
             r.epoch,
             r.seq
         ),
-        Event::Dispatched { assignment: a, loads } => {
+        Event::Dispatched {
+            assignment: a,
+            loads,
+        } => {
             let loads: Vec<String> = loads.iter().map(|(n, l)| format!("{n}={l:.2}")).collect();
-            let again = if a.attempt > 1 { format!(" (attempt {})", a.attempt) } else { String::new() };
+            let again = if a.attempt > 1 {
+                format!(" (attempt {})", a.attempt)
+            } else {
+                String::new()
+            };
             info!(target: "imgcloud::lb", node = id, "[LB] req {} -> node {}{again} (loads: {})", a.id, a.server, loads.join(" "));
         }
         Event::StaleIgnored { from, epoch, kind } => {
-            warn!(node = id, from, epoch, "[Node {id}] ignored a stale {kind} from node {from} (epoch {epoch})")
+            warn!(
+                node = id,
+                from, epoch, "[Node {id}] ignored a stale {kind} from node {from} (epoch {epoch})"
+            )
         }
     }
 }
@@ -438,7 +518,10 @@ pub fn election_block(epoch: u64, coordinator: NodeId, loads: &[(NodeId, Option<
     let mut rows: Vec<(NodeId, Option<f64>)> = loads.to_vec();
     rows.sort_by(|a, b| {
         let key = |r: &(NodeId, Option<f64>)| (r.0 != coordinator, r.1.unwrap_or(f64::INFINITY));
-        key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0))
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
     });
     let fmt = |l: Option<f64>| l.map_or("unreachable".to_string(), |l| format!("{l:.2}"));
     let winner_load = loads.iter().find(|r| r.0 == coordinator).and_then(|r| r.1);
@@ -447,13 +530,23 @@ pub fn election_block(epoch: u64, coordinator: NodeId, loads: &[(NodeId, Option<
         fmt(winner_load)
     );
     for (node, load) in rows {
-        let tag = if node == coordinator { " [COORDINATOR]" } else { "" };
+        let tag = if node == coordinator {
+            " [COORDINATOR]"
+        } else {
+            ""
+        };
         out.push_str(&format!("\n  Node {node}: {}{tag}", fmt(load)));
     }
     out
 }
 
-async fn peer_link(me: NodeId, peer: NodeId, addr: std::net::SocketAddr, auth: PeerAuth, mut queue: mpsc::Receiver<Envelope>) -> Result<()> {
+async fn peer_link(
+    me: NodeId,
+    peer: NodeId,
+    addr: std::net::SocketAddr,
+    auth: PeerAuth,
+    mut queue: mpsc::Receiver<Envelope>,
+) -> Result<()> {
     let mut backoff = Duration::from_millis(20);
     let mut reported = false;
     loop {
@@ -495,7 +588,10 @@ async fn peer_link(me: NodeId, peer: NodeId, addr: std::net::SocketAddr, auth: P
             }
             Err(_) => {
                 if !reported {
-                    debug!(node = me, peer, "[Node {me}] handshake with node {peer} timed out");
+                    debug!(
+                        node = me,
+                        peer, "[Node {me}] handshake with node {peer} timed out"
+                    );
                     reported = true;
                 }
             }
@@ -528,14 +624,23 @@ async fn accept_loop(
         let (auth, members, inputs) = (auth.clone(), members.clone(), inputs.clone());
         tokio::spawn(async move {
             let (mut reader, mut writer) = split(stream);
-            let accepted = timeout(HANDSHAKE_TIMEOUT, auth.accept(&mut reader, &mut writer, me, &members)).await;
+            let accepted = timeout(
+                HANDSHAKE_TIMEOUT,
+                auth.accept(&mut reader, &mut writer, me, &members),
+            )
+            .await;
             match accepted {
                 Ok(Ok(Accepted::Peer(peer))) => {
                     let _ = inputs.send(Input::PeerOpened(peer, conn)).await;
                     let reason = read_peer(&mut reader, peer, &inputs).await;
                     match reason {
-                        Ok(()) => debug!(node = me, peer, "[Node {me}] connection from node {peer} closed"),
-                        Err(e) => warn!(node = me, peer, %remote, "[Node {me}] closed connection from node {peer}: {e}"),
+                        Ok(()) => debug!(
+                            node = me,
+                            peer, "[Node {me}] connection from node {peer} closed"
+                        ),
+                        Err(e) => {
+                            warn!(node = me, peer, %remote, "[Node {me}] closed connection from node {peer}: {e}")
+                        }
                     }
                     let _ = inputs.send(Input::PeerClosed(peer, conn)).await;
                 }
@@ -546,18 +651,27 @@ async fn accept_loop(
                     }
                 }
                 Ok(Err(e)) => warn!(node = me, %remote, "[Node {me}] refused a connection: {e}"),
-                Err(_) => warn!(node = me, %remote, "[Node {me}] refused a connection: no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                Err(_) => {
+                    warn!(node = me, %remote, "[Node {me}] refused a connection: no handshake within {HANDSHAKE_TIMEOUT:?}")
+                }
             }
         });
     }
 }
 
 /// Forwards a peer's envelopes to the node loop until the connection ends.
-async fn read_peer(reader: &mut FrameReader, peer: NodeId, inputs: &mpsc::Sender<Input>) -> Result<()> {
+async fn read_peer(
+    reader: &mut FrameReader,
+    peer: NodeId,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<()> {
     while let Some(frame) = reader.next_frame().await? {
         let envelope = decode_envelope(&frame)?;
         if envelope.from != peer {
-            return Err(Error::Protocol(format!("node {peer} sent a message signed as node {}", envelope.from)));
+            return Err(Error::Protocol(format!(
+                "node {peer} sent a message signed as node {}",
+                envelope.from
+            )));
         }
         if inputs.send(Input::Envelope(envelope)).await.is_err() {
             return Ok(());
@@ -567,7 +681,11 @@ async fn read_peer(reader: &mut FrameReader, peer: NodeId, inputs: &mpsc::Sender
 }
 
 /// Reads a client's requests and writes its replies until either side ends.
-async fn serve_client(mut reader: FrameReader, mut writer: FrameWriter, inputs: mpsc::Sender<Input>) -> Result<()> {
+async fn serve_client(
+    mut reader: FrameReader,
+    mut writer: FrameWriter,
+    inputs: mpsc::Sender<Input>,
+) -> Result<()> {
     let (reply_tx, mut reply_rx) = mpsc::channel::<EncryptReply>(CLIENT_QUEUE);
     let writer_task = tokio::spawn(async move {
         while let Some(reply) = reply_rx.recv().await {
@@ -582,9 +700,15 @@ async fn serve_client(mut reader: FrameReader, mut writer: FrameWriter, inputs: 
     let result = async {
         while let Some(request) = reader.read::<EncryptRequest>().await? {
             if request.id.is_empty() || request.id.len() > MAX_ID_LEN {
-                return Err(Error::Protocol(format!("request id must be 1 to {MAX_ID_LEN} bytes")));
+                return Err(Error::Protocol(format!(
+                    "request id must be 1 to {MAX_ID_LEN} bytes"
+                )));
             }
-            if inputs.send(Input::ClientRequest(request, reply_tx.clone())).await.is_err() {
+            if inputs
+                .send(Input::ClientRequest(request, reply_tx.clone()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -13,7 +13,8 @@
 //! - counters: each node's own counters, written only by that node, merged by maximum;
 //! - the request log: which node served each request (on a double serve, the lower id).
 //!
-//! Implementation caveats: the state grows without bound (a long-running cluster would need
+//! Implementation caveats: the log's digest is an XOR of entry hashes (fine against accidents,
+//! not against an adversary, who is kept out by peer authentication); the state grows without bound (a long-running cluster would need
 //! compaction by epoch); a whole state is sent on every sync, which is fine at this size.
 
 use std::collections::BTreeMap;
@@ -92,6 +93,24 @@ pub struct ReplicatedState {
     /// Entries of the request log per node (derived from it, so not sent or hashed).
     #[serde(skip)]
     served_per_node: BTreeMap<NodeId, u64>,
+    /// XOR of the SHA-256 of every request-log entry (derived): the log's part of the digest,
+    /// kept up to date entry by entry so that a digest never rehashes the whole log.
+    #[serde(skip)]
+    served_hash: [u8; 32],
+}
+
+/// The hash of one request-log entry.
+fn entry_hash(id: &str, server: NodeId) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(server.to_be_bytes());
+    h.update(id.as_bytes());
+    h.finalize().into()
+}
+
+fn xor_into(acc: &mut [u8; 32], x: &[u8; 32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a ^= b;
+    }
 }
 
 impl ReplicatedState {
@@ -106,7 +125,9 @@ impl ReplicatedState {
 
     /// Adds a failure record; returns whether it was new.
     pub fn record_failure(&mut self, record: FailureRecord) -> bool {
-        self.failures.insert((record.epoch, record.seq), record).is_none()
+        self.failures
+            .insert((record.epoch, record.seq), record)
+            .is_none()
     }
 
     /// Records who served a request; returns whether it was new. A request served twice (a
@@ -118,6 +139,7 @@ impl ReplicatedState {
                 if let Some(n) = self.served_per_node.get_mut(existing) {
                     *n -= 1;
                 }
+                xor_into(&mut self.served_hash, &entry_hash(id, *existing));
                 *existing = server;
             }
             None => {
@@ -125,6 +147,7 @@ impl ReplicatedState {
             }
         }
         *self.served_per_node.entry(server).or_default() += 1;
+        xor_into(&mut self.served_hash, &entry_hash(id, server));
         true
     }
 
@@ -161,10 +184,16 @@ impl ReplicatedState {
         changed
     }
 
-    /// A short hash of the whole content: equal digests mean equal states.
+    /// A short hash of the whole content: equal digests mean equal states. The small parts
+    /// are hashed whole; the request log contributes its running set hash and size.
     pub fn digest(&self) -> String {
-        let bytes = postcard::to_stdvec(self).expect("the replicated state always serializes");
-        hex::encode(&Sha256::digest(&bytes)[..8])
+        let small = (&self.elections, &self.failures, &self.counters);
+        let bytes = postcard::to_stdvec(&small).expect("the replicated state always serializes");
+        let mut h = Sha256::new();
+        h.update(&bytes);
+        h.update(self.served_hash);
+        h.update((self.served.len() as u64).to_be_bytes());
+        hex::encode(&h.finalize()[..8])
     }
 }
 
@@ -174,9 +203,29 @@ mod tests {
 
     fn sample(node: NodeId, epoch: Epoch) -> ReplicatedState {
         let mut s = ReplicatedState::default();
-        s.record_election(epoch, ElectionRecord { coordinator: node, initiator: node, loads: vec![(node, 0.5)] });
-        s.record_failure(FailureRecord { epoch, seq: 1, victim: node, duration_ms: 1000 });
-        s.merge_counters(node, &Counters { elections_won: epoch, failures: 1, recoveries: 1, ..Default::default() });
+        s.record_election(
+            epoch,
+            ElectionRecord {
+                coordinator: node,
+                initiator: node,
+                loads: vec![(node, 0.5)],
+            },
+        );
+        s.record_failure(FailureRecord {
+            epoch,
+            seq: 1,
+            victim: node,
+            duration_ms: 1000,
+        });
+        s.merge_counters(
+            node,
+            &Counters {
+                elections_won: epoch,
+                failures: 1,
+                recoveries: 1,
+                ..Default::default()
+            },
+        );
         s.record_served(&format!("r{node}"), node);
         s
     }
@@ -204,17 +253,54 @@ mod tests {
     }
 
     #[test]
+    fn the_log_digest_depends_on_content_not_on_arrival_order() {
+        let (mut a, mut b) = (ReplicatedState::default(), ReplicatedState::default());
+        for (id, n) in [("x", 3), ("y", 1), ("x", 2)] {
+            a.record_served(id, n);
+        }
+        for (id, n) in [("x", 2), ("y", 1)] {
+            b.record_served(id, n);
+        }
+        assert_eq!(a.digest(), b.digest());
+        b.record_served("z", 1);
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
     fn digest_changes_with_content() {
         let mut s = sample(1, 3);
         let before = s.digest();
-        s.merge_counters(1, &Counters { elections_won: 9, failures: 1, recoveries: 1, ..Default::default() });
+        s.merge_counters(
+            1,
+            &Counters {
+                elections_won: 9,
+                failures: 1,
+                recoveries: 1,
+                ..Default::default()
+            },
+        );
         assert_ne!(before, s.digest());
     }
 
     #[test]
     fn counters_merge_by_maximum() {
-        let mut c = Counters { elections_won: 5, failures: 1, ..Default::default() };
-        assert!(c.merge(&Counters { elections_won: 2, failures: 3, ..Default::default() }));
-        assert_eq!(c, Counters { elections_won: 5, failures: 3, ..Default::default() });
+        let mut c = Counters {
+            elections_won: 5,
+            failures: 1,
+            ..Default::default()
+        };
+        assert!(c.merge(&Counters {
+            elections_won: 2,
+            failures: 3,
+            ..Default::default()
+        }));
+        assert_eq!(
+            c,
+            Counters {
+                elections_won: 5,
+                failures: 3,
+                ..Default::default()
+            }
+        );
     }
 }

@@ -416,6 +416,11 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
     let total = layout.carriers(info.width, info.height);
     // Appends the low bytes of one row's carriers (16-bit samples are big-endian).
     let push_row = move |row: &[u8], lows: &mut Vec<u8>| {
+        if bytes_per_sample == 1 && channels == colour {
+            // No alpha, 8 bits: every byte of the row is a carrier.
+            lows.extend_from_slice(&row[..(width * channels).min(row.len())]);
+            return;
+        }
         for px in row.chunks_exact(channels * bytes_per_sample).take(width) {
             for c in 0..colour {
                 lows.push(px[c * bytes_per_sample + bytes_per_sample - 1]);

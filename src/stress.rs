@@ -66,11 +66,25 @@ pub struct StressRun {
 pub type Progress = Arc<AtomicU64>;
 
 fn viewers() -> Vec<Viewer> {
-    vec![Viewer { name: "bob".into(), quota: 5 }, Viewer { name: "carol".into(), quota: 2 }]
+    vec![
+        Viewer {
+            name: "bob".into(),
+            quota: 5,
+        },
+        Viewer {
+            name: "carol".into(),
+            quota: 2,
+        },
+    ]
 }
 
 /// Runs the stress test against `nodes`.
-pub async fn run(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, progress: Progress) -> Result<StressRun> {
+pub async fn run(
+    nodes: &[NodeAddr],
+    key: &SealKey,
+    options: &StressOptions,
+    progress: Progress,
+) -> Result<StressRun> {
     let start = Instant::now();
     let image = Arc::new(options.image.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -86,7 +100,12 @@ pub async fn run(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, pro
                 Ok(client) => client.with_deadline(deadline),
                 Err(_) => {
                     let sent_at = start.elapsed();
-                    let failed = Sample { sent_at, latency: Duration::ZERO, served_by: None, outcome: Outcome::Failed(Cause::Connection) };
+                    let failed = Sample {
+                        sent_at,
+                        latency: Duration::ZERO,
+                        served_by: None,
+                        outcome: Outcome::Failed(Cause::Connection),
+                    };
                     progress.fetch_add(requests as u64, Ordering::Relaxed);
                     return (vec![failed; requests], 0);
                 }
@@ -94,19 +113,33 @@ pub async fn run(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, pro
             for _ in 0..requests {
                 let sent_at = start.elapsed();
                 let sent = Instant::now();
-                let result = client.encrypt(image.to_vec(), None, &owner, viewers()).await;
+                let result = client
+                    .encrypt(image.to_vec(), None, &owner, viewers())
+                    .await;
                 let (served_by, outcome) = match result {
                     Ok(reply) => {
                         let outcome = if verify {
-                            let (key, image, owner) = (key.clone(), Arc::clone(&image), owner.clone());
+                            let (key, image, owner) =
+                                (key.clone(), Arc::clone(&image), owner.clone());
                             let png = reply.png;
-                            let checked = tokio::task::spawn_blocking(move || match decrypt_image(&png, &key) {
-                                Ok((meta, secret)) => secret == *image && meta.owner == owner && meta.viewers == viewers(),
-                                Err(_) => false,
-                            })
-                            .await
-                            .unwrap_or(false);
-                            if checked { Outcome::Ok } else { Outcome::Failed(Cause::WrongReply) }
+                            let checked =
+                                tokio::task::spawn_blocking(move || {
+                                    match decrypt_image(&png, &key) {
+                                        Ok((meta, secret)) => {
+                                            secret == *image
+                                                && meta.owner == owner
+                                                && meta.viewers == viewers()
+                                        }
+                                        Err(_) => false,
+                                    }
+                                })
+                                .await
+                                .unwrap_or(false);
+                            if checked {
+                                Outcome::Ok
+                            } else {
+                                Outcome::Failed(Cause::WrongReply)
+                            }
                         } else {
                             Outcome::Ok
                         };
@@ -114,7 +147,12 @@ pub async fn run(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, pro
                     }
                     Err(e) => (None, Outcome::Failed(Cause::from(&e))),
                 };
-                samples.push(Sample { sent_at, latency: sent.elapsed(), served_by, outcome });
+                samples.push(Sample {
+                    sent_at,
+                    latency: sent.elapsed(),
+                    served_by,
+                    outcome,
+                });
                 progress.fetch_add(1, Ordering::Relaxed);
             }
             let duplicates = client.duplicates();
@@ -129,9 +167,17 @@ pub async fn run(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, pro
             duplicates += d;
         }
     }
-    let duration = samples.iter().map(Sample::completed_at).max().unwrap_or_default();
+    let duration = samples
+        .iter()
+        .map(Sample::completed_at)
+        .max()
+        .unwrap_or_default();
     samples.sort_by_key(|s| s.sent_at);
-    Ok(StressRun { samples, duration, duplicates })
+    Ok(StressRun {
+        samples,
+        duration,
+        duplicates,
+    })
 }
 
 /// Requests per second the codec alone does on every core of this machine: the same image,
@@ -225,11 +271,17 @@ impl ClusterWatch {
                 let now = start.elapsed().as_secs_f64();
                 for (node, status) in cluster_status(&nodes).await {
                     let state = status.map(|s| s.core.state).unwrap_or(NodeState::Failed);
-                    let (Ok(mut down), Ok(mut win)) = (down.lock(), win.lock()) else { return };
+                    let (Ok(mut down), Ok(mut win)) = (down.lock(), win.lock()) else {
+                        return;
+                    };
                     match (state, down.get(&node.id).copied()) {
                         (NodeState::Active, Some((since, _))) => {
                             down.remove(&node.id);
-                            win.push(FailureWindow { node: node.id, start_s: since, end_s: now });
+                            win.push(FailureWindow {
+                                node: node.id,
+                                start_s: since,
+                                end_s: now,
+                            });
                         }
                         (NodeState::Active, None) => {}
                         (s, None) => {
@@ -240,7 +292,12 @@ impl ClusterWatch {
                 }
             }
         });
-        ClusterWatch { start, down_since, windows, task }
+        ClusterWatch {
+            start,
+            down_since,
+            windows,
+            task,
+        }
     }
 
     /// Stops polling; windows still open end now.
@@ -250,7 +307,11 @@ impl ClusterWatch {
         let mut windows = self.windows.lock().map(|w| w.clone()).unwrap_or_default();
         if let Ok(down) = self.down_since.lock() {
             for (&node, &(since, _)) in down.iter() {
-                windows.push(FailureWindow { node, start_s: since, end_s: now });
+                windows.push(FailureWindow {
+                    node,
+                    start_s: since,
+                    end_s: now,
+                });
             }
         }
         windows.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
@@ -270,19 +331,37 @@ pub struct Trial {
 }
 
 /// Runs one trial: counters before, the load with a [`ClusterWatch`] beside it, counters after.
-pub async fn trial(nodes: &[NodeAddr], key: &SealKey, options: &StressOptions, progress: Progress) -> Result<Trial> {
+pub async fn trial(
+    nodes: &[NodeAddr],
+    key: &SealKey,
+    options: &StressOptions,
+    progress: Progress,
+) -> Result<Trial> {
     let before = ClusterCounters::read(nodes).await;
     let watch = ClusterWatch::start(nodes, Instant::now());
     let run = run(nodes, key, options, progress).await?;
     let windows = watch.finish();
     let counters = ClusterCounters::read(nodes).await.since(&before);
-    Ok(Trial { run, counters, windows })
+    Ok(Trial {
+        run,
+        counters,
+        windows,
+    })
 }
 
 /// The report of one trial.
-pub fn report(trial: &Trial, verified: bool, limit_rps: Option<f64>, config: serde_json::Value) -> crate::report::Report {
+pub fn report(
+    trial: &Trial,
+    verified: bool,
+    limit_rps: Option<f64>,
+    config: serde_json::Value,
+) -> crate::report::Report {
     let summary = crate::metrics::summarize(&trial.run.samples, trial.run.duration);
-    let lost = summary.failed_by_cause.get(Cause::Timeout.name()).copied().unwrap_or(0);
+    let lost = summary
+        .failed_by_cause
+        .get(Cause::Timeout.name())
+        .copied()
+        .unwrap_or(0);
     let extras = crate::report::Extras {
         lb_decisions: trial.counters.lb_decisions,
         elections: trial.counters.elections,

@@ -13,8 +13,12 @@ fn coordinator_kill_fails_over_and_a_restart_converges() {
     let (old, epoch) = cluster.agreed().unwrap();
 
     cluster.kill(old as u32);
-    let took = wait_for(Duration::from_secs(5), || cluster.agreed().is_some_and(|(c, _)| c != old));
-    let (new, new_epoch) = cluster.agreed().unwrap_or_else(|| panic!("no failover: {:?}", cluster.statuses()));
+    let took = wait_for(Duration::from_secs(5), || {
+        cluster.agreed().is_some_and(|(c, _)| c != old)
+    });
+    let (new, new_epoch) = cluster
+        .agreed()
+        .unwrap_or_else(|| panic!("no failover: {:?}", cluster.statuses()));
     assert!(took.is_some());
     assert_ne!(new, old);
     assert!(new_epoch > epoch, "epoch {new_epoch} after {epoch}");
@@ -23,7 +27,12 @@ fn coordinator_kill_fails_over_and_a_restart_converges() {
     let rejoined = wait_for(Duration::from_secs(10), || {
         cluster.agreed().is_some() && cluster.statuses().len() == 3 && cluster.converged()
     });
-    assert!(rejoined.is_some(), "no convergence after restart: {:?}\n{}", cluster.statuses(), cluster.log(old as u32));
+    assert!(
+        rejoined.is_some(),
+        "no convergence after restart: {:?}\n{}",
+        cluster.statuses(),
+        cluster.log(old as u32)
+    );
 }
 
 #[test]
@@ -39,10 +48,18 @@ fn cold_starts_agree_within_two_seconds_twenty_times_and_keep_it() {
             cluster.spawn(id);
         }
         let took = wait_for(Duration::from_secs(2), || cluster.agreed().is_some());
-        assert!(took.is_some(), "trial {trial}: no agreement within 2 s: {:?}", cluster.statuses());
+        assert!(
+            took.is_some(),
+            "trial {trial}: no agreement within 2 s: {:?}",
+            cluster.statuses()
+        );
         let agreed = cluster.agreed();
         std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(cluster.agreed(), agreed, "trial {trial}: the coordinator changed while idle");
+        assert_eq!(
+            cluster.agreed(),
+            agreed,
+            "trial {trial}: the coordinator changed while idle"
+        );
     }
 }
 
@@ -54,19 +71,45 @@ fn a_stopped_coordinator_is_replaced_and_catches_up() {
     cluster.signal(old as u32, "STOP");
     let others: Vec<u32> = [1, 2, 3].into_iter().filter(|&i| i != old as u32).collect();
     let failover = wait_for(Duration::from_secs(5), || {
-        let views: Vec<_> = others.iter().map(|&i| cluster.status(i).map(|s| s["coordinator"].as_u64())).collect();
-        views.iter().all(|v| matches!(v, Some(Some(c)) if *c != old)) && views[0] == views[1]
+        let views: Vec<_> = others
+            .iter()
+            .map(|&i| cluster.status(i).map(|s| s["coordinator"].as_u64()))
+            .collect();
+        views
+            .iter()
+            .all(|v| matches!(v, Some(Some(c)) if *c != old))
+            && views[0] == views[1]
     });
-    assert!(failover.is_some(), "no failover after SIGSTOP: {:?}", cluster.statuses());
+    assert!(
+        failover.is_some(),
+        "no failover after SIGSTOP: {:?}",
+        cluster.statuses()
+    );
     cluster.signal(old as u32, "CONT");
-    let back = wait_for(Duration::from_secs(10), || cluster.agreed().is_some() && cluster.converged());
-    assert!(back.is_some(), "no convergence after SIGCONT: {:?}", cluster.statuses());
+    let back = wait_for(Duration::from_secs(10), || {
+        cluster.agreed().is_some() && cluster.converged()
+    });
+    assert!(
+        back.is_some(),
+        "no convergence after SIGCONT: {:?}",
+        cluster.statuses()
+    );
     cluster.kill(old as u32);
 }
 
 #[test]
 fn the_elected_victim_shows_failed_then_recovers_with_equal_digests() {
-    let cluster = Cluster::start(3, &["--failures", "on", "--failure-period", "2", "--failure-max", "2"]);
+    let cluster = Cluster::start(
+        3,
+        &[
+            "--failures",
+            "on",
+            "--failure-period",
+            "2",
+            "--failure-max",
+            "2",
+        ],
+    );
     wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("initial agreement");
     let mut victim = None;
     let seen_failed = wait_for(Duration::from_secs(15), || {
@@ -80,10 +123,22 @@ fn the_elected_victim_shows_failed_then_recovers_with_equal_digests() {
     });
     assert!(seen_failed.is_some(), "no node reported Failed");
     let victim = victim.unwrap();
-    let back = wait_for(Duration::from_secs(5), || cluster.status(victim).is_some_and(|s| s["state"] == "Active"));
-    assert!(back.is_some(), "victim {victim} did not come back:\n{}", cluster.log(victim));
-    assert!(cluster.log(victim).contains(&format!("[Node {victim}] *** Entering FAILED state ***")));
-    assert!(cluster.log(victim).contains(&format!("[Node {victim}] *** Entering RECOVERING state ***")));
+    let back = wait_for(Duration::from_secs(5), || {
+        cluster
+            .status(victim)
+            .is_some_and(|s| s["state"] == "Active")
+    });
+    assert!(
+        back.is_some(),
+        "victim {victim} did not come back:\n{}",
+        cluster.log(victim)
+    );
+    assert!(cluster
+        .log(victim)
+        .contains(&format!("[Node {victim}] *** Entering FAILED state ***")));
+    assert!(cluster.log(victim).contains(&format!(
+        "[Node {victim}] *** Entering RECOVERING state ***"
+    )));
 }
 
 #[test]
@@ -91,7 +146,15 @@ fn status_and_metrics_describe_the_node() {
     let cluster = Cluster::start(3, &[]);
     wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("agreement");
     let s = cluster.status(2).unwrap();
-    for key in ["id", "state", "epoch", "coordinator", "load", "peers", "digest"] {
+    for key in [
+        "id",
+        "state",
+        "epoch",
+        "coordinator",
+        "load",
+        "peers",
+        "digest",
+    ] {
         assert!(!s[key].is_null(), "/status lacks {key}: {s}");
     }
     assert_eq!(s["peers"].as_array().unwrap().len(), 2);

@@ -12,7 +12,8 @@ use sim::Sim;
 fn settled(seed: u64) -> Sim {
     let mut sim = Sim::new(3, seed);
     sim.start_all();
-    sim.run_until(2_000, |s| s.all_agree()).expect("the cluster agrees on a coordinator");
+    sim.run_until(2_000, |s| s.all_agree())
+        .expect("the cluster agrees on a coordinator");
     sim
 }
 
@@ -20,7 +21,11 @@ fn settled(seed: u64) -> Sim {
 fn exactly_one_reply_each(sim: &Sim, ids: &[String]) {
     for id in ids {
         let replies = sim.replies_for(id);
-        assert_eq!(replies.len(), 1, "request {id} got replies from {replies:?}");
+        assert_eq!(
+            replies.len(),
+            1,
+            "request {id} got replies from {replies:?}"
+        );
     }
 }
 
@@ -66,11 +71,19 @@ fn a_server_crashing_mid_request_is_replaced_by_a_survivor() {
         sim.run(50);
         // Kill a node that is serving something right now (not the coordinator).
         let coordinator = sim.agreed().unwrap();
-        let (_, victim) = sim.serves.iter().find(|(_, n)| *n != coordinator).cloned().expect("a non-coordinator serves");
+        let (_, victim) = sim
+            .serves
+            .iter()
+            .find(|(_, n)| *n != coordinator)
+            .cloned()
+            .expect("a non-coordinator serves");
         sim.crash(victim);
         sim.run(3_000);
         exactly_one_reply_each(&sim, &ids);
-        assert!(sim.replies.iter().all(|(_, _, n)| *n != victim), "seed {seed}: the dead node replied");
+        assert!(
+            sim.replies.iter().all(|(_, _, n)| *n != victim),
+            "seed {seed}: the dead node replied"
+        );
     }
 }
 
@@ -107,8 +120,14 @@ fn a_slow_node_receives_clearly_fewer_requests() {
     for (_, _, node) in &sim.replies {
         *per_node.entry(*node).or_insert(0) += 1;
     }
-    let (fast, slow) = (per_node[&1].min(per_node[&2]), per_node.get(&3).copied().unwrap_or(0));
-    assert!(slow * 3 < fast, "slow node served {slow}, fast ones at least {fast}: {per_node:?}");
+    let (fast, slow) = (
+        per_node[&1].min(per_node[&2]),
+        per_node.get(&3).copied().unwrap_or(0),
+    );
+    assert!(
+        slow * 3 < fast,
+        "slow node served {slow}, fast ones at least {fast}: {per_node:?}"
+    );
 }
 
 #[test]
@@ -118,8 +137,18 @@ fn dispatch_decisions_are_counted_and_logged() {
         sim.client_request(&format!("d-{i}"));
     }
     sim.run(1_000);
-    let decisions = sim.events.iter().filter(|(_, _, e)| matches!(e, Event::Dispatched { .. })).count();
+    let decisions = sim
+        .events
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Dispatched { .. }))
+        .count();
     assert_eq!(decisions, 10);
     let coordinator = sim.agreed().unwrap();
-    assert_eq!(sim.nodes[&coordinator].replicated().counters(coordinator).lb_decisions, 10);
+    assert_eq!(
+        sim.nodes[&coordinator]
+            .replicated()
+            .counters(coordinator)
+            .lb_decisions,
+        10
+    );
 }

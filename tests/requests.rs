@@ -12,7 +12,11 @@ use imgcloud::stego::decrypt_image;
 use support::{wait_for, Cluster};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -36,8 +40,14 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
                 let mut failures = Vec::new();
                 for i in 0..PER_CLIENT {
                     // Every request is a different image: the sample with one changed pixel.
-                    let mut img = image::load_from_memory(imgcloud::SAMPLE_IMAGE).unwrap().to_rgb8();
-                    img.put_pixel((i % 80) as u32, (c % 54) as u32, image::Rgb([i as u8, c as u8, 7]));
+                    let mut img = image::load_from_memory(imgcloud::SAMPLE_IMAGE)
+                        .unwrap()
+                        .to_rgb8();
+                    img.put_pixel(
+                        (i % 80) as u32,
+                        (c % 54) as u32,
+                        image::Rgb([i as u8, c as u8, 7]),
+                    );
                     let mut png = std::io::Cursor::new(Vec::new());
                     img.write_to(&mut png, image::ImageFormat::Png).unwrap();
                     let secret = png.into_inner();
@@ -45,9 +55,14 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
                         Ok(reply) => match decrypt_image(&reply.png, &key) {
                             Ok((meta, revealed)) if revealed == secret && meta.owner == "alice" => {
                                 served_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                last_server.store(reply.served_by, std::sync::atomic::Ordering::Relaxed);
+                                last_server
+                                    .store(reply.served_by, std::sync::atomic::Ordering::Relaxed);
                             }
-                            other => failures.push(format!("{}: wrong reply {:?}", reply.id, other.map(|(m, _)| m))),
+                            other => failures.push(format!(
+                                "{}: wrong reply {:?}",
+                                reply.id,
+                                other.map(|(m, _)| m)
+                            )),
                         },
                         Err(e) => failures.push(e.to_string()),
                     }
@@ -58,8 +73,10 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
         .collect();
 
     // Kill a node that is serving requests once a third of them are done, restart it later.
-    wait_for(Duration::from_secs(60), || served_so_far.load(std::sync::atomic::Ordering::Relaxed) >= 300)
-        .expect("a third of the requests served");
+    wait_for(Duration::from_secs(60), || {
+        served_so_far.load(std::sync::atomic::Ordering::Relaxed) >= 300
+    })
+    .expect("a third of the requests served");
     let victim = last_server.load(std::sync::atomic::Ordering::Relaxed);
     cluster.kill(victim);
     std::thread::sleep(Duration::from_secs(1));
@@ -72,14 +89,29 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
         duplicates += dups;
     }
     let total = CLIENTS as usize * PER_CLIENT;
-    assert_eq!(served_so_far.load(std::sync::atomic::Ordering::Relaxed), total);
+    assert_eq!(
+        served_so_far.load(std::sync::atomic::Ordering::Relaxed),
+        total
+    );
 
     // The request log converges everywhere and accounts for every request exactly once.
     let converged = wait_for(Duration::from_secs(15), || {
-        cluster.converged() && cluster.statuses().values().all(|s| s.as_ref().is_some_and(|s| s["request_log"] == total))
+        cluster.converged()
+            && cluster
+                .statuses()
+                .values()
+                .all(|s| s.as_ref().is_some_and(|s| s["request_log"] == total))
     });
-    assert!(converged.is_some(), "no convergence: {:?}", cluster.statuses());
-    let served: u64 = cluster.statuses().values().map(|s| s.as_ref().unwrap()["served"].as_u64().unwrap()).sum();
+    assert!(
+        converged.is_some(),
+        "no convergence: {:?}",
+        cluster.statuses()
+    );
+    let served: u64 = cluster
+        .statuses()
+        .values()
+        .map(|s| s.as_ref().unwrap()["served"].as_u64().unwrap())
+        .sum();
     assert_eq!(served, total as u64, "sum of served over nodes");
     eprintln!("duplicate replies dropped by the clients: {duplicates}");
 }
@@ -94,7 +126,10 @@ fn http_requests_to_one_node_are_dispatched_by_the_cluster_and_bad_ones_refused(
         let http = reqwest::Client::new();
         let form = |image: Vec<u8>| {
             reqwest::multipart::Form::new()
-                .part("image", reqwest::multipart::Part::bytes(image).file_name("secret.png"))
+                .part(
+                    "image",
+                    reqwest::multipart::Part::bytes(image).file_name("secret.png"),
+                )
                 .text("owner", "alice")
                 .text("viewer", "bob=5")
         };
@@ -102,25 +137,61 @@ fn http_requests_to_one_node_are_dispatched_by_the_cluster_and_bad_ones_refused(
         let key = SealKey::from_secret(b"test-secret");
         let mut servers = std::collections::BTreeSet::new();
         for _ in 0..12 {
-            let response = http.post(&url).multipart(form(imgcloud::SAMPLE_IMAGE.to_vec())).send().await.unwrap();
+            let response = http
+                .post(&url)
+                .multipart(form(imgcloud::SAMPLE_IMAGE.to_vec()))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
-            servers.insert(response.headers()["x-served-by"].to_str().unwrap().to_string());
+            servers.insert(
+                response.headers()["x-served-by"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
             let png = response.bytes().await.unwrap();
             let (meta, secret) = decrypt_image(&png, &key).unwrap();
             assert_eq!(secret, imgcloud::SAMPLE_IMAGE);
             assert_eq!(meta.viewers[0].name, "bob");
         }
-        assert!(servers.len() > 1, "all HTTP requests were served by {servers:?}");
+        assert!(
+            servers.len() > 1,
+            "all HTTP requests were served by {servers:?}"
+        );
 
         // Bad inputs: their status codes, with a JSON error.
         let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
             ("empty body", http.post(&url), 400),
-            ("a text file as image", http.post(&url).multipart(form(b"hello, not an image".to_vec())), 400),
-            ("missing owner", http.post(&url).multipart(
-                reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(imgcloud::SAMPLE_IMAGE.to_vec())),
-            ), 400),
-            ("bad quota", http.post(&url).multipart(form(imgcloud::SAMPLE_IMAGE.to_vec()).text("viewer", "carol=many")), 400),
-            ("1 GB declared", http.post(&url).header("content-type", "multipart/form-data; boundary=x").header("content-length", "1000000000").body("--x"), 413),
+            (
+                "a text file as image",
+                http.post(&url)
+                    .multipart(form(b"hello, not an image".to_vec())),
+                400,
+            ),
+            (
+                "missing owner",
+                http.post(&url)
+                    .multipart(reqwest::multipart::Form::new().part(
+                        "image",
+                        reqwest::multipart::Part::bytes(imgcloud::SAMPLE_IMAGE.to_vec()),
+                    )),
+                400,
+            ),
+            (
+                "bad quota",
+                http.post(&url)
+                    .multipart(form(imgcloud::SAMPLE_IMAGE.to_vec()).text("viewer", "carol=many")),
+                400,
+            ),
+            (
+                "1 GB declared",
+                http.post(&url)
+                    .header("content-type", "multipart/form-data; boundary=x")
+                    .header("content-length", "1000000000")
+                    .body("--x"),
+                413,
+            ),
         ];
         for (what, request, expected) in cases {
             let response = request.timeout(Duration::from_secs(10)).send().await;
@@ -130,10 +201,18 @@ fn http_requests_to_one_node_are_dispatched_by_the_cluster_and_bad_ones_refused(
             };
             assert_eq!(response.status().as_u16(), expected, "{what}");
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{what}: {body}"
+            );
         }
         // And the node still serves.
-        let response = http.post(&url).multipart(form(imgcloud::SAMPLE_IMAGE.to_vec())).send().await.unwrap();
+        let response = http
+            .post(&url)
+            .multipart(form(imgcloud::SAMPLE_IMAGE.to_vec()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
     });
 }

@@ -13,7 +13,8 @@ use sim::Sim;
 fn settled(seed: u64) -> Sim {
     let mut sim = Sim::new(3, seed);
     sim.start_all();
-    sim.run_until(2_000, |s| s.all_agree()).expect("the cluster agrees on a coordinator");
+    sim.run_until(2_000, |s| s.all_agree())
+        .expect("the cluster agrees on a coordinator");
     sim
 }
 
@@ -22,13 +23,17 @@ fn initial_election_picks_the_lowest_load() {
     let mut sim = Sim::new(3, 1);
     sim.loads.extend([(1, 0.90), (2, 0.50), (3, 0.75)]);
     sim.start_all();
-    sim.run_until(2_000, |s| s.all_agree()).expect("agreement within 2 s");
+    sim.run_until(2_000, |s| s.all_agree())
+        .expect("agreement within 2 s");
     assert_eq!(sim.agreed(), Some(2));
     let printed = sim.events.iter().find_map(|(_, _, e)| match e {
         Event::Elected { loads, .. } => Some(loads.clone()),
         _ => None,
     });
-    assert_eq!(printed, Some(vec![(1, Some(0.90)), (2, Some(0.50)), (3, Some(0.75))]));
+    assert_eq!(
+        printed,
+        Some(vec![(1, Some(0.90)), (2, Some(0.50)), (3, Some(0.75))])
+    );
 }
 
 #[test]
@@ -36,7 +41,8 @@ fn equal_loads_are_broken_by_the_lowest_id() {
     let mut sim = Sim::new(3, 2);
     sim.loads.extend([(1, 0.3), (2, 0.3), (3, 0.3)]);
     sim.start_all();
-    sim.run_until(2_000, |s| s.all_agree()).expect("agreement within 2 s");
+    sim.run_until(2_000, |s| s.all_agree())
+        .expect("agreement within 2 s");
     assert_eq!(sim.agreed(), Some(1));
 }
 
@@ -57,13 +63,24 @@ fn cold_starts_in_any_order_agree_within_two_seconds_and_keep_it_while_idle() {
         }
         let took = sim.run_until(2_000, |s| s.all_agree());
         assert!(took.is_some(), "seed {seed}: no agreement within 2 s");
-        assert!(sim.now - start <= 2_600, "seed {seed}: took {} ms", sim.now - start);
+        assert!(
+            sim.now - start <= 2_600,
+            "seed {seed}: took {} ms",
+            sim.now - start
+        );
         // Settle (a late joiner causes one re-election), then stay idle for 20 s.
         sim.run(3_000);
         let (coordinator, epoch) = (sim.agreed(), sim.max_epoch());
-        assert!(coordinator.is_some(), "seed {seed}: lost agreement while settling");
+        assert!(
+            coordinator.is_some(),
+            "seed {seed}: lost agreement while settling"
+        );
         sim.run(20_000);
-        assert_eq!(sim.agreed(), coordinator, "seed {seed}: coordinator changed while idle");
+        assert_eq!(
+            sim.agreed(),
+            coordinator,
+            "seed {seed}: coordinator changed while idle"
+        );
         assert_eq!(sim.max_epoch(), epoch, "seed {seed}: elections while idle");
     }
 }
@@ -74,11 +91,14 @@ fn coordinator_crash_elects_a_new_one_with_a_higher_epoch() {
         let mut sim = settled(seed);
         let (old, epoch) = (sim.agreed().unwrap(), sim.max_epoch());
         sim.crash(old);
-        let took = sim.run_until(1_000, |s| s.agreed().is_some_and(|c| c != old)).expect("failover");
+        let took = sim
+            .run_until(1_000, |s| s.agreed().is_some_and(|c| c != old))
+            .expect("failover");
         assert!(took <= 300, "seed {seed}: failover took {took} ms");
         assert!(sim.max_epoch() > epoch);
         sim.start(old);
-        sim.run_until(3_000, |s| s.all_agree()).expect("the restarted node rejoins");
+        sim.run_until(3_000, |s| s.all_agree())
+            .expect("the restarted node rejoins");
         sim.run(2_000);
         assert!(sim.converged(), "seed {seed}: digests differ after restart");
     }
@@ -89,11 +109,14 @@ fn stopped_coordinator_is_replaced_and_catches_up_when_resumed() {
     let mut sim = settled(3);
     let old = sim.agreed().unwrap();
     sim.stop(old);
-    let took = sim.run_until(2_000, |s| s.agreed().is_some_and(|c| c != old)).expect("failover");
+    let took = sim
+        .run_until(2_000, |s| s.agreed().is_some_and(|c| c != old))
+        .expect("failover");
     assert!(took <= 1_500, "failover after a stop took {took} ms");
     sim.run(20_000);
     sim.resume(old);
-    sim.run_until(3_000, |s| s.all_agree()).expect("the resumed node follows the new coordinator");
+    sim.run_until(3_000, |s| s.all_agree())
+        .expect("the resumed node follows the new coordinator");
     sim.run(2_000);
     assert!(sim.converged());
 }
@@ -114,8 +137,14 @@ fn elected_victim_is_silent_then_recovers_with_converged_state() {
     assert!(!victims.is_empty(), "a victim was elected");
     let (_, first) = victims[0];
     let states = sim.transitions(first.victim);
-    let failed_at = states.iter().position(|s| *s == NodeState::Failed).expect("victim failed");
-    assert_eq!(&states[failed_at + 1..failed_at + 3], &[NodeState::Recovering, NodeState::Active]);
+    let failed_at = states
+        .iter()
+        .position(|s| *s == NodeState::Failed)
+        .expect("victim failed");
+    assert_eq!(
+        &states[failed_at + 1..failed_at + 3],
+        &[NodeState::Recovering, NodeState::Active]
+    );
     // Never two victims at once: each failure starts after the previous one ended.
     for pair in victims.windows(2) {
         let ((t0, a), (t1, _)) = (pair[0], pair[1]);
@@ -137,15 +166,22 @@ fn partitioned_minority_never_acts_and_the_majority_goes_on() {
         sim.isolate(old);
         sim.run(20_000);
         let isolated = &sim.nodes[&old];
-        assert_ne!(isolated.state(), NodeState::Active, "seed {seed}: the minority node stays Active");
+        assert_ne!(
+            isolated.state(),
+            NodeState::Active,
+            "seed {seed}: the minority node stays Active"
+        );
         assert_eq!(isolated.coordinator(), None);
         let majority: Vec<_> = sim.members.iter().copied().filter(|&m| m != old).collect();
-        let new = sim.nodes[&majority[0]].coordinator().expect("the majority has a coordinator");
+        let new = sim.nodes[&majority[0]]
+            .coordinator()
+            .expect("the majority has a coordinator");
         assert_ne!(new, old);
         assert_eq!(sim.nodes[&majority[1]].coordinator(), Some(new));
         assert!(sim.max_epoch() > epoch);
         sim.heal();
-        sim.run_until(3_000, |s| s.all_agree()).expect("one coordinator after healing");
+        sim.run_until(3_000, |s| s.all_agree())
+            .expect("one coordinator after healing");
         sim.run(2_000);
         assert!(sim.converged(), "seed {seed}: digests differ after healing");
     }
@@ -157,21 +193,34 @@ fn a_coordinator_message_from_an_old_epoch_is_ignored() {
     let current = sim.agreed().unwrap();
     // Force a second election so that epoch 1 is stale.
     sim.crash(current);
-    sim.run_until(1_000, |s| s.agreed().is_some_and(|c| c != current)).unwrap();
+    sim.run_until(1_000, |s| s.agreed().is_some_and(|c| c != current))
+        .unwrap();
     let now_coordinator = sim.agreed().unwrap();
     let stale_epoch = 1;
     assert!(sim.max_epoch() > stale_epoch);
     for to in [1, 2, 3] {
         if sim.nodes.contains_key(&to) && to != current {
-            sim.inject(to, current, stale_epoch, Message::Coordinator { coordinator: current, loads: vec![] });
+            sim.inject(
+                to,
+                current,
+                stale_epoch,
+                Message::Coordinator {
+                    coordinator: current,
+                    loads: vec![],
+                },
+            );
         }
     }
     sim.run(100);
     assert_eq!(sim.agreed(), Some(now_coordinator));
-    assert!(sim
-        .events
-        .iter()
-        .any(|(_, _, e)| matches!(e, Event::StaleIgnored { epoch: 1, kind: "Coordinator", .. })));
+    assert!(sim.events.iter().any(|(_, _, e)| matches!(
+        e,
+        Event::StaleIgnored {
+            epoch: 1,
+            kind: "Coordinator",
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -187,7 +236,10 @@ fn a_flapping_node_does_not_cause_an_election_storm() {
         sim.run(250);
     }
     let during = sim.elections() - before;
-    assert!(during <= 2, "{during} elections while a node flapped for 20 s");
+    assert!(
+        during <= 2,
+        "{during} elections while a node flapped for 20 s"
+    );
     sim.run(5_000);
     assert!(sim.all_agree());
     assert!(sim.converged());
@@ -207,5 +259,9 @@ fn a_lasting_load_difference_hands_over_once() {
     assert_eq!(sim.agreed(), Some(other), "the lighter node took over");
     let elections = sim.elections();
     sim.run(15_000);
-    assert_eq!(sim.elections(), elections, "no further elections once balanced");
+    assert_eq!(
+        sim.elections(),
+        elections,
+        "no further elections once balanced"
+    );
 }

@@ -64,7 +64,10 @@ impl ClusterArgs {
     fn load(&self) -> Result<ClusterConfig, String> {
         match &self.config {
             Some(path) => ClusterConfig::load(path).map_err(|e| e.to_string()),
-            None => Ok(ClusterConfig { nodes: ClusterConfig::local_nodes(self.nodes, self.base_port), ..Default::default() }),
+            None => Ok(ClusterConfig {
+                nodes: ClusterConfig::local_nodes(self.nodes, self.base_port),
+                ..Default::default()
+            }),
         }
     }
 }
@@ -181,7 +184,11 @@ fn status(args: StatusArgs) -> Result<ExitCode, String> {
     let rows = runtime()?.block_on(client::cluster_status(&config.nodes));
     print!("{}", client::status_table(&rows));
     let reachable = rows.iter().filter(|(_, r)| r.is_ok()).count();
-    Ok(if reachable == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if reachable == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `client ID N`.
@@ -278,7 +285,9 @@ fn encrypt(args: EncryptArgs) -> Result<ExitCode, String> {
 /// `client encrypt` through the cluster.
 fn encrypt_remote(args: EncryptArgs) -> Result<ExitCode, String> {
     if args.bits.is_some() {
-        return Err("--bits applies to --local only; the cluster picks the fewest bits that fit".into());
+        return Err(
+            "--bits applies to --local only; the cluster picks the fewest bits that fit".into(),
+        );
     }
     let config = args.cluster.load()?;
     let secret = read(&args.secret_image)?;
@@ -286,7 +295,9 @@ fn encrypt_remote(args: EncryptArgs) -> Result<ExitCode, String> {
     ImageMeta::new(args.owner.clone(), args.viewers.clone()).map_err(|e| e.to_string())?;
     let reply = runtime()?.block_on(async {
         let client = Client::connect(rand::random::<u16>().into(), &config.nodes).await?;
-        client.encrypt(secret.clone(), cover, &args.owner, args.viewers.clone()).await
+        client
+            .encrypt(secret.clone(), cover, &args.owner, args.viewers.clone())
+            .await
     });
     let reply = reply.map_err(|e| e.to_string())?;
     write(&args.output, &reply.png)?;

@@ -79,7 +79,10 @@ impl Sim {
             jobs: BTreeMap::new(),
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
-            failures: FailureSim { enabled: false, ..FailureSim::default() },
+            failures: FailureSim {
+                enabled: false,
+                ..FailureSim::default()
+            },
             seed,
             events: Vec::new(),
             coordinators: BTreeMap::new(),
@@ -89,7 +92,11 @@ impl Sim {
 
     /// Turns the elected-victim failure simulation on.
     pub fn with_failures(mut self, period_s: f64, max_s: f64) -> Self {
-        self.failures = FailureSim { enabled: true, period_s, max_s };
+        self.failures = FailureSim {
+            enabled: true,
+            period_s,
+            max_s,
+        };
         self
     }
 
@@ -162,7 +169,12 @@ impl Sim {
 
     /// Delivers a hand-made envelope to `to` now (for stale-message tests).
     pub fn inject(&mut self, to: NodeId, from: NodeId, epoch: Epoch, message: Message) {
-        let envelope = Envelope { version: PROTOCOL_VERSION, from, epoch, message };
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            from,
+            epoch,
+            message,
+        };
         self.schedule(0, Due::Deliver(to, envelope));
     }
 
@@ -181,7 +193,11 @@ impl Sim {
 
     /// Replies received for `id`.
     pub fn replies_for(&self, id: &str) -> Vec<NodeId> {
-        self.replies.iter().filter(|(_, r, _)| r == id).map(|(_, _, n)| *n).collect()
+        self.replies
+            .iter()
+            .filter(|(_, r, _)| r == id)
+            .map(|(_, _, n)| *n)
+            .collect()
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -231,14 +247,22 @@ impl Sim {
                         if !self.runnable(to) || self.cut.contains(&(envelope.from, to)) {
                             continue;
                         }
-                        let out = self.nodes.get_mut(&to).expect("runnable").step(now, envelope);
+                        let out = self
+                            .nodes
+                            .get_mut(&to)
+                            .expect("runnable")
+                            .step(now, envelope);
                         self.route(to, out);
                     }
                     Due::Arrive(to, id) => {
                         if !self.runnable(to) || self.nodes[&to].state() == NodeState::Failed {
                             continue;
                         }
-                        let out = self.nodes.get_mut(&to).expect("runnable").request_arrived(now, &id);
+                        let out = self
+                            .nodes
+                            .get_mut(&to)
+                            .expect("runnable")
+                            .request_arrived(now, &id);
                         self.route(to, out);
                     }
                     Due::Closed(on, peer) => {
@@ -255,7 +279,11 @@ impl Sim {
                             continue;
                         }
                         self.replies.push((now, id.clone(), on));
-                        let out = self.nodes.get_mut(&on).expect("runnable").request_served(now, &id);
+                        let out = self
+                            .nodes
+                            .get_mut(&on)
+                            .expect("runnable")
+                            .request_served(now, &id);
                         self.route(on, out);
                     }
                 }
@@ -267,9 +295,14 @@ impl Sim {
                         continue;
                     }
                     // Loads set by a test win; otherwise the shell's formula over the jobs.
-                    let cost = self.service_ms.get(&id).copied().unwrap_or(SERVICE_MS) as f64 / 1000.0;
+                    let cost =
+                        self.service_ms.get(&id).copied().unwrap_or(SERVICE_MS) as f64 / 1000.0;
                     let jobs = self.jobs.get(&id).copied().unwrap_or(0);
-                    let load = self.loads.get(&id).copied().unwrap_or((jobs + 1) as f64 * cost);
+                    let load = self
+                        .loads
+                        .get(&id)
+                        .copied()
+                        .unwrap_or((jobs + 1) as f64 * cost);
                     let now = self.now;
                     let node = self.nodes.get_mut(&id).expect("present");
                     node.set_load(load, cost);
@@ -282,7 +315,11 @@ impl Sim {
     }
 
     /// Runs until `pred` holds (checked every tick) or `limit` ms pass; returns the time taken.
-    pub fn run_until(&mut self, limit: Millis, mut pred: impl FnMut(&Sim) -> bool) -> Option<Millis> {
+    pub fn run_until(
+        &mut self,
+        limit: Millis,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Option<Millis> {
         let start = self.now;
         while self.now < start + limit {
             if pred(self) {
@@ -304,15 +341,29 @@ impl Sim {
             self.coordinators.entry(epoch).or_default().insert(id);
         }
         for (_, _, event) in &self.events[self.checked_events..] {
-            if let Event::Elected { epoch, coordinator, .. } = event {
-                self.coordinators.entry(*epoch).or_default().insert(*coordinator);
+            if let Event::Elected {
+                epoch, coordinator, ..
+            } = event
+            {
+                self.coordinators
+                    .entry(*epoch)
+                    .or_default()
+                    .insert(*coordinator);
             }
         }
         self.checked_events = self.events.len();
         for (epoch, set) in &self.coordinators {
-            assert!(set.len() <= 1, "t={} epoch {epoch} has coordinators {set:?}", self.now);
+            assert!(
+                set.len() <= 1,
+                "t={} epoch {epoch} has coordinators {set:?}",
+                self.now
+            );
         }
-        assert!(acting.len() <= 1, "t={} several nodes act as coordinator: {acting:?}", self.now);
+        assert!(
+            acting.len() <= 1,
+            "t={} several nodes act as coordinator: {acting:?}",
+            self.now
+        );
     }
 
     /// The coordinator every running, active node agrees on, if they all agree.
@@ -321,7 +372,13 @@ impl Sim {
             .nodes
             .iter()
             .filter(|(id, _)| !self.stopped.contains(id))
-            .map(|(_, n)| if n.state() == NodeState::Active { n.coordinator() } else { None })
+            .map(|(_, n)| {
+                if n.state() == NodeState::Active {
+                    n.coordinator()
+                } else {
+                    None
+                }
+            })
             .collect();
         match views.iter().next() {
             Some(&Some(c)) if views.len() == 1 => Some(c),
@@ -342,8 +399,12 @@ impl Sim {
     /// Whether every running node has the same digest.
     pub fn converged(&mut self) -> bool {
         let stopped = self.stopped.clone();
-        let digests: BTreeSet<String> =
-            self.nodes.iter_mut().filter(|(id, _)| !stopped.contains(id)).map(|(_, n)| n.digest()).collect();
+        let digests: BTreeSet<String> = self
+            .nodes
+            .iter_mut()
+            .filter(|(id, _)| !stopped.contains(id))
+            .map(|(_, n)| n.digest())
+            .collect();
         digests.len() == 1
     }
 

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 /// Free loopback addresses, found by binding port 0 (the listeners are dropped on return).
 pub fn free_addrs(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     listeners.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
@@ -33,14 +35,28 @@ impl Cluster {
     pub fn new(n: u32, extra: &[&str]) -> Cluster {
         let addrs = free_addrs(2 * n as usize);
         let nodes = (0..n as usize)
-            .map(|i| NodeAddr { id: i as u32 + 1, addr: addrs[2 * i], http: addrs[2 * i + 1] })
+            .map(|i| NodeAddr {
+                id: i as u32 + 1,
+                addr: addrs[2 * i],
+                http: addrs[2 * i + 1],
+            })
             .collect();
-        let mut config = ClusterConfig { secret: "test-secret".into(), nodes, ..Default::default() };
+        let mut config = ClusterConfig {
+            secret: "test-secret".into(),
+            nodes,
+            ..Default::default()
+        };
         config.failures.enabled = false;
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, config.to_toml()).unwrap();
-        Cluster { dir, config, config_path, procs: BTreeMap::new(), extra: extra.iter().map(|s| s.to_string()).collect() }
+        Cluster {
+            dir,
+            config,
+            config_path,
+            procs: BTreeMap::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     /// Starts `n` nodes.
@@ -84,7 +100,11 @@ impl Cluster {
     /// Sends a signal (e.g. "STOP", "CONT") to node `id`.
     pub fn signal(&self, id: NodeId, signal: &str) {
         let pid = self.procs[&id].id().to_string();
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -119,7 +139,11 @@ impl Cluster {
 
     /// Whether every running node reports the same digest.
     pub fn converged(&self) -> bool {
-        let digests: Vec<Option<Value>> = self.statuses().into_values().map(|s| s.map(|s| s["digest"].clone())).collect();
+        let digests: Vec<Option<Value>> = self
+            .statuses()
+            .into_values()
+            .map(|s| s.map(|s| s["digest"].clone()))
+            .collect();
         digests.iter().all(|d| d.is_some() && *d == digests[0])
     }
 
@@ -132,7 +156,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for id in self.procs.keys().copied().collect::<Vec<_>>() {
-            let _ = Command::new("kill").arg("-CONT").arg(self.procs[&id].id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.procs[&id].id().to_string())
+                .status();
             self.kill(id);
         }
     }
@@ -164,7 +191,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, budget).ok()?;
     stream.set_read_timeout(Some(budget)).ok()?;
     stream.set_write_timeout(Some(budget)).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
