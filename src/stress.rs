@@ -337,10 +337,20 @@ pub async fn trial(
     options: &StressOptions,
     progress: Progress,
 ) -> Result<Trial> {
+    trial_with(nodes, run(nodes, key, options, progress)).await
+}
+
+/// [`trial`] around any load (e.g. one spread over client processes).
+pub async fn trial_with(
+    nodes: &[NodeAddr],
+    load: impl std::future::Future<Output = Result<StressRun>>,
+) -> Result<Trial> {
     let before = ClusterCounters::read(nodes).await;
     let watch = ClusterWatch::start(nodes, Instant::now());
-    let run = run(nodes, key, options, progress).await?;
+    let run = load.await?;
     let windows = watch.finish();
+    // The nodes publish their counters every tick; let the last ones land.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let counters = ClusterCounters::read(nodes).await.since(&before);
     Ok(Trial {
         run,
@@ -375,4 +385,67 @@ pub fn report(
     let mut report = crate::report::Report::from_summary(summary, extras);
     report.failures_injected = trial.counters.failures;
     report
+}
+
+/// Writes one sample as a text line (how client worker processes report to their parent):
+/// `sent_us latency_us served_by|- ok|CAUSE`.
+pub fn sample_line(s: &Sample) -> String {
+    let served = s.served_by.map_or("-".to_string(), |n| n.to_string());
+    let outcome = match s.outcome {
+        Outcome::Ok => "ok",
+        Outcome::Failed(cause) => cause.name(),
+    };
+    format!(
+        "{} {} {served} {outcome}",
+        s.sent_at.as_micros(),
+        s.latency.as_micros()
+    )
+}
+
+/// Reads a line written by [`sample_line`]; None if it is not one.
+pub fn parse_sample_line(line: &str) -> Option<Sample> {
+    let mut parts = line.split_whitespace();
+    let sent_at = Duration::from_micros(parts.next()?.parse().ok()?);
+    let latency = Duration::from_micros(parts.next()?.parse().ok()?);
+    let served_by = match parts.next()? {
+        "-" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let outcome = match parts.next()? {
+        "ok" => Outcome::Ok,
+        name => Outcome::Failed(*Cause::ALL.iter().find(|c| c.name() == name)?),
+    };
+    Some(Sample {
+        sent_at,
+        latency,
+        served_by,
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_lines_round_trip() {
+        let samples = [
+            Sample {
+                sent_at: Duration::from_micros(12),
+                latency: Duration::from_micros(3400),
+                served_by: Some(2),
+                outcome: Outcome::Ok,
+            },
+            Sample {
+                sent_at: Duration::from_secs(3),
+                latency: Duration::from_secs(30),
+                served_by: None,
+                outcome: Outcome::Failed(Cause::Timeout),
+            },
+        ];
+        for s in samples {
+            assert_eq!(parse_sample_line(&sample_line(&s)), Some(s));
+        }
+        assert_eq!(parse_sample_line("garbage"), None);
+    }
 }

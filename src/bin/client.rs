@@ -4,12 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use std::io::Write as _;
+use std::time::Duration;
+
+use imgcloud::cli::LoadArgs;
 use imgcloud::client::{self, Client};
 use imgcloud::config::{ClusterConfig, DEFAULT_BASE_PORT};
 use imgcloud::cover::DefaultCovers;
 use imgcloud::metadata::{ImageMeta, Viewer};
+use imgcloud::report::Report;
 use imgcloud::seal::{resolve_secret, SealKey, SecretSource, DEV_SECRET_WARNING};
 use imgcloud::stego::{self, Cover, HideOptions};
+use imgcloud::stress;
 
 /// Client of the imgcloud cluster: encrypt images, decrypt them, and (later) drive load.
 #[derive(Debug, Parser)]
@@ -81,6 +87,39 @@ enum Command {
     Decrypt(DecryptArgs),
     /// Print one table of every node's status.
     Status(StatusArgs),
+    /// Stress-test a running cluster: many clients, verified replies, a report and a plot.
+    Stress(StressArgs),
+    /// One client process of `stress --client-processes` (prints one line per request).
+    #[command(hide = true)]
+    StressWorker(WorkerArgs),
+}
+
+/// Flags of `client stress`.
+#[derive(Debug, Args)]
+struct StressArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Spread the clients over this many OS processes.
+    #[arg(long, value_name = "P", default_value_t = 1)]
+    client_processes: usize,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
+/// Flags of the hidden `client stress-worker`.
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Id of this process's first client.
+    #[arg(long)]
+    first_client: u64,
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 /// Flags of `client status`.
@@ -146,6 +185,8 @@ fn main() -> ExitCode {
         Some(Command::Encrypt(args)) => encrypt(args),
         Some(Command::Decrypt(args)) => decrypt(args),
         Some(Command::Status(args)) => status(args),
+        Some(Command::Stress(args)) => stress_command(args),
+        Some(Command::StressWorker(args)) => stress_worker(args),
         None => seed(cli.seed),
     };
     match result {
@@ -165,13 +206,20 @@ fn seal_key(args: KeyArgs) -> SealKey {
 /// Like [`seal_key`], with a cluster config's secret ranked between the environment and the
 /// built-in development secret.
 fn seal_key_for(args: KeyArgs, config: Option<&ClusterConfig>) -> SealKey {
-    let (mut secret, source) = resolve_secret(args.secret);
+    SealKey::from_secret(resolve_secret_for(args.secret, config).as_bytes())
+}
+
+/// The cluster secret: flag, environment, config file, built-in (with a warning), in that order.
+fn resolve_secret_for(flag: Option<String>, config: Option<&ClusterConfig>) -> String {
+    let (secret, source) = resolve_secret(flag);
     match config.filter(|c| !c.secret.is_empty()) {
-        Some(c) if source == SecretSource::Development => secret = c.secret.clone(),
-        _ if source == SecretSource::Development => eprintln!("{DEV_SECRET_WARNING}"),
-        _ => {}
+        Some(c) if source == SecretSource::Development => c.secret.clone(),
+        _ if source == SecretSource::Development => {
+            eprintln!("{DEV_SECRET_WARNING}");
+            secret
+        }
+        _ => secret,
     }
-    SealKey::from_secret(secret.as_bytes())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -189,6 +237,151 @@ fn status(args: StatusArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `client stress`.
+fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
+    let config = args.cluster.load()?;
+    let secret = resolve_secret_for(args.key.secret.clone(), Some(&config));
+    let key = SealKey::from_secret(secret.as_bytes());
+    let image = args.load.image_bytes().map_err(|e| e.to_string())?;
+    let processes = args.client_processes.max(1);
+    runtime()?.block_on(async {
+        let limit_rps = if args.load.limit_secs > 0.0 {
+            let (image, key, secs) = (image.clone(), key.clone(), args.load.limit_secs);
+            println!("Measuring this machine's limit: the codec alone on every core for {secs:.0} s...");
+            let limit = move || stress::measure_limit(&image, &key, Duration::from_secs_f64(secs));
+            tokio::task::spawn_blocking(limit).await.ok()
+        } else {
+            None
+        };
+        let config_json = serde_json::json!({
+            "clients": args.load.clients, "requests": args.load.requests, "client_processes": processes,
+            "image": args.load.image, "verify": !args.load.no_verify, "trials": args.load.trials,
+            "deadline_s": args.load.deadline, "nodes": config.nodes,
+        });
+        println!(
+            "Stressing {} nodes: {} clients x {} requests over {processes} process(es)",
+            config.nodes.len(),
+            args.load.clients,
+            args.load.requests
+        );
+        let mut reports = Vec::new();
+        let mut last = None;
+        for t in 1..=args.load.trials.max(1) {
+            let trial = if processes == 1 {
+                let options = args.load.options(image.clone(), 1);
+                stress::trial(&config.nodes, &key, &options, Default::default()).await
+            } else {
+                stress::trial_with(&config.nodes, run_workers(&args, processes, &secret)).await
+            }
+            .map_err(|e| e.to_string())?;
+            let took = trial.run.duration.as_secs_f64();
+            println!("trial {t}: {} requests in {took:.2} s", trial.run.samples.len());
+            let verified = !args.load.no_verify;
+            reports.push(stress::report(&trial, verified, limit_rps, config_json.clone()));
+            last = Some(trial);
+        }
+        let report = Report::combine_trials(reports);
+        println!("{}", report.console());
+        imgcloud::demo::write_outputs(&report, last.as_ref(), &args.load).map_err(|e| e.to_string())?;
+        Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}
+
+/// Runs the load in `processes` child processes and gathers their samples.
+async fn run_workers(
+    args: &StressArgs,
+    processes: usize,
+    secret: &str,
+) -> imgcloud::Result<stress::StressRun> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    let per = args.load.clients.div_ceil(processes);
+    for p in 0..processes {
+        let clients = per.min(args.load.clients.saturating_sub(p * per));
+        if clients == 0 {
+            break;
+        }
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("stress-worker")
+            .args(["--first-client", &(1 + p * per).to_string()])
+            .args(["--clients", &clients.to_string()])
+            .args(["--requests", &args.load.requests.to_string()])
+            .args(["--deadline", &args.load.deadline.to_string()])
+            .args(["--nodes", &args.cluster.nodes.to_string()])
+            .args(["--base-port", &args.cluster.base_port.to_string()])
+            .env("IMGCLOUD_SECRET", secret)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(path) = &args.cluster.config {
+            cmd.arg("--config").arg(path);
+        }
+        if let Some(path) = &args.load.image {
+            cmd.arg("--image").arg(path);
+        }
+        if args.load.no_verify {
+            cmd.arg("--no-verify");
+        }
+        children.push(cmd.spawn()?);
+    }
+    // Read every child's lines concurrently, so that no child blocks on a full pipe.
+    let readers = children.into_iter().map(|mut child| async move {
+        let (mut samples, mut duplicates) = (Vec::new(), 0);
+        if let Some(out) = child.stdout.take() {
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(n) = line.strip_prefix("duplicates ") {
+                    duplicates += n.trim().parse::<u64>().unwrap_or(0);
+                } else if let Some(sample) = stress::parse_sample_line(&line) {
+                    samples.push(sample);
+                }
+            }
+        }
+        let _ = child.wait().await;
+        (samples, duplicates)
+    });
+    let mut samples = Vec::new();
+    let mut duplicates = 0;
+    for (s, d) in futures::future::join_all(readers).await {
+        samples.extend(s);
+        duplicates += d;
+    }
+    samples.sort_by_key(|s| s.sent_at);
+    let duration = samples
+        .iter()
+        .map(|s| s.completed_at())
+        .max()
+        .unwrap_or_default();
+    Ok(stress::StressRun {
+        samples,
+        duration,
+        duplicates,
+    })
+}
+
+/// `client stress-worker`: one process's share of a spread stress test.
+fn stress_worker(args: WorkerArgs) -> Result<ExitCode, String> {
+    let config = args.cluster.load()?;
+    let secret = resolve_secret_for(args.key.secret, Some(&config));
+    let key = SealKey::from_secret(secret.as_bytes());
+    let image = args.load.image_bytes().map_err(|e| e.to_string())?;
+    let options = args.load.options(image, args.first_client);
+    let run = runtime()?
+        .block_on(stress::run(
+            &config.nodes,
+            &key,
+            &options,
+            Default::default(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for sample in &run.samples {
+        let _ = writeln!(out, "{}", stress::sample_line(sample));
+    }
+    let _ = writeln!(out, "duplicates {}", run.duplicates);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `client ID N`.
