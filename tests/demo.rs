@@ -1,0 +1,100 @@
+//! End-to-end test of the demo binary: it starts its own node processes, runs a small verified
+//! stress test with the failure simulation on, writes the report and the plot, and leaves no
+//! process behind.
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+/// A base port with the six ports a 3-node demo needs free (P..P+2 and P+1000..P+1002).
+fn free_base_port() -> u16 {
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 97) * 100 + attempt * 7;
+        let ports = [
+            base,
+            base + 1,
+            base + 2,
+            base + 1000,
+            base + 1001,
+            base + 1002,
+        ];
+        if ports
+            .iter()
+            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free base port found");
+}
+
+#[test]
+fn a_small_demo_serves_every_request_once_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, plot, run_dir) = (
+        dir.path().join("r.json"),
+        dir.path().join("r.png"),
+        dir.path().join("run"),
+    );
+    let base = free_base_port().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--clients", "5", "--requests", "60", "--delay-ms", "20"])
+        .args([
+            "--failure-period",
+            "1",
+            "--failure-max",
+            "1.5",
+            "--observe",
+            "0",
+            "--limit-secs",
+            "0.5",
+        ])
+        .args(["--base-port", &base])
+        .arg("--report")
+        .arg(&report)
+        .arg("--plot")
+        .arg(&plot)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("=== ELECTION RESULT"),
+        "the election is shown:\n{stdout}"
+    );
+    assert!(stdout.contains("STRESS TEST RESULTS"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["total"], 300);
+    assert_eq!(r["success_rate"], 1.0, "{r}");
+    assert_eq!(r["duplicates"], 0);
+    assert_eq!(r["lost"], 0);
+    let served: u64 = r["served_per_node"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 300, "served per node sums to the total");
+    assert!(r["limit_rps"].as_f64().unwrap() > 0.0);
+    assert!(r["lb_decisions"].as_u64().unwrap() >= 300);
+    let png = std::fs::read(&plot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the plot is a PNG");
+
+    // No node outlives the demo.
+    std::thread::sleep(Duration::from_millis(300));
+    let leftover = Command::new("pgrep")
+        .arg("-f")
+        .arg(run_dir.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
