@@ -566,14 +566,26 @@ fn cli_encrypt_then_decrypt_gives_the_exact_secret() {
         "{stderr}"
     );
 
+    // Without --local the cluster is asked; with no node listening, that is a clear error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = port.to_string();
     let cluster = run(&[
         "encrypt".as_ref(),
         secret_path.as_os_str(),
         "--owner".as_ref(),
         "alice".as_ref(),
+        "--nodes".as_ref(),
+        "1".as_ref(),
+        "--base-port".as_ref(),
+        port.as_ref(),
         "-o".as_ref(),
         out_path.as_os_str(),
     ]);
-    assert_eq!(cluster.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&cluster.stderr).contains("not implemented yet"));
+    let stderr = String::from_utf8_lossy(&cluster.stderr);
+    assert_eq!(cluster.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no node answered"), "{stderr}");
 }
