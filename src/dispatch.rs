@@ -68,6 +68,19 @@ struct Pending {
     awaiting_payload: Option<Millis>,
 }
 
+impl Pending {
+    fn new(arrived: Millis, local: bool) -> Self {
+        Pending {
+            arrived,
+            local,
+            assigned: None,
+            serving: false,
+            reported_at: None,
+            awaiting_payload: None,
+        }
+    }
+}
+
 /// The dispatch table of one node.
 #[derive(Clone, Debug, Default)]
 pub struct Dispatcher {
@@ -110,14 +123,7 @@ impl Dispatcher {
                 true
             }
             None => {
-                let p = Pending {
-                    arrived: now,
-                    local: true,
-                    assigned: None,
-                    serving: false,
-                    reported_at: None,
-                    awaiting_payload: None,
-                };
+                let p = Pending::new(now, true);
                 self.pending.insert(id.to_string(), p);
                 true
             }
@@ -127,14 +133,10 @@ impl Dispatcher {
     /// Records an assignment seen from the coordinator; returns whether this node (`me`) must
     /// now serve it, and whether it cannot (it lacks the payload).
     pub fn assigned(&mut self, now: Millis, me: NodeId, a: &Assignment) -> Serve {
-        let p = self.pending.entry(a.id.clone()).or_insert(Pending {
-            arrived: now,
-            local: false,
-            assigned: None,
-            serving: false,
-            reported_at: None,
-            awaiting_payload: None,
-        });
+        let p = self
+            .pending
+            .entry(a.id.clone())
+            .or_insert_with(|| Pending::new(now, false));
         if p.assigned.is_some_and(|(_, attempt)| attempt > a.attempt) {
             return Serve::No;
         }
@@ -255,14 +257,10 @@ impl Dispatcher {
         exclude: Option<NodeId>,
     ) -> Option<Assignment> {
         let server = self.choose(candidates, exclude)?;
-        let p = self.pending.entry(id.to_string()).or_insert(Pending {
-            arrived: now,
-            local: false,
-            assigned: None,
-            serving: false,
-            reported_at: None,
-            awaiting_payload: None,
-        });
+        let p = self
+            .pending
+            .entry(id.to_string())
+            .or_insert_with(|| Pending::new(now, false));
         let attempt = p.assigned.map_or(1, |(_, a)| a + 1);
         if let Some((old, _)) = p.assigned {
             if let Some(count) = self.outstanding.get_mut(&old) {

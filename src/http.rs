@@ -236,46 +236,12 @@ async fn post_encrypt(
 pub fn metrics_text(status: &NodeStatus) -> String {
     let s = &status.core;
     let node = s.id;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(
-            out,
-            "# HELP imgcloud_{name} {help}\n# TYPE imgcloud_{name} {kind}"
-        );
-        for (labels, value) in samples {
-            let _ = writeln!(out, "imgcloud_{name}{{node=\"{node}\"{labels}}} {value}");
-        }
-    };
-    let one = |v: f64| vec![(String::new(), v)];
     let flag = |b: bool| f64::from(u8::from(b));
-    metric(
-        "epoch",
-        "gauge",
-        "Current election epoch.",
-        &one(s.epoch as f64),
-    );
-    metric(
-        "is_coordinator",
-        "gauge",
-        "1 if this node is the coordinator.",
-        &one(flag(s.coordinator == Some(node))),
-    );
+    let one = |v: f64| vec![(String::new(), v)];
     let states = [NodeState::Active, NodeState::Failed, NodeState::Recovering]
-        .map(|st| (format!(",state=\"{st}\""), flag(s.state == st)));
-    metric("state", "gauge", "1 for the node's current state.", &states);
-    metric(
-        "load",
-        "gauge",
-        "Measured load used by elections and dispatch (expected seconds for one more request).",
-        &one(s.load),
-    );
-    metric(
-        "quorum",
-        "gauge",
-        "1 if the node hears from a majority.",
-        &one(flag(s.quorum)),
-    );
-    let peers: Vec<(String, f64)> = s
+        .map(|st| (format!(",state=\"{st}\""), flag(s.state == st)))
+        .to_vec();
+    let peers = s
         .peers
         .iter()
         .map(|p| {
@@ -285,83 +251,121 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             )
         })
         .collect();
-    metric(
-        "peer_up",
-        "gauge",
-        "1 if the peer is alive and Active as this node sees it.",
-        &peers,
-    );
-    metric(
-        "served_total",
-        "counter",
-        "Requests the replicated log says this node served.",
-        &one(s.served as f64),
-    );
-    metric(
-        "encryptions_total",
-        "counter",
-        "Encryption jobs this node completed.",
-        &one(status.encryptions as f64),
-    );
-    metric(
-        "lb_decisions_total",
-        "counter",
-        "Load-balancing decisions this node made as coordinator.",
-        &one(status.lb_decisions as f64),
-    );
-    metric(
-        "in_flight",
-        "gauge",
-        "Encryptions running.",
-        &one(status.in_flight as f64),
-    );
-    metric(
-        "queued",
-        "gauge",
-        "Encryptions waiting for a worker.",
-        &one(status.queued as f64),
-    );
-    metric(
-        "held_requests",
-        "gauge",
-        "Requests held until they are known to be served.",
-        &one(s.held as f64),
-    );
-    metric(
-        "request_log_entries",
-        "gauge",
-        "Entries in the replicated request log.",
-        &one(s.request_log as f64),
-    );
-    metric(
-        "elections_total",
-        "counter",
-        "Elections in the replicated record.",
-        &one(s.elections as f64),
-    );
-    metric(
-        "simulated_failures_total",
-        "counter",
-        "Simulated failures in the replicated record.",
-        &one(s.failures as f64),
-    );
-    metric(
-        "elections_won_total",
-        "counter",
-        "Elections this node won.",
-        &one(s.counters.elections_won as f64),
-    );
-    metric(
-        "recoveries_total",
-        "counter",
-        "Recoveries this node completed.",
-        &one(s.counters.recoveries as f64),
-    );
-    metric(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since the process started.",
-        &one(status.uptime_s),
-    );
+    // (name, type, help, samples as (extra labels, value))
+    let table: Vec<(&str, &str, &str, Vec<(String, f64)>)> = vec![
+        (
+            "epoch",
+            "gauge",
+            "Current election epoch.",
+            one(s.epoch as f64),
+        ),
+        (
+            "is_coordinator",
+            "gauge",
+            "1 if this node is the coordinator.",
+            one(flag(s.coordinator == Some(node))),
+        ),
+        ("state", "gauge", "1 for the node's current state.", states),
+        (
+            "load",
+            "gauge",
+            "Measured load (expected seconds for one more request).",
+            one(s.load),
+        ),
+        (
+            "quorum",
+            "gauge",
+            "1 if the node hears from a majority.",
+            one(flag(s.quorum)),
+        ),
+        (
+            "peer_up",
+            "gauge",
+            "1 if the peer is alive and Active as this node sees it.",
+            peers,
+        ),
+        (
+            "served_total",
+            "counter",
+            "Requests the replicated log says this node served.",
+            one(s.served as f64),
+        ),
+        (
+            "encryptions_total",
+            "counter",
+            "Encryption jobs this node completed.",
+            one(status.encryptions as f64),
+        ),
+        (
+            "lb_decisions_total",
+            "counter",
+            "Load-balancing decisions made as coordinator.",
+            one(status.lb_decisions as f64),
+        ),
+        (
+            "in_flight",
+            "gauge",
+            "Encryptions running.",
+            one(status.in_flight as f64),
+        ),
+        (
+            "queued",
+            "gauge",
+            "Encryptions waiting for a worker.",
+            one(status.queued as f64),
+        ),
+        (
+            "held_requests",
+            "gauge",
+            "Requests held until they are known to be served.",
+            one(s.held as f64),
+        ),
+        (
+            "request_log_entries",
+            "gauge",
+            "Entries in the replicated request log.",
+            one(s.request_log as f64),
+        ),
+        (
+            "elections_total",
+            "counter",
+            "Elections in the replicated record.",
+            one(s.elections as f64),
+        ),
+        (
+            "simulated_failures_total",
+            "counter",
+            "Simulated failures in the replicated record.",
+            one(s.failures as f64),
+        ),
+        (
+            "elections_won_total",
+            "counter",
+            "Elections this node won.",
+            one(s.counters.elections_won as f64),
+        ),
+        (
+            "recoveries_total",
+            "counter",
+            "Recoveries this node completed.",
+            one(s.counters.recoveries as f64),
+        ),
+        (
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the process started.",
+            one(status.uptime_s),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, samples) in table {
+        let _ = writeln!(
+            out,
+            "# HELP imgcloud_{name} {help}\n# TYPE imgcloud_{name} {kind}"
+        );
+        for (labels, value) in samples {
+            let _ = writeln!(out, "imgcloud_{name}{{node=\"{node}\"{labels}}} {value}");
+        }
+    }
     out
 }
