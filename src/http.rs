@@ -232,6 +232,9 @@ async fn post_encrypt(
     }
 }
 
+/// One metric's samples: extra labels and value.
+type Samples = Vec<(String, f64)>;
+
 /// Renders the status in the Prometheus text exposition format.
 pub fn metrics_text(status: &NodeStatus) -> String {
     let s = &status.core;
@@ -252,7 +255,7 @@ pub fn metrics_text(status: &NodeStatus) -> String {
         })
         .collect();
     // (name, type, help, samples as (extra labels, value))
-    let table: Vec<(&str, &str, &str, Vec<(String, f64)>)> = vec![
+    let table: Vec<(&str, &str, &str, Samples)> = vec![
         (
             "epoch",
             "gauge",
