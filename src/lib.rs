@@ -43,6 +43,7 @@ pub mod state;
 /// The built-in test image (an 80x54 photo, about 9 KB of PNG) that `client ID N`, the stress
 /// test and the demo send when given no image of their own.
 pub const SAMPLE_IMAGE: &[u8] = include_bytes!("../assets/sample.png");
+pub mod chaos;
 pub mod cli;
 pub mod demo;
 pub mod launcher;
