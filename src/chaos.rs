@@ -278,11 +278,15 @@ fn node_program(args: &ChaosArgs) -> Result<PathBuf> {
     }
 }
 
-fn run_dir(args: &ChaosArgs, scenario: &str) -> PathBuf {
-    let base = args.run_dir.clone().unwrap_or_else(|| {
+/// The folder under which each scenario gets its own.
+fn run_base(args: &ChaosArgs) -> PathBuf {
+    args.run_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("imgcloud-chaos-{}", std::process::id()))
-    });
-    base.join(scenario)
+    })
+}
+
+fn run_dir(args: &ChaosArgs, scenario: &str) -> PathBuf {
+    run_base(args).join(scenario)
 }
 
 /// Three loopback nodes, on `base` or on free ports.
@@ -363,7 +367,10 @@ async fn drive(
             cluster.dir.display()
         )));
     };
-    info!(scenario = scenario.name(), coordinator, epoch, "cluster ready");
+    info!(
+        scenario = scenario.name(),
+        coordinator, epoch, "cluster ready"
+    );
     let key = SealKey::from_secret(config.secret.as_bytes());
     let watch = CoordinatorWatch::start(&nodes);
     let load = Load::start(&nodes, &key, stress_options(args));
@@ -653,7 +660,11 @@ pub fn cut(id: NodeId, peers: &[String]) -> Result<()> {
          }}\n"
     );
     let ns = host_netns(id);
-    sh("ip", &["netns", "exec", &ns, "nft", "-f", "-"], Some(&rules))
+    sh(
+        "ip",
+        &["netns", "exec", &ns, "nft", "-f", "-"],
+        Some(&rules),
+    )
 }
 
 /// Removes the cut of node `id`.
@@ -661,7 +672,9 @@ pub fn heal(id: NodeId) -> Result<()> {
     let ns = host_netns(id);
     sh(
         "ip",
-        &["netns", "exec", &ns, "nft", "delete", "table", "inet", CUT_TABLE],
+        &[
+            "netns", "exec", &ns, "nft", "delete", "table", "inet", CUT_TABLE,
+        ],
         None,
     )
 }
@@ -683,7 +696,7 @@ async fn partition_outer(args: &ChaosArgs) -> Result<Outcome> {
         .arg("--node-program")
         .arg(node_program(args)?)
         .arg("--run-dir")
-        .arg(run_dir(args, "partition"))
+        .arg(run_base(args))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -691,7 +704,8 @@ async fn partition_outer(args: &ChaosArgs) -> Result<Outcome> {
     if args.no_verify {
         command.arg("--no-verify");
     }
-    let output = command.output().await?;
+    // Not `output()`: it would capture stderr, where the inner run explains a failure.
+    let output = command.spawn()?.wait_with_output().await?;
     drop(lab);
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text.lines().find(|l| l.starts_with("scenario="));
@@ -779,7 +793,11 @@ impl Lab {
                 None,
             )?;
             let addr = format!("10.77.0.{id}/24");
-            sh("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"], None)?;
+            sh(
+                "ip",
+                &["-n", &ns, "addr", "add", &addr, "dev", "eth0"],
+                None,
+            )?;
             sh("ip", &["-n", &ns, "link", "set", "eth0", "up"], None)?;
         }
         Ok(lab)

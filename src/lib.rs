@@ -15,6 +15,7 @@
 //! - [`metrics`]: stress-test samples, whole-run figures, per-second timeline, confidence intervals.
 //! - [`report`]: the stress-test report as JSON and as the console summary, and trial combination.
 //! - [`plot`]: the stress-test PNG: throughput, latency and per-node load over time, failures shaded.
+//! - [`chaos`]: real faults (kill, stop, restarts, a partition) against node processes under load.
 
 pub mod cover;
 pub mod error;

@@ -201,7 +201,10 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
         .await
         .is_ok()
     });
-    assert!(closed, "a client connection carrying an Envelope stayed open");
+    assert!(
+        closed,
+        "a client connection carrying an Envelope stayed open"
+    );
 
     assert!(
         keeps_view(&cluster, view, Duration::from_secs(2)),
@@ -238,7 +241,10 @@ fn an_oversized_frame_or_garbage_closes_only_that_connection() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("an oversized first frame", oversized.clone()),
         ("a garbage first frame", garbage.clone()),
-        ("raw HTTP on the peer port", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        (
+            "raw HTTP on the peer port",
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        ),
         (
             "an oversized frame after a client hello",
             [framed_hello.clone(), oversized].concat(),
@@ -291,7 +297,10 @@ fn five_hundred_idle_connections_do_not_stop_a_node_and_are_closed_by_the_handsh
 
     client_request_succeeds(&cluster, &rt, Duration::from_secs(5));
     let (status, took) = rt.block_on(http_encrypt(node.http, Duration::from_secs(5)));
-    assert_eq!(status, 200, "HTTP /encrypt to the node with 500 idle connections");
+    assert_eq!(
+        status, 200,
+        "HTTP /encrypt to the node with 500 idle connections"
+    );
     assert!(took < Duration::from_secs(5), "HTTP took {took:?}");
     assert!(
         keeps_view(&cluster, view, Duration::from_millis(500)),
@@ -379,7 +388,10 @@ fn a_body_sent_one_byte_a_second_is_timed_out_without_blocking_others() {
     for _ in 0..3 {
         let (status, took) = rt.block_on(http_encrypt(node.http, Duration::from_secs(5)));
         assert_eq!(status, 200, "a normal request during the slow upload");
-        assert!(took < Duration::from_secs(3), "a normal request took {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "a normal request took {took:?}"
+        );
     }
     client_request_succeeds(&cluster, &rt, Duration::from_secs(5));
 
