@@ -10,8 +10,11 @@
 //! Request ids are `c<client>-<random>-<n>`: unique across runs, because the cluster remembers
 //! every id it served and serves an id only once.
 //!
-//! Implementation caveats: a request sent while a node's connection is down is not re-sent to
-//! that node when it comes back (the other nodes have it).
+//! A connection that comes back is given every request still waiting, so a request survives
+//! even the restart of every node that held it (nodes serve an id once, whatever its copies).
+//!
+//! Implementation caveats: a server cut off from the majority may still serve a request that
+//! the majority serves again (the client drops the second reply and counts it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +57,8 @@ pub struct Encrypted {
 struct Waiter {
     done: Option<oneshot::Sender<Result<Encrypted>>>,
     unavailable: usize,
+    /// The encoded request, re-sent to a node whose connection comes back.
+    bytes: Bytes,
 }
 
 #[derive(Default)]
@@ -169,6 +174,7 @@ impl Client {
                 Waiter {
                     done: Some(done),
                     unavailable: 0,
+                    bytes: bytes.clone(),
                 },
             );
         }
@@ -281,6 +287,26 @@ async fn link(
         };
         if let Ok(Ok((mut reader, mut writer))) = timeout(Duration::from_secs(2), attempt).await {
             backoff = Duration::from_millis(50);
+            // Requests still waiting may have reached no node that is alive now (every holder
+            // restarted): give them to this one too. Nodes serve an id once, whatever its copies.
+            let waiting: Vec<Bytes> = book
+                .lock()
+                .map(|b| {
+                    b.waiting
+                        .values()
+                        .filter(|w| w.done.is_some())
+                        .map(|w| w.bytes.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut resent = Ok(());
+            for bytes in waiting {
+                resent = resent.and(writer.feed_bytes(bytes).await);
+            }
+            if resent.and(writer.flush().await).is_err() {
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
             connected.send_modify(|n| *n += 1);
             let started = Instant::now();
             let book_r = Arc::clone(&book);

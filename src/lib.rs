@@ -39,8 +39,10 @@
 //! - [`plot`]: the stress-test PNG: throughput, latency and per-node load over time, failures shaded.
 //! - [`launcher`]: node processes started and stopped by the demo and benchmarks.
 //! - [`demo`]: the demo's orchestration; [`cli`]: flags shared by the binaries.
+//! - [`chaos`]: real faults (kill, stop, restarts, a partition) against node processes under load.
 //! - [`error`]: the one error type.
 
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod config;

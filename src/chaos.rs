@@ -1,0 +1,984 @@
+//! Chaos scenarios: real faults (SIGKILL, SIGSTOP, restarts, a network partition) against real
+//! node processes while a stress load runs, each summed up in one line.
+//!
+//! Every scenario follows the same plan:
+//!
+//! 1. Start the nodes ([`LocalCluster`]) and wait until they agree on a coordinator.
+//! 2. Start a [`CoordinatorWatch`] that reads every node's `/status` every [`POLL_INTERVAL`]
+//!    and records which coordinators the Active nodes name in each epoch.
+//! 3. Start the load: rounds of [`stress::run`] (`clients` clients, `requests` each) one after
+//!    another until the fault is over, so the fault always hits a running load.
+//! 4. Inject the fault and heal it; then let the last round finish.
+//! 5. Wait (at most [`CONVERGE_WAIT`]) until every node is Active and all digests are equal.
+//!
+//! The line is `scenario=NAME sent=N ok=N lost=N dup=N max_coordinators_per_epoch=N
+//! converged=yes|no p99_ms=N`; a scenario fails if a request got no reply by its deadline
+//! (`lost`), a client saw a second reply (`dup`), an epoch had two coordinators, the cluster
+//! did not converge, or a scenario-specific check failed (printed on stderr).
+//!
+//! The partition scenario needs root, iproute2 and nftables: [`Lab`] builds three hosts out of
+//! network namespaces (`imgc-h1..3`, addresses 10.77.0.1-3/24) joined by a bridge in a fourth
+//! (`imgc-lb`, 10.77.0.254), where this program runs itself again (`partition-inner`) with the
+//! load generator. The cut is an nftables table inside the coordinator's namespace that drops
+//! traffic to and from the two other hosts, but not from the load generator.
+//!
+//! Implementation caveats: `lost` counts only requests that timed out; requests refused as
+//! unavailable (every node said so) are neither ok nor lost. The nodes and the load generator
+//! share one machine, so latencies are those of a loaded laptop, not of a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tracing::{info, warn};
+
+use crate::config::{ClusterConfig, NodeAddr, NodeId};
+use crate::launcher::LocalCluster;
+use crate::message::NodeState;
+use crate::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};
+use crate::seal::SealKey;
+use crate::server::NodeStatus;
+use crate::stress::{self, Progress, StressOptions};
+use crate::{Error, Result};
+
+/// How often the watch reads every node's `/status`.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long the nodes may take to agree on their first coordinator.
+pub const AGREE_WAIT: Duration = Duration::from_secs(20);
+/// How long the cluster may take to converge after the load and the heal.
+pub const CONVERGE_WAIT: Duration = Duration::from_secs(30);
+/// How long after the cut the isolated node may still act as coordinator (failure detection).
+pub const ISOLATION_GRACE: Duration = Duration::from_secs(3);
+/// Network namespace of the load generator and the bridge in the partition scenario.
+pub const LB_NETNS: &str = "imgc-lb";
+/// Prefix of the hosts' network namespaces (`imgc-h1`, `imgc-h2`, ...).
+pub const HOST_NETNS: &str = "imgc-h";
+/// The nftables table that makes the cut.
+const CUT_TABLE: &str = "imgc_cut";
+
+/// A fault to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// SIGKILL a node that serves requests (not the coordinator); restart it later.
+    KillServer,
+    /// SIGKILL the coordinator; restart it later.
+    KillCoordinator,
+    /// SIGSTOP the coordinator, then SIGCONT.
+    Stop20s,
+    /// Restart each node in turn, several rounds.
+    RestartLoop,
+    /// Cut the coordinator's host off from the other two, then heal.
+    Partition,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `chaos` runs them by default.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::KillServer,
+        Scenario::KillCoordinator,
+        Scenario::Stop20s,
+        Scenario::RestartLoop,
+        Scenario::Partition,
+    ];
+
+    /// The scenario's name on the command line and in its line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::KillServer => "kill-server",
+            Scenario::KillCoordinator => "kill-coordinator",
+            Scenario::Stop20s => "stop-20s",
+            Scenario::RestartLoop => "restart-loop",
+            Scenario::Partition => "partition",
+        }
+    }
+
+    /// The scenario of that name.
+    pub fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Runs chaos scenarios against real node processes under a stress load and prints one line
+/// per scenario; exits non-zero if any scenario failed.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chaos", version, about, long_about = None)]
+pub struct ChaosArgs {
+    /// Scenarios: kill-server, kill-coordinator, stop-20s, restart-loop, partition (default: all).
+    pub scenarios: Vec<String>,
+    /// Concurrent clients of the load.
+    #[arg(long, default_value_t = 10)]
+    pub clients: usize,
+    /// Requests per client per load round (rounds repeat until the fault is over).
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
+    /// Peer port of node 1 (node i uses BASE+i-1, HTTP 1000 above); default: free ports.
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Seconds a request waits for its reply before it counts as lost.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub deadline: f64,
+    /// Seconds between a kill and the restart.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub restart_after: f64,
+    /// Seconds the coordinator stays stopped in stop-20s.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub stop_for: f64,
+    /// Seconds the partition lasts.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub cut_for: f64,
+    /// Rounds of restart-loop.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Do not decrypt and check every reply.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// The node binary (default: `cloud-node` next to this program).
+    #[arg(long, value_name = "PATH")]
+    pub node_program: Option<PathBuf>,
+    /// Folder for configs and node logs (default: a fresh one under the temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// What one scenario measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests with a verified reply.
+    pub ok: u64,
+    /// Requests with no reply by their deadline.
+    pub lost: u64,
+    /// Second replies the clients received (and dropped).
+    pub dup: u64,
+    /// The most distinct coordinators Active nodes named in one epoch.
+    pub max_coordinators_per_epoch: usize,
+    /// Whether every node ended Active with equal digests.
+    pub converged: bool,
+    /// 99th percentile latency of the successful requests.
+    pub p99_ms: u64,
+    /// Scenario-specific checks that failed, as sentences.
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    /// The one line `chaos` prints.
+    pub fn line(&self) -> String {
+        format!(
+            "scenario={} sent={} ok={} lost={} dup={} max_coordinators_per_epoch={} converged={} p99_ms={}",
+            self.scenario,
+            self.sent,
+            self.ok,
+            self.lost,
+            self.dup,
+            self.max_coordinators_per_epoch,
+            if self.converged { "yes" } else { "no" },
+            self.p99_ms
+        )
+    }
+
+    /// Whether the scenario passed.
+    pub fn passed(&self) -> bool {
+        self.lost == 0
+            && self.dup == 0
+            && self.max_coordinators_per_epoch <= 1
+            && self.converged
+            && self.problems.is_empty()
+    }
+
+    /// Reads a line back (the partition scenario's inner run prints it).
+    pub fn parse_line(line: &str) -> Option<Outcome> {
+        let fields: BTreeMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+        Some(Outcome {
+            scenario: fields.get("scenario")?.to_string(),
+            sent: num("sent")?,
+            ok: num("ok")?,
+            lost: num("lost")?,
+            dup: num("dup")?,
+            max_coordinators_per_epoch: num("max_coordinators_per_epoch")? as usize,
+            converged: *fields.get("converged")? == "yes",
+            p99_ms: num("p99_ms")?,
+            problems: Vec::new(),
+        })
+    }
+}
+
+/// Runs the scenarios the arguments name, printing one line each; returns whether all passed.
+pub async fn run(args: ChaosArgs) -> Result<bool> {
+    if args.scenarios.first().map(String::as_str) == Some("partition-inner") {
+        let outcome = partition_inner(&args).await?;
+        println!("{}", outcome.line());
+        report_problems(&outcome);
+        return Ok(outcome.passed());
+    }
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios
+            .iter()
+            .map(|name| {
+                Scenario::parse(name).ok_or_else(|| {
+                    let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                    Error::InvalidInput(format!(
+                        "unknown scenario \"{name}\" (known: {})",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut all_passed = true;
+    for scenario in scenarios {
+        let outcome = match scenario {
+            Scenario::Partition => partition_outer(&args).await,
+            local => run_local(local, &args).await,
+        };
+        let outcome = outcome.unwrap_or_else(|e| Outcome {
+            scenario: scenario.name().to_string(),
+            sent: 0,
+            ok: 0,
+            lost: 0,
+            dup: 0,
+            max_coordinators_per_epoch: 0,
+            converged: false,
+            p99_ms: 0,
+            problems: vec![format!("the scenario could not run: {e}")],
+        });
+        println!("{}", outcome.line());
+        report_problems(&outcome);
+        all_passed &= outcome.passed();
+    }
+    Ok(all_passed)
+}
+
+fn report_problems(outcome: &Outcome) {
+    for problem in &outcome.problems {
+        eprintln!("chaos: {}: {problem}", outcome.scenario);
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn node_program(args: &ChaosArgs) -> Result<PathBuf> {
+    match &args.node_program {
+        Some(p) => Ok(p.clone()),
+        None => Ok(std::env::current_exe()?.with_file_name("cloud-node")),
+    }
+}
+
+/// The folder under which each scenario gets its own.
+fn run_base(args: &ChaosArgs) -> PathBuf {
+    args.run_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("imgcloud-chaos-{}", std::process::id()))
+    })
+}
+
+fn run_dir(args: &ChaosArgs, scenario: &str) -> PathBuf {
+    run_base(args).join(scenario)
+}
+
+/// Three loopback nodes, on `base` or on free ports.
+fn loopback_nodes(base: Option<u16>) -> Result<Vec<NodeAddr>> {
+    if let Some(base) = base {
+        return Ok(ClusterConfig::local_nodes(3, base));
+    }
+    let listeners = (0..6)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((0..3)
+        .map(|i| NodeAddr {
+            id: i as NodeId + 1,
+            addr: addrs[2 * i],
+            http: addrs[2 * i + 1],
+        })
+        .collect())
+}
+
+fn cluster_config(nodes: Vec<NodeAddr>) -> ClusterConfig {
+    let mut config = ClusterConfig {
+        secret: hex::encode(rand::random::<[u8; 16]>()),
+        nodes,
+        ..Default::default()
+    };
+    // Real faults only: the simulated victim would blur what each scenario measures.
+    config.failures.enabled = false;
+    config
+}
+
+fn stress_options(args: &ChaosArgs) -> StressOptions {
+    StressOptions {
+        clients: args.clients.max(1),
+        requests: args.requests.max(1),
+        image: crate::SAMPLE_IMAGE.to_vec(),
+        verify: !args.no_verify,
+        deadline: secs(args.deadline.max(0.1)),
+        first_client: 1,
+    }
+}
+
+/// Runs a scenario of loopback processes.
+async fn run_local(scenario: Scenario, args: &ChaosArgs) -> Result<Outcome> {
+    let config = cluster_config(loopback_nodes(args.base_port)?);
+    let dir = run_dir(args, scenario.name());
+    let program = node_program(args)?;
+    let mut cluster = LocalCluster::start(config.clone(), &dir, &program, &[], None)?;
+    let result = drive(scenario, &mut cluster, &config, args).await;
+    cluster.stop();
+    result
+}
+
+/// Everything a scenario's fault needs.
+struct Ctx<'a> {
+    cluster: &'a mut LocalCluster,
+    nodes: Vec<NodeAddr>,
+    watch: &'a CoordinatorWatch,
+    load: &'a Load,
+    args: &'a ChaosArgs,
+}
+
+async fn drive(
+    scenario: Scenario,
+    cluster: &mut LocalCluster,
+    config: &ClusterConfig,
+    args: &ChaosArgs,
+) -> Result<Outcome> {
+    let nodes = config.nodes.clone();
+    let Some((coordinator, epoch)) = crate::demo::wait_for_agreement(&nodes, AGREE_WAIT).await
+    else {
+        return Err(Error::Unavailable(format!(
+            "the nodes did not agree on a coordinator within {} s; logs in {}",
+            AGREE_WAIT.as_secs(),
+            cluster.dir.display()
+        )));
+    };
+    info!(
+        scenario = scenario.name(),
+        coordinator, epoch, "cluster ready"
+    );
+    let key = SealKey::from_secret(config.secret.as_bytes());
+    let watch = CoordinatorWatch::start(&nodes);
+    let load = Load::start(&nodes, &key, stress_options(args));
+    let mut problems = Vec::new();
+    if !load.wait_running(args.clients as u64, AGREE_WAIT).await {
+        problems.push("the load did not get going".to_string());
+    }
+    let ctx = Ctx {
+        cluster,
+        nodes: nodes.clone(),
+        watch: &watch,
+        load: &load,
+        args,
+    };
+    problems.extend(match scenario {
+        Scenario::KillServer => kill_and_restart(ctx, false).await,
+        Scenario::KillCoordinator => kill_and_restart(ctx, true).await,
+        Scenario::Stop20s => stop_coordinator(ctx).await,
+        Scenario::RestartLoop => restart_loop(ctx).await,
+        Scenario::Partition => partition(ctx).await,
+    });
+    let (samples, dup) = load.finish().await;
+    let converged = wait_converged(&nodes, CONVERGE_WAIT).await;
+    let max_coordinators = watch.finish();
+    Ok(outcome(
+        scenario.name(),
+        &samples,
+        dup,
+        max_coordinators,
+        converged,
+        problems,
+    ))
+}
+
+fn outcome(
+    scenario: &str,
+    samples: &[Sample],
+    dup: u64,
+    max_coordinators_per_epoch: usize,
+    converged: bool,
+    problems: Vec<String>,
+) -> Outcome {
+    let ok = samples.iter().filter(|s| s.is_ok()).count() as u64;
+    let lost = samples
+        .iter()
+        .filter(|s| s.outcome == SampleOutcome::Failed(Cause::Timeout))
+        .count() as u64;
+    let p99 = LatencyMs::of(samples.iter().filter(|s| s.is_ok()).map(|s| s.latency)).p99;
+    Outcome {
+        scenario: scenario.to_string(),
+        sent: samples.len() as u64,
+        ok,
+        lost,
+        dup,
+        max_coordinators_per_epoch,
+        converged,
+        p99_ms: p99.round() as u64,
+        problems,
+    }
+}
+
+/// The coordinator now, as the Active nodes the watch saw last name it.
+fn current_coordinator(ctx: &Ctx<'_>) -> Option<NodeId> {
+    let latest = ctx.watch.latest();
+    latest
+        .values()
+        .filter(|s| s.core.state == NodeState::Active)
+        .max_by_key(|s| s.core.epoch)
+        .and_then(|s| s.core.coordinator)
+}
+
+/// Kills the coordinator or a serving follower, waits, restarts it.
+async fn kill_and_restart(ctx: Ctx<'_>, coordinator: bool) -> Vec<String> {
+    let Some(leader) = current_coordinator(&ctx) else {
+        return vec!["no coordinator to find the victim by".into()];
+    };
+    let victim = if coordinator {
+        leader
+    } else {
+        // A follower with work in progress (waiting up to 3 s for one), else the busiest.
+        let started = Instant::now();
+        loop {
+            let latest = ctx.watch.latest();
+            let followers = latest.values().filter(|s| s.core.id != leader);
+            let busy = followers
+                .clone()
+                .filter(|s| s.in_flight > 0)
+                .map(|s| s.core.id)
+                .next();
+            if let Some(id) = busy {
+                break id;
+            }
+            if started.elapsed() > Duration::from_secs(3) {
+                match followers.max_by_key(|s| s.encryptions).map(|s| s.core.id) {
+                    Some(id) => break id,
+                    None => return vec!["no follower to kill".into()],
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    };
+    info!(victim, coordinator, "SIGKILL node {victim}");
+    ctx.cluster.kill(victim);
+    tokio::time::sleep(secs(ctx.args.restart_after)).await;
+    info!(victim, "restarting node {victim}");
+    match ctx.cluster.spawn(victim) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!("cannot restart node {victim}: {e}")],
+    }
+}
+
+/// Sends `signal` (e.g. "STOP") to node `id` with the `kill` command.
+fn signal(cluster: &LocalCluster, id: NodeId, signal: &str) -> Result<()> {
+    let pid = cluster
+        .pid(id)
+        .ok_or_else(|| Error::Config(format!("node {id} is not running")))?;
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("kill -{signal} {pid} failed")))
+    }
+}
+
+/// SIGSTOPs the coordinator, waits, SIGCONTs it.
+async fn stop_coordinator(ctx: Ctx<'_>) -> Vec<String> {
+    let Some(leader) = current_coordinator(&ctx) else {
+        return vec!["no coordinator to stop".into()];
+    };
+    info!(leader, "SIGSTOP node {leader}");
+    if let Err(e) = signal(ctx.cluster, leader, "STOP") {
+        return vec![e.to_string()];
+    }
+    tokio::time::sleep(secs(ctx.args.stop_for)).await;
+    info!(leader, "SIGCONT node {leader}");
+    match signal(ctx.cluster, leader, "CONT") {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+/// Restarts every node in turn, `rounds` times, waiting for agreement after each restart.
+async fn restart_loop(ctx: Ctx<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for round in 1..=ctx.args.rounds {
+        for id in ctx.cluster.config.ids() {
+            info!(round, node = id, "restarting node {id}");
+            ctx.cluster.kill(id);
+            if let Err(e) = ctx.cluster.spawn(id) {
+                problems.push(format!("round {round}: cannot restart node {id}: {e}"));
+                return problems;
+            }
+            if crate::demo::wait_for_agreement(&ctx.nodes, AGREE_WAIT)
+                .await
+                .is_none()
+            {
+                problems.push(format!(
+                    "round {round}: no agreement within {} s after restarting node {id}",
+                    AGREE_WAIT.as_secs()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Cuts the coordinator's host off for `cut_for`, checking the two sides, then heals.
+async fn partition(ctx: Ctx<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(isolated) = current_coordinator(&ctx) else {
+        return vec!["no coordinator to isolate".into()];
+    };
+    let others: Vec<&NodeAddr> = ctx.nodes.iter().filter(|n| n.id != isolated).collect();
+    let Some(me) = ctx.nodes.iter().find(|n| n.id == isolated) else {
+        return vec![format!("node {isolated} is not in the cluster")];
+    };
+    let other_ips: Vec<String> = others.iter().map(|n| n.addr.ip().to_string()).collect();
+    info!(isolated, "cutting node {isolated} off from {other_ips:?}");
+    if let Err(e) = cut(isolated, &other_ips) {
+        return vec![format!("cannot cut node {isolated} off: {e}")];
+    }
+    let cut_at = Instant::now();
+    let cut_for = secs(ctx.args.cut_for);
+    tokio::time::sleep(ISOLATION_GRACE.min(cut_for)).await;
+    let ok_before = ctx.load.progress();
+    // After the grace: the isolated node refuses work, the majority serves.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    match post_encrypt(&http, me).await {
+        Some(503) => {}
+        other => problems.push(format!(
+            "the isolated node {isolated} answered POST /encrypt with {other:?}, not 503"
+        )),
+    }
+    if let Some(peer) = others.first() {
+        match post_encrypt(&http, peer).await {
+            Some(200) => {}
+            other => problems.push(format!(
+                "majority node {} answered POST /encrypt with {other:?}, not 200",
+                peer.id
+            )),
+        }
+    }
+    // Until the heal, the isolated node must never act as coordinator.
+    let mut acted = 0;
+    while cut_at.elapsed() < cut_for {
+        if let Some(s) = ctx.watch.latest().get(&isolated) {
+            if s.core.state == NodeState::Active && s.core.coordinator == Some(isolated) {
+                acted += 1;
+            }
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    if acted > 0 {
+        problems.push(format!(
+            "the isolated node {isolated} acted as coordinator in {acted} polls after the grace"
+        ));
+    }
+    let served = ctx.load.progress().saturating_sub(ok_before);
+    if served == 0 {
+        problems.push("the majority served nothing during the partition".into());
+    }
+    info!(isolated, served, "healing the partition");
+    if let Err(e) = heal(isolated) {
+        problems.push(format!("cannot heal the partition: {e}"));
+    }
+    problems
+}
+
+async fn post_encrypt(http: &reqwest::Client, node: &NodeAddr) -> Option<u16> {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(crate::SAMPLE_IMAGE.to_vec()).file_name("s.png"),
+        )
+        .text("owner", "chaos");
+    http.post(format!("http://{}/encrypt", node.http))
+        .multipart(form)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Runs a command, or says why it failed.
+fn sh(program: &str, args: &[&str], input: Option<&str>) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Config(format!("cannot run {program}: {e}")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn host_netns(id: NodeId) -> String {
+    format!("{HOST_NETNS}{id}")
+}
+
+/// Drops, inside node `id`'s namespace, all traffic to and from `peers`.
+pub fn cut(id: NodeId, peers: &[String]) -> Result<()> {
+    let set = peers.join(", ");
+    let rules = format!(
+        "table inet {CUT_TABLE} {{\n\
+         chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n\
+         chain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n\
+         }}\n"
+    );
+    let ns = host_netns(id);
+    sh(
+        "ip",
+        &["netns", "exec", &ns, "nft", "-f", "-"],
+        Some(&rules),
+    )
+}
+
+/// Removes the cut of node `id`.
+pub fn heal(id: NodeId) -> Result<()> {
+    let ns = host_netns(id);
+    sh(
+        "ip",
+        &[
+            "netns", "exec", &ns, "nft", "delete", "table", "inet", CUT_TABLE,
+        ],
+        None,
+    )
+}
+
+/// The partition scenario's outer half: builds the namespaces, runs `partition-inner` in the
+/// load generator's namespace, passes its line on, and tears everything down.
+async fn partition_outer(args: &ChaosArgs) -> Result<Outcome> {
+    let lab = Lab::build(3)?;
+    let exe = std::env::current_exe()?;
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", LB_NETNS])
+        .arg(&exe)
+        .arg("partition-inner")
+        .args(["--clients", &args.clients.to_string()])
+        .args(["--requests", &args.requests.to_string()])
+        .args(["--deadline", &args.deadline.to_string()])
+        .args(["--cut-for", &args.cut_for.to_string()])
+        .arg("--node-program")
+        .arg(node_program(args)?)
+        .arg("--run-dir")
+        .arg(run_base(args))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    if args.no_verify {
+        command.arg("--no-verify");
+    }
+    // Not `output()`: it would capture stderr, where the inner run explains a failure.
+    let output = command.spawn()?.wait_with_output().await?;
+    drop(lab);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().find(|l| l.starts_with("scenario="));
+    let mut outcome = line.and_then(Outcome::parse_line).ok_or_else(|| {
+        Error::Protocol(format!(
+            "partition-inner printed no result line (exit {})",
+            output.status
+        ))
+    })?;
+    if !output.status.success() && outcome.passed() {
+        outcome
+            .problems
+            .push(format!("partition-inner exited with {}", output.status));
+    }
+    Ok(outcome)
+}
+
+/// The partition scenario's inner half, run inside [`LB_NETNS`]: nodes in their namespaces.
+async fn partition_inner(args: &ChaosArgs) -> Result<Outcome> {
+    let nodes: Vec<NodeAddr> = (1..=3u32)
+        .map(|id| NodeAddr {
+            id,
+            addr: std::net::SocketAddr::from(([10, 77, 0, id as u8], 7000)),
+            http: std::net::SocketAddr::from(([10, 77, 0, id as u8], 7100)),
+        })
+        .collect();
+    let config = cluster_config(nodes);
+    let dir = run_dir(args, "partition");
+    let program = node_program(args)?;
+    // `sh -c 'exec ip netns exec imgc-h$1 PROGRAM "$@"' PROGRAM ID --config ...`: each node in
+    // its host's namespace, with the same pid (every step execs).
+    let script = format!("exec ip netns exec {HOST_NETNS}\"$1\" \"$0\" \"$@\"");
+    let program_arg = program.to_string_lossy().to_string();
+    let prefix = ["-c", script.as_str(), program_arg.as_str()];
+    let mut cluster = LocalCluster::start(config.clone(), &dir, Path::new("sh"), &prefix, None)?;
+    let result = drive(Scenario::Partition, &mut cluster, &config, args).await;
+    cluster.stop();
+    for id in config.ids() {
+        // A cut left behind by an early exit.
+        let _ = heal(id);
+    }
+    result
+}
+
+/// Network namespaces for the partition scenario, removed on drop.
+pub struct Lab {
+    hosts: u32,
+}
+
+impl Lab {
+    /// Builds `hosts` host namespaces bridged through [`LB_NETNS`] (10.77.0.254).
+    pub fn build(hosts: u32) -> Result<Lab> {
+        let lab = Lab { hosts };
+        lab.teardown();
+        let lb = LB_NETNS;
+        sh("ip", &["netns", "add", lb], None)?;
+        sh("ip", &["-n", lb, "link", "set", "lo", "up"], None)?;
+        sh(
+            "ip",
+            &["-n", lb, "link", "add", "br0", "type", "bridge"],
+            None,
+        )?;
+        sh(
+            "ip",
+            &["-n", lb, "addr", "add", "10.77.0.254/24", "dev", "br0"],
+            None,
+        )?;
+        sh("ip", &["-n", lb, "link", "set", "br0", "up"], None)?;
+        for id in 1..=hosts {
+            let ns = host_netns(id);
+            let veth = format!("v{id}");
+            sh("ip", &["netns", "add", &ns], None)?;
+            sh("ip", &["-n", &ns, "link", "set", "lo", "up"], None)?;
+            sh(
+                "ip",
+                &[
+                    "-n", lb, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ns,
+                ],
+                None,
+            )?;
+            sh(
+                "ip",
+                &["-n", lb, "link", "set", &veth, "master", "br0", "up"],
+                None,
+            )?;
+            let addr = format!("10.77.0.{id}/24");
+            sh(
+                "ip",
+                &["-n", &ns, "addr", "add", &addr, "dev", "eth0"],
+                None,
+            )?;
+            sh("ip", &["-n", &ns, "link", "set", "eth0", "up"], None)?;
+        }
+        Ok(lab)
+    }
+
+    /// Kills what still runs in the namespaces and deletes them.
+    fn teardown(&self) {
+        let mut names: Vec<String> = (1..=self.hosts).map(host_netns).collect();
+        names.push(LB_NETNS.to_string());
+        for ns in names {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &ns])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Waits until every node answers, is Active, and all digests are equal.
+pub async fn wait_converged(nodes: &[NodeAddr], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let statuses = crate::client::cluster_status(nodes).await;
+        let digests: Option<BTreeSet<String>> = statuses
+            .into_iter()
+            .map(|(_, s)| {
+                s.ok()
+                    .filter(|s| s.core.state == NodeState::Active && !s.core.digest.is_empty())
+                    .map(|s| s.core.digest)
+            })
+            .collect();
+        if digests.is_some_and(|d| d.len() == 1) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads every node's `/status` every [`POLL_INTERVAL`] (each node on its own, so a stopped
+/// node does not slow the others) and records the coordinators named per epoch.
+pub struct CoordinatorWatch {
+    per_epoch: Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>,
+    latest: Arc<Mutex<BTreeMap<NodeId, NodeStatus>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CoordinatorWatch {
+    /// Starts polling.
+    pub fn start(nodes: &[NodeAddr]) -> CoordinatorWatch {
+        let per_epoch = Arc::new(Mutex::new(BTreeMap::<u64, BTreeSet<NodeId>>::new()));
+        let latest = Arc::new(Mutex::new(BTreeMap::new()));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap_or_default();
+        let tasks = nodes
+            .iter()
+            .map(|node| {
+                let (per_epoch, latest, http) =
+                    (Arc::clone(&per_epoch), Arc::clone(&latest), http.clone());
+                let (id, url) = (node.id, format!("http://{}/status", node.http));
+                tokio::spawn(async move {
+                    loop {
+                        let status = match http.get(&url).send().await {
+                            Ok(r) => r.json::<NodeStatus>().await.ok(),
+                            Err(_) => None,
+                        };
+                        if let Some(s) = status {
+                            if let (NodeState::Active, Some(c)) = (s.core.state, s.core.coordinator)
+                            {
+                                if let Ok(mut m) = per_epoch.lock() {
+                                    m.entry(s.core.epoch).or_default().insert(c);
+                                }
+                            }
+                            if let Ok(mut l) = latest.lock() {
+                                l.insert(id, s);
+                            }
+                        } else if let Ok(mut l) = latest.lock() {
+                            l.remove(&id);
+                        }
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                })
+            })
+            .collect();
+        CoordinatorWatch {
+            per_epoch,
+            latest,
+            tasks,
+        }
+    }
+
+    /// The latest status of every node that answered its last poll.
+    pub fn latest(&self) -> BTreeMap<NodeId, NodeStatus> {
+        self.latest.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Stops polling; returns the most coordinators named in one epoch.
+    pub fn finish(self) -> usize {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let per_epoch = self.per_epoch.lock().map(|m| m.clone()).unwrap_or_default();
+        for (epoch, coordinators) in per_epoch.iter().filter(|(_, c)| c.len() > 1) {
+            warn!(epoch, ?coordinators, "two coordinators in one epoch");
+        }
+        per_epoch.values().map(BTreeSet::len).max().unwrap_or(0)
+    }
+}
+
+/// The load: rounds of [`stress::run`] until told to stop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    progress: Progress,
+    task: tokio::task::JoinHandle<(Vec<Sample>, u64)>,
+}
+
+impl Load {
+    fn start(nodes: &[NodeAddr], key: &SealKey, options: StressOptions) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress: Progress = Arc::default();
+        let (nodes, key) = (nodes.to_vec(), key.clone());
+        let (stop_r, progress_r) = (Arc::clone(&stop), Arc::clone(&progress));
+        let task = tokio::spawn(async move {
+            let (mut samples, mut dup) = (Vec::new(), 0);
+            let mut round = 0u64;
+            while !stop_r.load(Ordering::Relaxed) {
+                let options = StressOptions {
+                    first_client: 1 + round * options.clients as u64,
+                    ..options.clone()
+                };
+                if let Ok(run) = stress::run(&nodes, &key, &options, Arc::clone(&progress_r)).await
+                {
+                    samples.extend(run.samples);
+                    dup += run.duplicates;
+                }
+                round += 1;
+            }
+            (samples, dup)
+        });
+        Load {
+            stop,
+            progress,
+            task,
+        }
+    }
+
+    /// Requests completed so far.
+    fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `done` requests completed.
+    async fn wait_running(&self, done: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.progress() < done {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        true
+    }
+
+    /// Lets the current round finish; returns every sample and the duplicates.
+    async fn finish(self) -> (Vec<Sample>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
