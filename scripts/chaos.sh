@@ -12,7 +12,9 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-BIN="$TARGET_DIR/release"
+# CHAOS_PROFILE=debug reuses the binaries `cargo test` built (CI); the default is release.
+PROFILE="${CHAOS_PROFILE:-release}"
+if [[ "$PROFILE" == debug ]]; then BIN="$TARGET_DIR/debug"; BUILD_FLAGS=(); else BIN="$TARGET_DIR/release"; BUILD_FLAGS=(--release); fi
 NETNS=(imgc-h1 imgc-h2 imgc-h3 imgc-lb)
 CHAOS_PID=""
 
@@ -74,8 +76,8 @@ if [[ $needs_net == 1 ]]; then
     fi
 fi
 
-echo "chaos.sh: building the release binaries" >&2
-cargo build --release --bin chaos --bin cloud-node >&2 || exit 2
+echo "chaos.sh: building the $PROFILE binaries" >&2
+cargo build "${BUILD_FLAGS[@]}" --bin chaos --bin cloud-node >&2 || exit 2
 
 status=0
 for s in "${SCENARIOS[@]}"; do
