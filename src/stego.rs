@@ -538,14 +538,25 @@ mod tests {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
     }
 
     /// A PNG of the given header whose only image data is `idat` (no IEND: it may stop early).
-    fn raw_png(width: u32, height: u32, colour: u8, depth: u8, interlace: u8, idat: &[u8]) -> Vec<u8> {
+    fn raw_png(
+        width: u32,
+        height: u32,
+        colour: u8,
+        depth: u8,
+        interlace: u8,
+        idat: &[u8],
+    ) -> Vec<u8> {
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
         let mut chunk = |kind: &[u8; 4], data: &[u8]| {
             out.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -592,7 +603,11 @@ mod tests {
         // 8-bit gray, MAX_SIDE square: room for the announced 20 MB, but only the first row is
         // present (one stored deflate block), carrying the header in its low bits.
         let mut row = vec![0u8; 1 + MAX_SIDE as usize];
-        for (k, bit) in header.iter().flat_map(|b| (0..8).rev().map(move |s| (b >> s) & 1)).enumerate() {
+        for (k, bit) in header
+            .iter()
+            .flat_map(|b| (0..8).rev().map(move |s| (b >> s) & 1))
+            .enumerate()
+        {
             row[1 + k] = bit;
         }
         let mut idat = vec![0x78, 0x01, 0x00];

@@ -122,11 +122,17 @@ fn covers() -> Vec<(String, Vec<u8>)> {
     ));
     out.push((
         "luma16.png".into(),
-        encode_as(&DynamicImage::ImageLuma16(rgb.to_luma16()), ImageFormat::Png),
+        encode_as(
+            &DynamicImage::ImageLuma16(rgb.to_luma16()),
+            ImageFormat::Png,
+        ),
     ));
     out.push((
         "lumaa8.png".into(),
-        encode_as(&DynamicImage::ImageLumaA8(rgb.to_luma_alpha8()), ImageFormat::Png),
+        encode_as(
+            &DynamicImage::ImageLumaA8(rgb.to_luma_alpha8()),
+            ImageFormat::Png,
+        ),
     ));
     out.push((
         "rgb16.tiff".into(),
@@ -169,10 +175,27 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         counters: Default::default(),
     };
     let mut out = vec![
-        ("hello-peer".into(), encode(&Hello::Peer { version: PROTOCOL_VERSION, from: 1, to: 2, nonce: [7; 16] }).unwrap()),
-        ("hello-client".into(), encode(&Hello::Client { version: PROTOCOL_VERSION }).unwrap()),
-        ("request".into(), encode(&request).unwrap()),
-        ("reply".into(), encode(&reply).unwrap()),
+        (
+            "hello-peer".into(),
+            encode(&Hello::Peer {
+                version: PROTOCOL_VERSION,
+                from: 1,
+                to: 2,
+                nonce: [7; 16],
+            })
+            .unwrap()
+            .to_vec(),
+        ),
+        (
+            "hello-client".into(),
+            encode(&Hello::Client {
+                version: PROTOCOL_VERSION,
+            })
+            .unwrap()
+            .to_vec(),
+        ),
+        ("request".into(), encode(&request).unwrap().to_vec()),
+        ("reply".into(), encode(&reply).unwrap().to_vec()),
     ];
     for (name, message) in [
         ("election", Message::Election),
@@ -194,7 +217,10 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         ("reply", Message::Reply(Box::new(reply.clone()))),
         ("sync", Message::SyncRequest),
     ] {
-        out.push((format!("envelope-{name}"), encode(&envelope(message)).unwrap()));
+        out.push((
+            format!("envelope-{name}"),
+            encode(&envelope(message)).unwrap().to_vec(),
+        ));
     }
     out
 }
