@@ -582,7 +582,7 @@ mod tests {
         let key = SealKey::from_secret(b"k");
         // 16-bit RGBA, interlaced: 2 GiB of pixels, or 80 GB past the side limit, from ~40 bytes.
         for side in [MAX_SIDE, 100_000] {
-            let png = raw_png(side, side, 6, 16, 1, &[]);
+            let png = raw_png(side, side, 6, 16, 1, &[0x78, 0x01]);
             let err = decrypt_image(&png, &key).unwrap_err();
             assert!(matches!(err, Error::Unsupported(_)), "{err}");
             assert!(err.to_string().contains("too large"), "{err}");
@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn covers_past_the_decode_limits_are_refused() {
-        let png = raw_png(MAX_SIDE + 1, 1, 0, 8, 0, &[]);
+        let png = raw_png(MAX_SIDE + 1, 1, 0, 8, 0, &[0x78, 0x01]);
         let err = decode_image(&png, "cover").unwrap_err();
         assert!(err.to_string().contains("too large"), "{err}");
     }
