@@ -37,6 +37,13 @@ pub const PNG_FILTER: FilterType = FilterType::Up;
 /// Carriers holding the header (one bit each).
 pub const HEADER_SAMPLES: usize = HEADER_LEN * 8;
 
+/// Most bytes one decoded image may take (8192x8192 RGBA at 8 bits); larger ones are refused
+/// before their pixels are allocated.
+pub const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Longest side of an image the codec decodes, in pixels (twice the largest default cover).
+pub const MAX_SIDE: u32 = 16384;
+
 /// The picture the payload is hidden in.
 #[derive(Clone, Copy, Debug)]
 pub enum Cover<'a> {
@@ -128,7 +135,7 @@ pub fn decrypt_image(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> 
         lows.extend((lows.len()..upto).map(|k| low_byte(&image, layout.index(k))));
         Ok(())
     };
-    reveal_with(key, total, &mut fill)
+    reveal_with(key, total, png.len(), &mut fill)
 }
 
 /// Encodes an image as PNG with the codec's settings (fast deflate, [`PNG_FILTER`]).
@@ -150,9 +157,14 @@ pub fn image_extension(bytes: &[u8]) -> Option<&'static str> {
 
 /// Decodes any image the `image` crate reads, turning its errors into sentences about `what`.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<DynamicImage> {
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(Error::Io)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
     let Some(format) = reader.format() else {
         return Err(Error::NotAnImage(format!(
             "the {what} ({} bytes) is in no image format imgcloud reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)",
@@ -341,9 +353,13 @@ fn low_byte(image: &DynamicImage, i: usize) -> u8 {
 }
 
 /// Reads header then body from the carriers' low bytes, which `fill` appends on demand.
+///
+/// `file_len` is the size of the encoded image: the sealed body is incompressible, so a header
+/// announcing a body longer than the whole file is refused before anything is allocated for it.
 fn reveal_with(
     key: &SealKey,
     total: u64,
+    file_len: usize,
     fill: &mut dyn FnMut(&mut Vec<u8>, usize) -> Result<()>,
 ) -> Result<(ImageMeta, Vec<u8>)> {
     let mut lows = Vec::with_capacity(HEADER_SAMPLES * 4);
@@ -356,6 +372,12 @@ fn reveal_with(
         *byte = chunk.iter().fold(0, |acc, &low| (acc << 1) | (low & 1));
     }
     let header = key.open_header(&header_bytes)?;
+    if header.body_len as usize > file_len {
+        return Err(Error::Tampered(format!(
+            "the header says {} bytes are hidden, but the whole file is {file_len} bytes",
+            header.body_len
+        )));
+    }
     let needed = samples_needed(header.body_len as usize, header.bits);
     if needed > total {
         return Err(Error::Tampered(format!(
@@ -413,7 +435,11 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
     };
     let info = reader.info();
     let (width, interlaced) = (info.width as usize, info.interlaced);
-    let total = layout.carriers(info.width, info.height);
+    let (w, h) = (info.width, info.height);
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(too_large_png(len, w, h));
+    }
+    let total = layout.carriers(w, h);
     // Appends the low bytes of one row's carriers (16-bit samples are big-endian).
     let push_row = move |row: &[u8], lows: &mut Vec<u8>| {
         if bytes_per_sample == 1 && channels == colour {
@@ -429,9 +455,10 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
     };
     if interlaced {
         // Interlaced rows arrive in passes: decode the whole frame, then walk it in order.
-        let size = reader.output_buffer_size().ok_or_else(|| {
-            Error::Unsupported(format!("the PNG ({len} bytes) is too large to decode"))
-        })?;
+        let size = reader
+            .output_buffer_size()
+            .filter(|&size| size as u64 <= MAX_DECODED_BYTES)
+            .ok_or_else(|| too_large_png(len, w, h))?;
         let mut frame = vec![0u8; size];
         let out = reader
             .next_frame(&mut frame)
@@ -446,7 +473,7 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
             }
             Ok(())
         };
-        return reveal_with(key, total, &mut fill);
+        return reveal_with(key, total, len, &mut fill);
     }
     let mut fill = |lows: &mut Vec<u8>, want: usize| {
         while lows.len() < want {
@@ -457,7 +484,15 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
         }
         Ok(())
     };
-    reveal_with(key, total, &mut fill)
+    reveal_with(key, total, len, &mut fill)
+}
+
+/// The error for a PNG whose size is past [`MAX_SIDE`] or [`MAX_DECODED_BYTES`].
+fn too_large_png(len: usize, width: u32, height: u32) -> Error {
+    Error::Unsupported(format!(
+        "the PNG ({len} bytes) is {width}x{height}, too large to decode (at most {MAX_SIDE} pixels a side and {} MiB of pixels)",
+        MAX_DECODED_BYTES >> 20
+    ))
 }
 
 /// Translates a `png` crate error into the codec's error sentences.
@@ -495,6 +530,101 @@ mod tests {
         let rgba = image::Rgba32FImage::from_pixel(1, 1, image::Rgba([0.0, 0.0, 0.0, 1.0]));
         let out = normalise(DynamicImage::ImageRgba32F(rgba)).unwrap();
         assert!(matches!(out, DynamicImage::ImageRgba16(_)));
+    }
+
+    /// CRC-32 of PNG chunks (bitwise; tests only).
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG of the given header whose only image data is `idat` (no IEND: it may stop early).
+    fn raw_png(
+        width: u32,
+        height: u32,
+        colour: u8,
+        depth: u8,
+        interlace: u8,
+        idat: &[u8],
+    ) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            let crc = crc32(&out[start..]);
+            out.extend_from_slice(&crc.to_be_bytes());
+        };
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[depth, colour, 0, 0, interlace]);
+        chunk(b"IHDR", &ihdr);
+        if !idat.is_empty() {
+            chunk(b"IDAT", idat);
+        }
+        out
+    }
+
+    #[test]
+    fn huge_interlaced_pngs_are_refused_before_allocating() {
+        let key = SealKey::from_secret(b"k");
+        // 16-bit RGBA, interlaced: 2 GiB of pixels, or 80 GB past the side limit, from ~40 bytes.
+        for side in [MAX_SIDE, 100_000] {
+            let png = raw_png(side, side, 6, 16, 1, &[0x78, 0x01]);
+            let err = decrypt_image(&png, &key).unwrap_err();
+            assert!(matches!(err, Error::Unsupported(_)), "{err}");
+            assert!(err.to_string().contains("too large"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_header_announcing_more_than_the_file_is_refused_before_allocating() {
+        let key = SealKey::from_secret(b"k");
+        let header = crate::seal::Header {
+            version: crate::metadata::FORMAT_VERSION,
+            bits: 1,
+            body_len: 20_000_000,
+            fingerprint: key.fingerprint(),
+            nonce: [0; 24],
+        }
+        .to_bytes();
+        // 8-bit gray, MAX_SIDE square: room for the announced 20 MB, but only the first row is
+        // present (one stored deflate block), carrying the header in its low bits.
+        let mut row = vec![0u8; 1 + MAX_SIDE as usize];
+        for (k, bit) in header
+            .iter()
+            .flat_map(|b| (0..8).rev().map(move |s| (b >> s) & 1))
+            .enumerate()
+        {
+            row[1 + k] = bit;
+        }
+        let mut idat = vec![0x78, 0x01, 0x00];
+        idat.extend_from_slice(&(row.len() as u16).to_le_bytes());
+        idat.extend_from_slice(&(!(row.len() as u16)).to_le_bytes());
+        idat.extend_from_slice(&row);
+        let png = raw_png(MAX_SIDE, MAX_SIDE, 0, 8, 0, &idat);
+        let err = decrypt_image(&png, &key).unwrap_err();
+        assert!(matches!(err, Error::Tampered(_)), "{err}");
+        assert!(err.to_string().contains("whole file"), "{err}");
+    }
+
+    #[test]
+    fn covers_past_the_decode_limits_are_refused() {
+        let png = raw_png(MAX_SIDE + 1, 1, 0, 8, 0, &[0x78, 0x01]);
+        let err = decode_image(&png, "cover").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
     }
 
     #[test]

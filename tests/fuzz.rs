@@ -1,0 +1,258 @@
+//! The fuzz targets' inputs, run through the same functions as the targets in `fuzz/`:
+//! reproducers of fixed bugs (`fuzz/regressions/<target>/`) must not panic, and an ignored test
+//! writes the small seed corpora (`fuzz/corpus/<target>/`).
+//!
+//! `cargo test --test fuzz -- --ignored write_fuzz_seeds` regenerates the seeds.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageFormat};
+use imgcloud::connection::{decode, decode_envelope, encode};
+use imgcloud::handshake::Hello;
+use imgcloud::message::{Envelope, Heartbeat, Message, NodeState, PROTOCOL_VERSION};
+use imgcloud::metadata::{ImageMeta, Viewer};
+use imgcloud::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
+use imgcloud::seal::SealKey;
+use imgcloud::stego::{decrypt_image, encrypt_image, Cover};
+
+/// The fuzz targets' key (`SealKey::from_secret(b"fuzz")`).
+fn key() -> SealKey {
+    SealKey::from_secret(b"fuzz")
+}
+
+/// The `hide_cover` target's secret: a 4x3 RGB PNG.
+fn secret() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 60, y as u8 * 80, 7]));
+    encode_as(&DynamicImage::ImageRgb8(img), ImageFormat::Png)
+}
+
+fn meta() -> ImageMeta {
+    let viewers = vec![Viewer {
+        name: "bob".into(),
+        quota: 3,
+    }];
+    ImageMeta::new("alice", viewers).unwrap()
+}
+
+fn encode_as(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    image.write_to(&mut Cursor::new(&mut out), format).unwrap();
+    out
+}
+
+fn fuzz_dir(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(sub)
+}
+
+/// Every file under `fuzz/regressions/<target>/`.
+fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = fuzz_dir("regressions").join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn peer_frame_regressions_do_not_panic() {
+    for (path, data) in regressions("peer_frame") {
+        eprintln!("{}", path.display());
+        let _ = decode_envelope(&data);
+        let _ = decode::<Hello>(&data);
+        let _ = decode::<EncryptRequest>(&data);
+        let _ = decode::<EncryptReply>(&data);
+    }
+}
+
+#[test]
+fn reveal_regressions_do_not_panic() {
+    let key = key();
+    for (path, data) in regressions("reveal") {
+        let result = decrypt_image(&data, &key);
+        eprintln!("{}: {:?}", path.display(), result.as_ref().map(|_| ()));
+    }
+}
+
+#[test]
+fn hide_cover_regressions_do_not_panic() {
+    let (key, meta, secret) = (key(), meta(), secret());
+    for (path, data) in regressions("hide_cover") {
+        let result = encrypt_image(&secret, Cover::Image(&data), &meta, &key);
+        eprintln!("{}: {:?}", path.display(), result.as_ref().map(|_| ()));
+        if let Ok(png) = result {
+            let (_, revealed) = decrypt_image(&png, &key).unwrap();
+            assert_eq!(revealed, secret);
+        }
+    }
+}
+
+/// Small covers in every layout and most formats the codec reads.
+fn covers() -> Vec<(String, Vec<u8>)> {
+    let rgb = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, ((x ^ y) * 4) as u8])
+    });
+    let rgb = DynamicImage::ImageRgb8(rgb);
+    let mut out = Vec::new();
+    for (name, format) in [
+        ("png", ImageFormat::Png),
+        ("jpg", ImageFormat::Jpeg),
+        ("gif", ImageFormat::Gif),
+        ("bmp", ImageFormat::Bmp),
+        ("tiff", ImageFormat::Tiff),
+        ("webp", ImageFormat::WebP),
+        ("qoi", ImageFormat::Qoi),
+        ("tga", ImageFormat::Tga),
+        ("pnm", ImageFormat::Pnm),
+        ("ico", ImageFormat::Ico),
+    ] {
+        out.push((format!("rgb8.{name}"), encode_as(&rgb, format)));
+    }
+    out.push((
+        "rgba8.png".into(),
+        encode_as(&DynamicImage::ImageRgba8(rgb.to_rgba8()), ImageFormat::Png),
+    ));
+    out.push((
+        "luma16.png".into(),
+        encode_as(
+            &DynamicImage::ImageLuma16(rgb.to_luma16()),
+            ImageFormat::Png,
+        ),
+    ));
+    out.push((
+        "lumaa8.png".into(),
+        encode_as(
+            &DynamicImage::ImageLumaA8(rgb.to_luma_alpha8()),
+            ImageFormat::Png,
+        ),
+    ));
+    out.push((
+        "rgb16.tiff".into(),
+        encode_as(&DynamicImage::ImageRgb16(rgb.to_rgb16()), ImageFormat::Tiff),
+    ));
+    out
+}
+
+fn frames() -> Vec<(String, Vec<u8>)> {
+    let request = EncryptRequest {
+        id: "c1-7".into(),
+        secret: secret(),
+        cover: None,
+        owner: "alice".into(),
+        viewers: vec![Viewer {
+            name: "bob".into(),
+            quota: 3,
+        }],
+    };
+    let reply = EncryptReply {
+        id: "c1-7".into(),
+        served_by: 2,
+        outcome: Outcome::Refused {
+            kind: Refusal::TooLarge,
+            message: "too large".into(),
+        },
+    };
+    let envelope = |message| Envelope {
+        version: PROTOCOL_VERSION,
+        from: 2,
+        epoch: 9,
+        message,
+    };
+    let heartbeat = Heartbeat {
+        state: NodeState::Active,
+        load: 0.5,
+        cost: 0.01,
+        coordinator: Some(1),
+        digest: "ab12".into(),
+        counters: Default::default(),
+    };
+    let mut out = vec![
+        (
+            "hello-peer".into(),
+            encode(&Hello::Peer {
+                version: PROTOCOL_VERSION,
+                from: 1,
+                to: 2,
+                nonce: [7; 16],
+            })
+            .unwrap()
+            .to_vec(),
+        ),
+        (
+            "hello-client".into(),
+            encode(&Hello::Client {
+                version: PROTOCOL_VERSION,
+            })
+            .unwrap()
+            .to_vec(),
+        ),
+        ("request".into(), encode(&request).unwrap().to_vec()),
+        ("reply".into(), encode(&reply).unwrap().to_vec()),
+    ];
+    for (name, message) in [
+        ("election", Message::Election),
+        ("heartbeat", Message::Heartbeat(heartbeat)),
+        (
+            "coordinator",
+            Message::Coordinator {
+                coordinator: 1,
+                loads: vec![(1, 0.1), (2, 0.2)],
+            },
+        ),
+        (
+            "unassigned",
+            Message::Unassigned {
+                ids: vec!["a".into(), "b".into()],
+            },
+        ),
+        ("forward", Message::Forward(Box::new(request.clone()))),
+        ("reply", Message::Reply(Box::new(reply.clone()))),
+        ("sync", Message::SyncRequest),
+    ] {
+        out.push((
+            format!("envelope-{name}"),
+            encode(&envelope(message)).unwrap().to_vec(),
+        ));
+    }
+    out
+}
+
+/// Writes the seed corpora; run by hand, then minimise with `cargo fuzz cmin`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = fuzz_dir("corpus").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    };
+    for (name, bytes) in frames() {
+        write("peer_frame", &name, &bytes);
+    }
+    let (key, meta, secret) = (key(), meta(), secret());
+    for (name, cover) in covers() {
+        write("hide_cover", &name, &cover);
+        if let Ok(png) = encrypt_image(&secret, Cover::Image(&cover), &meta, &key) {
+            write("reveal", &format!("{name}.png"), &png);
+            // The same payload in other lossless formats (read whole, not row by row).
+            let decoded = image::load_from_memory(&png).unwrap();
+            for format in [ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::Qoi] {
+                if let Ok(bytes) = std::panic::catch_unwind(|| encode_as(&decoded, format)) {
+                    if decrypt_image(&bytes, &key).is_ok() {
+                        let ext = format.extensions_str()[0];
+                        write("reveal", &format!("{name}.{ext}"), &bytes);
+                    }
+                }
+            }
+        }
+    }
+    write("reveal", "secret.png", &secret);
+}
