@@ -9,14 +9,6 @@ use std::collections::BTreeMap;
 use imgcloud::node::Event;
 use sim::Sim;
 
-fn settled(seed: u64) -> Sim {
-    let mut sim = Sim::new(3, seed);
-    sim.start_all();
-    sim.run_until(2_000, |s| s.all_agree())
-        .expect("the cluster agrees on a coordinator");
-    sim
-}
-
 /// Asserts that every request got exactly one reply.
 fn exactly_one_reply_each(sim: &Sim, ids: &[String]) {
     for id in ids {
@@ -31,7 +23,7 @@ fn exactly_one_reply_each(sim: &Sim, ids: &[String]) {
 
 #[test]
 fn each_request_is_served_once_and_logged_everywhere() {
-    let mut sim = settled(1);
+    let mut sim = Sim::settled(1);
     let ids: Vec<String> = (0..60).map(|i| format!("c1-{i}")).collect();
     for id in &ids {
         sim.client_request(id);
@@ -48,7 +40,7 @@ fn each_request_is_served_once_and_logged_everywhere() {
 
 #[test]
 fn the_same_request_id_twice_is_encrypted_once() {
-    let mut sim = settled(2);
+    let mut sim = Sim::settled(2);
     sim.client_request("dup-1");
     sim.run(3);
     sim.client_request("dup-1");
@@ -62,7 +54,7 @@ fn the_same_request_id_twice_is_encrypted_once() {
 #[test]
 fn a_server_crashing_mid_request_is_replaced_by_a_survivor() {
     for seed in 0..5 {
-        let mut sim = settled(seed);
+        let mut sim = Sim::settled(seed);
         sim.service_ms.extend([(1, 200), (2, 200), (3, 200)]);
         let ids: Vec<String> = (0..9).map(|i| format!("s{seed}-{i}")).collect();
         for id in &ids {
@@ -90,7 +82,7 @@ fn a_server_crashing_mid_request_is_replaced_by_a_survivor() {
 #[test]
 fn a_coordinator_crashing_mid_dispatch_leaves_every_request_answered_once() {
     for seed in 0..5 {
-        let mut sim = settled(seed);
+        let mut sim = Sim::settled(seed);
         let coordinator = sim.agreed().unwrap();
         let ids: Vec<String> = (0..40).map(|i| format!("k{seed}-{i}")).collect();
         for (i, id) in ids.iter().enumerate() {
@@ -107,7 +99,7 @@ fn a_coordinator_crashing_mid_dispatch_leaves_every_request_answered_once() {
 
 #[test]
 fn a_slow_node_receives_clearly_fewer_requests() {
-    let mut sim = settled(4);
+    let mut sim = Sim::settled(4);
     sim.service_ms.insert(3, 200);
     let ids: Vec<String> = (0..300).map(|i| format!("w-{i}")).collect();
     for id in &ids {
@@ -132,7 +124,7 @@ fn a_slow_node_receives_clearly_fewer_requests() {
 
 #[test]
 fn dispatch_decisions_are_counted_and_logged() {
-    let mut sim = settled(5);
+    let mut sim = Sim::settled(5);
     for i in 0..10 {
         sim.client_request(&format!("d-{i}"));
     }

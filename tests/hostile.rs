@@ -19,21 +19,13 @@ use imgcloud::connection::{split, MAX_FRAME_BYTES};
 use imgcloud::handshake::{Hello, PeerAuth};
 use imgcloud::http::MAX_UPLOAD_BYTES;
 use imgcloud::message::{Envelope, Message, PROTOCOL_VERSION};
-use support::{wait_for, Cluster};
+use support::{runtime, wait_for, Cluster};
 
 /// One cluster at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A started cluster of three whose nodes agree; returns it with (coordinator, epoch).

@@ -9,15 +9,7 @@ use std::time::Duration;
 use imgcloud::client::Client;
 use imgcloud::seal::SealKey;
 use imgcloud::stego::decrypt_image;
-use support::{wait_for, Cluster};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::{runtime, wait_for, Cluster};
 
 #[test]
 fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() {

@@ -10,13 +10,6 @@ use imgcloud::node::Event;
 use sim::Sim;
 
 /// A started, settled three-node cluster.
-fn settled(seed: u64) -> Sim {
-    let mut sim = Sim::new(3, seed);
-    sim.start_all();
-    sim.run_until(2_000, |s| s.all_agree())
-        .expect("the cluster agrees on a coordinator");
-    sim
-}
 
 #[test]
 fn initial_election_picks_the_lowest_load() {
@@ -88,7 +81,7 @@ fn cold_starts_in_any_order_agree_within_two_seconds_and_keep_it_while_idle() {
 #[test]
 fn coordinator_crash_elects_a_new_one_with_a_higher_epoch() {
     for seed in 0..5 {
-        let mut sim = settled(seed);
+        let mut sim = Sim::settled(seed);
         let (old, epoch) = (sim.agreed().unwrap(), sim.max_epoch());
         sim.crash(old);
         let took = sim
@@ -106,7 +99,7 @@ fn coordinator_crash_elects_a_new_one_with_a_higher_epoch() {
 
 #[test]
 fn stopped_coordinator_is_replaced_and_catches_up_when_resumed() {
-    let mut sim = settled(3);
+    let mut sim = Sim::settled(3);
     let old = sim.agreed().unwrap();
     sim.stop(old);
     let took = sim
@@ -160,7 +153,7 @@ fn elected_victim_is_silent_then_recovers_with_converged_state() {
 #[test]
 fn partitioned_minority_never_acts_and_the_majority_goes_on() {
     for seed in 0..5 {
-        let mut sim = settled(seed);
+        let mut sim = Sim::settled(seed);
         let old = sim.agreed().unwrap();
         let epoch = sim.max_epoch();
         sim.isolate(old);
@@ -189,7 +182,7 @@ fn partitioned_minority_never_acts_and_the_majority_goes_on() {
 
 #[test]
 fn a_coordinator_message_from_an_old_epoch_is_ignored() {
-    let mut sim = settled(5);
+    let mut sim = Sim::settled(5);
     let current = sim.agreed().unwrap();
     // Force a second election so that epoch 1 is stale.
     sim.crash(current);
@@ -225,7 +218,7 @@ fn a_coordinator_message_from_an_old_epoch_is_ignored() {
 
 #[test]
 fn a_flapping_node_does_not_cause_an_election_storm() {
-    let mut sim = settled(6);
+    let mut sim = Sim::settled(6);
     sim.run(3_000);
     let before = sim.elections();
     let flapper = 3;
@@ -247,7 +240,7 @@ fn a_flapping_node_does_not_cause_an_election_storm() {
 
 #[test]
 fn a_lasting_load_difference_hands_over_once() {
-    let mut sim = settled(8);
+    let mut sim = Sim::settled(8);
     let first = sim.agreed().unwrap();
     let other = if first == 1 { 2 } else { 1 };
     for id in [1, 2, 3] {

@@ -90,6 +90,15 @@ impl Sim {
         }
     }
 
+    /// A started three-node cluster that agrees on a coordinator.
+    pub fn settled(seed: u64) -> Self {
+        let mut sim = Sim::new(3, seed);
+        sim.start_all();
+        sim.run_until(2_000, |s| s.all_agree())
+            .expect("the cluster agrees on a coordinator");
+        sim
+    }
+
     /// Turns the elected-victim failure simulation on.
     pub fn with_failures(mut self, period_s: f64, max_s: f64) -> Self {
         self.failures = FailureSim {
