@@ -43,6 +43,11 @@ pub const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Longest side of an image the codec decodes, in pixels (twice the largest default cover).
 pub const MAX_SIDE: u32 = 16384;
+/// Decoded bytes any image may have, whatever its file size.
+pub const FREE_DECODED_BYTES: u64 = 64 * 1024 * 1024;
+/// Beyond [`FREE_DECODED_BYTES`], decoded bytes allowed per byte of file: a tiny file that
+/// claims a huge image (decoders fill in what is missing) would cost seconds of CPU per request.
+pub const MAX_EXPANSION: u64 = 1024;
 
 /// The picture the payload is hidden in.
 #[derive(Clone, Copy, Debug)]
@@ -163,7 +168,9 @@ pub fn decode_image(bytes: &[u8], what: &str) -> Result<DynamicImage> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    let allowance =
+        FREE_DECODED_BYTES.saturating_add(MAX_EXPANSION.saturating_mul(bytes.len() as u64));
+    limits.max_alloc = Some(MAX_DECODED_BYTES.min(allowance));
     reader.limits(limits);
     let Some(format) = reader.format() else {
         return Err(Error::NotAnImage(format!(
@@ -517,6 +524,34 @@ fn png_error(e: png::DecodingError, len: usize) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tiny_file_claiming_a_huge_image_is_refused_before_decoding() {
+        // A 16x16 JPEG whose frame header is patched to claim 11552x4608 (160 MB of pixels).
+        let img = image::RgbImage::from_pixel(16, 16, image::Rgb([90, 120, 200]));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
+        let mut jpeg = jpeg.into_inner();
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline frame header");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&4608u16.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&11552u16.to_be_bytes());
+        let started = std::time::Instant::now();
+        let err = match decode_image(&jpeg, "cover") {
+            Ok(img) => panic!(
+                "decoded a {}x{} image from {} bytes",
+                img.width(),
+                img.height(),
+                jpeg.len()
+            ),
+            Err(e) => e,
+        };
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
     use super::*;
 
     #[test]
