@@ -185,8 +185,41 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
             shutdown_signal().await
         }
     };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(crate::server::run(config, args.id, seed, shutdown))
+    let runtime = runtime()?;
+    let result = runtime.block_on(crate::server::run(config, args.id, seed, shutdown));
+    // The blocking thread reading stdin for `--parent-watch` never returns by itself.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+/// The async runtime of every binary: one thread runs all tasks (network I/O, the protocol,
+/// the stress test's clients); image work runs on the blocking pool, at most two threads per
+/// core. Three nodes and a load generator share two cores in the demo, and a scheduler thread
+/// per core in every process only adds hand-offs between them (DESIGN.md, "One runtime thread
+/// per process"). Also tunes the allocator ([`tune_allocator`]).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tune_allocator();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2 * cores + 2)
+        .build()
+}
+
+/// Keeps freed memory in the process. By default glibc gives a thread's free heap top back to
+/// the kernel as soon as it passes 128 KiB, which with 10-100 KB request and reply buffers
+/// meant one `madvise` per request and page faults to take the memory back for the next:
+/// 40 % of the CPU per request in the demo (DESIGN.md, "Memory allocator"). Here memory is
+/// returned only past 256 MiB of free space, and blocks under 32 MiB come from the heap, not
+/// from fresh `mmap`s.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets glibc's malloc parameters; any value is valid to pass, and a
+    // refused one leaves the default in place.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -117,17 +117,19 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
     let secret = hex::encode(rand::random::<[u8; 16]>());
     let key = SealKey::from_secret(secret.as_bytes());
     let limit_rps = if args.load.limit_secs > 0.0 {
+        let verify = !args.load.no_verify;
         println!(
-            "Measuring this machine's limit: the codec alone on every core for {:.0} s...",
+            "Measuring this machine's limit: the codec alone ({}) on every core for {:.0} s...",
+            if verify { "hide + verify" } else { "hide" },
             args.load.limit_secs
         );
         let (image, key, secs) = (image.clone(), key.clone(), args.load.limit_secs);
         let limit = tokio::task::spawn_blocking(move || {
-            stress::measure_limit(&image, &key, Duration::from_secs_f64(secs))
+            stress::measure_limit(&image, &key, Duration::from_secs_f64(secs), verify)
         })
         .await
         .map_err(|e| Error::Config(format!("limit measurement failed: {e}")))?;
-        println!("  limit: {limit:.0} encryptions/s");
+        println!("  limit: {limit:.0} requests/s");
         Some(limit)
     } else {
         None

@@ -8,7 +8,7 @@ use imgcloud::cli::init_logging;
 fn main() {
     init_logging();
     let args = ChaosArgs::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match imgcloud::cli::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chaos: cannot start the runtime: {e}");

@@ -223,7 +223,7 @@ fn resolve_secret_for(flag: Option<String>, config: Option<&ClusterConfig>) -> S
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+    imgcloud::cli::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 /// `client status`.
@@ -249,8 +249,12 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
     runtime()?.block_on(async {
         let limit_rps = if args.load.limit_secs > 0.0 {
             let (image, key, secs) = (image.clone(), key.clone(), args.load.limit_secs);
-            println!("Measuring this machine's limit: the codec alone on every core for {secs:.0} s...");
-            let limit = move || stress::measure_limit(&image, &key, Duration::from_secs_f64(secs));
+            let verify = !args.load.no_verify;
+            let work = if verify { "hide + verify" } else { "hide" };
+            println!("Measuring this machine's limit: the codec alone ({work}) on every core for {secs:.0} s...");
+            let limit = move || {
+                stress::measure_limit(&image, &key, Duration::from_secs_f64(secs), verify)
+            };
             tokio::task::spawn_blocking(limit).await.ok()
         } else {
             None

@@ -14,7 +14,7 @@ fn main() {
         }
         return;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match imgcloud::cli::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("demo: cannot start the async runtime: {e}");
