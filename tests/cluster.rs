@@ -162,3 +162,48 @@ fn status_and_metrics_describe_the_node() {
     assert!(metrics.contains("# TYPE imgcloud_epoch gauge"));
     assert!(metrics.contains("imgcloud_state{node=\"2\",state=\"Active\"} 1"));
 }
+
+#[test]
+fn a_watched_node_exits_promptly_on_sigterm_and_when_its_parent_goes() {
+    // With --parent-watch a blocking thread reads stdin; neither a SIGTERM nor the end of
+    // stdin may be held up by it.
+    let cluster = Cluster::new(1, &[]);
+    let start = |cluster: &Cluster| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-node"))
+            .args(["1", "--parent-watch", "--config"])
+            .arg(&cluster.config_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cloud-node starts");
+        let http = cluster.config.node(1).unwrap().http;
+        wait_for(Duration::from_secs(10), || {
+            support::http_get(http, "/status").is_some()
+        })
+        .expect("the node answers /status");
+        child
+    };
+    let mut exited_within = |child: &mut std::process::Child| {
+        wait_for(Duration::from_secs(3), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        })
+    };
+
+    let mut child = start(&cluster);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let took = exited_within(&mut child);
+    let _ = child.kill();
+    assert!(took.is_some(), "still running 3 s after SIGTERM");
+
+    let mut child = start(&cluster);
+    drop(child.stdin.take());
+    let took = exited_within(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(took.is_some(), "still running 3 s after its stdin closed");
+}
