@@ -1,16 +1,18 @@
 //! Hiding a sealed payload in the low bits of a cover image, and finding it again.
 //!
-//! How it works. The cover is decoded with the `image` crate into one of eight sample layouts:
-//! gray, gray+alpha, RGB or RGBA, each at 8 or 16 bits per sample. Other inputs are converted
-//! first: palette images become RGB (or RGBA when they have transparency), 1/2/4-bit gray
-//! becomes 8-bit gray, and floating-point images become 16-bit RGB(A). The "carriers" are the
-//! colour samples in raster order (row by row, pixel by pixel, channel by channel), skipping
-//! alpha, which is never changed. The 48-byte header ([`crate::seal`]) goes into the lowest bit
-//! of the first 384 carriers, most significant bit first; the sealed body follows at 1 or 2 bits
-//! per carrier (the header says which). For 16-bit samples the low bits of the 16-bit value are
-//! used, so the output stays 16-bit. Only the carriers the payload needs are touched; the rest
-//! of the cover is copied as it was, and the result is written as PNG (fast deflate, "Up"
-//! filter) with the cover's size and sample layout.
+//! How it works. The cover is read as one of eight sample layouts: gray, gray+alpha, RGB or
+//! RGBA, each at 8 or 16 bits per sample. Other inputs are converted first: palette images
+//! become RGB (or RGBA when they have transparency), 1/2/4-bit gray becomes 8-bit gray, and
+//! floating-point images become 16-bit RGB(A). The "carriers" are the colour samples in raster
+//! order (row by row, pixel by pixel, channel by channel), skipping alpha, which is never
+//! changed. The 48-byte header ([`crate::seal`]) goes into the lowest bit of the first 384
+//! carriers, most significant bit first; the sealed body follows at 1 or 2 bits per carrier (the
+//! header says which). For 16-bit samples the low bits of the 16-bit value are used, so the
+//! output stays 16-bit. Hiding streams: a PNG cover is decoded row by row, each row gets its
+//! share of the payload and goes straight to the PNG encoder, so no image-sized buffer exists
+//! (other formats, and interlaced PNG, are decoded whole by the `image` crate first). The output
+//! is a PNG of the cover's size and layout: fast deflate with the "Up" filter for a user's
+//! cover, stored (uncompressed) rows for the default cover, which is the cluster's hot path.
 //!
 //! Revealing reads the PNG row by row with the `png` crate and stops as soon as the header and
 //! then the body are complete, so for a large cover only its first rows are decompressed. Any
@@ -180,7 +182,7 @@ pub fn decrypt_image(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> 
     reveal_with(key, total, png.len(), &mut fill)
 }
 
-/// Encodes an image as PNG with the codec's settings (fast deflate, [`PNG_FILTER`]).
+/// Encodes an image as PNG the way hide writes user covers (fast deflate, [`PNG_FILTER`]).
 pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>> {
     let shape = Shape::of(image)?;
     let mut rows = RowsOf::new(image, shape.row_len());
