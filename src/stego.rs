@@ -135,34 +135,67 @@ pub fn encrypt_image_with(
         Cover::Image(bytes) => match png_reader(bytes, "cover")? {
             // Non-interlaced PNG, the usual cover: decoded row by row as it is encoded.
             Some(mut reader) if !reader.info().interlaced => {
-                let shape = Shape::of_png(&reader, bytes.len())?;
+                let (shape, len) = (Shape::of_png(&reader, bytes.len())?, bytes.len());
                 let embedder = payload(&shape)?;
-                write_png(&shape, Deflate::Fast, embedder, |row| {
-                    match reader.next_row() {
-                        Ok(Some(r)) => {
-                            row.copy_from_slice(&r.data()[..row.len()]);
-                            Ok(())
-                        }
-                        Ok(None) => Err(Error::Truncated(format!(
-                            "the cover (PNG, {} bytes) ends before the image is complete",
-                            bytes.len()
-                        ))),
-                        Err(e) => Err(png_error(e, "cover", bytes.len())),
+                let out = write_png(&shape, Deflate::Fast, embedder.clone(), |row| {
+                    next_png_row(&mut reader, row, len)
+                })?;
+                match png_reader(bytes, "cover")? {
+                    // A noise-like cover that deflate made larger than its raw rows: again, stored.
+                    Some(mut reader) if out.len() > stored_png_len(&shape) => {
+                        write_png(&shape, Deflate::Stored, embedder, |row| {
+                            next_png_row(&mut reader, row, len)
+                        })
                     }
-                })
+                    _ => Ok(out),
+                }
             }
             _ => {
                 let image = normalise(decode_image(bytes, "cover")?)?;
                 let shape = Shape::of(&image)?;
                 let embedder = payload(&shape)?;
-                let mut rows = RowsOf::new(&image, shape.row_len());
-                write_png(&shape, Deflate::Fast, embedder, |row| {
+                let row_len = shape.row_len();
+                let mut rows = RowsOf::new(&image, row_len);
+                let out = write_png(&shape, Deflate::Fast, embedder.clone(), |row| {
+                    rows.next_into(row);
+                    Ok(())
+                })?;
+                if out.len() <= stored_png_len(&shape) {
+                    return Ok(out);
+                }
+                let mut rows = RowsOf::new(&image, row_len);
+                write_png(&shape, Deflate::Stored, embedder, |row| {
                     rows.next_into(row);
                     Ok(())
                 })
             }
         },
     }
+}
+
+/// Copies the next row of a PNG cover into `row`.
+fn next_png_row<R: std::io::BufRead + std::io::Seek>(
+    reader: &mut png::Reader<R>,
+    row: &mut [u8],
+    file_len: usize,
+) -> Result<()> {
+    match reader.next_row() {
+        Ok(Some(r)) => {
+            row.copy_from_slice(&r.data()[..row.len()]);
+            Ok(())
+        }
+        Ok(None) => Err(Error::Truncated(format!(
+            "the cover (PNG, {file_len} bytes) ends before the image is complete"
+        ))),
+        Err(e) => Err(png_error(e, "cover", file_len)),
+    }
+}
+
+/// Size of the PNG [`write_png`] makes of `shape` with [`Deflate::Stored`]: signature, IHDR,
+/// the zlib stream (2-byte header, 5 bytes per 64 KiB block, Adler-32) in one IDAT, IEND.
+fn stored_png_len(shape: &Shape) -> usize {
+    let raw = (shape.row_len() + 1) * shape.height as usize;
+    8 + 25 + 12 + 2 + raw + 5 * raw.div_ceil(65535).max(1) + 4 + 12
 }
 
 /// Finds, authenticates and decrypts the payload of an image made by [`encrypt_image`].
@@ -427,7 +460,7 @@ fn choose_bits(shape: &Shape, body_len: usize, requested: Option<u8>) -> Result<
 }
 
 /// Writes the payload into the carriers of a raster's rows, one row at a time.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Embedder {
     /// The low-bit value of every carrier the payload needs: the header's 384 (one bit each),
     /// then the body's (`bits` each).
@@ -992,6 +1025,31 @@ mod tests {
         }
         assert_eq!(SPREAD_1[0b1000_0001], [1, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(SPREAD_2[0b1101_0010], [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn noise_covers_are_stored_rather_than_inflated() {
+        let key = SealKey::from_secret(b"k");
+        let meta = ImageMeta::new("alice", vec![]).unwrap();
+        let secret = encode_png(&DynamicImage::ImageRgb8(image::RgbImage::new(4, 4))).unwrap();
+        let mut noise = image::RgbImage::new(96, 96);
+        let mut x = 0x9E37_79B9u32;
+        for b in noise.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let noise = DynamicImage::ImageRgb8(noise);
+        let cover = encode_png(&noise).unwrap();
+        let shape = Shape::of(&noise).unwrap();
+        assert!(
+            cover.len() > stored_png_len(&shape),
+            "deflate should not help noise"
+        );
+        let out = encrypt_image(&secret, Cover::Image(&cover), &meta, &key).unwrap();
+        assert_eq!(out.len(), stored_png_len(&shape));
+        assert_eq!(decrypt_image(&out, &key).unwrap().1, secret);
     }
 
     #[test]
