@@ -184,7 +184,7 @@ fn a_watched_node_exits_promptly_on_sigterm_and_when_its_parent_goes() {
         .expect("the node answers /status");
         child
     };
-    let mut exited_within = |child: &mut std::process::Child| {
+    let exited_within = |child: &mut std::process::Child| {
         wait_for(Duration::from_secs(3), || {
             matches!(child.try_wait(), Ok(Some(_)))
         })
