@@ -249,7 +249,8 @@ pub fn write_outputs(
         .map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))?;
     println!("Report: {}", load.report.display());
     if let Some(trial) = trial {
-        let timeline = crate::metrics::timeline(&trial.run.samples, Duration::from_millis(500));
+        let bucket = crate::metrics::bucket_for(trial.run.duration);
+        let timeline = crate::metrics::timeline(&trial.run.samples, bucket);
         let title = format!(
             "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
             report.total, report.throughput_rps, report.latency_ms.p99

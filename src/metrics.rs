@@ -301,6 +301,13 @@ pub struct Bucket {
     pub per_node: BTreeMap<NodeId, u64>,
 }
 
+/// The slice width for plotting a run of `span`: about 40 slices, a whole number of tenths of a
+/// second between 0.1 s and 1 s, so a 3 s run still shows its shape and a long one stays smooth.
+pub fn bucket_for(span: Duration) -> Duration {
+    let tenths = (span.as_millis() / 40 / 100).clamp(1, 10) as u64;
+    Duration::from_millis(tenths * 100)
+}
+
 /// Cuts the run into consecutive `bucket`-long slices by completion time, from 0 to the last
 /// completion; slices with nothing in them are included, with zero counts.
 pub fn timeline(samples: &[Sample], bucket: Duration) -> Vec<Bucket> {
@@ -570,6 +577,15 @@ mod tests {
     #[test]
     fn timeline_keeps_empty_buckets_without_percentiles() {
         let buckets = timeline(&[ok(2500, 0, 1)], Duration::from_secs(1));
+        assert_eq!(
+            bucket_for(Duration::from_secs(3)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            bucket_for(Duration::from_secs(20)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(bucket_for(Duration::from_secs(600)), Duration::from_secs(1));
         assert_eq!(buckets.len(), 3);
         assert_eq!((buckets[0].completed, buckets[0].p50_ms), (0, None));
         assert_eq!(buckets[2].completed, 1);

@@ -207,6 +207,9 @@ fn panel<'a, 'b>(
     top: f64,
     x_axis_label: bool,
 ) -> Result<Chart<'a, 'b>> {
+    // Runs shorter than ~13 s get ticks closer than a second: label them with a decimal.
+    let decimals = usize::from(x.end - x.start < 13.0);
+    let x_label = move |v: &f64| format!("{v:.decimals$}");
     let mut chart = ChartBuilder::on(area)
         .margin_left(20)
         .margin_right(40)
@@ -229,7 +232,7 @@ fn panel<'a, 'b>(
         .light_line_style(INK.mix(0.04))
         .x_labels(13)
         .y_labels(6)
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&x_label)
         .y_label_formatter(&|v| format!("{v:.0}"));
     if x_axis_label {
         mesh.x_desc("time since start (s)");
