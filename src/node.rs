@@ -47,7 +47,7 @@
 //! for persisting them); loads are compared rounded to two decimals, as printed; the victim
 //! schedule restarts when the coordinator changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use crate::dispatch::{Claims, Verdict};
 
@@ -89,6 +89,9 @@ pub const ANTI_ENTROPY_MS: u64 = 1_000;
 pub const VICTIM_SETTLE_MS: u64 = 2_000;
 /// The shortest simulated failure.
 pub const MIN_FAILURE_MS: u64 = 1_000;
+/// How long a restarted node remembers the commits of its previous run (see
+/// [`Node::take_unanswered_commit`]); longer than clients wait for a reply.
+pub const RESEND_WINDOW_MS: u64 = 60_000;
 
 /// What the core asks its driver to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -303,6 +306,10 @@ pub struct Node {
     /// Whether this process has been Active (merged a majority's state) since it started: only
     /// then does it vote on claims (votes given before a restart are lost).
     synced: bool,
+    /// Requests the log says this node won, learned from others: commits of a previous run of
+    /// this node (this process makes its own commits itself), with when they were learned.
+    inherited: HashSet<RequestId>,
+    inherited_order: VecDeque<(Millis, RequestId)>,
     replicated: ReplicatedState,
     digest: Option<String>,
     recovery_heard: BTreeSet<NodeId>,
@@ -378,6 +385,8 @@ impl Node {
             claims: Claims::default(),
             outbox: BTreeMap::new(),
             synced: false,
+            inherited: HashSet::new(),
+            inherited_order: VecDeque::new(),
             replicated: ReplicatedState::default(),
             digest: None,
             recovery_heard: BTreeSet::new(),
@@ -910,7 +919,19 @@ impl Node {
     }
 
     fn on_sync_response(&mut self, now: Millis, from: NodeId, epoch: Epoch, snapshot: Snapshot) {
-        if self.replicated.merge(&snapshot.replicated) {
+        let me = self.id;
+        let mut mine = Vec::new();
+        let merged = self
+            .replicated
+            .merge_with(&snapshot.replicated, |id, server| {
+                if server == me {
+                    mine.push(id.to_string());
+                }
+            });
+        for id in mine {
+            self.inherit(now, id);
+        }
+        if merged {
             self.changed();
             self.settle_open_claims();
         }
@@ -1063,9 +1084,12 @@ impl Node {
     }
 
     /// A commit: `server` won `id` (a majority held it) and replied.
-    fn on_served(&mut self, id: &str, server: NodeId) {
+    fn on_served(&mut self, now: Millis, id: &str, server: NodeId) {
         if self.replicated.record_served(id, server) {
             self.changed();
+            if server == self.id {
+                self.inherit(now, id.to_string());
+            }
         }
         self.claims.forget_vote(id);
         if self.dispatcher.served(id) {
@@ -1079,7 +1103,7 @@ impl Node {
 
     fn on_claims(&mut self, now: Millis, from: NodeId, batch: ClaimBatch) {
         for (id, server) in batch.served {
-            self.on_served(&id, server);
+            self.on_served(now, &id, server);
         }
         for id in batch.claims {
             let winner = match self.replicated.served.get(&id) {
@@ -1123,6 +1147,25 @@ impl Node {
             }
             Verdict::Lost => self.out.push(Output::Drop(id.to_string())),
         }
+    }
+
+    /// Remembers a commit of a previous run of this node.
+    fn inherit(&mut self, now: Millis, id: RequestId) {
+        if self.inherited.insert(id.clone()) {
+            self.inherited_order.push_back((now, id));
+        }
+    }
+
+    /// Whether this node should answer request `id`, which a client sent it **again** over a
+    /// new connection, by serving it once more without a claim: true (once) when the request
+    /// log says this node won it but the commit was made by a previous run of this node, which
+    /// died between its commit and its reply. Sound because a client re-sends only the
+    /// requests it still waits for, and the winner's reply travels only on the winner's own
+    /// connection to that client, which the client has read to its end before reconnecting:
+    /// the dead run's reply never arrived, and no other node may reply. The log already names
+    /// this node, so it stays true.
+    pub fn take_unanswered_commit(&mut self, id: &str) -> bool {
+        self.inherited.remove(id) && self.replicated.served.get(id) == Some(&self.id)
     }
 
     /// Drops the open claims that the request log (just merged) decided for another node.
@@ -1231,6 +1274,14 @@ impl Node {
         }
         self.track_peers(now);
         self.maintain_claims(now);
+        while let Some((at, _)) = self.inherited_order.front() {
+            if now.saturating_sub(*at) < RESEND_WINDOW_MS {
+                break;
+            }
+            if let Some((_, id)) = self.inherited_order.pop_front() {
+                self.inherited.remove(&id);
+            }
+        }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_ms;
             let hb = Heartbeat {
@@ -1599,6 +1650,181 @@ mod tests {
         }
         assert_eq!(n.state(), NodeState::Active);
         assert_eq!(n.coordinator(), Some(1));
+    }
+
+    fn from(peer: NodeId, message: Message) -> Envelope {
+        Envelope {
+            version: PROTOCOL_VERSION,
+            from: peer,
+            epoch: 0,
+            message,
+        }
+    }
+
+    /// A claim of request `a` from `peer`; returns the answers sent back.
+    fn claim_a(n: &mut Node, now: Millis, peer: NodeId) -> Vec<(RequestId, NodeId)> {
+        let batch = ClaimBatch {
+            claims: vec!["a".into()],
+            ..ClaimBatch::default()
+        };
+        n.step(now, from(peer, Message::Claims(batch)));
+        n.flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } if to == peer => match envelope.message {
+                    Message::Claims(b) => Some(b.acks),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn votes_go_to_the_first_claimant_once_caught_up_and_are_released_when_it_dies() {
+        let mut n = Node::new(config(1), 0);
+        n.tick(0);
+        assert!(
+            claim_a(&mut n, 10, 2).is_empty(),
+            "a new process does not vote before it has merged a majority's state"
+        );
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: ReplicatedState::default(),
+        };
+        n.step(20, from(2, Message::SyncResponse(Box::new(snapshot))));
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(claim_a(&mut n, 30, 2), vec![("a".to_string(), 2)]);
+        assert_eq!(
+            claim_a(&mut n, 40, 3),
+            vec![("a".to_string(), 2)],
+            "the second claimant is told the first one's name"
+        );
+        n.peer_disconnected(50, 2);
+        assert_eq!(
+            claim_a(&mut n, 60, 3),
+            vec![("a".to_string(), 3)],
+            "node 2's connection closed without a commit: its vote is released"
+        );
+        // A commit answers for the vote from then on.
+        let commit = ClaimBatch {
+            served: vec![("a".into(), 3)],
+            ..ClaimBatch::default()
+        };
+        n.step(70, from(3, Message::Claims(commit)));
+        assert_eq!(n.replicated().served.get("a"), Some(&3));
+        assert_eq!(claim_a(&mut n, 80, 2), vec![("a".to_string(), 3)]);
+    }
+
+    #[test]
+    fn a_finished_job_is_replied_only_with_a_majority_and_dropped_when_another_wins() {
+        let mut n = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        n.tick(0);
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(n.job_finished(10, "x"), vec![Output::Reply("x".into())]);
+        assert_eq!(
+            n.job_finished(20, "x"),
+            vec![Output::Drop("x".into())],
+            "a second job for a committed request is never replied"
+        );
+        let mut n = Node::new(config(1), 0);
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: ReplicatedState::default(),
+        };
+        n.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        assert!(n.job_finished(10, "y").is_empty(), "waits for a majority");
+        let claims: Vec<NodeId> = n
+            .flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => match envelope.message {
+                    Message::Claims(b) if b.claims == vec!["y".to_string()] => Some(to),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(claims, vec![2, 3], "claimed from every peer");
+        let answer = |winner| ClaimBatch {
+            acks: vec![("y".into(), winner)],
+            ..ClaimBatch::default()
+        };
+        assert!(n.step(20, from(2, Message::Claims(answer(3)))).is_empty());
+        assert_eq!(
+            n.step(21, from(3, Message::Claims(answer(3)))),
+            vec![Output::Drop("y".into())],
+            "two of three name node 3"
+        );
+        assert!(n.job_finished(30, "z").is_empty());
+        assert_eq!(
+            n.step(31, from(3, Message::Claims(answer_z(1)))),
+            vec![Output::Reply("z".into())]
+        );
+        assert_eq!(n.replicated().served.get("z"), Some(&1));
+    }
+
+    #[test]
+    fn a_restarted_node_answers_a_resent_request_its_previous_run_won_once() {
+        let mut previous = ReplicatedState::default();
+        previous.record_served("a", 1);
+        previous.record_served("b", 2);
+        let mut n = Node::new(config(1), 0);
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: previous,
+        };
+        n.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        assert!(!n.take_unanswered_commit("b"), "another node's commit");
+        assert!(n.take_unanswered_commit("a"));
+        assert!(!n.take_unanswered_commit("a"), "once");
+        // Its own commits in this run are never served again.
+        let mut single = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        single.tick(0);
+        assert_eq!(
+            single.job_finished(10, "c"),
+            vec![Output::Reply("c".into())]
+        );
+        assert!(!single.take_unanswered_commit("c"));
+        // And what it learned is forgotten after the window.
+        let mut m = Node::new(config(1), 0);
+        let mut log = ReplicatedState::default();
+        log.record_served("d", 1);
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: log,
+        };
+        m.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        m.tick(5 + RESEND_WINDOW_MS);
+        assert!(!m.take_unanswered_commit("d"));
+    }
+
+    fn answer_z(winner: NodeId) -> ClaimBatch {
+        ClaimBatch {
+            acks: vec![("z".into(), winner)],
+            ..ClaimBatch::default()
+        }
     }
 
     #[test]

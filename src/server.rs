@@ -202,6 +202,7 @@ pub async fn run(
         held: HashMap::new(),
         results: HashMap::new(),
         ready: Vec::new(),
+        again: HashMap::new(),
         http_waiters: HashMap::new(),
         latest_conn: BTreeMap::new(),
         status: status_tx,
@@ -270,6 +271,9 @@ struct Shell {
     results: HashMap<RequestId, Finished>,
     /// Results the core said to reply with, waiting for the commit's barrier.
     ready: Vec<Finished>,
+    /// Requests won by a previous run of this node and sent again by their client (see
+    /// [`Node::take_unanswered_commit`]): served once more and answered without a claim.
+    again: HashMap<RequestId, mpsc::Sender<EncryptReply>>,
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
@@ -376,7 +380,14 @@ impl Shell {
             }
             // A failed node ignores its clients: the other nodes have the same request.
             Input::ClientRequest(..) if failed => Vec::new(),
-            Input::ClientRequest(request, reply) => self.hold(request, ReplyTo::Client(reply)),
+            Input::ClientRequest(request, reply) => {
+                if self.core.take_unanswered_commit(&request.id) {
+                    self.answer_again(request, reply);
+                    Vec::new()
+                } else {
+                    self.hold(request, ReplyTo::Client(reply))
+                }
+            }
             Input::HttpRequest(request, waiter) => {
                 if failed || !self.core.accepting() {
                     let why = if failed {
@@ -423,9 +434,30 @@ impl Shell {
         self.core.request_arrived(self.now(), &id)
     }
 
+    /// Serves a request that a previous run of this node won and never answered (its client
+    /// sent it again): the log already names this node, so the reply needs no claim.
+    fn answer_again(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
+        let id = request.id.clone();
+        info!(node = self.id(), request = %id, "[Node {}] serving {id} again: a previous run of this node won it and died before its reply", self.id());
+        self.again.insert(id.clone(), client);
+        self.held.insert(
+            id.clone(),
+            Held {
+                request: Some(request),
+                reply_to: ReplyTo::Origin(self.id()),
+            },
+        );
+        self.serve(id);
+    }
+
     /// A job finished: keep the result and tell the core, which claims the request.
     fn finish(&mut self, now: Millis, reply: EncryptReply) -> Vec<Output> {
         if self.core.state() == NodeState::Failed {
+            return Vec::new();
+        }
+        if let Some(client) = self.again.remove(&reply.id) {
+            self.held.remove(&reply.id);
+            let _ = client.try_send(reply);
             return Vec::new();
         }
         let Some(held) = self.held.remove(&reply.id) else {

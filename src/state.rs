@@ -175,6 +175,15 @@ impl ReplicatedState {
 
     /// Merges another state into this one; returns whether anything was added.
     pub fn merge(&mut self, other: &ReplicatedState) -> bool {
+        self.merge_with(other, |_, _| {})
+    }
+
+    /// [`ReplicatedState::merge`], calling `added` with every request-log entry it records.
+    pub fn merge_with(
+        &mut self,
+        other: &ReplicatedState,
+        mut added: impl FnMut(&str, NodeId),
+    ) -> bool {
         let mut changed = false;
         for (epoch, record) in &other.elections {
             changed |= self.record_election(*epoch, record.clone());
@@ -183,7 +192,10 @@ impl ReplicatedState {
             changed |= self.record_failure(*record);
         }
         for (id, server) in &other.served {
-            changed |= self.record_served(id, *server);
+            if self.record_served(id, *server) {
+                added(id, *server);
+                changed = true;
+            }
         }
         for (node, counters) in &other.counters {
             changed |= self.merge_counters(*node, counters);

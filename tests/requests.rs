@@ -147,7 +147,7 @@ fn an_http_request_waiting_on_a_node_that_loses_its_majority_gets_503_at_once() 
     assert!(
         body["error"]
             .as_str()
-            .is_some_and(|e| e.contains("majority")),
+            .is_some_and(|e| e.contains("lost contact")),
         "{body}"
     );
     assert!(
