@@ -5,7 +5,10 @@
 //! tick, so they never wait for the protocol core; `/status` answers even while the node is in
 //! its simulated failure (it is the operator's window, and says "Failed"). `POST /encrypt`
 //! hands the request to the node loop, which forwards it to the peers so that the cluster,
-//! not this node, decides who serves it, and waits for the answer.
+//! not this node, decides who serves it, and waits for the answer. A node that cannot finish
+//! it answers 503 with a JSON error at once: when it is not Active with a coordinator as the
+//! request arrives, and when it loses its majority (or fails) while the request waits, since
+//! neither its own claim nor the winner's forwarded reply can then reach it.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,7 +12,8 @@ use crate::request::{EncryptReply, EncryptRequest};
 use crate::state::{Counters, FailureRecord, ReplicatedState};
 
 /// The version of this protocol; a peer speaking another one is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: `Served` became the batched `Claims` (claim quorum before a reply).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// An election epoch: increases with every election, fences stale coordinators.
 pub type Epoch = u64;
@@ -77,6 +78,31 @@ pub struct Snapshot {
     pub replicated: ReplicatedState,
 }
 
+/// Claims, answers and commits of finished requests, for one peer (see [`crate::dispatch`]).
+/// They flow at thousands per second, so the core gathers them per peer and sends them as one
+/// message per flush (after each burst of inputs, and every tick); at idle a flush follows every
+/// input, so batching adds no latency. Claims are not fenced by epoch: a node's vote, not its
+/// epoch, decides who replies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimBatch {
+    /// Requests the sender finished: "hold me as their winner, unless you hold another".
+    pub claims: Vec<RequestId>,
+    /// Answers to the receiver's claims: each request with the winner the sender holds (the
+    /// request log's entry if it is committed, else the sender's first-come vote).
+    pub acks: Vec<(RequestId, NodeId)>,
+    /// Committed requests, each with its server (a majority held it as the winner; it has
+    /// replied): log it, forget the request. Sent by the server, and by a coordinator to a
+    /// node that reports a request the log already has.
+    pub served: Vec<(RequestId, NodeId)>,
+}
+
+impl ClaimBatch {
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.acks.is_empty() && self.served.is_empty()
+    }
+}
+
 /// The peer protocol.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -108,11 +134,9 @@ pub enum Message {
     Fail(FailureRecord),
     /// The coordinator to every peer: who serves a request (see [`crate::dispatch`]).
     Assign(Assignment),
-    /// The server of a request to every peer, after it replied: forget it, log it.
-    Served {
-        /// The request.
-        id: RequestId,
-    },
+    /// Claims of finished requests, answers to claims, and commits, batched per peer
+    /// ([`ClaimBatch`]). A server replies to a client only once a majority names it.
+    Claims(ClaimBatch),
     /// A node chosen to serve a request it does not have, to the coordinator: choose another.
     Decline {
         /// The request.
@@ -144,7 +168,7 @@ impl Message {
             Message::Coordinator { .. } => "Coordinator",
             Message::Fail(_) => "Fail",
             Message::Assign(_) => "Assign",
-            Message::Served { .. } => "Served",
+            Message::Claims(_) => "Claims",
             Message::Decline { .. } => "Decline",
             Message::Unassigned { .. } => "Unassigned",
             Message::Forward(_) => "Forward",

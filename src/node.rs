@@ -30,6 +30,14 @@
 //! - A coordinator that has not heard from a majority for [`LEASE_FRACTION`] of the suspicion
 //!   timeout steps down, before the majority can suspect it and elect another.
 //!
+//! ## Requests: assignment, claim, reply
+//! See [`crate::dispatch`]. The coordinator assigns each request to one server
+//! ([`Output::Serve`]). When the job is done the driver keeps the result and calls
+//! [`Node::job_finished`]; the core claims the request from every peer and answers with
+//! [`Output::Reply`] once a majority (this node included) holds it as the winner, or
+//! [`Output::Drop`] once it cannot win (or the request log names another server). Claims,
+//! answers and commits are gathered per peer and leave on [`Node::flush`] (and every tick).
+//!
 //! ## Failure simulation
 //! The coordinator elects a victim every period, when every node has been up for a while, and
 //! announces it with `Fail`; the record joins the replicated state. Only the coordinator picks,
@@ -39,7 +47,9 @@
 //! for persisting them); loads are compared rounded to two decimals, as printed; the victim
 //! schedule restarts when the coordinator changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use crate::dispatch::{Claims, Verdict};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -47,7 +57,9 @@ use rand::{Rng, SeedableRng};
 use crate::config::{FailureSim, NodeId, Timing};
 use crate::detector::Detector;
 use crate::dispatch::{Assignment, Candidate, Dispatcher, RequestId, Serve};
-use crate::message::{Envelope, Epoch, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION};
+use crate::message::{
+    ClaimBatch, Envelope, Epoch, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION,
+};
 use crate::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 
 /// Milliseconds since the driver's start: the only notion of time in the core.
@@ -77,6 +89,9 @@ pub const ANTI_ENTROPY_MS: u64 = 1_000;
 pub const VICTIM_SETTLE_MS: u64 = 2_000;
 /// The shortest simulated failure.
 pub const MIN_FAILURE_MS: u64 = 1_000;
+/// How long a restarted node remembers the commits of its previous run (see
+/// [`Node::take_unanswered_commit`]); longer than clients wait for a reply.
+pub const RESEND_WINDOW_MS: u64 = 60_000;
 
 /// What the core asks its driver to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,8 +103,18 @@ pub enum Output {
         /// The message.
         envelope: Envelope,
     },
-    /// Serve this request now: encrypt, reply, then call [`Node::request_served`].
+    /// Serve this request now: encrypt, keep the result (do not reply yet), then call
+    /// [`Node::job_finished`].
     Serve(RequestId),
+    /// Send the kept result of this request to its client: a majority holds this node as its
+    /// winner. Given at most once per request in the cluster. The driver must first write the
+    /// commit that goes with it (the `Send`s of the same flush) to the peer connections, then
+    /// the reply: a peer releases its votes for a node whose connection closed, which is safe
+    /// only if a reply can never precede its commit on the wire.
+    Reply(RequestId),
+    /// Discard the kept result of this request without replying: another node won it (or the
+    /// claim was given up, see [`Event::ResultDropped`]).
+    Drop(RequestId),
     /// Drop this request's payload: another node served it, or this node failed.
     Forget(RequestId),
     /// Something the operator should see.
@@ -142,6 +167,13 @@ pub enum Event {
         assignment: Assignment,
         /// Every candidate's load figure (expected seconds to finish one more request).
         loads: Vec<(NodeId, f64)>,
+    },
+    /// This node gave up a finished result without a verdict on its claim.
+    ResultDropped {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        reason: String,
     },
     /// A message from an old epoch was ignored.
     StaleIgnored {
@@ -240,6 +272,9 @@ pub struct CoreStatus {
     pub served: u64,
     /// How long the last recovery took, from Recovering to Active, in milliseconds.
     pub last_recovery_ms: Option<u64>,
+    /// Finished results this node keeps until a majority names it (or another) as the winner.
+    #[serde(default)]
+    pub awaiting_majority: usize,
 }
 
 /// The protocol core of one node.
@@ -265,6 +300,16 @@ pub struct Node {
     load: f64,
     cost: f64,
     dispatcher: Dispatcher,
+    claims: Claims,
+    /// Claims, answers and commits per peer, until the next flush.
+    outbox: BTreeMap<NodeId, ClaimBatch>,
+    /// Whether this process has been Active (merged a majority's state) since it started: only
+    /// then does it vote on claims (votes given before a restart are lost).
+    synced: bool,
+    /// Requests the log says this node won, learned from others: commits of a previous run of
+    /// this node (this process makes its own commits itself), with when they were learned.
+    inherited: HashSet<RequestId>,
+    inherited_order: VecDeque<(Millis, RequestId)>,
     replicated: ReplicatedState,
     digest: Option<String>,
     recovery_heard: BTreeSet<NodeId>,
@@ -337,6 +382,11 @@ impl Node {
             load: 0.0,
             cost: 0.0,
             dispatcher: Dispatcher::default(),
+            claims: Claims::default(),
+            outbox: BTreeMap::new(),
+            synced: false,
+            inherited: HashSet::new(),
+            inherited_order: VecDeque::new(),
             replicated: ReplicatedState::default(),
             digest: None,
             recovery_heard: BTreeSet::new(),
@@ -425,6 +475,15 @@ impl Node {
             .is_some_and(|p| p.detector.is_alive(now) && p.state == NodeState::Active)
     }
 
+    /// The peers this node hears from (its failure detector's view).
+    pub fn live_peers(&self, now: Millis) -> Vec<NodeId> {
+        self.peers
+            .keys()
+            .copied()
+            .filter(|&p| self.peer_alive(p, now))
+            .collect()
+    }
+
     fn up_or_self(&self, id: NodeId, now: Millis) -> bool {
         id == self.id || self.peer_up(id, now)
     }
@@ -485,6 +544,7 @@ impl Node {
             request_log: self.replicated.served.len(),
             served: self.replicated.served_by(self.id),
             last_recovery_ms: self.last_recovery_ms,
+            awaiting_majority: self.claims.open(),
         }
     }
 
@@ -560,6 +620,8 @@ impl Node {
         for id in self.dispatcher.clear() {
             self.out.push(Output::Forget(id));
         }
+        // It sends nothing; its claims stay open and are asked again when it is back.
+        self.outbox.clear();
         self.bump_counters(|c| c.failures += 1);
         let reason = format!("for {:.1} s", duration_ms as f64 / 1000.0);
         self.emit(Event::StateChanged {
@@ -570,6 +632,7 @@ impl Node {
 
     fn enter_active(&mut self, now: Millis) {
         self.state = NodeState::Active;
+        self.synced = true;
         self.last_recovery_ms = Some(now.saturating_sub(self.recovering_since));
         self.bump_counters(|c| c.recoveries += 1);
         let reason = format!(
@@ -611,10 +674,23 @@ impl Node {
 
     // ----- input ---------------------------------------------------------------------------
 
-    /// Tells the core that the connection from `peer` closed.
+    /// Tells the core that the (latest) connection from `peer` closed: the peer is suspected
+    /// at once, and the votes for its claims are released ([`Node::release_votes`]).
     pub fn peer_disconnected(&mut self, _now: Millis, peer: NodeId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.detector.disconnected();
+        }
+        self.release_votes(peer);
+    }
+
+    /// Tells the core that a connection from `peer` closed (any, not only the latest): every
+    /// uncommitted vote for `peer` is forgotten, so that a request it claimed and did not
+    /// commit can be won by another server. The driver must have handed the core everything
+    /// that connection carried first (it did: one reader per connection, in order), and must
+    /// write a commit to every peer before the reply it allows (see [`Output::Reply`]).
+    pub fn release_votes(&mut self, peer: NodeId) {
+        if peer != self.id {
+            self.claims.release(peer);
         }
     }
 
@@ -642,7 +718,7 @@ impl Node {
             }
             Message::Fail(record) => self.on_fail(now, from, epoch, record),
             Message::Assign(a) => self.on_assign(now, from, epoch, a),
-            Message::Served { id } => self.on_served(&id, from),
+            Message::Claims(batch) => self.on_claims(now, from, batch),
             Message::Decline { id } => self.on_decline(now, &id, from),
             Message::Unassigned { ids } => self.on_unassigned(now, ids, from),
             // Payload-carrying messages are the shell's business (it holds the payloads).
@@ -843,8 +919,21 @@ impl Node {
     }
 
     fn on_sync_response(&mut self, now: Millis, from: NodeId, epoch: Epoch, snapshot: Snapshot) {
-        if self.replicated.merge(&snapshot.replicated) {
+        let me = self.id;
+        let mut mine = Vec::new();
+        let merged = self
+            .replicated
+            .merge_with(&snapshot.replicated, |id, server| {
+                if server == me {
+                    mine.push(id.to_string());
+                }
+            });
+        for id in mine {
+            self.inherit(now, id);
+        }
+        if merged {
             self.changed();
+            self.settle_open_claims();
         }
         if let Some(p) = self.peers.get_mut(&from) {
             p.digest_differs_since = None;
@@ -895,15 +984,34 @@ impl Node {
         self.take_output()
     }
 
-    /// The driver served request `id` and replied to its client.
-    pub fn request_served(&mut self, _now: Millis, id: &str) -> Vec<Output> {
-        if self.replicated.record_served(id, self.id) {
-            self.changed();
+    /// The driver's job for request `id` finished and it keeps the result: the core claims
+    /// the request, and later says [`Output::Reply`] or [`Output::Drop`] for it (exactly one of
+    /// them, unless the driver is told the same in this call's output).
+    pub fn job_finished(&mut self, now: Millis, id: &str) -> Vec<Output> {
+        if self.state == NodeState::Failed {
+            return vec![Output::Drop(id.to_string())];
         }
-        self.dispatcher.served(id, self.id);
         self.bump_counters(|c| c.served += 1);
-        let epoch = self.epoch;
-        self.broadcast_at(epoch, Message::Served { id: id.to_string() });
+        if self.replicated.served.contains_key(id) {
+            // Committed already (by another node, or by this one for an earlier job).
+            self.out.push(Output::Drop(id.to_string()));
+            return self.take_output();
+        }
+        let own = self.synced.then(|| self.claims.vote(now, id, self.id));
+        let members = self.members.len();
+        let (new, verdict) = self.claims.open_claim(now, id, self.id, own, members);
+        if new {
+            for p in self.peer_ids() {
+                self.outbox
+                    .entry(p)
+                    .or_default()
+                    .claims
+                    .push(id.to_string());
+            }
+        }
+        if let Some(verdict) = verdict {
+            self.decide_claim(id, verdict);
+        }
         self.take_output()
     }
 
@@ -949,7 +1057,7 @@ impl Node {
         let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
         for id in self.dispatcher.needing_assignment(&live) {
             if self.already_served(&id) {
-                self.dispatcher.served(&id, 0);
+                self.dispatcher.served(&id);
                 self.out.push(Output::Forget(id));
             } else {
                 self.assign(now, &id, None);
@@ -975,13 +1083,151 @@ impl Node {
         }
     }
 
-    fn on_served(&mut self, id: &str, server: NodeId) {
+    /// A commit: `server` won `id` (a majority held it) and replied.
+    fn on_served(&mut self, now: Millis, id: &str, server: NodeId) {
         if self.replicated.record_served(id, server) {
             self.changed();
+            if server == self.id {
+                self.inherit(now, id.to_string());
+            }
         }
-        if self.dispatcher.served(id, server) {
+        self.claims.forget_vote(id);
+        if self.dispatcher.served(id) {
             self.out.push(Output::Forget(id.to_string()));
         }
+        if self.claims.close(id) {
+            // Someone else's commit decided this node's open claim.
+            self.out.push(Output::Drop(id.to_string()));
+        }
+    }
+
+    fn on_claims(&mut self, now: Millis, from: NodeId, batch: ClaimBatch) {
+        for (id, server) in batch.served {
+            self.on_served(now, &id, server);
+        }
+        for id in batch.claims {
+            let winner = match self.replicated.served.get(&id) {
+                Some(&server) => server,
+                None if self.synced => self.claims.vote(now, &id, from),
+                // Restarted and not caught up: votes given before are lost, so give none yet
+                // (the claimant asks again).
+                None => continue,
+            };
+            self.outbox.entry(from).or_default().acks.push((id, winner));
+        }
+        let members = self.members.len();
+        for (id, winner) in batch.acks {
+            if let Some(verdict) = self.claims.answer(&id, from, winner == self.id, members) {
+                self.decide_claim(&id, verdict);
+            }
+        }
+    }
+
+    /// Applies the verdict on this node's claim of `id`.
+    fn decide_claim(&mut self, id: &str, verdict: Verdict) {
+        if !self.claims.close(id) {
+            return;
+        }
+        match verdict {
+            Verdict::Won => {
+                if self.replicated.record_served(id, self.id) {
+                    self.changed();
+                }
+                self.claims.forget_vote(id);
+                self.dispatcher.served(id);
+                self.out.push(Output::Reply(id.to_string()));
+                let me = self.id;
+                for p in self.peer_ids() {
+                    self.outbox
+                        .entry(p)
+                        .or_default()
+                        .served
+                        .push((id.to_string(), me));
+                }
+            }
+            Verdict::Lost => self.out.push(Output::Drop(id.to_string())),
+        }
+    }
+
+    /// Remembers a commit of a previous run of this node.
+    fn inherit(&mut self, now: Millis, id: RequestId) {
+        if self.inherited.insert(id.clone()) {
+            self.inherited_order.push_back((now, id));
+        }
+    }
+
+    /// Whether this node should answer request `id`, which a client sent it **again** over a
+    /// new connection, by serving it once more without a claim: true (once) when the request
+    /// log says this node won it but the commit was made by a previous run of this node, which
+    /// died between its commit and its reply. Sound because a client re-sends only the
+    /// requests it still waits for, and the winner's reply travels only on the winner's own
+    /// connection to that client, which the client has read to its end before reconnecting:
+    /// the dead run's reply never arrived, and no other node may reply. The log already names
+    /// this node, so it stays true.
+    pub fn take_unanswered_commit(&mut self, id: &str) -> bool {
+        self.inherited.remove(id) && self.replicated.served.get(id) == Some(&self.id)
+    }
+
+    /// Drops the open claims that the request log (just merged) decided for another node.
+    fn settle_open_claims(&mut self) {
+        if self.claims.open() == 0 {
+            return;
+        }
+        for id in self.claims.open_ids() {
+            if self.replicated.served.contains_key(&id) {
+                self.claims.close(&id);
+                self.claims.forget_vote(&id);
+                self.out.push(Output::Drop(id));
+            }
+        }
+    }
+
+    /// Sends claims that have waited too long again, and gives up those beyond the limits.
+    fn maintain_claims(&mut self, now: Millis) {
+        let due = self.claims.due(now);
+        if !due.resend.is_empty() {
+            let peers = self.peer_ids();
+            for id in due.resend {
+                for p in self.claims.unanswered(&id, &peers) {
+                    self.outbox.entry(p).or_default().claims.push(id.clone());
+                }
+            }
+        }
+        let given_up = due
+            .expired
+            .into_iter()
+            .map(|id| (id, "no majority answered its claim in time"))
+            .chain(due.evicted.into_iter().map(|id| {
+                (
+                    id,
+                    "too many results wait for a majority; dropped the oldest",
+                )
+            }));
+        for (id, reason) in given_up.collect::<Vec<_>>() {
+            self.out.push(Output::Drop(id.clone()));
+            self.emit(Event::ResultDropped {
+                id,
+                reason: reason.to_string(),
+            });
+        }
+        self.claims.sweep(now);
+    }
+
+    fn peer_ids(&self) -> Vec<NodeId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Sends what the core gathered per peer (claims, answers, commits) as one message each,
+    /// and returns it with any other pending output. The driver calls it after a burst of
+    /// inputs; [`Node::tick`] calls it too.
+    pub fn flush(&mut self) -> Vec<Output> {
+        let outbox = std::mem::take(&mut self.outbox);
+        for (to, batch) in outbox {
+            if !batch.is_empty() {
+                self.send(to, Message::Claims(batch));
+            }
+        }
+        self.take_output()
     }
 
     fn on_decline(&mut self, now: Millis, id: &str, from: NodeId) {
@@ -996,8 +1242,12 @@ impl Node {
         }
         let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
         for id in ids {
-            if self.already_served(&id) {
-                self.send(from, Message::Served { id });
+            if let Some(&server) = self.replicated.served.get(&id) {
+                self.outbox
+                    .entry(from)
+                    .or_default()
+                    .served
+                    .push((id, server));
                 continue;
             }
             match self.dispatcher.assignment(&id) {
@@ -1023,6 +1273,15 @@ impl Node {
             self.enter_recovering(now, "simulated failure over");
         }
         self.track_peers(now);
+        self.maintain_claims(now);
+        while let Some((at, _)) = self.inherited_order.front() {
+            if now.saturating_sub(*at) < RESEND_WINDOW_MS {
+                break;
+            }
+            if let Some((_, id)) = self.inherited_order.pop_front() {
+                self.inherited.remove(&id);
+            }
+        }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_ms;
             let hb = Heartbeat {
@@ -1040,7 +1299,7 @@ impl Node {
             NodeState::Active => self.drive_active(now),
             NodeState::Failed => {}
         }
-        self.take_output()
+        self.flush()
     }
 
     fn track_peers(&mut self, now: Millis) {
@@ -1391,6 +1650,181 @@ mod tests {
         }
         assert_eq!(n.state(), NodeState::Active);
         assert_eq!(n.coordinator(), Some(1));
+    }
+
+    fn from(peer: NodeId, message: Message) -> Envelope {
+        Envelope {
+            version: PROTOCOL_VERSION,
+            from: peer,
+            epoch: 0,
+            message,
+        }
+    }
+
+    /// A claim of request `a` from `peer`; returns the answers sent back.
+    fn claim_a(n: &mut Node, now: Millis, peer: NodeId) -> Vec<(RequestId, NodeId)> {
+        let batch = ClaimBatch {
+            claims: vec!["a".into()],
+            ..ClaimBatch::default()
+        };
+        n.step(now, from(peer, Message::Claims(batch)));
+        n.flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } if to == peer => match envelope.message {
+                    Message::Claims(b) => Some(b.acks),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn votes_go_to_the_first_claimant_once_caught_up_and_are_released_when_it_dies() {
+        let mut n = Node::new(config(1), 0);
+        n.tick(0);
+        assert!(
+            claim_a(&mut n, 10, 2).is_empty(),
+            "a new process does not vote before it has merged a majority's state"
+        );
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: ReplicatedState::default(),
+        };
+        n.step(20, from(2, Message::SyncResponse(Box::new(snapshot))));
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(claim_a(&mut n, 30, 2), vec![("a".to_string(), 2)]);
+        assert_eq!(
+            claim_a(&mut n, 40, 3),
+            vec![("a".to_string(), 2)],
+            "the second claimant is told the first one's name"
+        );
+        n.peer_disconnected(50, 2);
+        assert_eq!(
+            claim_a(&mut n, 60, 3),
+            vec![("a".to_string(), 3)],
+            "node 2's connection closed without a commit: its vote is released"
+        );
+        // A commit answers for the vote from then on.
+        let commit = ClaimBatch {
+            served: vec![("a".into(), 3)],
+            ..ClaimBatch::default()
+        };
+        n.step(70, from(3, Message::Claims(commit)));
+        assert_eq!(n.replicated().served.get("a"), Some(&3));
+        assert_eq!(claim_a(&mut n, 80, 2), vec![("a".to_string(), 3)]);
+    }
+
+    #[test]
+    fn a_finished_job_is_replied_only_with_a_majority_and_dropped_when_another_wins() {
+        let mut n = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        n.tick(0);
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(n.job_finished(10, "x"), vec![Output::Reply("x".into())]);
+        assert_eq!(
+            n.job_finished(20, "x"),
+            vec![Output::Drop("x".into())],
+            "a second job for a committed request is never replied"
+        );
+        let mut n = Node::new(config(1), 0);
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: ReplicatedState::default(),
+        };
+        n.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        assert!(n.job_finished(10, "y").is_empty(), "waits for a majority");
+        let claims: Vec<NodeId> = n
+            .flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => match envelope.message {
+                    Message::Claims(b) if b.claims == vec!["y".to_string()] => Some(to),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(claims, vec![2, 3], "claimed from every peer");
+        let answer = |winner| ClaimBatch {
+            acks: vec![("y".into(), winner)],
+            ..ClaimBatch::default()
+        };
+        assert!(n.step(20, from(2, Message::Claims(answer(3)))).is_empty());
+        assert_eq!(
+            n.step(21, from(3, Message::Claims(answer(3)))),
+            vec![Output::Drop("y".into())],
+            "two of three name node 3"
+        );
+        assert!(n.job_finished(30, "z").is_empty());
+        assert_eq!(
+            n.step(31, from(3, Message::Claims(answer_z(1)))),
+            vec![Output::Reply("z".into())]
+        );
+        assert_eq!(n.replicated().served.get("z"), Some(&1));
+    }
+
+    #[test]
+    fn a_restarted_node_answers_a_resent_request_its_previous_run_won_once() {
+        let mut previous = ReplicatedState::default();
+        previous.record_served("a", 1);
+        previous.record_served("b", 2);
+        let mut n = Node::new(config(1), 0);
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: previous,
+        };
+        n.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        assert!(!n.take_unanswered_commit("b"), "another node's commit");
+        assert!(n.take_unanswered_commit("a"));
+        assert!(!n.take_unanswered_commit("a"), "once");
+        // Its own commits in this run are never served again.
+        let mut single = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        single.tick(0);
+        assert_eq!(
+            single.job_finished(10, "c"),
+            vec![Output::Reply("c".into())]
+        );
+        assert!(!single.take_unanswered_commit("c"));
+        // And what it learned is forgotten after the window.
+        let mut m = Node::new(config(1), 0);
+        let mut log = ReplicatedState::default();
+        log.record_served("d", 1);
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated: log,
+        };
+        m.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        m.tick(5 + RESEND_WINDOW_MS);
+        assert!(!m.take_unanswered_commit("d"));
+    }
+
+    fn answer_z(winner: NodeId) -> ClaimBatch {
+        ClaimBatch {
+            acks: vec![("z".into(), winner)],
+            ..ClaimBatch::default()
+        }
     }
 
     #[test]

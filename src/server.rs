@@ -9,7 +9,19 @@
 //!
 //! - One **node loop** task owns the core. It feeds it every inbound message and a tick every
 //!   [`TICK`], routes the core's outputs to the peer links, prints the events an operator
-//!   should see, and publishes a [`NodeStatus`] for the HTTP API.
+//!   should see, and publishes a [`NodeStatus`] for the HTTP API. It handles what is queued in
+//!   bursts and flushes the core's batched claims after each burst.
+//! - A finished encryption is **kept**, not sent: the core claims the request from the peers
+//!   and says [`Output::Reply`] once a majority names this node as the winner (then the reply
+//!   goes to the client, or to the node an HTTP request came through), or [`Output::Drop`]
+//!   (another node won; nothing is sent). The core bounds how many results wait. Replies wait
+//!   for a **barrier** through every peer link: the commit flushed with them is written to the
+//!   peers' sockets before any reply is written, so a peer that sees this process's connection
+//!   close without its commit knows it never replied (and releases its votes). Only the links
+//!   to peers heard from are waited for, at most [`BARRIER_WAIT`]: a blocked link (a
+//!   partition) must not hold the majority's replies.
+//! - While the node is not Active (it lost its majority, or is in a simulated failure), the
+//!   HTTP requests that came through it are answered 503 at once: it cannot finish them.
 //! - One **peer link** task per peer owns the outgoing connection to it: it connects,
 //!   authenticates ([`PeerAuth`]), writes queued envelopes, and reconnects with back-off.
 //!   While it is down, messages for that peer are dropped: the protocol tolerates loss.
@@ -58,6 +70,21 @@ const LINK_QUEUE: usize = 4096;
 const INPUT_QUEUE: usize = 8192;
 /// Replies queued for one client connection.
 const CLIENT_QUEUE: usize = 4096;
+/// Inputs handled in one burst before the core's batched claims are flushed.
+const MAX_BURST: usize = 256;
+/// Longest wait for the peer links to write the commits that go before a batch of replies.
+/// A link that cannot write for this long is blocked (a partition: the peer sees no close,
+/// so it releases no vote) and is not waited for any further.
+const BARRIER_WAIT: Duration = Duration::from_millis(200);
+
+/// What a peer link task writes.
+enum Link {
+    /// An envelope for the peer.
+    Envelope(Envelope),
+    /// Fired once everything queued before it is written and flushed to the peer's socket
+    /// (dropped unfired if the link is down: the peer has seen the connection close).
+    Barrier(oneshot::Sender<()>),
+}
 
 /// What the node loop receives.
 pub(crate) enum Input {
@@ -75,6 +102,13 @@ pub(crate) enum Input {
     Done(EncryptReply),
 }
 
+/// Where a released reply goes.
+enum Delivery {
+    Client(mpsc::Sender<EncryptReply>),
+    Http(oneshot::Sender<EncryptReply>),
+    Peer(mpsc::Sender<Link>),
+}
+
 /// Where the answer to a held request goes.
 enum ReplyTo {
     /// This node's connection to the client.
@@ -86,6 +120,12 @@ enum ReplyTo {
 /// A request this node holds: its payload (until a job takes it) and where its answer goes.
 struct Held {
     request: Option<EncryptRequest>,
+    reply_to: ReplyTo,
+}
+
+/// A finished job's result, kept until the core says reply or drop.
+struct Finished {
+    reply: EncryptReply,
     reply_to: ReplyTo,
 }
 
@@ -147,7 +187,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut links = BTreeMap::new();
     for peer in config.nodes.iter().filter(|n| n.id != id) {
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let (tx, rx) = mpsc::channel::<Link>(LINK_QUEUE);
         links.insert(peer.id, tx);
         tasks.spawn(peer_link(id, peer.id, peer.addr, auth.clone(), rx));
     }
@@ -160,6 +200,9 @@ pub async fn run(
         pool,
         inputs: input_tx.clone(),
         held: HashMap::new(),
+        results: HashMap::new(),
+        ready: Vec::new(),
+        again: HashMap::new(),
         http_waiters: HashMap::new(),
         latest_conn: BTreeMap::new(),
         status: status_tx,
@@ -203,6 +246,7 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         request_log: 0,
         served: 0,
         last_recovery_ms: None,
+        awaiting_majority: 0,
     };
     NodeStatus {
         core,
@@ -219,10 +263,17 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
 struct Shell {
     core: Node,
     started: Instant,
-    links: BTreeMap<NodeId, mpsc::Sender<Envelope>>,
+    links: BTreeMap<NodeId, mpsc::Sender<Link>>,
     pool: Arc<Pool>,
     inputs: mpsc::Sender<Input>,
     held: HashMap<RequestId, Held>,
+    /// Finished results waiting for the core's verdict (bounded by the core).
+    results: HashMap<RequestId, Finished>,
+    /// Results the core said to reply with, waiting for the commit's barrier.
+    ready: Vec<Finished>,
+    /// Requests won by a previous run of this node and sent again by their client (see
+    /// [`Node::take_unanswered_commit`]): served once more and answered without a claim.
+    again: HashMap<RequestId, mpsc::Sender<EncryptReply>>,
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
@@ -244,7 +295,20 @@ impl Shell {
             tokio::select! {
                 input = inputs.recv() => match input {
                     None => return Ok(()),
-                    Some(input) => self.handle(input),
+                    Some(input) => {
+                        self.handle(input);
+                        // What else is queued joins the burst; then the claims, answers and
+                        // commits gathered go out as one message per peer.
+                        for _ in 1..MAX_BURST {
+                            match inputs.try_recv() {
+                                Ok(input) => self.handle(input),
+                                Err(_) => break,
+                            }
+                        }
+                        let outputs = self.core.flush();
+                        self.apply(outputs);
+                        self.release_ready();
+                    }
                 },
                 _ = ticker.tick() => self.tick(),
             }
@@ -256,7 +320,21 @@ impl Shell {
         self.core.set_load(self.pool.load(), self.pool.cost());
         let outputs = self.core.tick(now);
         self.apply(outputs);
+        self.release_ready();
         self.http_waiters.retain(|_, w| !w.is_closed());
+        if self.core.state() != NodeState::Active && !self.http_waiters.is_empty() {
+            // It cannot finish them: its claims cannot reach a majority, nor can the winner's
+            // reply reach it. Say so now instead of at the HTTP deadline.
+            let me = self.id();
+            let why = if self.core.state() == NodeState::Failed {
+                "this node is in a (simulated) failure; the request may or may not be served"
+            } else {
+                "this node lost contact with the majority; the request may or may not be served"
+            };
+            for (id, waiter) in self.http_waiters.drain() {
+                let _ = waiter.send(refusal(&id, me, Refusal::Unavailable, why));
+            }
+        }
         let core = self.core.status(now);
         let status = NodeStatus {
             encryptions: core.counters.served,
@@ -294,12 +372,22 @@ impl Shell {
             Input::PeerClosed(peer, conn) => {
                 if self.latest_conn.get(&peer) == Some(&conn) {
                     self.core.peer_disconnected(now, peer);
+                } else {
+                    // An older connection of the peer (a restarted process): its votes go too.
+                    self.core.release_votes(peer);
                 }
                 Vec::new()
             }
             // A failed node ignores its clients: the other nodes have the same request.
             Input::ClientRequest(..) if failed => Vec::new(),
-            Input::ClientRequest(request, reply) => self.hold(request, ReplyTo::Client(reply)),
+            Input::ClientRequest(request, reply) => {
+                if self.core.take_unanswered_commit(&request.id) {
+                    self.answer_again(request, reply);
+                    Vec::new()
+                } else {
+                    self.hold(request, ReplyTo::Client(reply))
+                }
+            }
             Input::HttpRequest(request, waiter) => {
                 if failed || !self.core.accepting() {
                     let why = if failed {
@@ -346,9 +434,30 @@ impl Shell {
         self.core.request_arrived(self.now(), &id)
     }
 
-    /// A job finished: answer the client, then tell the core (which tells the peers).
+    /// Serves a request that a previous run of this node won and never answered (its client
+    /// sent it again): the log already names this node, so the reply needs no claim.
+    fn answer_again(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
+        let id = request.id.clone();
+        info!(node = self.id(), request = %id, "[Node {}] serving {id} again: a previous run of this node won it and died before its reply", self.id());
+        self.again.insert(id.clone(), client);
+        self.held.insert(
+            id.clone(),
+            Held {
+                request: Some(request),
+                reply_to: ReplyTo::Origin(self.id()),
+            },
+        );
+        self.serve(id);
+    }
+
+    /// A job finished: keep the result and tell the core, which claims the request.
     fn finish(&mut self, now: Millis, reply: EncryptReply) -> Vec<Output> {
         if self.core.state() == NodeState::Failed {
+            return Vec::new();
+        }
+        if let Some(client) = self.again.remove(&reply.id) {
+            self.held.remove(&reply.id);
+            let _ = client.try_send(reply);
             return Vec::new();
         }
         let Some(held) = self.held.remove(&reply.id) else {
@@ -356,33 +465,103 @@ impl Shell {
             return Vec::new();
         };
         let id = reply.id.clone();
-        match held.reply_to {
-            ReplyTo::Client(client) => {
-                if client.try_send(reply).is_err() {
-                    debug!(node = self.id(), request = %id, "client gone before its reply");
-                }
-            }
-            ReplyTo::Origin(origin) if origin == self.id() => {
-                if let Some(waiter) = self.http_waiters.remove(&id) {
-                    let _ = waiter.send(reply);
-                }
-            }
-            ReplyTo::Origin(origin) => {
-                let envelope = Envelope {
-                    version: PROTOCOL_VERSION,
-                    from: self.id(),
-                    epoch: self.core.epoch(),
-                    message: Message::Reply(Box::new(reply)),
-                };
-                self.send(origin, envelope);
+        self.results.insert(
+            id.clone(),
+            Finished {
+                reply,
+                reply_to: held.reply_to,
+            },
+        );
+        self.core.job_finished(now, &id)
+    }
+
+    /// A majority holds this node as the winner of `id`: answer once the commit is written.
+    fn reply(&mut self, id: &str) {
+        match self.results.remove(id) {
+            Some(finished) => self.ready.push(finished),
+            None => warn!(node = self.id(), request = %id, "told to reply without a result"),
+        }
+    }
+
+    /// Sends the replies of the last flush once every peer link has written what was queued
+    /// before them (the commits): a reply never reaches a client before its commit reaches
+    /// the peers' sockets.
+    fn release_ready(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let me = self.id();
+        let epoch = self.core.epoch();
+        // Only the links to peers heard from: a silent peer is dead (its votes died with it)
+        // or cut off (its link is blocked, and it releases nothing without a close).
+        let mut barriers = Vec::new();
+        for peer in self.core.live_peers(self.now()) {
+            let Some(link) = self.links.get(&peer) else {
+                continue;
+            };
+            let (tx, rx) = oneshot::channel();
+            if link.try_send(Link::Barrier(tx)).is_ok() {
+                barriers.push(rx);
             }
         }
-        self.core.request_served(now, &id)
+        let mut deliveries = Vec::new();
+        for Finished { reply, reply_to } in std::mem::take(&mut self.ready) {
+            let to = match reply_to {
+                ReplyTo::Client(client) => Delivery::Client(client),
+                ReplyTo::Origin(origin) if origin == me => {
+                    match self.http_waiters.remove(&reply.id) {
+                        Some(waiter) => Delivery::Http(waiter),
+                        None => continue,
+                    }
+                }
+                ReplyTo::Origin(origin) => match self.links.get(&origin) {
+                    Some(link) => Delivery::Peer(link.clone()),
+                    None => continue,
+                },
+            };
+            deliveries.push((reply, to));
+        }
+        tokio::spawn(async move {
+            let written = async {
+                for barrier in barriers {
+                    // Err: the link is down, and the peer has seen the connection close.
+                    let _ = barrier.await;
+                }
+            };
+            if timeout(BARRIER_WAIT, written).await.is_err() {
+                debug!(
+                    node = me,
+                    "a peer link did not write within {BARRIER_WAIT:?}; replying anyway"
+                );
+            }
+            for (reply, to) in deliveries {
+                match to {
+                    Delivery::Client(client) => {
+                        let id = reply.id.clone();
+                        if client.try_send(reply).is_err() {
+                            debug!(node = me, request = %id, "client gone before its reply");
+                        }
+                    }
+                    Delivery::Http(waiter) => {
+                        let _ = waiter.send(reply);
+                    }
+                    Delivery::Peer(link) => {
+                        let envelope = Envelope {
+                            version: PROTOCOL_VERSION,
+                            from: me,
+                            epoch,
+                            message: Message::Reply(Box::new(reply)),
+                        };
+                        let _ = link.try_send(Link::Envelope(envelope));
+                    }
+                }
+            }
+        });
     }
 
     fn send(&self, to: NodeId, envelope: Envelope) {
         if let Some(link) = self.links.get(&to) {
-            if link.try_send(envelope).is_err() {
+            if link.try_send(Link::Envelope(envelope)).is_err() {
                 debug!(
                     node = self.id(),
                     peer = to,
@@ -397,6 +576,12 @@ impl Shell {
             match output {
                 Output::Send { to, envelope } => self.send(to, envelope),
                 Output::Serve(id) => self.serve(id),
+                Output::Reply(id) => self.reply(&id),
+                Output::Drop(id) => {
+                    if self.results.remove(&id).is_some() {
+                        debug!(node = self.id(), request = %id, "another node won the request; result dropped");
+                    }
+                }
                 Output::Forget(id) => {
                     self.held.remove(&id);
                 }
@@ -504,6 +689,12 @@ pub fn report(id: NodeId, event: &Event) {
             };
             info!(target: "imgcloud::lb", node = id, "[LB] req {} -> node {}{again} (loads: {})", a.id, a.server, loads.join(" "));
         }
+        Event::ResultDropped {
+            id: request,
+            reason,
+        } => {
+            warn!(node = id, request = %request, "[Node {id}] dropped the result of {request} unanswered: {reason}")
+        }
         Event::StaleIgnored { from, epoch, kind } => {
             warn!(
                 node = id,
@@ -545,7 +736,7 @@ async fn peer_link(
     peer: NodeId,
     addr: std::net::SocketAddr,
     auth: PeerAuth,
-    mut queue: mpsc::Receiver<Envelope>,
+    mut queue: mpsc::Receiver<Link>,
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(20);
     let mut reported = false;
@@ -565,15 +756,27 @@ async fn peer_link(
                 reported = false;
                 // Keep the read half alive so the connection stays open; peers never write on it.
                 let _reader: FrameReader = reader;
-                while let Some(envelope) = queue.recv().await {
-                    // Write everything queued, then flush once: batching under load.
-                    let mut sent = writer.feed(&envelope).await;
-                    while let (Ok(()), Ok(more)) = (&sent, queue.try_recv()) {
-                        sent = writer.feed(&more).await;
+                while let Some(item) = queue.recv().await {
+                    // Write everything queued, then flush once: batching under load. Barriers
+                    // fire after the flush (they are dropped unfired if it fails).
+                    let mut barriers = Vec::new();
+                    let mut next = Some(item);
+                    let mut sent = Ok(());
+                    while let Some(item) = next.take() {
+                        match item {
+                            Link::Envelope(envelope) => sent = writer.feed(&envelope).await,
+                            Link::Barrier(fire) => barriers.push(fire),
+                        }
+                        if sent.is_ok() {
+                            next = queue.try_recv().ok();
+                        }
                     }
                     if let Err(e) = sent.and(writer.flush().await) {
                         debug!(node = me, peer, error = %e, "[Node {me}] link to node {peer} lost");
                         break;
+                    }
+                    for fire in barriers {
+                        let _ = fire.send(());
                     }
                 }
                 if queue.is_closed() {

@@ -11,7 +11,13 @@
 //! - failures: one record per simulated failure, keyed by the epoch and sequence number of the
 //!   coordinator that elected the victim;
 //! - counters: each node's own counters, written only by that node, merged by maximum;
-//! - the request log: which node served each request (on a double serve, the lower id).
+//! - the request log: which node served each request. Only **commits** enter it: a server
+//!   records itself once a majority of the cluster held it as the request's winner (see
+//!   [`crate::dispatch`]), and tells the others. Since every node votes for one winner per
+//!   request, two majorities for two servers cannot exist, so two different entries for one id
+//!   never arise and the log names exactly the node that replied. The merge still needs a rule
+//!   for the case it cannot see (a node that restarts forgets its votes): the lower id, so
+//!   that every node keeps the same entry.
 //!
 //! Implementation caveats: the log's digest is an XOR of entry hashes (fine against accidents,
 //! not against an adversary, who is kept out by peer authentication); the state grows without bound (a long-running cluster would need
@@ -35,8 +41,8 @@ pub struct Counters {
     pub failures: u64,
     /// Recoveries this node completed (after a failure, a restart or a lost majority).
     pub recoveries: u64,
-    /// Encryption jobs this node completed (a double serve after a crash counts twice here,
-    /// once in the request log).
+    /// Encryption jobs this node completed (a job whose claim another node won counts here,
+    /// not in the request log).
     pub served: u64,
     /// Load-balancing decisions this node made as coordinator.
     pub lb_decisions: u64,
@@ -88,7 +94,7 @@ pub struct ReplicatedState {
     pub failures: BTreeMap<(Epoch, u32), FailureRecord>,
     /// Every node's counters.
     pub counters: BTreeMap<NodeId, Counters>,
-    /// The request log: which node served each request.
+    /// The request log: which node served (won the claim of, and replied to) each request.
     pub served: BTreeMap<RequestId, NodeId>,
     /// Entries of the request log per node (derived from it, so not sent or hashed).
     #[serde(skip)]
@@ -130,8 +136,9 @@ impl ReplicatedState {
             .is_none()
     }
 
-    /// Records who served a request; returns whether it was new. A request served twice (a
-    /// server died after replying) keeps the lower id, so every node keeps the same entry.
+    /// Records the committed server of a request; returns whether the log changed. Commits do
+    /// not conflict (one winner per request); should two ever meet, the lower id is kept, so
+    /// every node keeps the same entry.
     pub fn record_served(&mut self, id: &str, server: NodeId) -> bool {
         match self.served.get_mut(id) {
             Some(existing) if *existing <= server => return false,
@@ -168,6 +175,15 @@ impl ReplicatedState {
 
     /// Merges another state into this one; returns whether anything was added.
     pub fn merge(&mut self, other: &ReplicatedState) -> bool {
+        self.merge_with(other, |_, _| {})
+    }
+
+    /// [`ReplicatedState::merge`], calling `added` with every request-log entry it records.
+    pub fn merge_with(
+        &mut self,
+        other: &ReplicatedState,
+        mut added: impl FnMut(&str, NodeId),
+    ) -> bool {
         let mut changed = false;
         for (epoch, record) in &other.elections {
             changed |= self.record_election(*epoch, record.clone());
@@ -176,7 +192,10 @@ impl ReplicatedState {
             changed |= self.record_failure(*record);
         }
         for (id, server) in &other.served {
-            changed |= self.record_served(id, *server);
+            if self.record_served(id, *server) {
+                added(id, *server);
+                changed = true;
+            }
         }
         for (node, counters) in &other.counters {
             changed |= self.merge_counters(*node, counters);
@@ -243,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn the_request_log_counts_per_node_and_a_double_serve_keeps_the_lower_id() {
+    fn the_request_log_counts_per_node_and_conflicting_commits_keep_the_lower_id() {
         let mut s = ReplicatedState::default();
         assert!(s.record_served("a", 3));
         assert!(s.record_served("b", 2));

@@ -1,11 +1,15 @@
 //! Deterministic scenario tests of request dispatch on the simulated cluster: every request
 //! sent to all nodes is served exactly once, by load, and survives the loss of its server or
-//! of the coordinator.
+//! of the coordinator; and whoever serves it, a request gets at most one reply (the claim
+//! quorum): under a partition of the coordinator, when a server dies before its claim leaves,
+//! and when two servers claim the same request at once.
 
 mod sim;
 
 use std::collections::BTreeMap;
 
+use imgcloud::config::NodeId;
+use imgcloud::message::Message;
 use imgcloud::node::Event;
 use sim::Sim;
 
@@ -18,6 +22,20 @@ fn exactly_one_reply_each(sim: &Sim, ids: &[String]) {
             1,
             "request {id} got replies from {replies:?}"
         );
+    }
+}
+
+/// Asserts that every node's request log names, for each request, the node that replied.
+fn logs_name_the_repliers(sim: &Sim, ids: &[String]) {
+    for (&node, core) in &sim.nodes {
+        for id in ids {
+            let replier = sim.replies_for(id);
+            assert_eq!(
+                core.replicated().served.get(id),
+                replier.first(),
+                "node {node}'s log for {id} (replies from {replier:?})"
+            );
+        }
     }
 }
 
@@ -143,4 +161,224 @@ fn dispatch_decisions_are_counted_and_logged() {
             .lb_decisions,
         10
     );
+}
+
+#[test]
+fn an_isolated_coordinator_serves_during_its_lease_but_no_request_gets_two_replies() {
+    for seed in 0..6 {
+        let mut sim = Sim::settled(seed);
+        let old = sim.agreed().unwrap();
+        let ids: Vec<String> = (0..1_000).map(|i| format!("p{seed}-{i}")).collect();
+        let (cut_at, heal_at) = (200, 500);
+        let (mut cut_ms, mut heal_ms) = (0, 0);
+        // A request every 5 ms (clients still reach the isolated node, as in the chaos run).
+        for (i, id) in ids.iter().enumerate() {
+            if i == cut_at {
+                sim.isolate(old);
+                cut_ms = sim.now;
+            }
+            if i == heal_at {
+                sim.heal();
+                heal_ms = sim.now;
+            }
+            sim.client_request(id);
+            sim.run(5);
+        }
+        sim.run(5_000);
+        // The isolated coordinator went on serving while its lease lasted...
+        let served_cut_off: Vec<&String> = sim
+            .finished
+            .iter()
+            .filter(|(t, _, n)| *n == old && *t > cut_ms && *t < heal_ms)
+            .map(|(_, id, _)| id)
+            .collect();
+        assert!(
+            !served_cut_off.is_empty(),
+            "seed {seed}: node {old} finished nothing while cut off"
+        );
+        // ...and those requests were served again by the majority, yet nobody replied twice.
+        let twice = served_cut_off
+            .iter()
+            .filter(|id| sim.serves_for(id).len() > 1)
+            .count();
+        assert!(
+            twice > 0,
+            "seed {seed}: no request was served on both sides"
+        );
+        assert!(
+            !sim.replies
+                .iter()
+                .any(|(t, _, n)| *n == old && *t > cut_ms + 5 && *t < heal_ms),
+            "seed {seed}: the isolated node replied while cut off"
+        );
+        exactly_one_reply_each(&sim, &ids);
+        assert!(
+            sim.drops.iter().any(|(_, _, n)| *n == old),
+            "seed {seed}: the isolated node never dropped a result"
+        );
+        assert!(sim.all_agree(), "seed {seed}: no agreement after the heal");
+        assert!(
+            sim.converged(),
+            "seed {seed}: digests differ after the heal"
+        );
+        logs_name_the_repliers(&sim, &ids);
+        let now = sim.now;
+        for node in sim.nodes.values_mut() {
+            assert_eq!(node.status(now).awaiting_majority, 0);
+        }
+    }
+}
+
+#[test]
+fn a_server_that_dies_before_its_claim_reaches_anyone_is_replaced_and_answered_once() {
+    for seed in 0..6 {
+        let mut sim = Sim::settled(seed);
+        sim.service_ms.extend([(1, 200), (2, 200), (3, 200)]);
+        let coordinator = sim.agreed().unwrap();
+        let ids: Vec<String> = (0..9).map(|i| format!("d{seed}-{i}")).collect();
+        for id in &ids {
+            sim.client_request(id);
+        }
+        sim.run(50);
+        let victim = sim
+            .serves
+            .iter()
+            .map(|(_, n)| *n)
+            .find(|n| *n != coordinator)
+            .expect("a non-coordinator serves");
+        // Its claims leave into the void: its outgoing links drop everything from now on.
+        for &other in &sim.members.clone() {
+            if other != victim {
+                sim.cut.insert((victim, other));
+            }
+        }
+        sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
+            .expect("the victim finishes a job");
+        sim.crash(victim);
+        sim.run(3_000);
+        exactly_one_reply_each(&sim, &ids);
+        assert!(
+            sim.replies.iter().all(|(_, _, n)| *n != victim),
+            "seed {seed}: the dead node replied"
+        );
+        logs_name_the_repliers(&sim, &ids);
+    }
+}
+
+#[test]
+fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_once() {
+    // The peer voted for the claim, and the server died before it learned it had a majority:
+    // its connection closes after its last messages, the peers release their votes for it,
+    // and the request is served again by a survivor.
+    for seed in 0..6 {
+        let mut sim = Sim::settled(seed);
+        sim.service_ms.extend([(1, 200), (2, 200), (3, 200)]);
+        let coordinator = sim.agreed().unwrap();
+        let ids: Vec<String> = (0..9).map(|i| format!("v{seed}-{i}")).collect();
+        for id in &ids {
+            sim.client_request(id);
+        }
+        sim.run(50);
+        let victim = sim
+            .serves
+            .iter()
+            .map(|(_, n)| *n)
+            .find(|n| *n != coordinator)
+            .expect("a non-coordinator serves");
+        // Answers to the victim are lost; its claims go out.
+        for &other in &sim.members.clone() {
+            if other != victim {
+                sim.cut.insert((other, victim));
+            }
+        }
+        sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
+            .expect("the victim finishes a job");
+        sim.run(10);
+        sim.crash(victim);
+        sim.cut.clear();
+        sim.run(3_000);
+        exactly_one_reply_each(&sim, &ids);
+        assert!(
+            sim.replies.iter().all(|(_, _, n)| *n != victim),
+            "seed {seed}: the dead node replied"
+        );
+        logs_name_the_repliers(&sim, &ids);
+    }
+}
+
+#[test]
+fn two_servers_claiming_one_request_at_once_give_exactly_one_reply() {
+    let mut one_each_way = [0usize; 2];
+    for seed in 0..20 {
+        let mut sim = Sim::settled(seed);
+        // Long jobs, so that the real server's own finish comes after the race.
+        sim.service_ms.extend([(1, 1_000), (2, 1_000), (3, 1_000)]);
+        let id = format!("race-{seed}");
+        sim.client_request(&id);
+        sim.run(20);
+        let members = sim.members.clone();
+        let a = members[seed as usize % 3];
+        let b = members[(seed as usize + 1) % 3];
+        sim.force_finish(a, &id);
+        sim.force_finish(b, &id);
+        sim.run(3_000);
+        let replies = sim.replies_for(&id);
+        assert_eq!(replies.len(), 1, "seed {seed}: replies from {replies:?}");
+        let winner = replies[0];
+        assert!(winner == a || winner == b);
+        one_each_way[usize::from(winner == b)] += 1;
+        let loser = if winner == a { b } else { a };
+        assert!(
+            sim.drops.iter().any(|(_, r, n)| *r == id && *n == loser),
+            "seed {seed}: the loser kept its result"
+        );
+        logs_name_the_repliers(&sim, &[id]);
+        assert!(sim.converged());
+    }
+    assert!(
+        one_each_way.iter().all(|&n| n > 0),
+        "the race went the same way every time: {one_each_way:?}"
+    );
+}
+
+#[test]
+fn a_reassignment_race_after_a_decline_gives_exactly_one_reply() {
+    for seed in 0..10 {
+        let mut sim = Sim::settled(seed);
+        sim.service_ms.extend([(1, 300), (2, 300), (3, 300)]);
+        let coordinator = sim.agreed().unwrap();
+        // Find a request served by a node other than the coordinator.
+        let mut chosen: Option<(String, NodeId)> = None;
+        for i in 0..10 {
+            let id = format!("r{seed}-{i}");
+            sim.client_request(&id);
+            sim.run_until(100, |s| !s.serves_for(&id).is_empty());
+            let server = sim.serves_for(&id)[0];
+            if server != coordinator {
+                chosen = Some((id, server));
+                break;
+            }
+        }
+        let (id, first) = chosen.expect("a request served by a follower");
+        // As if the first server had declined it: the coordinator gives it to another, while
+        // the first goes on serving it. Both finish within a few milliseconds of each other.
+        let epoch = sim.max_epoch();
+        sim.inject(
+            coordinator,
+            first,
+            epoch,
+            Message::Decline { id: id.clone() },
+        );
+        sim.run(3_000);
+        assert_eq!(
+            sim.serves_for(&id).len(),
+            2,
+            "seed {seed}: {:?}",
+            sim.serves_for(&id)
+        );
+        let replies = sim.replies_for(&id);
+        assert_eq!(replies.len(), 1, "seed {seed}: replies from {replies:?}");
+        logs_name_the_repliers(&sim, &[id]);
+        assert!(sim.converged());
+    }
 }

@@ -1,5 +1,7 @@
 //! End-to-end tests of the request path with real `cloud-node` processes: multicast clients,
-//! exactly one verified reply per request under a SIGKILL, the request log, and HTTP.
+//! exactly one verified reply per request under a SIGKILL (no duplicate: a server replies only
+//! once a majority holds it as the winner), the request log, and HTTP (503 at once from a node
+//! that loses its majority while a request waits on it).
 
 mod support;
 
@@ -105,7 +107,53 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
         .map(|s| s.as_ref().unwrap()["served"].as_u64().unwrap())
         .sum();
     assert_eq!(served, total as u64, "sum of served over nodes");
-    eprintln!("duplicate replies dropped by the clients: {duplicates}");
+    assert_eq!(duplicates, 0, "duplicate replies reached the clients");
+}
+
+#[test]
+fn an_http_request_waiting_on_a_node_that_loses_its_majority_gets_503_at_once() {
+    // Jobs take 4 s, so the request is still waiting when the majority goes silent.
+    let cluster = Cluster::start(3, &["--delay-ms", "4000"]);
+    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("agreement");
+    let url = format!("http://{}/encrypt", cluster.config.node(2).unwrap().http);
+    let rt = runtime();
+    let request = rt.spawn(async move {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(imgcloud::SAMPLE_IMAGE.to_vec())
+                    .file_name("secret.png"),
+            )
+            .text("owner", "alice");
+        let started = std::time::Instant::now();
+        let response = reqwest::Client::new()
+            .post(&url)
+            .multipart(form)
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await
+            .expect("an answer");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        (status, body, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.signal(1, "STOP");
+    cluster.signal(3, "STOP");
+    let (status, body, took) = rt.block_on(request).unwrap();
+    cluster.signal(1, "CONT");
+    cluster.signal(3, "CONT");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("lost contact")),
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "503 after {took:?}, not at once (the HTTP deadline is 30 s)"
+    );
 }
 
 #[test]

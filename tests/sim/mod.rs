@@ -3,6 +3,11 @@
 //! crashes (the peers see the connection close, like SIGKILL), stops (silence without a close,
 //! like SIGSTOP) and restarts. After every step it checks the safety invariants:
 //! at most one coordinator per epoch, and never two nodes acting as coordinator at once.
+//!
+//! The shell's part of a request is modelled too: a node's job finishes after its service
+//! time and the node keeps the result ([`Node::job_finished`]); a client reply is counted when
+//! the core says [`Output::Reply`], a discarded result when it says [`Output::Drop`]. Every
+//! node's batched claims are flushed at the end of each simulated millisecond.
 
 #![allow(dead_code)]
 
@@ -46,8 +51,12 @@ pub struct Sim {
     queue: BTreeMap<(Millis, u64), Due>,
     /// Service time of an encryption on each node (default [`SERVICE_MS`]).
     pub service_ms: BTreeMap<NodeId, Millis>,
-    /// Every reply a client received: (time, request, server).
+    /// Every reply a client received (an [`Output::Reply`]): (time, request, server).
     pub replies: Vec<(Millis, String, NodeId)>,
+    /// Every finished result a node discarded (an [`Output::Drop`]): (time, request, node).
+    pub drops: Vec<(Millis, String, NodeId)>,
+    /// Every job that finished on a running node: (time, request, node).
+    pub finished: Vec<(Millis, String, NodeId)>,
     /// Every encryption started: (request, node).
     pub serves: Vec<(String, NodeId)>,
     jobs: BTreeMap<NodeId, usize>,
@@ -75,6 +84,8 @@ impl Sim {
             queue: BTreeMap::new(),
             service_ms: BTreeMap::new(),
             replies: Vec::new(),
+            drops: Vec::new(),
+            finished: Vec::new(),
             serves: Vec::new(),
             jobs: BTreeMap::new(),
             seq: 0,
@@ -200,6 +211,21 @@ impl Sim {
         }
     }
 
+    /// Makes node `on` finish a job for `id` now, as if it had served it (e.g. a server that
+    /// lost a reassignment race): its core claims the request.
+    pub fn force_finish(&mut self, on: NodeId, id: &str) {
+        self.schedule(0, Due::Finish(on, id.to_string()));
+    }
+
+    /// Encryptions started for `id`, by node.
+    pub fn serves_for(&self, id: &str) -> Vec<NodeId> {
+        self.serves
+            .iter()
+            .filter(|(r, _)| r == id)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
     /// Replies received for `id`.
     pub fn replies_for(&self, id: &str) -> Vec<NodeId> {
         self.replies
@@ -231,6 +257,8 @@ impl Sim {
                     let took = self.service_ms.get(&from).copied().unwrap_or(SERVICE_MS);
                     self.schedule(took, Due::Finish(from, id));
                 }
+                Output::Reply(id) => self.replies.push((self.now, id, from)),
+                Output::Drop(id) => self.drops.push((self.now, id, from)),
                 Output::Forget(_) => {}
             }
         }
@@ -287,14 +315,22 @@ impl Sim {
                         if !self.runnable(on) || self.nodes[&on].state() == NodeState::Failed {
                             continue;
                         }
-                        self.replies.push((now, id.clone(), on));
+                        self.finished.push((now, id.clone(), on));
                         let out = self
                             .nodes
                             .get_mut(&on)
                             .expect("runnable")
-                            .request_served(now, &id);
+                            .job_finished(now, &id);
                         self.route(on, out);
                     }
+                }
+            }
+            // The shell flushes the batched claims after each burst of inputs.
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                if self.runnable(id) {
+                    let out = self.nodes.get_mut(&id).expect("present").flush();
+                    self.route(id, out);
                 }
             }
             if self.now % TICK_MS == 0 {
