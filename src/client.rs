@@ -13,10 +13,11 @@
 //! A connection that comes back is given every request still waiting, so a request survives
 //! even the restart of every node that held it (nodes serve an id once, whatever its copies).
 //!
-//! Implementation caveats: the cluster answers each request at most once (a server replies only
-//! after a majority has recorded it as the request's one winner, DESIGN.md "At most one reply"), so the
-//! duplicate count is a check that should stay 0, not an expected event; a reply that arrives
-//! after the caller's deadline is counted as a duplicate too, the request as lost.
+//! Implementation caveats: the cluster answers each request at most once (a server replies
+//! only after a majority has recorded it as the request's one winner: DESIGN.md, "At most one
+//! reply"), so the duplicate count is a check that should stay 0, not an expected event; a
+//! reply that arrives after the caller's deadline is counted as a duplicate too, the request
+//! as lost.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
