@@ -55,8 +55,9 @@ pub struct DemoArgs {
     /// The elected-victim failure simulation.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub failures: OnOff,
-    /// Seconds between simulated failures (short, so that failures overlap the load).
-    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    /// Seconds between simulated failures (short, so that failures overlap the load, which
+    /// takes about 4 s at the default numbers).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub failure_period: f64,
     /// Longest simulated failure, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 6.0)]
