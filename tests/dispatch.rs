@@ -229,23 +229,30 @@ fn an_isolated_coordinator_serves_during_its_lease_but_no_request_gets_two_repli
     }
 }
 
+/// A settled cluster with 200 ms jobs, nine requests `PREFIX{seed}-{i}` under way, and a
+/// node other than the coordinator that is serving one of them.
+fn nine_requests_and_a_serving_victim(seed: u64, prefix: &str) -> (Sim, Vec<String>, NodeId) {
+    let mut sim = Sim::settled(seed);
+    sim.service_ms.extend([(1, 200), (2, 200), (3, 200)]);
+    let coordinator = sim.agreed().unwrap();
+    let ids: Vec<String> = (0..9).map(|i| format!("{prefix}{seed}-{i}")).collect();
+    for id in &ids {
+        sim.client_request(id);
+    }
+    sim.run(50);
+    let victim = sim
+        .serves
+        .iter()
+        .map(|(_, n)| *n)
+        .find(|n| *n != coordinator)
+        .expect("a non-coordinator serves");
+    (sim, ids, victim)
+}
+
 #[test]
 fn a_server_that_dies_before_its_claim_reaches_anyone_is_replaced_and_answered_once() {
     for seed in 0..6 {
-        let mut sim = Sim::settled(seed);
-        sim.service_ms.extend([(1, 200), (2, 200), (3, 200)]);
-        let coordinator = sim.agreed().unwrap();
-        let ids: Vec<String> = (0..9).map(|i| format!("d{seed}-{i}")).collect();
-        for id in &ids {
-            sim.client_request(id);
-        }
-        sim.run(50);
-        let victim = sim
-            .serves
-            .iter()
-            .map(|(_, n)| *n)
-            .find(|n| *n != coordinator)
-            .expect("a non-coordinator serves");
+        let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "d");
         // Its claims leave into the void: its outgoing links drop everything from now on.
         for &other in &sim.members.clone() {
             if other != victim {
@@ -271,20 +278,7 @@ fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_on
     // its connection closes after its last messages, the peers release their votes for it,
     // and the request is served again by a survivor.
     for seed in 0..6 {
-        let mut sim = Sim::settled(seed);
-        sim.service_ms.extend([(1, 200), (2, 200), (3, 200)]);
-        let coordinator = sim.agreed().unwrap();
-        let ids: Vec<String> = (0..9).map(|i| format!("v{seed}-{i}")).collect();
-        for id in &ids {
-            sim.client_request(id);
-        }
-        sim.run(50);
-        let victim = sim
-            .serves
-            .iter()
-            .map(|(_, n)| *n)
-            .find(|n| *n != coordinator)
-            .expect("a non-coordinator serves");
+        let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "v");
         // Answers to the victim are lost; its claims go out.
         for &other in &sim.members.clone() {
             if other != victim {
