@@ -249,6 +249,16 @@ fn nine_requests_and_a_serving_victim(seed: u64, prefix: &str) -> (Sim, Vec<Stri
     (sim, ids, victim)
 }
 
+/// Every request has exactly one reply, none from the dead `victim`, and the logs agree.
+fn answered_once_by_survivors(sim: &Sim, ids: &[String], victim: NodeId) {
+    exactly_one_reply_each(sim, ids);
+    assert!(
+        sim.replies.iter().all(|(_, _, n)| *n != victim),
+        "the dead node {victim} replied"
+    );
+    logs_name_the_repliers(sim, ids);
+}
+
 #[test]
 fn a_server_that_dies_before_its_claim_reaches_anyone_is_replaced_and_answered_once() {
     for seed in 0..6 {
@@ -263,12 +273,7 @@ fn a_server_that_dies_before_its_claim_reaches_anyone_is_replaced_and_answered_o
             .expect("the victim finishes a job");
         sim.crash(victim);
         sim.run(3_000);
-        exactly_one_reply_each(&sim, &ids);
-        assert!(
-            sim.replies.iter().all(|(_, _, n)| *n != victim),
-            "seed {seed}: the dead node replied"
-        );
-        logs_name_the_repliers(&sim, &ids);
+        answered_once_by_survivors(&sim, &ids, victim);
     }
 }
 
@@ -291,12 +296,7 @@ fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_on
         sim.crash(victim);
         sim.cut.clear();
         sim.run(3_000);
-        exactly_one_reply_each(&sim, &ids);
-        assert!(
-            sim.replies.iter().all(|(_, _, n)| *n != victim),
-            "seed {seed}: the dead node replied"
-        );
-        logs_name_the_repliers(&sim, &ids);
+        answered_once_by_survivors(&sim, &ids, victim);
     }
 }
 
