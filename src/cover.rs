@@ -5,7 +5,7 @@
 //! and blue, near ones dark green), each ridge a sum of three sines of the x coordinate, with
 //! anti-aliased edges and a faint deterministic dither against banding. All positions are
 //! fractions of the size, so every size shows the same scene. [`size_for_samples`] picks the
-//! smallest 4:3 size of a fixed ladder (width 192, 224, 256, ... in steps of 32) that holds a
+//! smallest 4:3 size of a fixed ladder (width 128, 160, 192, ... in steps of 32) that holds a
 //! number of colour samples, and [`DefaultCovers`] keeps the painted images by ladder width so
 //! that a busy node paints each size once and then only copies it.
 //!
@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use image::RgbImage;
 
 /// Smallest default cover width.
-pub const MIN_WIDTH: u32 = 192;
+pub const MIN_WIDTH: u32 = 128;
 /// Smallest default cover height.
-pub const MIN_HEIGHT: u32 = 144;
+pub const MIN_HEIGHT: u32 = 96;
 /// Width step between two sizes of the ladder (the height steps by 3/4 of it).
 pub const STEP_WIDTH: u32 = 32;
 /// Largest default cover width (8192x6144, about 50 megapixels).
@@ -209,9 +209,9 @@ mod tests {
 
     #[test]
     fn ladder_starts_at_minimum_and_grows() {
-        assert_eq!(size_for_samples(0), Some((192, 144)));
-        assert_eq!(size_for_samples(192 * 144 * 3), Some((192, 144)));
-        assert_eq!(size_for_samples(192 * 144 * 3 + 1), Some((224, 168)));
+        assert_eq!(size_for_samples(0), Some((128, 96)));
+        assert_eq!(size_for_samples(128 * 96 * 3), Some((128, 96)));
+        assert_eq!(size_for_samples(128 * 96 * 3 + 1), Some((160, 120)));
         assert_eq!(size_for_samples(u64::MAX), None);
     }
 
@@ -220,9 +220,9 @@ mod tests {
         assert_eq!(landscape(64, 48), landscape(64, 48));
         let covers = DefaultCovers::new();
         let a = covers.for_samples(1000).unwrap();
-        let b = covers.get(170);
+        let b = covers.get(100);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.dimensions(), (192, 144));
+        assert_eq!(a.dimensions(), (128, 96));
         assert_eq!(covers.len(), 1);
     }
 

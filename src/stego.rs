@@ -108,10 +108,9 @@ pub fn encrypt_image_with(
     match cover {
         Cover::Default(covers) => {
             let fitting = |bits| covers.for_samples(samples_needed(body_len, bits));
-            let painted = match options.bits {
-                Some(bits) => fitting(bits),
-                None => fitting(1).or_else(|| fitting(2)),
-            };
+            // Two bits per sample by default: the cover is ours, its low two bits are noise to
+            // the eye, and a cover half the size halves the reply (DESIGN.md, "Output size").
+            let painted = fitting(options.bits.unwrap_or(2));
             let painted = painted.ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "the payload is {body_len} bytes, larger than the largest default cover holds; give a cover"
