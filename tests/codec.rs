@@ -286,9 +286,15 @@ fn default_cover_round_trips_and_fits_the_payload() {
         let out_img = image::load_from_memory(&out).unwrap();
         // Two bits in each colour sample of the smallest ladder size that holds the payload.
         let (w, h) = (out_img.width(), out_img.height());
-        assert!(w >= 128 && h >= 96 && w % 32 == 0 && h == w / 4 * 3, "{w}x{h}");
+        assert!(
+            w >= 128 && h >= 96 && w % 32 == 0 && h == w / 4 * 3,
+            "{w}x{h}"
+        );
         let holds = |w: u32, h: u32| u64::from(w) * u64::from(h) * 3 * 2 / 8;
-        assert!(holds(w, h) >= secret_bytes.len() as u64, "{size}: too small");
+        assert!(
+            holds(w, h) >= secret_bytes.len() as u64,
+            "{size}: too small"
+        );
         if w > 128 {
             let smaller = w - 32;
             // (The payload is the secret plus metadata, a header and a tag: under 1 KB more.)
