@@ -132,44 +132,48 @@ pub fn encrypt_image_with(
             })
         }
         Cover::Image(bytes) => match png_reader(bytes, "cover")? {
-            // Non-interlaced PNG, the usual cover: decoded row by row as it is encoded.
-            Some(mut reader) if !reader.info().interlaced => {
+            // Non-interlaced PNG, the usual cover: decoded row by row as it is encoded (once
+            // more for a second pass).
+            Some(reader) if !reader.info().interlaced => {
                 let (shape, len) = (Shape::of_png(&reader, bytes.len())?, bytes.len());
-                let embedder = payload(&shape)?;
-                let out = write_png(&shape, Deflate::Fast, embedder.clone(), |row| {
-                    next_png_row(&mut reader, row, len)
-                })?;
-                match png_reader(bytes, "cover")? {
-                    // A noise-like cover that deflate made larger than its raw rows: again, stored.
-                    Some(mut reader) if out.len() > stored_png_len(&shape) => {
-                        write_png(&shape, Deflate::Stored, embedder, |row| {
-                            next_png_row(&mut reader, row, len)
-                        })
-                    }
-                    _ => Ok(out),
-                }
+                write_smaller(&shape, payload(&shape)?, || {
+                    let mut reader = png_reader(bytes, "cover")?.ok_or_else(|| {
+                        Error::NotAnImage(format!("the cover ({len} bytes) is not a PNG"))
+                    })?;
+                    Ok(move |row: &mut [u8]| next_png_row(&mut reader, row, len))
+                })
             }
             _ => {
                 let image = normalise(decode_image(bytes, "cover")?)?;
                 let shape = Shape::of(&image)?;
-                let embedder = payload(&shape)?;
                 let row_len = shape.row_len();
-                let mut rows = RowsOf::new(&image, row_len);
-                let out = write_png(&shape, Deflate::Fast, embedder.clone(), |row| {
-                    rows.next_into(row);
-                    Ok(())
-                })?;
-                if out.len() <= stored_png_len(&shape) {
-                    return Ok(out);
-                }
-                let mut rows = RowsOf::new(&image, row_len);
-                write_png(&shape, Deflate::Stored, embedder, |row| {
-                    rows.next_into(row);
-                    Ok(())
+                write_smaller(&shape, payload(&shape)?, || {
+                    let mut rows = RowsOf::new(&image, row_len);
+                    Ok(move |row: &mut [u8]| {
+                        rows.next_into(row);
+                        Ok(())
+                    })
                 })
             }
         },
     }
+}
+
+/// Writes a user's cover with fast deflate; if deflate made it larger than stored rows would
+/// be (a noise-like cover), writes it again stored. `rows` opens the cover's rows for a pass.
+fn write_smaller<F>(
+    shape: &Shape,
+    embedder: Embedder,
+    mut rows: impl FnMut() -> Result<F>,
+) -> Result<Vec<u8>>
+where
+    F: FnMut(&mut [u8]) -> Result<()>,
+{
+    let out = write_png(shape, Deflate::Fast, embedder.clone(), rows()?)?;
+    if out.len() <= stored_png_len(shape) {
+        return Ok(out);
+    }
+    write_png(shape, Deflate::Stored, embedder, rows()?)
 }
 
 /// Copies the next row of a PNG cover into `row`.
