@@ -616,7 +616,7 @@ impl Node {
         self.round = None;
         self.election_due = None;
         self.state = NodeState::Failed;
-        self.failed_until = now + duration_ms;
+        self.failed_until = now.saturating_add(duration_ms);
         for id in self.dispatcher.clear() {
             self.out.push(Output::Forget(id));
         }

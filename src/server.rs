@@ -420,7 +420,13 @@ impl Shell {
 
     /// Keeps a request's payload and tells the core it arrived.
     fn hold(&mut self, request: EncryptRequest, reply_to: ReplyTo) -> Vec<Output> {
-        if self.held.contains_key(&request.id) {
+        if let Some(held) = self.held.get_mut(&request.id) {
+            // A client that reconnected sent it again: answer on the connection that is open.
+            if let (ReplyTo::Client(old), ReplyTo::Client(_)) = (&held.reply_to, &reply_to) {
+                if old.is_closed() {
+                    held.reply_to = reply_to;
+                }
+            }
             return Vec::new();
         }
         let id = request.id.clone();
@@ -583,7 +589,18 @@ impl Shell {
                     }
                 }
                 Output::Forget(id) => {
-                    self.held.remove(&id);
+                    // The log names this node for a request a previous run of it won and never
+                    // answered, and the client's re-send arrived before this run caught up:
+                    // answer it now (the log was all it waited for).
+                    if let Some(Held {
+                        request: Some(request),
+                        reply_to: ReplyTo::Client(client),
+                    }) = self.held.remove(&id)
+                    {
+                        if self.core.take_unanswered_commit(&id) {
+                            self.answer_again(request, client);
+                        }
+                    }
                 }
                 Output::Event(event) => report(self.id(), &event),
             }
