@@ -422,11 +422,6 @@ impl Claims {
         self.open.len()
     }
 
-    /// Whether `id` is one of this node's undecided claims.
-    pub fn is_open(&self, id: &str) -> bool {
-        self.open.contains_key(id)
-    }
-
     /// The ids of the undecided claims.
     pub fn open_ids(&self) -> Vec<RequestId> {
         self.open.keys().cloned().collect()

@@ -676,7 +676,7 @@ impl Node {
 
     /// Tells the core that the (latest) connection from `peer` closed: the peer is suspected
     /// at once, and the votes for its claims are released ([`Node::release_votes`]).
-    pub fn peer_disconnected(&mut self, _now: Millis, peer: NodeId) {
+    pub fn peer_disconnected(&mut self, peer: NodeId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.detector.disconnected();
         }
@@ -1703,7 +1703,7 @@ mod tests {
             vec![("a".to_string(), 2)],
             "the second claimant is told the first one's name"
         );
-        n.peer_disconnected(50, 2);
+        n.peer_disconnected(2);
         assert_eq!(
             claim_a(&mut n, 60, 3),
             vec![("a".to_string(), 3)],

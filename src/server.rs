@@ -76,6 +76,8 @@ const MAX_BURST: usize = 256;
 /// A link that cannot write for this long is blocked (a partition: the peer sees no close,
 /// so it releases no vote) and is not waited for any further.
 const BARRIER_WAIT: Duration = Duration::from_millis(200);
+/// Longest wait for room in a full client or peer queue for a reply that has been committed.
+const COMMITTED_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// What a peer link task writes.
 enum Link {
@@ -371,7 +373,7 @@ impl Shell {
             }
             Input::PeerClosed(peer, conn) => {
                 if self.latest_conn.get(&peer) == Some(&conn) {
-                    self.core.peer_disconnected(now, peer);
+                    self.core.peer_disconnected(peer);
                 } else {
                     // An older connection of the peer (a restarted process): its votes go too.
                     self.core.release_votes(peer);
@@ -542,12 +544,7 @@ impl Shell {
             }
             for (reply, to) in deliveries {
                 match to {
-                    Delivery::Client(client) => {
-                        let id = reply.id.clone();
-                        if client.try_send(reply).is_err() {
-                            debug!(node = me, request = %id, "client gone before its reply");
-                        }
-                    }
+                    Delivery::Client(client) => send_committed(client, reply),
                     Delivery::Http(waiter) => {
                         let _ = waiter.send(reply);
                     }
@@ -558,7 +555,7 @@ impl Shell {
                             epoch,
                             message: Message::Reply(Box::new(reply)),
                         };
-                        let _ = link.try_send(Link::Envelope(envelope));
+                        send_committed(link, Link::Envelope(envelope));
                     }
                 }
             }
@@ -623,6 +620,22 @@ impl Shell {
                     outcome,
                 }))
                 .await;
+        });
+    }
+}
+
+/// Queues a reply whose commit the peers hold: it is the only reply the request gets, so a full
+/// queue (a client or peer reading slowly) is waited for, up to [`COMMITTED_REPLY_WAIT`], in a
+/// task of its own so that the other replies of the batch do not wait with it.
+fn send_committed<T: Send + 'static>(queue: mpsc::Sender<T>, item: T) {
+    if let Err(mpsc::error::TrySendError::Full(item)) = queue.try_send(item) {
+        tokio::spawn(async move {
+            if timeout(COMMITTED_REPLY_WAIT, queue.send(item))
+                .await
+                .is_err()
+            {
+                warn!("a committed reply was dropped: its reader took more than {COMMITTED_REPLY_WAIT:?}");
+            }
         });
     }
 }
