@@ -11,10 +11,12 @@
 //! 4. Inject the fault and heal it; then let the last round finish.
 //! 5. Wait (at most [`CONVERGE_WAIT`]) until every node is Active and all digests are equal.
 //!
-//! The line is `scenario=NAME sent=N ok=N lost=N dup=N max_coordinators_per_epoch=N
+//! The line is `scenario=NAME sent=N ok=N lost=N dup=N late=N max_coordinators_per_epoch=N
 //! converged=yes|no p99_ms=N`; a scenario fails if a request got no reply by its deadline
 //! (`lost`), a client saw a second reply (`dup`), an epoch had two coordinators, the cluster
-//! did not converge, or a scenario-specific check failed (printed on stderr).
+//! did not converge, or a scenario-specific check failed (printed on stderr). `late` counts
+//! replies that came after their client gave up on the request (mostly at its deadline, so the
+//! request is in `lost` already): it fails nothing by itself, and tells a slow answer from none.
 //!
 //! The partition scenario needs root, iproute2 and nftables: [`Lab`] builds three hosts out of
 //! network namespaces (`imgc-h1..3`, addresses 10.77.0.1-3/24) joined by a bridge in a fourth
@@ -157,6 +159,8 @@ pub struct Outcome {
     pub lost: u64,
     /// Second replies the clients received (and dropped).
     pub dup: u64,
+    /// Replies that came after their client gave up on the request (see `lost`).
+    pub late: u64,
     /// The most distinct coordinators Active nodes named in one epoch.
     pub max_coordinators_per_epoch: usize,
     /// Whether every node ended Active with equal digests.
@@ -171,12 +175,13 @@ impl Outcome {
     /// The one line `chaos` prints.
     pub fn line(&self) -> String {
         format!(
-            "scenario={} sent={} ok={} lost={} dup={} max_coordinators_per_epoch={} converged={} p99_ms={}",
+            "scenario={} sent={} ok={} lost={} dup={} late={} max_coordinators_per_epoch={} converged={} p99_ms={}",
             self.scenario,
             self.sent,
             self.ok,
             self.lost,
             self.dup,
+            self.late,
             self.max_coordinators_per_epoch,
             if self.converged { "yes" } else { "no" },
             self.p99_ms
@@ -205,6 +210,7 @@ impl Outcome {
             ok: num("ok")?,
             lost: num("lost")?,
             dup: num("dup")?,
+            late: num("late")?,
             max_coordinators_per_epoch: num("max_coordinators_per_epoch")? as usize,
             converged: *fields.get("converged")? == "yes",
             p99_ms: num("p99_ms")?,
@@ -249,6 +255,7 @@ pub async fn run(args: ChaosArgs) -> Result<bool> {
             ok: 0,
             lost: 0,
             dup: 0,
+            late: 0,
             max_coordinators_per_epoch: 0,
             converged: false,
             p99_ms: 0,
@@ -392,13 +399,14 @@ async fn drive(
         Scenario::RestartLoop => restart_loop(ctx).await,
         Scenario::Partition => partition(ctx).await,
     });
-    let (samples, dup) = load.finish().await;
+    let (samples, dup, late) = load.finish().await;
     let converged = wait_converged(&nodes, CONVERGE_WAIT).await;
     let max_coordinators = watch.finish();
     Ok(outcome(
         scenario.name(),
         &samples,
         dup,
+        late,
         max_coordinators,
         converged,
         problems,
@@ -409,6 +417,7 @@ fn outcome(
     scenario: &str,
     samples: &[Sample],
     dup: u64,
+    late: u64,
     max_coordinators_per_epoch: usize,
     converged: bool,
     problems: Vec<String>,
@@ -425,6 +434,7 @@ fn outcome(
         ok,
         lost,
         dup,
+        late,
         max_coordinators_per_epoch,
         converged,
         p99_ms: p99.round() as u64,
@@ -926,7 +936,7 @@ impl CoordinatorWatch {
 struct Load {
     stop: Arc<AtomicBool>,
     progress: Progress,
-    task: tokio::task::JoinHandle<(Vec<Sample>, u64)>,
+    task: tokio::task::JoinHandle<(Vec<Sample>, u64, u64)>,
 }
 
 impl Load {
@@ -936,7 +946,7 @@ impl Load {
         let (nodes, key) = (nodes.to_vec(), key.clone());
         let (stop_r, progress_r) = (Arc::clone(&stop), Arc::clone(&progress));
         let task = tokio::spawn(async move {
-            let (mut samples, mut dup) = (Vec::new(), 0);
+            let (mut samples, mut dup, mut late) = (Vec::new(), 0, 0);
             let mut round = 0u64;
             while !stop_r.load(Ordering::Relaxed) {
                 let options = StressOptions {
@@ -947,10 +957,11 @@ impl Load {
                 {
                     samples.extend(run.samples);
                     dup += run.duplicates;
+                    late += run.late;
                 }
                 round += 1;
             }
-            (samples, dup)
+            (samples, dup, late)
         });
         Load {
             stop,
@@ -976,9 +987,33 @@ impl Load {
         true
     }
 
-    /// Lets the current round finish; returns every sample and the duplicates.
-    async fn finish(self) -> (Vec<Sample>, u64) {
+    /// Lets the current round finish; returns every sample, the duplicates and the late replies.
+    async fn finish(self) -> (Vec<Sample>, u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_reads_back_with_its_late_count() {
+        let outcome = Outcome {
+            scenario: "partition".into(),
+            sent: 120,
+            ok: 118,
+            lost: 2,
+            dup: 0,
+            late: 1,
+            max_coordinators_per_epoch: 1,
+            converged: true,
+            p99_ms: 35,
+            problems: Vec::new(),
+        };
+        let line = outcome.line();
+        assert!(line.contains(" dup=0 late=1 "), "{line}");
+        assert_eq!(Outcome::parse_line(&line), Some(outcome));
     }
 }

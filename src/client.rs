@@ -4,8 +4,10 @@
 //! back-off, writes requests and reads replies. A request is encoded once and written to every
 //! connected node; the first answer wins: a PNG, or a refusal about the request itself (bad
 //! input, too large), which the serving node gives once for the cluster. "Unavailable"
-//! refusals only end the wait when every node has said so. Any later reply for a finished
-//! request is counted as a duplicate and dropped, so the caller sees exactly one reply.
+//! refusals only end the wait when every node has said so. Any later reply is dropped, so the
+//! caller sees exactly one reply. A decisive one is counted: as late if it is the request's first
+//! and the caller gave up before it came (its deadline passed, or every node said unavailable),
+//! else as a duplicate.
 //!
 //! Request ids are `c<client>-<random>-<n>`: unique across runs, because the cluster remembers
 //! every id it served and serves an id only once.
@@ -16,8 +18,9 @@
 //! Implementation caveats: the cluster answers each request at most once (a server replies
 //! only after a majority has recorded it as the request's one winner: DESIGN.md, "At most one
 //! reply"), so the duplicate count is a check that should stay 0, not an expected event; a
-//! reply that arrives after the caller's deadline is counted as a duplicate too, the request
-//! as lost.
+//! reply that arrives after the caller's deadline is late, not a duplicate, and its request
+//! stays a timeout for the caller. The ids of finished requests are kept for the client's
+//! lifetime, to tell a duplicate from a late reply.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +62,8 @@ pub struct Encrypted {
 
 struct Waiter {
     done: Option<oneshot::Sender<Result<Encrypted>>>,
+    /// Whether a decisive reply (not "unavailable") came.
+    answered: bool,
     unavailable: usize,
     /// The encoded request, re-sent to a node whose connection comes back.
     bytes: Bytes,
@@ -67,8 +72,46 @@ struct Waiter {
 #[derive(Default)]
 struct Book {
     waiting: HashMap<RequestId, Waiter>,
-    finished: HashSet<RequestId>,
+    /// Finished requests that had a decisive reply: another one is a duplicate.
+    answered: HashSet<RequestId>,
+    /// Finished requests whose caller gave up without one: the first one now is late.
+    abandoned: HashSet<RequestId>,
     duplicates: u64,
+    late: u64,
+}
+
+impl Book {
+    /// Registers a request; the receiver gets its outcome.
+    fn wait_for(&mut self, id: RequestId, bytes: Bytes) -> oneshot::Receiver<Result<Encrypted>> {
+        let (done, answer) = oneshot::channel();
+        let waiter = Waiter {
+            done: Some(done),
+            answered: false,
+            unavailable: 0,
+            bytes,
+        };
+        self.waiting.insert(id, waiter);
+        answer
+    }
+
+    /// Counts a decisive reply that came after the caller had its outcome: a duplicate if the
+    /// request had a decisive reply before, else late.
+    fn extra_reply(&mut self, answered_before: bool) {
+        if answered_before {
+            self.duplicates += 1;
+        } else {
+            self.late += 1;
+        }
+    }
+
+    /// Retires a request whose caller stopped waiting.
+    fn finish(&mut self, id: RequestId) {
+        if self.waiting.remove(&id).is_some_and(|w| w.answered) {
+            self.answered.insert(id);
+        } else {
+            self.abandoned.insert(id);
+        }
+    }
 }
 
 /// A connection to every node of a cluster.
@@ -139,6 +182,12 @@ impl Client {
         self.book.lock().map_or(0, |b| b.duplicates)
     }
 
+    /// First replies that arrived after their caller gave up, its deadline passed or every node
+    /// said unavailable (and were dropped); not duplicates.
+    pub fn late(&self) -> u64 {
+        self.book.lock().map_or(0, |b| b.late)
+    }
+
     /// A fresh request id.
     pub fn next_id(&self) -> RequestId {
         format!(
@@ -170,17 +219,15 @@ impl Client {
     pub async fn send(&self, request: EncryptRequest) -> Result<Encrypted> {
         let id = request.id.clone();
         let bytes = encode(&request)?;
-        let (done, answer) = oneshot::channel();
-        if let Ok(mut book) = self.book.lock() {
-            book.waiting.insert(
-                id.clone(),
-                Waiter {
-                    done: Some(done),
-                    unavailable: 0,
-                    bytes: bytes.clone(),
-                },
-            );
-        }
+        let Ok(mut answer) = self
+            .book
+            .lock()
+            .map(|mut b| b.wait_for(id.clone(), bytes.clone()))
+        else {
+            return Err(Error::Unavailable(
+                "the client's request table broke (a task panicked)".into(),
+            ));
+        };
         let mut sent = 0;
         for link in self.links.values() {
             if link.try_send(bytes.clone()).is_ok() {
@@ -190,7 +237,7 @@ impl Client {
         let result = if sent == 0 {
             Err(Error::Unavailable("no node is connected".into()))
         } else {
-            match timeout(self.deadline, answer).await {
+            match timeout(self.deadline, &mut answer).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(Error::Unavailable("the client shut down".into())),
                 Err(_) => Err(Error::Timeout(format!(
@@ -199,15 +246,21 @@ impl Client {
                 ))),
             }
         };
-        if let Ok(mut book) = self.book.lock() {
-            book.waiting.remove(&id);
-            book.finished.insert(id);
-        }
+        let Ok(mut book) = self.book.lock() else {
+            return result;
+        };
+        // A reply that came between the deadline and this lock is the caller's after all.
+        let result = match (result, answer.try_recv()) {
+            (Err(Error::Timeout(_)), Ok(reply)) => reply,
+            (result, _) => result,
+        };
+        book.finish(id);
         result
     }
 }
 
-/// Records a reply: the first decisive one answers the waiter, later ones are duplicates.
+/// Records a reply: the first decisive one answers the waiter (or is late, if the caller gave up
+/// first), later ones are duplicates.
 fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
     let Ok(mut book) = book.lock() else { return };
     let id = reply.id.clone();
@@ -219,17 +272,23 @@ fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
         }
     );
     let Some(waiter) = book.waiting.get_mut(&id) else {
-        if decisive && book.finished.contains(&id) {
+        if decisive && book.abandoned.remove(&id) {
+            book.late += 1;
+            book.answered.insert(id);
+        } else if decisive && book.answered.contains(&id) {
             book.duplicates += 1;
         }
         return;
     };
     let Some(done) = waiter.done.take() else {
+        // The caller has its outcome and has not retired the request yet.
         if decisive {
-            book.duplicates += 1;
+            let answered_before = std::mem::replace(&mut waiter.answered, true);
+            book.extra_reply(answered_before);
         }
         return;
     };
+    waiter.answered = decisive;
     let result = match reply.outcome {
         Outcome::Encrypted(png) => Ok(Encrypted {
             id,
@@ -427,4 +486,99 @@ pub fn status_table(rows: &[(NodeAddr, Result<crate::server::NodeStatus>)]) -> S
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client with one node link that nothing reads: its replies come from the test.
+    fn offline_client(deadline: Duration) -> (Client, mpsc::Receiver<Bytes>) {
+        let (link, wire) = mpsc::channel(16);
+        let (_, connected) = watch::channel(1);
+        let client = Client {
+            prefix: "c1-test".into(),
+            seq: AtomicU64::new(0),
+            deadline,
+            links: [(1, link)].into(),
+            connected,
+            book: Arc::default(),
+            _tasks: JoinSet::new(),
+        };
+        (client, wire)
+    }
+
+    fn request(id: &str) -> EncryptRequest {
+        EncryptRequest {
+            id: id.into(),
+            secret: vec![1, 2, 3],
+            cover: None,
+            owner: "alice".into(),
+            viewers: Vec::new(),
+        }
+    }
+
+    fn png_reply(id: &str, served_by: NodeId) -> EncryptReply {
+        EncryptReply {
+            id: id.into(),
+            served_by,
+            outcome: Outcome::Encrypted(vec![0x89, b'P', b'N', b'G']),
+        }
+    }
+
+    fn counts(client: &Client) -> (u64, u64) {
+        (client.late(), client.duplicates())
+    }
+
+    #[tokio::test]
+    async fn a_reply_after_the_deadline_is_late_not_a_duplicate() {
+        let (client, _wire) = offline_client(Duration::from_millis(20));
+        let result = client.send(request("r1")).await;
+        assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+        deliver(&client.book, png_reply("r1", 2), 3);
+        assert_eq!(counts(&client), (1, 0), "(late, duplicates)");
+        // The request has had its reply now: a second one is the cluster serving it twice.
+        deliver(&client.book, png_reply("r1", 3), 3);
+        assert_eq!(counts(&client), (1, 1), "(late, duplicates)");
+    }
+
+    #[tokio::test]
+    async fn a_second_answer_is_a_duplicate_not_late() {
+        let (client, mut wire) = offline_client(Duration::from_secs(30));
+        let client = Arc::new(client);
+        let caller = tokio::spawn({
+            let client = Arc::clone(&client);
+            async move { client.send(request("r2")).await }
+        });
+        // On the wire means registered: answer it, then answer it again once it is retired.
+        wire.recv().await.expect("the request is sent");
+        deliver(&client.book, png_reply("r2", 1), 3);
+        let answer = caller.await.expect("the caller finishes");
+        assert_eq!(answer.map(|e| e.served_by).ok(), Some(1));
+        deliver(&client.book, png_reply("r2", 2), 3);
+        assert_eq!(counts(&client), (0, 1), "(late, duplicates)");
+    }
+
+    #[test]
+    fn a_reply_after_every_node_said_unavailable_is_late() {
+        let book = Mutex::new(Book::default());
+        let mut answer = book.lock().unwrap().wait_for("r3".into(), Bytes::new());
+        let unavailable = |node| EncryptReply {
+            id: "r3".into(),
+            served_by: node,
+            outcome: Outcome::Refused {
+                kind: Refusal::Unavailable,
+                message: "no quorum".into(),
+            },
+        };
+        deliver(&book, unavailable(1), 2);
+        deliver(&book, unavailable(2), 2);
+        assert!(matches!(answer.try_recv(), Ok(Err(Error::Unavailable(_)))));
+        // Before and after the caller retires the request: late first, then a duplicate.
+        deliver(&book, png_reply("r3", 1), 2);
+        book.lock().unwrap().finish("r3".into());
+        deliver(&book, png_reply("r3", 2), 2);
+        let book = book.lock().unwrap();
+        assert_eq!((book.late, book.duplicates), (1, 1), "(late, duplicates)");
+    }
 }

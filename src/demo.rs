@@ -254,7 +254,7 @@ pub fn write_outputs(
         let timeline = crate::metrics::timeline(&trial.run.samples, bucket);
         let title = format!(
             "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
-            report.total, report.throughput_rps, report.latency_ms.p99
+            report.summary.total, report.summary.throughput_rps, report.summary.latency_ms.p99
         );
         crate::plot::render(&title, &timeline, &trial.windows, &load.plot)?;
         println!("Plot:   {}", load.plot.display());

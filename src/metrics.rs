@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::NodeId;
 use crate::Error;
@@ -210,7 +211,25 @@ pub struct Summary {
     /// Latency of the successful requests.
     pub latency_ms: LatencyMs,
     /// Successful requests served by each node.
+    #[serde(deserialize_with = "node_keyed")]
     pub served_per_node: BTreeMap<NodeId, u64>,
+}
+
+/// Reads a map keyed by node id from its JSON form, where the ids are strings. serde_json turns
+/// them into numbers itself, but not when the map sits in a flattened struct (the report holds
+/// its [`Summary`] so), which is read through a buffer: serde issue 1183.
+fn node_keyed<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<NodeId, u64>, D::Error> {
+    BTreeMap::<String, u64>::deserialize(deserializer)?
+        .into_iter()
+        .map(|(key, n)| match key.parse() {
+            Ok(node) => Ok((node, n)),
+            Err(_) => Err(D::Error::custom(format!(
+                "node id \"{key}\" is not a number"
+            ))),
+        })
+        .collect()
 }
 
 /// Computes the whole-run figures of `samples` for a run that lasted `duration`.

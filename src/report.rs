@@ -1,17 +1,22 @@
 //! The stress-test report: the figures of a run as one JSON document and as the console summary.
 //!
-//! A [`Report`] is built from the [`Summary`] of the samples plus the figures only the driver
-//! knows ([`Extras`]: load-balancing decisions, elections, injected failures, duplicates, lost
-//! requests, whether replies were verified, the capacity limit, the flags). Its JSON keys are a
-//! fixed set, always all present, so scripts can rely on them:
+//! A [`Report`] is the [`Summary`] of the samples, whose fields it writes at the top level of
+//! the JSON, plus the figures only the driver knows ([`Extras`]: load-balancing decisions,
+//! elections, injected failures, duplicate and late replies, lost requests, whether replies were
+//! verified, the capacity limit, the flags). Its JSON keys are a fixed set, always all present,
+//! so scripts can rely on them:
 //!
 //! ```text
 //! total succeeded failed failed_by_cause{cause: n} success_rate duration_s throughput_rps
 //! latency_ms{avg p50 p95 p99 max} served_per_node{node: n} lb_decisions elections
-//! failures_injected duplicates lost verified limit_rps efficiency
+//! failures_injected duplicates late lost verified limit_rps efficiency
 //! trials[] trials_ci{figure: {mean half_width n}} config{flag: value}
 //! failure_windows[{node start_s end_s}]
 //! ```
+//!
+//! `late` counts replies that came after the client gave up on their request (its deadline
+//! passed, so the request is in `lost` too, or every node had said unavailable): it tells a slow
+//! answer from none.
 //!
 //! `limit_rps` (the capacity the cluster could reach, if the driver knows it) and `efficiency`
 //! (`throughput_rps / limit_rps`) are `null` when unknown.
@@ -65,6 +70,8 @@ pub struct Extras {
     pub elections: u64,
     /// Requests served more than once.
     pub duplicates: u64,
+    /// Replies that came after their request was given up, dropped by the clients.
+    pub late: u64,
     /// Requests accepted but never answered.
     pub lost: u64,
     /// Whether every reply was checked to decrypt back to the original.
@@ -80,24 +87,9 @@ pub struct Extras {
 /// The complete result of a stress test, as written by `--report`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// Requests sent.
-    pub total: u64,
-    /// Requests that succeeded.
-    pub succeeded: u64,
-    /// Requests that failed.
-    pub failed: u64,
-    /// Failed requests by cause name.
-    pub failed_by_cause: BTreeMap<String, u64>,
-    /// `succeeded / total`, between 0 and 1.
-    pub success_rate: f64,
-    /// Length of the run in seconds.
-    pub duration_s: f64,
-    /// Successful requests per second.
-    pub throughput_rps: f64,
-    /// Latency of the successful requests in milliseconds.
-    pub latency_ms: LatencyMs,
-    /// Successful requests served by each node.
-    pub served_per_node: BTreeMap<NodeId, u64>,
+    /// Counts, rates, latency and requests per node; its keys are the report's first ones.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Load-balancing decisions.
     pub lb_decisions: u64,
     /// Elections during the run.
@@ -106,6 +98,10 @@ pub struct Report {
     pub failures_injected: u64,
     /// Requests served more than once.
     pub duplicates: u64,
+    /// Replies that came after their request was given up (see the module doc); absent (0) in
+    /// reports written before it was counted.
+    #[serde(default)]
+    pub late: u64,
     /// Requests accepted but never answered.
     pub lost: u64,
     /// Whether replies were checked to decrypt back to the original.
@@ -132,19 +128,12 @@ impl Report {
             .filter(|limit| *limit > 0.0)
             .map(|limit| summary.throughput_rps / limit);
         Report {
-            total: summary.total,
-            succeeded: summary.succeeded,
-            failed: summary.failed,
-            failed_by_cause: summary.failed_by_cause,
-            success_rate: summary.success_rate,
-            duration_s: summary.duration_s,
-            throughput_rps: summary.throughput_rps,
-            latency_ms: summary.latency_ms,
-            served_per_node: summary.served_per_node,
+            summary,
             lb_decisions: extras.lb_decisions,
             elections: extras.elections,
             failures_injected: extras.failure_windows.len() as u64,
             duplicates: extras.duplicates,
+            late: extras.late,
             lost: extras.lost,
             verified: extras.verified,
             limit_rps: extras.limit_rps,
@@ -184,18 +173,25 @@ impl Report {
         };
         let count = |x: f64| x.round() as u64;
         let mut combined = Report {
-            total: count(figure("total".into(), &|r| Some(r.total as f64))),
-            succeeded: count(figure("succeeded".into(), &|r| Some(r.succeeded as f64))),
-            failed: count(figure("failed".into(), &|r| Some(r.failed as f64))),
-            success_rate: figure("success_rate".into(), &|r| Some(r.success_rate)),
-            duration_s: figure("duration_s".into(), &|r| Some(r.duration_s)),
-            throughput_rps: figure("throughput_rps".into(), &|r| Some(r.throughput_rps)),
-            latency_ms: LatencyMs {
-                avg: figure("latency_ms.avg".into(), &|r| Some(r.latency_ms.avg)),
-                p50: figure("latency_ms.p50".into(), &|r| Some(r.latency_ms.p50)),
-                p95: figure("latency_ms.p95".into(), &|r| Some(r.latency_ms.p95)),
-                p99: figure("latency_ms.p99".into(), &|r| Some(r.latency_ms.p99)),
-                max: figure("latency_ms.max".into(), &|r| Some(r.latency_ms.max)),
+            summary: Summary {
+                total: count(figure("total".into(), &|r| Some(r.summary.total as f64))),
+                succeeded: count(figure("succeeded".into(), &|r| {
+                    Some(r.summary.succeeded as f64)
+                })),
+                failed: count(figure("failed".into(), &|r| Some(r.summary.failed as f64))),
+                success_rate: figure("success_rate".into(), &|r| Some(r.summary.success_rate)),
+                duration_s: figure("duration_s".into(), &|r| Some(r.summary.duration_s)),
+                throughput_rps: figure("throughput_rps".into(), &|r| {
+                    Some(r.summary.throughput_rps)
+                }),
+                latency_ms: LatencyMs {
+                    avg: figure("latency_ms.avg".into(), &|r| Some(r.summary.latency_ms.avg)),
+                    p50: figure("latency_ms.p50".into(), &|r| Some(r.summary.latency_ms.p50)),
+                    p95: figure("latency_ms.p95".into(), &|r| Some(r.summary.latency_ms.p95)),
+                    p99: figure("latency_ms.p99".into(), &|r| Some(r.summary.latency_ms.p99)),
+                    max: figure("latency_ms.max".into(), &|r| Some(r.summary.latency_ms.max)),
+                },
+                ..Summary::default()
             },
             lb_decisions: count(figure("lb_decisions".into(), &|r| {
                 Some(r.lb_decisions as f64)
@@ -205,6 +201,7 @@ impl Report {
                 Some(r.failures_injected as f64)
             })),
             duplicates: count(figure("duplicates".into(), &|r| Some(r.duplicates as f64))),
+            late: count(figure("late".into(), &|r| Some(r.late as f64))),
             lost: count(figure("lost".into(), &|r| Some(r.lost as f64))),
             verified: trials.iter().all(|r| r.verified),
             ..Report::default()
@@ -219,23 +216,23 @@ impl Report {
         // Per-cause and per-node counts: absent in a trial means zero there.
         let causes: BTreeSet<String> = trials
             .iter()
-            .flat_map(|r| r.failed_by_cause.keys().cloned())
+            .flat_map(|r| r.summary.failed_by_cause.keys().cloned())
             .collect();
         for cause in causes {
             let mean = figure(format!("failed_by_cause.{cause}"), &|r| {
-                Some(r.failed_by_cause.get(&cause).copied().unwrap_or(0) as f64)
+                Some(r.summary.failed_by_cause.get(&cause).copied().unwrap_or(0) as f64)
             });
-            combined.failed_by_cause.insert(cause, count(mean));
+            combined.summary.failed_by_cause.insert(cause, count(mean));
         }
         let nodes: BTreeSet<NodeId> = trials
             .iter()
-            .flat_map(|r| r.served_per_node.keys().copied())
+            .flat_map(|r| r.summary.served_per_node.keys().copied())
             .collect();
         for node in nodes {
             let mean = figure(format!("served_per_node.{node}"), &|r| {
-                Some(r.served_per_node.get(&node).copied().unwrap_or(0) as f64)
+                Some(r.summary.served_per_node.get(&node).copied().unwrap_or(0) as f64)
             });
-            combined.served_per_node.insert(node, count(mean));
+            combined.summary.served_per_node.insert(node, count(mean));
         }
         combined.trials_ci = ci;
         combined.config = config;
@@ -247,56 +244,53 @@ impl Report {
     /// The console summary: the original project's layout, then the further figures.
     pub fn console(&self) -> String {
         let rule = "=".repeat(RULE);
+        let s = &self.summary;
         // The original's block, verbatim in layout.
         let mut out = format!("{rule}\n{TITLE}\n{rule}\n");
         row(
             &mut out,
             "Total Duration",
-            format!("{:.2} seconds", self.duration_s),
+            format!("{:.2} seconds", s.duration_s),
         );
-        row(&mut out, "Total Requests", self.total);
-        row(&mut out, "Successful", self.succeeded);
-        row(&mut out, "Failed", self.failed);
+        row(&mut out, "Total Requests", s.total);
+        row(&mut out, "Successful", s.succeeded);
+        row(&mut out, "Failed", s.failed);
         row(
             &mut out,
             "Success Rate",
-            format!("{:.2}%", self.success_rate * 100.0),
+            format!("{:.2}%", s.success_rate * 100.0),
         );
         row(
             &mut out,
             "Throughput",
-            format!("{:.2} requests/second", self.throughput_rps),
+            format!("{:.2} requests/second", s.throughput_rps),
         );
         out.push_str("\nLatency Statistics:\n");
-        row(
-            &mut out,
-            "  Average",
-            format!("{:.2} ms", self.latency_ms.avg),
-        );
-        row(&mut out, "  P95", format!("{:.0} ms", self.latency_ms.p95));
+        row(&mut out, "  Average", format!("{:.2} ms", s.latency_ms.avg));
+        row(&mut out, "  P95", format!("{:.0} ms", s.latency_ms.p95));
         let _ = writeln!(out, "\nLoad Balancing Decisions: {}", self.lb_decisions);
         // The extension underneath.
         out.push_str("\nLatency Detail:\n");
-        row(&mut out, "  P50", format!("{:.0} ms", self.latency_ms.p50));
-        row(&mut out, "  P99", format!("{:.0} ms", self.latency_ms.p99));
-        row(&mut out, "  Max", format!("{:.0} ms", self.latency_ms.max));
+        row(&mut out, "  P50", format!("{:.0} ms", s.latency_ms.p50));
+        row(&mut out, "  P99", format!("{:.0} ms", s.latency_ms.p99));
+        row(&mut out, "  Max", format!("{:.0} ms", s.latency_ms.max));
         out.push('\n');
         row(
             &mut out,
             "Failed By Cause",
-            if self.failed_by_cause.is_empty() {
+            if s.failed_by_cause.is_empty() {
                 "none"
             } else {
                 ""
             },
         );
-        for (cause, n) in &self.failed_by_cause {
+        for (cause, n) in &s.failed_by_cause {
             row(&mut out, &format!("  {cause}"), n);
         }
         row(&mut out, "Served Per Node", "");
-        for (node, n) in &self.served_per_node {
-            let share = if self.succeeded > 0 {
-                *n as f64 * 100.0 / self.succeeded as f64
+        for (node, n) in &s.served_per_node {
+            let share = if s.succeeded > 0 {
+                *n as f64 * 100.0 / s.succeeded as f64
             } else {
                 0.0
             };
@@ -317,6 +311,7 @@ impl Report {
             );
         }
         row(&mut out, "Duplicate Serves", self.duplicates);
+        row(&mut out, "Late Replies", self.late);
         row(&mut out, "Lost Requests", self.lost);
         row(
             &mut out,
@@ -421,13 +416,16 @@ mod tests {
     /// A trial report with the given throughput, p95 and timeouts.
     fn trial(throughput_rps: f64, p95: f64, timeouts: u64, total: u64) -> Report {
         Report {
-            total,
-            throughput_rps,
-            latency_ms: LatencyMs {
-                p95,
-                ..LatencyMs::default()
+            summary: Summary {
+                total,
+                throughput_rps,
+                latency_ms: LatencyMs {
+                    p95,
+                    ..LatencyMs::default()
+                },
+                failed_by_cause: [("timeout".to_string(), timeouts)].into(),
+                ..Summary::default()
             },
-            failed_by_cause: [("timeout".to_string(), timeouts)].into(),
             verified: true,
             config: serde_json::json!({ "trials": 3 }),
             ..Report::default()
@@ -457,6 +455,7 @@ mod tests {
             "elections",
             "failures_injected",
             "duplicates",
+            "late",
             "lost",
             "verified",
             "limit_rps",
@@ -483,8 +482,22 @@ mod tests {
     fn json_round_trips() {
         let report = Report::combine_trials(vec![seed_report(), seed_report()]);
         let text = serde_json::to_string_pretty(&report).unwrap();
+        // Node ids are string keys in JSON, read back through the flattened summary.
+        assert!(
+            text.contains("\"served_per_node\": {\n    \"1\": 3400"),
+            "{text}"
+        );
         let back: Report = serde_json::from_str(&text).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn a_report_written_before_late_was_counted_reads_back() {
+        let mut value = serde_json::to_value(seed_report()).unwrap();
+        value.as_object_mut().unwrap().remove("late");
+        let text = serde_json::to_string(&value).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, seed_report());
     }
 
     #[test]
@@ -531,6 +544,7 @@ Load Balancing Decisions: 10000
             "Elections:             1",
             "Simulated Failures:    1",
             "  node 2 failed at 20.00 s, back at 34.00 s",
+            "Late Replies:          0",
             "Lost Requests:         0",
             "Capacity Limit:        250.00 requests/second",
             "Efficiency:            88.44%",
@@ -552,17 +566,17 @@ Load Balancing Decisions: 10000
         ]);
         // Throughput: mean 630 / 3 = 210; s^2 = (100 + 0 + 100) / 2 = 100, s = 10;
         // half width = 4.303 * 10 / sqrt(3) = 24.8434...
-        assert_eq!(combined.throughput_rps, 210.0);
+        assert_eq!(combined.summary.throughput_rps, 210.0);
         let ci = combined.trials_ci["throughput_rps"];
         assert_eq!((ci.mean, ci.n), (210.0, 3));
         assert!((ci.half_width - 24.8434).abs() < 1e-3, "{}", ci.half_width);
         // P95: mean 3300 / 3 = 1100, same spread: half width 4.303 * 100 / sqrt(3) = 248.434...
-        assert_eq!(combined.latency_ms.p95, 1100.0);
+        assert_eq!(combined.summary.latency_ms.p95, 1100.0);
         assert!((combined.trials_ci["latency_ms.p95"].half_width - 248.434).abs() < 1e-2);
         // Timeouts: mean (1 + 2 + 6) / 3 = 3; total: 301 / 3 = 100.33, rounded to 100.
-        assert_eq!(combined.failed_by_cause["timeout"], 3);
+        assert_eq!(combined.summary.failed_by_cause["timeout"], 3);
         assert_eq!(combined.trials_ci["failed_by_cause.timeout"].mean, 3.0);
-        assert_eq!(combined.total, 100);
+        assert_eq!(combined.summary.total, 100);
         assert_eq!(combined.trials.len(), 3);
         assert_eq!(combined.trials[1].config, Value::Null);
         assert_eq!(combined.config, serde_json::json!({ "trials": 3 }));

@@ -60,6 +60,8 @@ pub struct StressRun {
     pub duration: Duration,
     /// Replies for already-answered requests, dropped by the clients.
     pub duplicates: u64,
+    /// Replies that came after their request was given up (deadline passed), dropped too.
+    pub late: u64,
 }
 
 /// Requests completed so far by a running stress test (for progress bars).
@@ -107,7 +109,7 @@ pub async fn run(
                         outcome: Outcome::Failed(Cause::Connection),
                     };
                     progress.fetch_add(requests as u64, Ordering::Relaxed);
-                    return (vec![failed; requests], 0);
+                    return (vec![failed; requests], 0, 0);
                 }
             };
             for _ in 0..requests {
@@ -147,16 +149,16 @@ pub async fn run(
                 });
                 progress.fetch_add(1, Ordering::Relaxed);
             }
-            let duplicates = client.duplicates();
-            (samples, duplicates)
+            (samples, client.duplicates(), client.late())
         });
     }
     let mut samples = Vec::with_capacity(options.clients * options.requests);
-    let mut duplicates = 0;
+    let (mut duplicates, mut late) = (0, 0);
     while let Some(done) = tasks.join_next().await {
-        if let Ok((s, d)) = done {
+        if let Ok((s, d, l)) = done {
             samples.extend(s);
             duplicates += d;
+            late += l;
         }
     }
     let duration = samples
@@ -169,6 +171,7 @@ pub async fn run(
         samples,
         duration,
         duplicates,
+        late,
     })
 }
 
@@ -382,6 +385,7 @@ pub fn report(
         lb_decisions: trial.counters.lb_decisions,
         elections: trial.counters.elections,
         duplicates: trial.run.duplicates,
+        late: trial.run.late,
         lost,
         verified,
         limit_rps,

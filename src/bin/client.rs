@@ -289,7 +289,7 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
         let report = Report::combine_trials(reports);
         println!("{}", report.console());
         imgcloud::demo::write_outputs(&report, last.as_ref(), &args.load).map_err(|e| e.to_string())?;
-        Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }
 
@@ -332,25 +332,28 @@ async fn run_workers(
     }
     // Read every child's lines concurrently, so that no child blocks on a full pipe.
     let readers = children.into_iter().map(|mut child| async move {
-        let (mut samples, mut duplicates) = (Vec::new(), 0);
+        let (mut samples, mut duplicates, mut late) = (Vec::new(), 0, 0);
         if let Some(out) = child.stdout.take() {
             let mut lines = tokio::io::BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(n) = line.strip_prefix("duplicates ") {
                     duplicates += n.trim().parse::<u64>().unwrap_or(0);
+                } else if let Some(n) = line.strip_prefix("late ") {
+                    late += n.trim().parse::<u64>().unwrap_or(0);
                 } else if let Some(sample) = stress::parse_sample_line(&line) {
                     samples.push(sample);
                 }
             }
         }
         let _ = child.wait().await;
-        (samples, duplicates)
+        (samples, duplicates, late)
     });
     let mut samples = Vec::new();
-    let mut duplicates = 0;
-    for (s, d) in futures::future::join_all(readers).await {
+    let (mut duplicates, mut late) = (0, 0);
+    for (s, d, l) in futures::future::join_all(readers).await {
         samples.extend(s);
         duplicates += d;
+        late += l;
     }
     samples.sort_by_key(|s| s.sent_at);
     let duration = samples
@@ -362,6 +365,7 @@ async fn run_workers(
         samples,
         duration,
         duplicates,
+        late,
     })
 }
 
@@ -385,6 +389,7 @@ fn stress_worker(args: WorkerArgs) -> Result<ExitCode, String> {
         let _ = writeln!(out, "{}", stress::sample_line(sample));
     }
     let _ = writeln!(out, "duplicates {}", run.duplicates);
+    let _ = writeln!(out, "late {}", run.late);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -435,6 +440,9 @@ fn seed(args: SeedArgs) -> Result<ExitCode, String> {
         println!("summary: {ok} succeeded, {failed} failed, average {:.1} ms; served by {}", if ok > 0 { total_ms / f64::from(ok) } else { 0.0 }, served.join(", "));
         if client.duplicates() > 0 {
             println!("duplicate replies dropped: {}", client.duplicates());
+        }
+        if client.late() > 0 {
+            println!("late replies dropped: {}", client.late());
         }
         Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
