@@ -33,44 +33,26 @@ fn print(name: &str, mut values: Vec<f64>) {
 fn main() {
     let trials = 20;
     let mut cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(10), || cluster.agreed().is_some()).expect("initial agreement");
+    cluster
+        .wait_agreed(Duration::from_secs(10))
+        .expect("initial agreement");
     let (mut failover, mut restart) = (Vec::new(), Vec::new());
     for trial in 0..trials {
-        let (old, epoch) = cluster.agreed().expect("agreement before the trial");
-        let survivors: Vec<u32> = cluster
-            .config
-            .ids()
-            .into_iter()
-            .filter(|&n| n != old as u32)
-            .collect();
+        let view = cluster.agreed().expect("agreement before the trial");
+        let old = view.0 as u32;
         let started = Instant::now();
-        cluster.kill(old as u32);
-        let agreed = wait_for(Duration::from_secs(5), || {
-            let views: Vec<Option<(u64, u64)>> = survivors
-                .iter()
-                .map(|&n| {
-                    cluster
-                        .status(n)
-                        .and_then(|s| Some((s["coordinator"].as_u64()?, s["epoch"].as_u64()?)))
-                })
-                .collect();
-            views
-                .iter()
-                .all(|v| v.is_some_and(|(c, e)| c != old && e > epoch))
-                && views.windows(2).all(|w| w[0] == w[1])
-        });
-        assert!(agreed.is_some(), "trial {trial}: no failover");
+        cluster.kill(old);
+        let replaced = cluster.wait_replaced(view, Duration::from_secs(5));
+        assert!(replaced.is_some(), "trial {trial}: no failover");
         failover.push(started.elapsed().as_secs_f64() * 1000.0);
-        cluster.spawn(old as u32);
-        let back = wait_for(Duration::from_secs(10), || {
-            cluster.agreed().is_some() && cluster.converged()
-        });
+        cluster.spawn(old);
+        let back = cluster.wait_settled(Duration::from_secs(10));
         assert!(
             back.is_some(),
             "trial {trial}: the restarted node did not converge"
         );
         if let Some(ms) = cluster
-            .status(old as u32)
+            .status(old)
             .and_then(|s| s["last_recovery_ms"].as_f64())
         {
             restart.push(ms);
@@ -92,39 +74,37 @@ fn main() {
             "1.5",
         ],
     );
-    wait_for(Duration::from_secs(10), || cluster.agreed().is_some()).expect("agreement");
+    cluster
+        .wait_agreed(Duration::from_secs(10))
+        .expect("agreement");
     let (mut revival, mut converged) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(90);
     while revival.len() < 10 && Instant::now() < deadline {
         let Some(victim) = cluster
-            .statuses()
-            .into_iter()
-            .find_map(|(id, s)| s.filter(|s| s["state"] == "Failed").map(|_| id))
+            .wait_any(deadline.saturating_duration_since(Instant::now()), |s| {
+                s["state"] == "Failed"
+            })
         else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
+            break;
         };
         let before = cluster
             .status(victim)
             .and_then(|s| s["last_recovery_ms"].as_f64());
-        let Some(_) = wait_for(Duration::from_secs(5), || {
-            cluster
-                .status(victim)
-                .is_some_and(|s| s["state"] != "Failed")
-        }) else {
-            continue;
-        };
-        let left_failed = Instant::now();
-        if wait_for(Duration::from_secs(5), || {
-            cluster
-                .status(victim)
-                .is_some_and(|s| s["state"] == "Active")
-        })
-        .is_none()
+        let five = Duration::from_secs(5);
+        if cluster
+            .wait_status(victim, five, |s| s["state"] != "Failed")
+            .is_none()
         {
             continue;
         }
-        let equal = wait_for(Duration::from_secs(5), || cluster.converged());
+        let left_failed = Instant::now();
+        if cluster
+            .wait_status(victim, five, |s| s["state"] == "Active")
+            .is_none()
+        {
+            continue;
+        }
+        let equal = wait_for(five, || cluster.converged());
         if let (Some(ms), Some(_)) = (
             cluster
                 .status(victim)

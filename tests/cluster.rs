@@ -4,29 +4,25 @@ mod support;
 
 use std::time::Duration;
 
-use support::{wait_for, Cluster};
+use support::{poll, wait_for, Cluster};
 
 #[test]
 fn coordinator_kill_fails_over_and_a_restart_converges() {
     let mut cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("initial agreement");
-    let (old, epoch) = cluster.agreed().unwrap();
+    let (old, epoch) = cluster
+        .wait_agreed(Duration::from_secs(5))
+        .expect("initial agreement");
 
     cluster.kill(old as u32);
-    let took = wait_for(Duration::from_secs(5), || {
-        cluster.agreed().is_some_and(|(c, _)| c != old)
-    });
-    let (new, new_epoch) = cluster
-        .agreed()
-        .unwrap_or_else(|| panic!("no failover: {:?}", cluster.statuses()));
-    assert!(took.is_some());
+    let (new, new_epoch) = poll(Duration::from_secs(5), || {
+        cluster.agreed().filter(|&(c, _)| c != old)
+    })
+    .unwrap_or_else(|| panic!("no failover: {:?}", cluster.statuses()));
     assert_ne!(new, old);
     assert!(new_epoch > epoch, "epoch {new_epoch} after {epoch}");
 
     cluster.spawn(old as u32);
-    let rejoined = wait_for(Duration::from_secs(10), || {
-        cluster.agreed().is_some() && cluster.statuses().len() == 3 && cluster.converged()
-    });
+    let rejoined = cluster.wait_settled(Duration::from_secs(10));
     assert!(
         rejoined.is_some(),
         "no convergence after restart: {:?}\n{}",
@@ -47,13 +43,12 @@ fn cold_starts_agree_within_two_seconds_twenty_times_and_keep_it() {
         for id in order {
             cluster.spawn(id);
         }
-        let took = wait_for(Duration::from_secs(2), || cluster.agreed().is_some());
+        let agreed = cluster.wait_agreed(Duration::from_secs(2));
         assert!(
-            took.is_some(),
+            agreed.is_some(),
             "trial {trial}: no agreement within 2 s: {:?}",
             cluster.statuses()
         );
-        let agreed = cluster.agreed();
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(
             cluster.agreed(),
@@ -66,35 +61,25 @@ fn cold_starts_agree_within_two_seconds_twenty_times_and_keep_it() {
 #[test]
 fn a_stopped_coordinator_is_replaced_and_catches_up() {
     let mut cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("initial agreement");
-    let (old, _) = cluster.agreed().unwrap();
-    cluster.signal(old as u32, "STOP");
-    let others: Vec<u32> = [1, 2, 3].into_iter().filter(|&i| i != old as u32).collect();
-    let failover = wait_for(Duration::from_secs(5), || {
-        let views: Vec<_> = others
-            .iter()
-            .map(|&i| cluster.status(i).map(|s| s["coordinator"].as_u64()))
-            .collect();
-        views
-            .iter()
-            .all(|v| matches!(v, Some(Some(c)) if *c != old))
-            && views[0] == views[1]
-    });
+    let view = cluster
+        .wait_agreed(Duration::from_secs(5))
+        .expect("initial agreement");
+    let old = view.0 as u32;
+    cluster.signal(old, "STOP");
+    let failover = cluster.wait_replaced(view, Duration::from_secs(5));
     assert!(
         failover.is_some(),
         "no failover after SIGSTOP: {:?}",
         cluster.statuses()
     );
-    cluster.signal(old as u32, "CONT");
-    let back = wait_for(Duration::from_secs(10), || {
-        cluster.agreed().is_some() && cluster.converged()
-    });
+    cluster.signal(old, "CONT");
+    let back = cluster.wait_settled(Duration::from_secs(10));
     assert!(
         back.is_some(),
         "no convergence after SIGCONT: {:?}",
         cluster.statuses()
     );
-    cluster.kill(old as u32);
+    cluster.kill(old);
 }
 
 #[test]
@@ -110,24 +95,13 @@ fn the_elected_victim_shows_failed_then_recovers_with_equal_digests() {
             "2",
         ],
     );
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("initial agreement");
-    let mut victim = None;
-    let seen_failed = wait_for(Duration::from_secs(15), || {
-        for (id, status) in cluster.statuses() {
-            if status.is_some_and(|s| s["state"] == "Failed") {
-                victim = Some(id);
-                return true;
-            }
-        }
-        false
-    });
-    assert!(seen_failed.is_some(), "no node reported Failed");
-    let victim = victim.unwrap();
-    let back = wait_for(Duration::from_secs(5), || {
-        cluster
-            .status(victim)
-            .is_some_and(|s| s["state"] == "Active")
-    });
+    cluster
+        .wait_agreed(Duration::from_secs(5))
+        .expect("initial agreement");
+    let victim = cluster
+        .wait_any(Duration::from_secs(15), |s| s["state"] == "Failed")
+        .expect("no node reported Failed");
+    let back = cluster.wait_status(victim, Duration::from_secs(5), |s| s["state"] == "Active");
     assert!(
         back.is_some(),
         "victim {victim} did not come back:\n{}",
@@ -144,7 +118,9 @@ fn the_elected_victim_shows_failed_then_recovers_with_equal_digests() {
 #[test]
 fn status_and_metrics_describe_the_node() {
     let cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("agreement");
+    cluster
+        .wait_agreed(Duration::from_secs(5))
+        .expect("agreement");
     let s = cluster.status(2).unwrap();
     for key in [
         "id",

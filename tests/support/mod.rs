@@ -1,5 +1,7 @@
-//! Test support: a cluster of real `cloud-node` processes on free loopback ports, and a tiny
-//! HTTP/1.1 GET for reading their `/status`. Every process is killed when the cluster drops.
+//! Test support: a cluster of real `cloud-node` processes on free loopback ports, a tiny
+//! HTTP/1.1 GET for reading their `/status`, and the bounded waits on what they report that the
+//! end-to-end tests and `benches/failover.rs` share. Every process is killed when the cluster
+//! drops; every wait has a deadline and polls every 20 ms.
 
 #![allow(dead_code)]
 
@@ -147,6 +149,63 @@ impl Cluster {
         digests.iter().all(|d| d.is_some() && *d == digests[0])
     }
 
+    /// The coordinator and epoch that every node but `old.0` names, if they all answer and agree
+    /// on another coordinator in an epoch after `old.1` (their states are not checked).
+    pub fn replaced(&self, old: (u64, u64)) -> Option<(u64, u64)> {
+        let mut seen = None;
+        for id in self.config.ids() {
+            if u64::from(id) == old.0 {
+                continue;
+            }
+            let s = self.status(id)?;
+            let view = (s["coordinator"].as_u64()?, s["epoch"].as_u64()?);
+            if view.0 == old.0 || view.1 <= old.1 || seen.is_some_and(|v| v != view) {
+                return None;
+            }
+            seen = Some(view);
+        }
+        seen
+    }
+
+    /// Waits up to `limit` for [`Cluster::agreed`]; returns the view it saw.
+    pub fn wait_agreed(&self, limit: Duration) -> Option<(u64, u64)> {
+        poll(limit, || self.agreed())
+    }
+
+    /// Waits up to `limit` for the survivors of coordinator `old.0` to agree on a new one
+    /// ([`Cluster::replaced`]); returns the new view.
+    pub fn wait_replaced(&self, old: (u64, u64), limit: Duration) -> Option<(u64, u64)> {
+        poll(limit, || self.replaced(old))
+    }
+
+    /// Waits up to `limit` for the running nodes to agree and report the same digest.
+    pub fn wait_settled(&self, limit: Duration) -> Option<(u64, u64)> {
+        poll(limit, || self.agreed().filter(|_| self.converged()))
+    }
+
+    /// Waits up to `limit` for node `id`'s `/status` to satisfy `pred`; returns that status.
+    pub fn wait_status(
+        &self,
+        id: NodeId,
+        limit: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Option<Value> {
+        poll(limit, || self.status(id).filter(|s| pred(s)))
+    }
+
+    /// Waits up to `limit` for some running node's `/status` to satisfy `pred`; returns its id.
+    pub fn wait_any(
+        &self,
+        limit: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Option<NodeId> {
+        poll(limit, || {
+            self.statuses()
+                .into_iter()
+                .find_map(|(id, s)| s.filter(|s| pred(s)).map(|_| id))
+        })
+    }
+
     /// The node log of `id` (for failure messages).
     pub fn log(&self, id: NodeId) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
@@ -165,18 +224,25 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls `pred` every 20 ms until it holds or `limit` passes; returns the time it took.
-pub fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> Option<Duration> {
+/// Calls `probe` every 20 ms until it returns a value or `limit` passes (it is called at least
+/// once); returns that value.
+pub fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
-        if pred() {
-            return Some(start.elapsed());
+        if let Some(value) = probe() {
+            return Some(value);
         }
         if start.elapsed() >= limit {
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `pred` every 20 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    poll(limit, || pred().then(|| start.elapsed()))
 }
 
 /// A minimal HTTP/1.1 GET returning the JSON body, with a 500 ms budget per step.
