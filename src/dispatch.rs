@@ -412,6 +412,17 @@ impl Claims {
         before - self.votes.len()
     }
 
+    /// Forgets the vote for `id` if it is held for `node`, which withdrew its claim.
+    pub fn withdraw(&mut self, id: &str, node: NodeId) {
+        if self
+            .votes
+            .get(id)
+            .is_some_and(|&(winner, _)| winner == node)
+        {
+            self.votes.remove(id);
+        }
+    }
+
     /// Votes held (uncommitted requests).
     pub fn votes(&self) -> usize {
         self.votes.len()

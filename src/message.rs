@@ -12,8 +12,9 @@ use crate::request::{EncryptReply, EncryptRequest};
 use crate::state::{Counters, FailureRecord, ReplicatedState};
 
 /// The version of this protocol; a peer speaking another one is refused.
-/// Version 2: `Served` became the batched `Claims` (claim quorum before a reply).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 2: `Served` became the batched `Claims` (claim quorum before a reply). Version 3:
+/// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// An election epoch: increases with every election, fences stale coordinators.
 pub type Epoch = u64;
@@ -94,12 +95,18 @@ pub struct ClaimBatch {
     /// replied): log it, forget the request. Sent by the server, and by a coordinator to a
     /// node that reports a request the log already has.
     pub served: Vec<(RequestId, NodeId)>,
+    /// Claims the sender gives up without a verdict (it is entering a simulated failure and
+    /// dropped their results): it will never reply to them, so a vote for it can go.
+    pub withdrawn: Vec<RequestId>,
 }
 
 impl ClaimBatch {
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.claims.is_empty() && self.acks.is_empty() && self.served.is_empty()
+        self.claims.is_empty()
+            && self.acks.is_empty()
+            && self.served.is_empty()
+            && self.withdrawn.is_empty()
     }
 }
 

@@ -620,8 +620,21 @@ impl Node {
         for id in self.dispatcher.clear() {
             self.out.push(Output::Forget(id));
         }
-        // It sends nothing; its claims stay open and are asked again when it is back.
-        self.outbox.clear();
+        // It goes silent after one last batch: the commits of claims it has won (their replies
+        // may already be on their way) and the withdrawal of its undecided claims, whose
+        // results it drops, so that the peers' votes for it go and a survivor can win them
+        // (otherwise those requests would wait for its return).
+        let withdrawn = self.claims.open_ids();
+        for id in &withdrawn {
+            self.claims.close(id);
+            self.out.push(Output::Drop(id.clone()));
+        }
+        for p in self.peer_ids() {
+            let batch = self.outbox.entry(p).or_default();
+            batch.claims.clear();
+            batch.acks.clear();
+            batch.withdrawn.extend(withdrawn.iter().cloned());
+        }
         self.bump_counters(|c| c.failures += 1);
         let reason = format!("for {:.1} s", duration_ms as f64 / 1000.0);
         self.emit(Event::StateChanged {
@@ -1104,6 +1117,9 @@ impl Node {
     fn on_claims(&mut self, now: Millis, from: NodeId, batch: ClaimBatch) {
         for (id, server) in batch.served {
             self.on_served(now, &id, server);
+        }
+        for id in batch.withdrawn {
+            self.claims.withdraw(&id, from);
         }
         for id in batch.claims {
             let winner = match self.replicated.served.get(&id) {
@@ -1773,6 +1789,67 @@ mod tests {
             vec![Output::Reply("z".into())]
         );
         assert_eq!(n.replicated().served.get("z"), Some(&1));
+    }
+
+    #[test]
+    fn a_node_entering_a_simulated_failure_withdraws_its_open_claims() {
+        let caught_up = || {
+            let snapshot = Snapshot {
+                state: NodeState::Active,
+                coordinator: None,
+                members: vec![],
+                replicated: ReplicatedState::default(),
+            };
+            from(2, Message::SyncResponse(Box::new(snapshot)))
+        };
+        // The victim drops its undecided result and says so in its last batch.
+        let mut victim = Node::new(config(1), 0);
+        victim.step(5, caught_up());
+        assert!(
+            victim.job_finished(10, "y").is_empty(),
+            "waits for a majority"
+        );
+        victim.flush();
+        let record = FailureRecord {
+            epoch: 0,
+            seq: 1,
+            victim: 1,
+            duration_ms: 5_000,
+        };
+        let out = victim.step(20, from(2, Message::Fail(record)));
+        assert_eq!(victim.state(), NodeState::Failed);
+        assert!(out.contains(&Output::Drop("y".into())), "{out:?}");
+        let last: Vec<(NodeId, Vec<RequestId>)> = victim
+            .flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => match envelope.message {
+                    Message::Claims(b) => Some((to, b.withdrawn)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(last, vec![(2, vec!["y".into()]), (3, vec!["y".into()])]);
+
+        // A peer forgets its vote for the claimant that withdrew, and only for that one.
+        let mut peer = Node::new(config(1), 0);
+        peer.step(5, caught_up());
+        assert_eq!(claim_a(&mut peer, 10, 2), vec![("a".to_string(), 2)]);
+        let withdraw = || {
+            Message::Claims(ClaimBatch {
+                withdrawn: vec!["a".into()],
+                ..ClaimBatch::default()
+            })
+        };
+        peer.step(20, from(3, withdraw()));
+        assert_eq!(
+            claim_a(&mut peer, 30, 3),
+            vec![("a".to_string(), 2)],
+            "node 3 cannot withdraw node 2's claim"
+        );
+        peer.step(40, from(2, withdraw()));
+        assert_eq!(claim_a(&mut peer, 50, 3), vec![("a".to_string(), 3)]);
     }
 
     #[test]

@@ -320,7 +320,9 @@ impl Shell {
     fn tick(&mut self) {
         let now = self.now();
         self.core.set_load(self.pool.load(), self.pool.cost());
-        let outputs = self.core.tick(now);
+        let mut outputs = self.core.tick(now);
+        // What the tick batched (claims asked again, a victim's last batch) goes out now.
+        outputs.extend(self.core.flush());
         self.apply(outputs);
         self.release_ready();
         self.http_waiters.retain(|_, w| !w.is_closed());
