@@ -189,6 +189,15 @@ impl Dispatcher {
         true
     }
 
+    /// This node lost its claim of `id` and dropped the result, and the payload with it: it can
+    /// no longer serve the request, and declines it if it is chosen again.
+    pub fn lost(&mut self, id: &str) {
+        if let Some(p) = self.pending.get_mut(id) {
+            p.local = false;
+            p.serving = false;
+        }
+    }
+
     /// Forgets everything (the node failed: its clients' requests go to the others).
     pub fn clear(&mut self) -> Vec<RequestId> {
         self.outstanding.clear();
@@ -406,10 +415,17 @@ impl Claims {
     /// a server writes its commit to every peer link before it writes a reply, and a peer
     /// reads everything a connection carried before it sees the connection close: a peer that
     /// has no commit from `node` when `node`'s connection closes knows `node` never replied.
-    pub fn release(&mut self, node: NodeId) -> usize {
-        let before = self.votes.len();
-        self.votes.retain(|_, &mut (winner, _)| winner != node);
-        before - self.votes.len()
+    pub fn release(&mut self, node: NodeId) -> Vec<RequestId> {
+        let released: Vec<RequestId> = self
+            .votes
+            .iter()
+            .filter(|(_, &(winner, _))| winner == node)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &released {
+            self.votes.remove(id);
+        }
+        released
     }
 
     /// Forgets the vote for `id` if it is held for `node`, which withdrew its claim.
@@ -671,8 +687,12 @@ mod tests {
         assert_eq!(c.vote(0, "a", 2), 2);
         assert_eq!(c.vote(1, "a", 3), 2, "first writer wins");
         assert_eq!(c.vote_of("a"), Some(2));
-        assert_eq!(c.release(3), 0);
-        assert_eq!(c.release(2), 1, "node 2's connection closed");
+        assert!(c.release(3).is_empty());
+        assert_eq!(
+            c.release(2),
+            vec!["a".to_string()],
+            "node 2's connection closed"
+        );
         assert_eq!(c.vote(2, "a", 3), 3);
         c.forget_vote("a");
         assert_eq!(c.votes(), 0);

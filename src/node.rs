@@ -689,11 +689,11 @@ impl Node {
 
     /// Tells the core that the (latest) connection from `peer` closed: the peer is suspected
     /// at once, and the votes for its claims are released ([`Node::release_votes`]).
-    pub fn peer_disconnected(&mut self, peer: NodeId) {
+    pub fn peer_disconnected(&mut self, now: Millis, peer: NodeId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.detector.disconnected();
         }
-        self.release_votes(peer);
+        self.release_votes(now, peer);
     }
 
     /// Tells the core that a connection from `peer` closed (any, not only the latest): every
@@ -701,9 +701,26 @@ impl Node {
     /// commit can be won by another server. The driver must have handed the core everything
     /// that connection carried first (it did: one reader per connection, in order), and must
     /// write a commit to every peer before the reply it allows (see [`Output::Reply`]).
-    pub fn release_votes(&mut self, peer: NodeId) {
-        if peer != self.id {
-            self.claims.release(peer);
+    ///
+    /// A coordinator then assigns those requests again unless they are assigned to `peer`
+    /// (which `assign_waiting` does): their server may have lost its claim to these votes,
+    /// dropped its result, and be waiting for nothing.
+    pub fn release_votes(&mut self, now: Millis, peer: NodeId) {
+        if peer == self.id {
+            return;
+        }
+        let released = self.claims.release(peer);
+        if !self.is_coordinator() {
+            return;
+        }
+        for id in released {
+            let stranded = self
+                .dispatcher
+                .assignment(&id)
+                .is_some_and(|a| a.server != peer);
+            if stranded && !self.already_served(&id) {
+                self.assign(now, &id, None);
+            }
         }
     }
 
@@ -1161,7 +1178,10 @@ impl Node {
                         .push((id.to_string(), me));
                 }
             }
-            Verdict::Lost => self.out.push(Output::Drop(id.to_string())),
+            Verdict::Lost => {
+                self.dispatcher.lost(id);
+                self.out.push(Output::Drop(id.to_string()));
+            }
         }
     }
 
@@ -1719,7 +1739,7 @@ mod tests {
             vec![("a".to_string(), 2)],
             "the second claimant is told the first one's name"
         );
-        n.peer_disconnected(2);
+        n.peer_disconnected(50, 2);
         assert_eq!(
             claim_a(&mut n, 60, 3),
             vec![("a".to_string(), 3)],

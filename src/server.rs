@@ -375,10 +375,10 @@ impl Shell {
             }
             Input::PeerClosed(peer, conn) => {
                 if self.latest_conn.get(&peer) == Some(&conn) {
-                    self.core.peer_disconnected(peer);
+                    self.core.peer_disconnected(now, peer);
                 } else {
                     // An older connection of the peer (a restarted process): its votes go too.
-                    self.core.release_votes(peer);
+                    self.core.release_votes(now, peer);
                 }
                 Vec::new()
             }

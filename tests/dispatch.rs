@@ -301,6 +301,30 @@ fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_on
 }
 
 #[test]
+fn a_server_stopped_after_peers_voted_for_it_then_killed_is_replaced_and_answered_once() {
+    // The peers voted for its claim; it falls silent (SIGSTOP) before it learns it won, so
+    // the survivor that its request is reassigned to loses the claim to those votes. Then it
+    // is killed: the votes go with its connection, and a survivor must serve the request.
+    for seed in 0..6 {
+        let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "s");
+        for &other in &sim.members.clone() {
+            if other != victim {
+                sim.cut.insert((other, victim));
+            }
+        }
+        sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
+            .expect("the victim finishes a job");
+        sim.run(10);
+        sim.stop(victim);
+        sim.cut.clear();
+        sim.run(2_000);
+        sim.crash(victim);
+        sim.run(3_000);
+        answered_once_by_survivors(&sim, &ids, victim);
+    }
+}
+
+#[test]
 fn two_servers_claiming_one_request_at_once_give_exactly_one_reply() {
     let mut one_each_way = [0usize; 2];
     for seed in 0..20 {

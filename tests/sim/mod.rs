@@ -304,7 +304,7 @@ impl Sim {
                     }
                     Due::Closed(on, peer) => {
                         if let Some(node) = self.nodes.get_mut(&on) {
-                            node.peer_disconnected(peer);
+                            node.peer_disconnected(now, peer);
                         }
                     }
                     Due::Finish(on, id) => {
