@@ -1697,6 +1697,17 @@ mod tests {
         }
     }
 
+    /// Node 2's answer to a sync request: an Active node with this request log.
+    fn synced_from_2(replicated: ReplicatedState) -> Envelope {
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated,
+        };
+        from(2, Message::SyncResponse(Box::new(snapshot)))
+    }
+
     /// A claim of request `a` from `peer`; returns the answers sent back.
     fn claim_a(n: &mut Node, now: Millis, peer: NodeId) -> Vec<(RequestId, NodeId)> {
         let batch = ClaimBatch {
@@ -1725,13 +1736,7 @@ mod tests {
             claim_a(&mut n, 10, 2).is_empty(),
             "a new process does not vote before it has merged a majority's state"
         );
-        let snapshot = Snapshot {
-            state: NodeState::Active,
-            coordinator: None,
-            members: vec![],
-            replicated: ReplicatedState::default(),
-        };
-        n.step(20, from(2, Message::SyncResponse(Box::new(snapshot))));
+        n.step(20, synced_from_2(ReplicatedState::default()));
         assert_eq!(n.state(), NodeState::Active);
         assert_eq!(claim_a(&mut n, 30, 2), vec![("a".to_string(), 2)]);
         assert_eq!(
@@ -1773,13 +1778,7 @@ mod tests {
             "a second job for a committed request is never replied"
         );
         let mut n = Node::new(config(1), 0);
-        let snapshot = Snapshot {
-            state: NodeState::Active,
-            coordinator: None,
-            members: vec![],
-            replicated: ReplicatedState::default(),
-        };
-        n.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        n.step(5, synced_from_2(ReplicatedState::default()));
         assert!(n.job_finished(10, "y").is_empty(), "waits for a majority");
         let claims: Vec<NodeId> = n
             .flush()
@@ -1813,15 +1812,7 @@ mod tests {
 
     #[test]
     fn a_node_entering_a_simulated_failure_withdraws_its_open_claims() {
-        let caught_up = || {
-            let snapshot = Snapshot {
-                state: NodeState::Active,
-                coordinator: None,
-                members: vec![],
-                replicated: ReplicatedState::default(),
-            };
-            from(2, Message::SyncResponse(Box::new(snapshot)))
-        };
+        let caught_up = || synced_from_2(ReplicatedState::default());
         // The victim drops its undecided result and says so in its last batch.
         let mut victim = Node::new(config(1), 0);
         victim.step(5, caught_up());
@@ -1878,13 +1869,7 @@ mod tests {
         previous.record_served("a", 1);
         previous.record_served("b", 2);
         let mut n = Node::new(config(1), 0);
-        let snapshot = Snapshot {
-            state: NodeState::Active,
-            coordinator: None,
-            members: vec![],
-            replicated: previous,
-        };
-        n.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        n.step(5, synced_from_2(previous));
         assert!(!n.take_unanswered_commit("b"), "another node's commit");
         assert!(n.take_unanswered_commit("a"));
         assert!(!n.take_unanswered_commit("a"), "once");
@@ -1906,13 +1891,7 @@ mod tests {
         let mut m = Node::new(config(1), 0);
         let mut log = ReplicatedState::default();
         log.record_served("d", 1);
-        let snapshot = Snapshot {
-            state: NodeState::Active,
-            coordinator: None,
-            members: vec![],
-            replicated: log,
-        };
-        m.step(5, from(2, Message::SyncResponse(Box::new(snapshot))));
+        m.step(5, synced_from_2(log));
         m.tick(5 + RESEND_WINDOW_MS);
         assert!(!m.take_unanswered_commit("d"));
     }

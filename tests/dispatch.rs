@@ -249,6 +249,22 @@ fn nine_requests_and_a_serving_victim(seed: u64, prefix: &str) -> (Sim, Vec<Stri
     (sim, ids, victim)
 }
 
+/// Cuts the links `cut(other)` for every node other than `victim`, then runs until the victim
+/// finishes a job.
+fn until_the_victim_finishes(
+    sim: &mut Sim,
+    victim: NodeId,
+    cut: impl Fn(NodeId) -> (NodeId, NodeId),
+) {
+    for &other in &sim.members.clone() {
+        if other != victim {
+            sim.cut.insert(cut(other));
+        }
+    }
+    sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
+        .expect("the victim finishes a job");
+}
+
 /// Every request has exactly one reply, none from the dead `victim`, and the logs agree.
 fn answered_once_by_survivors(sim: &Sim, ids: &[String], victim: NodeId) {
     exactly_one_reply_each(sim, ids);
@@ -264,13 +280,7 @@ fn a_server_that_dies_before_its_claim_reaches_anyone_is_replaced_and_answered_o
     for seed in 0..6 {
         let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "d");
         // Its claims leave into the void: its outgoing links drop everything from now on.
-        for &other in &sim.members.clone() {
-            if other != victim {
-                sim.cut.insert((victim, other));
-            }
-        }
-        sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
-            .expect("the victim finishes a job");
+        until_the_victim_finishes(&mut sim, victim, |other| (victim, other));
         sim.crash(victim);
         sim.run(3_000);
         answered_once_by_survivors(&sim, &ids, victim);
@@ -285,13 +295,7 @@ fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_on
     for seed in 0..6 {
         let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "v");
         // Answers to the victim are lost; its claims go out.
-        for &other in &sim.members.clone() {
-            if other != victim {
-                sim.cut.insert((other, victim));
-            }
-        }
-        sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
-            .expect("the victim finishes a job");
+        until_the_victim_finishes(&mut sim, victim, |other| (other, victim));
         sim.run(10);
         sim.crash(victim);
         sim.cut.clear();
@@ -307,13 +311,7 @@ fn a_server_stopped_after_peers_voted_for_it_then_killed_is_replaced_and_answere
     // is killed: the votes go with its connection, and a survivor must serve the request.
     for seed in 0..6 {
         let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "s");
-        for &other in &sim.members.clone() {
-            if other != victim {
-                sim.cut.insert((other, victim));
-            }
-        }
-        sim.run_until(1_000, |s| s.finished.iter().any(|(_, _, n)| *n == victim))
-            .expect("the victim finishes a job");
+        until_the_victim_finishes(&mut sim, victim, |other| (other, victim));
         sim.run(10);
         sim.stop(victim);
         sim.cut.clear();
