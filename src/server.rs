@@ -320,9 +320,7 @@ impl Shell {
     fn tick(&mut self) {
         let now = self.now();
         self.core.set_load(self.pool.load(), self.pool.cost());
-        let mut outputs = self.core.tick(now);
-        // What the tick batched (claims asked again, a victim's last batch) goes out now.
-        outputs.extend(self.core.flush());
+        let outputs = self.core.tick(now);
         self.apply(outputs);
         self.release_ready();
         self.http_waiters.retain(|_, w| !w.is_closed());
