@@ -57,6 +57,10 @@ pub struct NodeArgs {
     /// Seed of this node's random choices (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Where this node keeps its durable store (default: the config's data_dir/node-ID, else
+    /// imgcloud-data/node-ID under the working directory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A switch flag's value.
@@ -125,8 +129,13 @@ impl LoadArgs {
 
 /// Sets up logging to stderr (`RUST_LOG`, default `info`), coloured only on a terminal.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let from_env = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !from_env.contains("openraft") {
+        // openraft warns about every stale vote response of an election: not news to an operator.
+        filter = filter.add_directive("openraft=error".parse().expect("a valid directive"));
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -186,7 +195,10 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
         }
     };
     let runtime = runtime()?;
-    let result = runtime.block_on(crate::server::run(config, args.id, seed, shutdown));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| config.node_data_dir(args.id));
+    let result = runtime.block_on(crate::server::run(config, args.id, seed, data_dir, shutdown));
     // The blocking thread reading stdin for `--parent-watch` never returns by itself.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result

@@ -6,7 +6,7 @@
 //! failure simulation; flags override the file.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,10 @@ pub struct ClusterConfig {
     pub delay_ms: u64,
     /// Threads that encrypt images on each node (0: one per core).
     pub workers: usize,
+    /// Where the nodes keep their durable stores: node `i` in `DATA_DIR/node-i`
+    /// (default `imgcloud-data/node-i` under the working directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -117,6 +121,7 @@ impl Default for ClusterConfig {
             failures: FailureSim::default(),
             delay_ms: 0,
             workers: 0,
+            data_dir: None,
         }
     }
 }
@@ -186,6 +191,14 @@ impl ClusterConfig {
                 known.join(", ")
             ))
         })
+    }
+
+    /// Where node `id` keeps its durable store.
+    pub fn node_data_dir(&self, id: NodeId) -> PathBuf {
+        match &self.data_dir {
+            Some(root) => root.join(format!("node-{id}")),
+            None => crate::store::default_data_dir(id),
+        }
     }
 
     /// All node ids, ascending.

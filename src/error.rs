@@ -51,6 +51,12 @@ pub enum Error {
     /// A configuration file or flag is wrong.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The caller is not allowed to do this (wrong password, not the owner, a replay).
+    #[error("refused: {0}")]
+    Unauthorized(String),
+    /// The node's durable store failed or is damaged.
+    #[error("store error: {0}")]
+    Storage(String),
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

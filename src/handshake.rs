@@ -47,6 +47,17 @@ pub enum Hello {
         /// Protocol version of the client.
         version: u16,
     },
+    /// A node opening a consensus-store link to a peer (same proof, other MAC roles).
+    Store {
+        /// Protocol version of the connector.
+        version: u16,
+        /// The connecting node.
+        from: NodeId,
+        /// The node it means to reach.
+        to: NodeId,
+        /// The connector's challenge.
+        nonce: [u8; 16],
+    },
 }
 
 /// The acceptor's answer to a [`Hello`].
@@ -82,6 +93,24 @@ pub enum Accepted {
     Peer(NodeId),
     /// A client.
     Client,
+    /// An authenticated peer's consensus-store link.
+    Store(NodeId),
+}
+
+/// Which kind of link a node opens to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkKind {
+    Node,
+    Store,
+}
+
+impl LinkKind {
+    fn roles(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            LinkKind::Node => (b"acceptor", b"connector"),
+            LinkKind::Store => (b"store acceptor", b"store connector"),
+        }
+    }
 }
 
 /// The peer-authentication key, derived from the cluster secret.
@@ -104,6 +133,13 @@ impl PeerAuth {
         hk.expand(b"imgcloud peer authentication v1", &mut key)
             .expect("32 bytes is a valid HKDF length");
         PeerAuth { key }
+    }
+
+    /// A digest of the key that identifies the cluster without revealing its secret.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(b"imgcloud cluster fingerprint");
+        mac.finalize().into_bytes().into()
     }
 
     fn mac(
@@ -131,27 +167,57 @@ impl PeerAuth {
         me: NodeId,
         to: NodeId,
     ) -> Result<()> {
+        self.connect_as(LinkKind::Node, reader, writer, me, to).await
+    }
+
+    /// The same for a consensus-store link.
+    pub async fn connect_store(
+        &self,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+        me: NodeId,
+        to: NodeId,
+    ) -> Result<()> {
+        self.connect_as(LinkKind::Store, reader, writer, me, to).await
+    }
+
+    async fn connect_as(
+        &self,
+        kind: LinkKind,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+        me: NodeId,
+        to: NodeId,
+    ) -> Result<()> {
         let nonce_c = nonce();
-        writer
-            .write(&Hello::Peer {
+        let (acceptor, connector) = kind.roles();
+        let hello = match kind {
+            LinkKind::Node => Hello::Peer {
                 version: PROTOCOL_VERSION,
                 from: me,
                 to,
                 nonce: nonce_c,
-            })
-            .await?;
+            },
+            LinkKind::Store => Hello::Store {
+                version: PROTOCOL_VERSION,
+                from: me,
+                to,
+                nonce: nonce_c,
+            },
+        };
+        writer.write(&hello).await?;
         match reader.expect::<HelloReply>().await? {
             HelloReply::Challenge {
                 nonce: nonce_s,
                 mac,
             } => {
-                self.mac(b"acceptor", me, to, &nonce_c, &nonce_s)
+                self.mac(acceptor, me, to, &nonce_c, &nonce_s)
                     .verify_slice(&mac)
                     .map_err(|_| {
                         Error::Protocol(format!("node {to} failed to prove the cluster secret"))
                     })?;
                 let proof = self
-                    .mac(b"connector", me, to, &nonce_c, &nonce_s)
+                    .mac(connector, me, to, &nonce_c, &nonce_s)
                     .finalize()
                     .into_bytes();
                 writer.write(&Proof { mac: proof.into() }).await
@@ -183,42 +249,73 @@ impl PeerAuth {
                 version,
                 from,
                 to,
-                nonce: nonce_c,
+                nonce,
             } if version == PROTOCOL_VERSION => {
-                if to != me || from == me || !members.contains(&from) {
-                    let reason = format!(
-                        "a peer claiming to be node {from} wants node {to}; this is node {me}"
-                    );
-                    writer.write(&HelloReply::Refused(reason.clone())).await?;
-                    return refuse(reason).await;
-                }
-                let nonce_s = nonce();
-                let mac = self
-                    .mac(b"acceptor", from, me, &nonce_c, &nonce_s)
-                    .finalize()
-                    .into_bytes();
-                writer
-                    .write(&HelloReply::Challenge {
-                        nonce: nonce_s,
-                        mac: mac.into(),
-                    })
-                    .await?;
-                let proof: Proof = reader.expect().await?;
-                self.mac(b"connector", from, me, &nonce_c, &nonce_s)
-                    .verify_slice(&proof.mac)
-                    .map_err(|_| {
-                        Error::Protocol(format!(
-                            "a process claiming to be node {from} does not know the cluster secret"
-                        ))
-                    })?;
-                Ok(Accepted::Peer(from))
+                self.prove(LinkKind::Node, reader, writer, me, members, from, to, nonce)
+                    .await
             }
-            Hello::Client { version } | Hello::Peer { version, .. } => {
+            Hello::Store {
+                version,
+                from,
+                to,
+                nonce,
+            } if version == PROTOCOL_VERSION => {
+                self.prove(LinkKind::Store, reader, writer, me, members, from, to, nonce)
+                    .await
+            }
+            Hello::Client { version }
+            | Hello::Peer { version, .. }
+            | Hello::Store { version, .. } => {
                 let reason = format!("protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})");
                 writer.write(&HelloReply::Refused(reason.clone())).await?;
                 refuse(reason).await
             }
         }
+    }
+
+    /// The acceptor's challenge and check of the connector's proof.
+    #[allow(clippy::too_many_arguments)]
+    async fn prove(
+        &self,
+        kind: LinkKind,
+        reader: &mut FrameReader,
+        writer: &mut FrameWriter,
+        me: NodeId,
+        members: &[NodeId],
+        from: NodeId,
+        to: NodeId,
+        nonce_c: [u8; 16],
+    ) -> Result<Accepted> {
+        if to != me || from == me || !members.contains(&from) {
+            let reason =
+                format!("a peer claiming to be node {from} wants node {to}; this is node {me}");
+            writer.write(&HelloReply::Refused(reason.clone())).await?;
+            return Err(Error::Protocol(reason));
+        }
+        let (acceptor, connector) = kind.roles();
+        let nonce_s = nonce();
+        let mac = self
+            .mac(acceptor, from, me, &nonce_c, &nonce_s)
+            .finalize()
+            .into_bytes();
+        writer
+            .write(&HelloReply::Challenge {
+                nonce: nonce_s,
+                mac: mac.into(),
+            })
+            .await?;
+        let proof: Proof = reader.expect().await?;
+        self.mac(connector, from, me, &nonce_c, &nonce_s)
+            .verify_slice(&proof.mac)
+            .map_err(|_| {
+                Error::Protocol(format!(
+                    "a process claiming to be node {from} does not know the cluster secret"
+                ))
+            })?;
+        Ok(match kind {
+            LinkKind::Node => Accepted::Peer(from),
+            LinkKind::Store => Accepted::Store(from),
+        })
     }
 }
 

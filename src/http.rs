@@ -29,6 +29,8 @@ use crate::message::NodeState;
 use crate::metadata::Viewer;
 use crate::request::{EncryptRequest, Outcome, Refusal};
 use crate::server::{Input, NodeStatus};
+use crate::sharing::SignedOp;
+use crate::store::Store;
 use crate::Result;
 
 /// The largest `POST /encrypt` body accepted.
@@ -47,6 +49,8 @@ pub(crate) struct Api {
     pub status: watch::Receiver<NodeStatus>,
     /// The node loop.
     pub inputs: mpsc::Sender<Input>,
+    /// The consensus store (directory, accounts).
+    pub store: Store,
 }
 
 /// Serves the API on `listener` until the task is dropped.
@@ -56,6 +60,8 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
         .route("/status", get(get_status))
         .route("/metrics", get(get_metrics))
         .route("/encrypt", post(post_encrypt))
+        .route("/directory", get(get_directory))
+        .route("/users/op", post(post_user_op))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state((api, counter));
     axum::serve(listener, app).await?;
@@ -64,8 +70,51 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
 
 type AppState = (Api, Arc<AtomicU64>);
 
-async fn get_status(State((api, _)): State<AppState>) -> Json<NodeStatus> {
-    Json(api.status.borrow().clone())
+async fn get_status(State((api, _)): State<AppState>) -> Response {
+    let status = api.status.borrow().clone();
+    let mut json = serde_json::to_value(status).unwrap_or_default();
+    if let Some(map) = json.as_object_mut() {
+        let store = serde_json::to_value(api.store.status()).unwrap_or_default();
+        map.insert("store".into(), store);
+    }
+    Json(json).into_response()
+}
+
+/// The status code and JSON error for a store failure.
+fn store_error(e: crate::Error) -> Response {
+    let status = match &e {
+        crate::Error::Unauthorized(_) => StatusCode::FORBIDDEN,
+        crate::Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+/// `GET /directory`: every user, linearizable from any node.
+async fn get_directory(State((api, _)): State<AppState>) -> Response {
+    let now = crate::sharing::unix_millis();
+    match api.store.read(|state| state.directory(now)).await {
+        Ok(directory) => Json(directory).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /users/op`: a signed user operation (JSON [`SignedOp`]); 200 once a majority has it.
+async fn post_user_op(
+    State((api, _)): State<AppState>,
+    op: std::result::Result<Json<SignedOp>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(op) = match op {
+        Ok(op) => op,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected a signed operation: {}", e.body_text())),
+    };
+    if let Err(e) = op.verify() {
+        return store_error(e);
+    }
+    match api.store.write(op).await {
+        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn get_metrics(State((api, _)): State<AppState>) -> impl IntoResponse {

@@ -59,14 +59,17 @@ pub mod message;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod plot;
 pub mod pool;
 pub mod report;
 pub mod request;
 pub mod seal;
 pub mod server;
+pub mod sharing;
 pub mod state;
 pub mod stego;
+pub mod store;
 pub mod stress;
 
 pub use error::{Error, Result};

@@ -127,8 +127,11 @@ impl From<&Error> for Cause {
     fn from(error: &Error) -> Self {
         match error {
             Error::Timeout(_) => Cause::Timeout,
-            Error::Unavailable(_) => Cause::Unavailable,
-            Error::InvalidInput(_) | Error::Config(_) | Error::CoverTooSmall { .. } => {
+            Error::Unavailable(_) | Error::Storage(_) => Cause::Unavailable,
+            Error::InvalidInput(_)
+            | Error::Config(_)
+            | Error::Unauthorized(_)
+            | Error::CoverTooSmall { .. } => {
                 Cause::Refused
             }
             Error::Io(_) => Cause::Connection,

@@ -56,6 +56,7 @@ use crate::node::{CoreStatus, Event, Millis, Node, NodeConfig, Output};
 use crate::pool::Pool;
 use crate::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
 use crate::seal::SealKey;
+use crate::store::{Silence, Store};
 use crate::{Error, Result};
 
 /// How often the node loop ticks the core.
@@ -156,6 +157,7 @@ pub async fn run(
     config: ClusterConfig,
     id: NodeId,
     seed: u64,
+    data_dir: std::path::PathBuf,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let me = config.node(id)?.clone();
@@ -185,6 +187,10 @@ pub async fn run(
     );
     let (status_tx, status_rx) = watch::channel(initial_status(id, pool.workers()));
     let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+    let silent_rx = status_rx.clone();
+    let silent: Silence = Arc::new(move || silent_rx.borrow().core.state == NodeState::Failed);
+    let store = Store::open(&config, id, &data_dir, silent).await?;
+    info!(node = id, dir = %data_dir.display(), "[Node {id}] store open");
 
     let mut tasks = JoinSet::new();
     let mut links = BTreeMap::new();
@@ -194,7 +200,19 @@ pub async fn run(
         tasks.spawn(peer_link(id, peer.id, peer.addr, auth.clone(), rx));
     }
     let members = Arc::new(config.ids());
-    tasks.spawn(accept_loop(listener, id, members, auth, input_tx.clone()));
+    tasks.spawn(accept_loop(
+        listener,
+        id,
+        members,
+        auth,
+        input_tx.clone(),
+        store.clone(),
+    ));
+    let follower = (store.clone(), status_rx.clone());
+    tasks.spawn(async move {
+        follower.0.follow_silence(follower.1).await;
+        Ok(())
+    });
     let shell = Shell {
         core,
         started: Instant::now(),
@@ -216,6 +234,7 @@ pub async fn run(
             node: id,
             status: status_rx,
             inputs: input_tx,
+            store: store.clone(),
         },
     ));
 
@@ -228,6 +247,7 @@ pub async fn run(
         }
     }
     tasks.shutdown().await;
+    store.shutdown().await;
     Ok(())
 }
 
@@ -840,6 +860,7 @@ async fn accept_loop(
     members: Arc<Vec<NodeId>>,
     auth: PeerAuth,
     inputs: mpsc::Sender<Input>,
+    store: Store,
 ) -> Result<()> {
     let mut next_conn = 0u64;
     loop {
@@ -855,6 +876,7 @@ async fn accept_loop(
         next_conn += 1;
         let conn = next_conn;
         let (auth, members, inputs) = (auth.clone(), members.clone(), inputs.clone());
+        let store = store.clone();
         tokio::spawn(async move {
             let (mut reader, mut writer) = split(stream);
             let accepted = timeout(
@@ -876,6 +898,11 @@ async fn accept_loop(
                         }
                     }
                     let _ = inputs.send(Input::PeerClosed(peer, conn)).await;
+                }
+                Ok(Ok(Accepted::Store(peer))) => {
+                    if let Err(e) = store.serve(reader, writer, peer).await {
+                        warn!(node = me, peer, %remote, "[Node {me}] closed the store link from node {peer}: {e}");
+                    }
                 }
                 Ok(Ok(Accepted::Client)) => {
                     debug!(node = me, %remote, "client connected");

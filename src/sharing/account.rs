@@ -1,0 +1,235 @@
+//! Who a user is: a key pair derived from a password, and operations signed with it.
+//!
+//! A user's password never leaves their machine. Argon2id stretches it, salted with the user
+//! name, into the seed of an Ed25519 key pair: the same password gives the same key on any
+//! machine, so a user who lost their folder still has their identity. The first registration
+//! of a name records its public key in the cloud's ledger ("trust on first use"); every later
+//! operation must carry a valid signature by that key. Each operation carries a sequence
+//! number (microseconds of the signer's clock, kept strictly increasing) that the ledger
+//! requires to grow, so a captured operation cannot be replayed.
+//!
+//! Implementation caveats: there is no password change or account recovery (a new password
+//! is a new key, refused for an existing name); the salt is the user name, so two users with
+//! the same name and password in two different clusters share a key.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// Argon2id memory cost in KiB (OWASP's first recommended setting: 19 MiB, 2 passes).
+const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// Argon2id passes.
+const ARGON2_PASSES: u32 = 2;
+/// What every signature covers first, so a signature made for anything else never verifies.
+const SIGNATURE_DOMAIN: &[u8] = b"imgcloud user operation v1";
+/// The longest user name.
+pub const MAX_USER_LEN: usize = 32;
+
+/// A user's public key, as recorded in the ledger.
+pub type PublicKey = [u8; 32];
+
+/// Checks a user name: 1 to 32 characters of `a-z`, `0-9`, `-`, `_`.
+pub fn check_user_name(user: &str) -> Result<()> {
+    let ok = !user.is_empty()
+        && user.len() <= MAX_USER_LEN
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "user name {user:?} must be 1 to {MAX_USER_LEN} characters of a-z, 0-9, '-' and '_'"
+        )))
+    }
+}
+
+/// A user's signing identity, derived from their name and password.
+#[derive(Clone)]
+pub struct Credential {
+    user: String,
+    key: SigningKey,
+    last_seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// Derives the key pair (Argon2id, about 50 ms); the password is not kept.
+    pub fn derive(user: &str, password: &str) -> Result<Self> {
+        check_user_name(user)?;
+        if password.is_empty() {
+            return Err(Error::InvalidInput("the password is empty".into()));
+        }
+        let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, Some(32))
+            .map_err(|e| Error::Config(format!("argon2 parameters: {e}")))?;
+        let salt = Sha256::digest(format!("imgcloud user key v1:{user}").as_bytes());
+        let mut seed = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(password.as_bytes(), &salt, &mut seed)
+            .map_err(|e| Error::InvalidInput(format!("cannot derive the key: {e}")))?;
+        Ok(Credential {
+            user: user.to_string(),
+            key: SigningKey::from_bytes(&seed),
+            last_seq: Default::default(),
+        })
+    }
+
+    /// The user's name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The public half, as the ledger records it.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// Signs `op` with a fresh sequence number (the clock in microseconds, strictly increasing).
+    pub fn sign(&self, op: UserOp) -> SignedOp {
+        use std::sync::atomic::Ordering;
+        let now = unix_micros();
+        let mut prev = self.last_seq.load(Ordering::Relaxed);
+        let seq = loop {
+            let next = now.max(prev + 1);
+            match self.last_seq.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break next,
+                Err(actual) => prev = actual,
+            }
+        };
+        let mut signed = SignedOp {
+            user: self.user.clone(),
+            key: self.public_key(),
+            seq,
+            op,
+            sig: Vec::new(),
+        };
+        signed.sig = self.key.sign(&signed.message()).to_bytes().to_vec();
+        signed
+    }
+}
+
+/// What a user asks the cloud to record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserOp {
+    /// Online at `addr` until `lease_ms` from now (creates the account on first use; the
+    /// peer renews it by registering again).
+    Register {
+        /// Where the user's peer serves its P2P API and gallery.
+        addr: String,
+        /// How long the registration holds without renewal, in milliseconds.
+        lease_ms: u64,
+    },
+    /// Offline now (a clean exit).
+    Unregister,
+}
+
+/// An operation signed by its user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedOp {
+    /// Who signs.
+    pub user: String,
+    /// Their public key (must match the ledger's, or create it on first registration).
+    pub key: PublicKey,
+    /// Strictly increasing per user: the ledger refuses a sequence number it has passed.
+    pub seq: u64,
+    /// What they ask for.
+    pub op: UserOp,
+    /// Ed25519 signature over the domain, user, key, seq and op.
+    pub sig: Vec<u8>,
+}
+
+impl SignedOp {
+    fn message(&self) -> Vec<u8> {
+        let body = postcard::to_stdvec(&(&self.user, &self.key, self.seq, &self.op))
+            .expect("a user operation always serializes");
+        [SIGNATURE_DOMAIN, &body].concat()
+    }
+
+    /// Checks the user name and that `sig` is the signature of `key` over the operation.
+    pub fn verify(&self) -> Result<()> {
+        check_user_name(&self.user)?;
+        let bad = || Error::Unauthorized(format!("the signature of {}'s request is not valid", self.user));
+        let key = VerifyingKey::from_bytes(&self.key).map_err(|_| bad())?;
+        let sig: [u8; 64] = self.sig.as_slice().try_into().map_err(|_| bad())?;
+        key.verify(&self.message(), &Signature::from_bytes(&sig))
+            .map_err(|_| bad())
+    }
+
+    /// A digest that names this exact operation (to answer a retried one the same way).
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.message()).into()
+    }
+}
+
+/// Microseconds since the Unix epoch on this machine's clock.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register() -> UserOp {
+        UserOp::Register {
+            addr: "127.0.0.1:1".into(),
+            lease_ms: 3000,
+        }
+    }
+
+    #[test]
+    fn the_same_password_gives_the_same_key_and_another_does_not() {
+        let a = Credential::derive("alice", "correct horse").unwrap();
+        let b = Credential::derive("alice", "correct horse").unwrap();
+        let c = Credential::derive("alice", "wrong horse").unwrap();
+        let d = Credential::derive("bob", "correct horse").unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        assert_ne!(a.public_key(), c.public_key());
+        assert_ne!(a.public_key(), d.public_key());
+    }
+
+    #[test]
+    fn signatures_verify_and_any_change_breaks_them() {
+        let alice = Credential::derive("alice", "pw").unwrap();
+        let op = alice.sign(register());
+        op.verify().unwrap();
+        let mut changed = op.clone();
+        changed.seq += 1;
+        assert!(changed.verify().is_err());
+        let mut other_user = op.clone();
+        other_user.user = "bob".into();
+        assert!(other_user.verify().is_err());
+        let mut short = op;
+        short.sig.truncate(10);
+        assert!(short.verify().is_err());
+    }
+
+    #[test]
+    fn sequence_numbers_strictly_increase() {
+        let alice = Credential::derive("alice", "pw").unwrap();
+        let seqs: Vec<u64> = (0..100).map(|_| alice.sign(UserOp::Unregister).seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn bad_names_and_empty_passwords_are_refused() {
+        assert!(Credential::derive("Alice", "pw").is_err());
+        assert!(Credential::derive("", "pw").is_err());
+        assert!(Credential::derive(&"a".repeat(33), "pw").is_err());
+        assert!(Credential::derive("alice", "").is_err());
+    }
+}

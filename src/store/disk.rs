@@ -1,0 +1,292 @@
+//! The node's one redb file and the one thread that writes it.
+//!
+//! Tables: `meta` (identity, vote, last purged log id, applied state, current snapshot),
+//! `log` (index -> entry) and `users` (name -> record). Every write goes through [`Disk`]'s
+//! writer thread, which takes everything queued, writes it in ONE transaction, commits it
+//! durably (fsync) and then acknowledges each item: many appends and applies share one fsync
+//! (group commit), and writes reach the file in the order they were sent.
+//!
+//! Implementation caveats: the writer acknowledges an item only after its transaction
+//! committed; a failed commit is reported to every item of the batch, and openraft then stops
+//! the node (a store it cannot write is not one it may vote with).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::NodeId;
+use crate::{Error, Result};
+
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+/// The file's name inside the node's data dir.
+pub const FILE_NAME: &str = "store.redb";
+/// redb's page cache, capped (the default is 1 GiB).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// The most items one transaction takes from the queue.
+const MAX_BATCH: usize = 1024;
+
+/// Which node and which cluster a data dir belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Identity {
+    pub node: NodeId,
+    pub cluster: [u8; 32],
+}
+
+/// Something to write, with how to acknowledge it.
+pub(super) enum Write {
+    /// Log entries (index, encoded entry); `done` runs once they are durable.
+    Append(Vec<(u64, Vec<u8>)>, Box<dyn FnOnce(std::io::Result<()>) + Send>),
+    /// Delete log entries from this index on.
+    Truncate(u64),
+    /// Delete log entries up to and including this index; record `last_purged`.
+    Purge(u64, Vec<u8>),
+    /// A meta key's value.
+    Meta(&'static str, Vec<u8>, Ack),
+    /// Changed user rows (`None` deletes), plus meta values, in one transaction.
+    Rows {
+        rows: Vec<(String, Option<Vec<u8>>)>,
+        clear_users: bool,
+        meta: Vec<(&'static str, Vec<u8>)>,
+        done: Ack,
+    },
+}
+
+/// Acknowledgement of a durable write.
+pub(super) type Ack = oneshot::Sender<std::result::Result<(), String>>;
+
+/// Handle to the writer thread and the database (for reads).
+#[derive(Clone)]
+pub(super) struct Disk {
+    db: Arc<Database>,
+    queue: std::sync::mpsc::Sender<Write>,
+    path: PathBuf,
+}
+
+impl Disk {
+    /// Opens (or creates) the file in `dir`, checks that it belongs to `identity`, and starts
+    /// the writer thread.
+    pub fn open(dir: &Path, identity: &Identity) -> Result<Disk> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Config(format!("cannot create the data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| {
+                Error::Storage(format!(
+                    "cannot open the store {}: {e} (if the file is damaged, move it away; the node then rejoins empty and is caught up by its peers)",
+                    path.display()
+                ))
+            })?;
+        let db = Arc::new(db);
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            txn.open_table(LOG).map_err(storage)?;
+            txn.open_table(USERS).map_err(storage)?;
+            let found = meta
+                .get("identity")
+                .map_err(storage)?
+                .map(|v| postcard::from_bytes::<Identity>(v.value()));
+            match found {
+                None => {
+                    let bytes = postcard::to_stdvec(identity).expect("identity serializes");
+                    meta.insert("identity", bytes.as_slice()).map_err(storage)?;
+                }
+                Some(Ok(found)) if found == *identity => {}
+                Some(Ok(found)) if found.cluster == identity.cluster => {
+                    return Err(Error::Config(format!(
+                        "the data dir {} belongs to node {}, not node {}: give each node its own --data-dir",
+                        dir.display(),
+                        found.node,
+                        identity.node
+                    )))
+                }
+                Some(Ok(found)) => {
+                    return Err(Error::Config(format!(
+                        "the data dir {} belongs to node {} of another cluster (other secret or members): give this node a new --data-dir",
+                        dir.display(),
+                        found.node
+                    )))
+                }
+                Some(Err(e)) => {
+                    return Err(Error::Storage(format!(
+                        "the store {} has an unreadable identity: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        let (queue, rx) = std::sync::mpsc::channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name(format!("store-writer-{}", identity.node))
+            .spawn(move || writer(writer_db, rx))
+            .map_err(Error::Io)?;
+        Ok(Disk { db, queue, path })
+    }
+
+    /// Queues a write (the writer thread outlives every handle).
+    pub fn send(&self, write: Write) {
+        if let Err(std::sync::mpsc::SendError(write)) = self.queue.send(write) {
+            fail(write, "the store's writer thread has stopped");
+        }
+    }
+
+    /// Writes a meta value and waits until it is durable.
+    pub async fn put_meta(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.send(Write::Meta(key, value, done));
+        self.wait(wait).await
+    }
+
+    /// Waits for an acknowledgement.
+    pub async fn wait(&self, ack: oneshot::Receiver<std::result::Result<(), String>>) -> Result<()> {
+        match ack.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Storage(format!("{}: {e}", self.path.display()))),
+            Err(_) => Err(Error::Storage("the store's writer thread has stopped".into())),
+        }
+    }
+
+    /// A meta value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(META).map_err(storage)?;
+        Ok(table.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every log entry, in index order.
+    pub fn log_entries(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(LOG).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every user row.
+    pub fn user_rows(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(USERS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The file's path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn fail(write: Write, why: &str) {
+    match write {
+        Write::Append(_, done) => done(Err(std::io::Error::other(why.to_string()))),
+        Write::Meta(_, _, ack) | Write::Rows { done: ack, .. } => {
+            let _ = ack.send(Err(why.to_string()));
+        }
+        Write::Truncate(_) | Write::Purge(..) => {}
+    }
+}
+
+/// The writer thread: one transaction per batch of queued writes.
+fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&db, &batch) {
+            Ok(()) => {
+                for write in batch {
+                    match write {
+                        Write::Append(_, done) => done(Ok(())),
+                        Write::Meta(_, _, ack) | Write::Rows { done: ack, .. } => {
+                            let _ = ack.send(Ok(()));
+                        }
+                        Write::Truncate(_) | Write::Purge(..) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the store could not commit a write");
+                for write in batch {
+                    fail(write, &e.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[Write]) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        let mut users = txn.open_table(USERS)?;
+        for write in batch {
+            match write {
+                Write::Append(entries, _) => {
+                    for (index, bytes) in entries {
+                        log.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                Write::Truncate(from) => log.retain_in(*from.., |_, _| false)?,
+                Write::Purge(upto, last_purged) => {
+                    log.retain_in(..=*upto, |_, _| false)?;
+                    meta.insert("last_purged", last_purged.as_slice())?;
+                }
+                Write::Meta(key, value, _) => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+                Write::Rows {
+                    rows,
+                    clear_users,
+                    meta: values,
+                    ..
+                } => {
+                    if *clear_users {
+                        users.retain(|_, _| false)?;
+                    }
+                    for (name, row) in rows {
+                        match row {
+                            Some(bytes) => {
+                                users.insert(name.as_str(), bytes.as_slice())?;
+                            }
+                            None => {
+                                users.remove(name.as_str())?;
+                            }
+                        }
+                    }
+                    for (key, value) in values {
+                        meta.insert(*key, value.as_slice())?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

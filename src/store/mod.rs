@@ -1,0 +1,411 @@
+//! The cloud's durable consensus store: openraft (`=0.9.25`) over one redb file per node,
+//! replicating the [`sharing`](crate::sharing) state machine (accounts, directory).
+//!
+//! ```text
+//!   HTTP handler ── Store::write(op) ──> leader? ── yes ─> Raft::client_write ─> log (redb)
+//!                                          │ no                    │ majority
+//!                                          └─ Request::Write ─> leader's store      ▼
+//!                                                               every node: Machine::apply
+//!   HTTP handler ── Store::read(f) ──> read index from the leader (batched, one quorum
+//!                                       heartbeat for all waiting readers) ──> wait until
+//!                                       applied >= index ──> f(&State)
+//! ```
+//!
+//! - [`disk`]: the redb file and its single writer thread (group commit, ordered writes).
+//! - [`log`]: the Raft log store; [`machine`]: the state machine and its snapshots.
+//! - [`network`]: the store's RPCs over authenticated, multiplexed TCP links.
+//!
+//! The Raft leader and the phase-1 load coordinator are separate roles: the coordinator is
+//! elected by load, the leader by Raft, and `/status` shows both. Membership is the
+//! configuration's nodes; a node whose store is fresh initialises it with that membership
+//! (every node may do so: openraft accepts the same initial membership from each).
+//! While the node is in a simulated failure its store is silent too, and it does not start
+//! elections; it starts them again [`REJOIN_QUIET`] after it returns, so that the leader's
+//! heartbeats reach it first (openraft 0.9 has no Pre-Vote).
+//!
+//! Implementation caveats: a node that lost its disk rejoins as a fresh store and may vote
+//! again in a term it voted in before (the classic Raft disk-loss hazard); the safe way back
+//! for such a node is a membership change, which this fixed-membership cluster does not make.
+
+mod disk;
+mod log;
+mod machine;
+mod network;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, EmptyNode, Raft, SnapshotPolicy};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
+
+use crate::config::{ClusterConfig, NodeId};
+use crate::connection::{FrameReader, FrameWriter};
+use crate::handshake::PeerAuth;
+use crate::sharing::{unix_millis, Command, Reply, SignedOp, State};
+use crate::{Error, Result};
+
+pub use network::Silence;
+use network::{Channel, Network, NotDone, Request, Response};
+
+openraft::declare_raft_types!(
+    /// The store's openraft types: commands in, replies out, nodes named by id only.
+    pub TypeConfig:
+        D = Command,
+        R = Reply,
+        NodeId = NodeId,
+        Node = EmptyNode,
+);
+
+/// How long a write or a read may wait for a majority before it is refused (503).
+pub const MAJORITY_DEADLINE: Duration = Duration::from_secs(3);
+/// Raft heartbeat interval.
+const HEARTBEAT_MS: u64 = 100;
+/// Raft election timeout range.
+const ELECTION_MS: (u64, u64) = (500, 1000);
+/// Log entries between two snapshots (then the log before the snapshot is purged).
+const SNAPSHOT_EVERY: u64 = 10_000;
+/// Entries kept in the log behind a snapshot, for followers slightly behind.
+const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
+/// After a simulated failure, how long the node listens before it may start an election.
+pub const REJOIN_QUIET: Duration = Duration::from_millis(600);
+/// Pause between two attempts while there is no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(30);
+
+/// What `/status` shows of the store.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreStatus {
+    /// The Raft leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// The current Raft term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log: Option<u64>,
+    /// Index of the last applied entry.
+    pub applied: Option<u64>,
+    /// Accounts in the directory.
+    pub users: usize,
+}
+
+/// A node's store: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    state: Arc<RwLock<State>>,
+    channels: Arc<BTreeMap<NodeId, Arc<Channel>>>,
+    reads: mpsc::Sender<oneshot::Sender<std::result::Result<u64, NotDone>>>,
+    silent: Silence,
+}
+
+/// The default data dir of node `id`: `imgcloud-data/node-ID` under the working directory.
+pub fn default_data_dir(id: NodeId) -> PathBuf {
+    PathBuf::from("imgcloud-data").join(format!("node-{id}"))
+}
+
+fn cluster_fingerprint(config: &ClusterConfig) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"imgcloud store identity v1");
+    h.update(PeerAuth::new(&config.secret).fingerprint());
+    for id in config.ids() {
+        h.update(id.to_be_bytes());
+    }
+    h.finalize().into()
+}
+
+impl Store {
+    /// Opens node `id`'s store in `data_dir` and starts its Raft node.
+    pub async fn open(
+        config: &ClusterConfig,
+        id: NodeId,
+        data_dir: &Path,
+        silent: Silence,
+    ) -> Result<Store> {
+        let identity = disk::Identity {
+            node: id,
+            cluster: cluster_fingerprint(config),
+        };
+        let disk = disk::Disk::open(data_dir, &identity)?;
+        let log = log::LogStore::load(disk.clone())?;
+        let machine = machine::Machine::load(disk)?;
+        let fresh = log.is_fresh()?;
+        let state = machine.state();
+        let auth = PeerAuth::new(&config.secret);
+        let channels: BTreeMap<NodeId, Arc<Channel>> = config
+            .nodes
+            .iter()
+            .filter(|n| n.id != id)
+            .map(|n| {
+                let channel = Channel::new(id, n.id, n.addr, auth.clone(), silent.clone());
+                (n.id, Arc::new(channel))
+            })
+            .collect();
+        let channels = Arc::new(channels);
+        let raft_config = Config {
+            cluster_name: "imgcloud".into(),
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_MS.0,
+            election_timeout_max: ELECTION_MS.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+            max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(format!("raft configuration: {e}")))?;
+        let network = Network {
+            channels: channels.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(raft_config), network, log, machine)
+            .await
+            .map_err(|e| Error::Storage(format!("cannot start the consensus engine: {e}")))?;
+        if fresh {
+            let members: BTreeMap<NodeId, EmptyNode> =
+                config.ids().into_iter().map(|n| (n, EmptyNode {})).collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(node = id, error = %e, "store already initialised");
+            }
+        }
+        let (reads, read_rx) = mpsc::channel(4096);
+        tokio::spawn(batch_read_index(raft.clone(), read_rx));
+        let store = Store {
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                state,
+                channels,
+                reads,
+                silent,
+            }),
+        };
+        Ok(store)
+    }
+
+    /// Keeps elections off while the node is silent, and on again `REJOIN_QUIET` after it
+    /// returns; `changes` fires whenever the node's state may have changed.
+    pub async fn follow_silence<T>(&self, mut changes: tokio::sync::watch::Receiver<T>) {
+        let raft = &self.inner.raft;
+        let mut silent = false;
+        while changes.changed().await.is_ok() {
+            let now = (self.inner.silent)();
+            if now && !silent {
+                raft.runtime_config().elect(false);
+            } else if !now && silent {
+                tokio::time::sleep(REJOIN_QUIET).await;
+                if (self.inner.silent)() {
+                    continue;
+                }
+                raft.runtime_config().elect(true);
+            }
+            silent = now;
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Records a user's operation: acknowledged only once a majority has it durably.
+    pub async fn write(&self, op: SignedOp) -> Result<()> {
+        let command = Command {
+            at_ms: unix_millis(),
+            op,
+        };
+        let deadline = Instant::now() + MAJORITY_DEADLINE;
+        loop {
+            let attempt = match self.leader().await {
+                Some(leader) if leader == self.inner.id => self.write_as_leader(command.clone()).await,
+                Some(leader) => self.forward_write(leader, command.clone(), deadline).await,
+                None => Err(NotDone::NotLeader(None)),
+            };
+            match attempt {
+                Ok(reply) => return reply.into_result().map_err(Error::Unauthorized),
+                Err(NotDone::Unavailable(why)) if Instant::now() >= deadline => {
+                    return Err(no_majority(&why))
+                }
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(no_majority("no leader was reachable"))
+                }
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        leader: NodeId,
+        command: Command,
+        deadline: Instant,
+    ) -> std::result::Result<Reply, NotDone> {
+        let channel = self.inner.channels.get(&leader).ok_or(NotDone::NotLeader(None))?;
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        match channel.call(Request::Write(command), ttl).await {
+            Ok(Response::Write(result)) => result,
+            Ok(_) => Err(NotDone::Unavailable(format!("node {leader} answered out of turn"))),
+            Err(e) => Err(NotDone::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn write_as_leader(&self, command: Command) -> std::result::Result<Reply, NotDone> {
+        let check = self.inner.state.read().expect("state lock").check(&command.op, command.at_ms);
+        if let Err(why) = check {
+            return Ok(Reply::Refused(why));
+        }
+        match timeout(MAJORITY_DEADLINE, self.inner.raft.client_write(command)).await {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(NotDone::NotLeader(f.leader_id))
+            }
+            Ok(Err(e)) => Err(NotDone::Unavailable(e.to_string())),
+            Err(_) => Err(NotDone::Unavailable(
+                "the write was not committed by a majority in time".into(),
+            )),
+        }
+    }
+
+    /// Runs `f` on the state after every write acknowledged before this call (linearizable).
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T> {
+        let deadline = Instant::now() + MAJORITY_DEADLINE;
+        let index = loop {
+            let attempt = match self.leader().await {
+                Some(leader) if leader == self.inner.id => self.read_index_as_leader().await,
+                Some(leader) => {
+                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    match self.inner.channels.get(&leader) {
+                        Some(channel) => match channel.call(Request::ReadIndex, ttl).await {
+                            Ok(Response::ReadIndex(r)) => r,
+                            Ok(_) => Err(NotDone::Unavailable("wrong response".into())),
+                            Err(e) => Err(NotDone::Unavailable(e.to_string())),
+                        },
+                        None => Err(NotDone::NotLeader(None)),
+                    }
+                }
+                None => Err(NotDone::NotLeader(None)),
+            };
+            match attempt {
+                Ok(index) => break index,
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(no_majority("the leader could not confirm its majority"))
+                }
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| no_majority("this node did not catch up with the leader in time"))?;
+        let state = self.inner.state.read().expect("state lock");
+        Ok(f(&state))
+    }
+
+    async fn read_index_as_leader(&self) -> std::result::Result<u64, NotDone> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .reads
+            .send(tx)
+            .await
+            .map_err(|_| NotDone::Unavailable("shutting down".into()))?;
+        rx.await
+            .map_err(|_| NotDone::Unavailable("shutting down".into()))?
+    }
+
+    /// The leader this node knows of, waiting briefly while there is none.
+    async fn leader(&self) -> Option<NodeId> {
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Some(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        timeout(Duration::from_millis(200), wait).await.ok().flatten()
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> StoreStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        StoreStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log: m.last_log_index,
+            applied: m.last_applied.map(|l| l.index),
+            users: self.inner.state.read().expect("state lock").users.len(),
+        }
+    }
+
+    /// Serves a store link that node `from` opened (after the handshake).
+    pub async fn serve(&self, reader: FrameReader, writer: FrameWriter, from: NodeId) -> Result<()> {
+        let store = self.clone();
+        let handle = move |request: Request| {
+            let store = store.clone();
+            async move { store.handle(request).await }
+        };
+        let result = network::serve(reader, writer, self.inner.silent.clone(), handle).await;
+        tracing::debug!(node = self.inner.id, from, "store link closed");
+        result
+    }
+
+    async fn handle(&self, request: Request) -> Response {
+        let raft = &self.inner.raft;
+        match request {
+            Request::Append(r) => Response::Append(raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await),
+            Request::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
+            Request::Write(command) => Response::Write(self.write_as_leader(command).await),
+            Request::ReadIndex => Response::ReadIndex(self.read_index_as_leader().await),
+        }
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+fn no_majority(why: &str) -> Error {
+    Error::Unavailable(format!(
+        "the cloud has no majority for this request right now ({why}); retry later"
+    ))
+}
+
+/// Answers waiting readers in batches: one leadership confirmation (a heartbeat round to a
+/// quorum) serves every reader that was waiting when it started.
+async fn batch_read_index(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<oneshot::Sender<std::result::Result<u64, NotDone>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = match timeout(MAJORITY_DEADLINE, raft.get_read_log_id()).await {
+            Ok(Ok((read, _))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(NotDone::NotLeader(f.leader_id))
+            }
+            Ok(Err(e)) => Err(NotDone::Unavailable(e.to_string())),
+            Err(_) => Err(NotDone::Unavailable("no majority confirmed the leader".into())),
+        };
+        for reader in waiting {
+            let _ = reader.send(result.clone());
+        }
+    }
+}
