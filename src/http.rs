@@ -87,7 +87,10 @@ fn store_error(e: crate::Error) -> Response {
         crate::Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, e.to_string())
+    match e {
+        crate::Error::Unauthorized(why) => error(status, why),
+        e => error(status, e.to_string()),
+    }
 }
 
 /// `GET /directory`: every user, linearizable from any node.

@@ -46,6 +46,8 @@ impl LocalCluster {
         sink: Option<LineSink>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let mut config = config;
+        config.data_dir.get_or_insert_with(|| dir.join("data"));
         std::fs::write(dir.join("cluster.toml"), config.to_toml())?;
         let mut cluster = LocalCluster {
             config,

@@ -1,6 +1,163 @@
-//! A user's peer process (phase 2): registers with the cloud and keeps its lease, serves its
-//! HTTP port, and answers the `peer` subcommands.
+//! A user's peer process (phase 2): one long-running process per user that registers with
+//! the cloud, keeps its lease, serves its HTTP port, and answers that user's `peer`
+//! subcommands.
+//!
+//! ```text
+//! peer --user alice ──> derive key (Argon2id) ──> bind port ──> Register (signed) ──> cloud
+//!        │                                                       every RENEW: Register again
+//!        └─ writes DIR/peer.json (addr, token) <── `peer --user alice online` reads it and
+//!                                                   calls GET /api/online with the token
+//! ```
+//!
+//! - [`cloud`]: signed operations and directory reads against any node.
+//! - [`folder`]: the user's folder and the record of the running peer.
+//! - [`api`]: the peer's HTTP port: the token-protected local API and the page at `/`.
+//! - [`cli`]: the `peer` binary's flags and subcommands.
+//!
+//! Implementation caveats: the lease is renewed every [`RENEW`]; a peer whose renewals fail
+//! (the cloud has no majority) keeps serving and keeps trying, and shows offline in the
+//! directory once its lease ends.
 
+mod api;
+pub mod cli;
 pub mod cloud;
+pub mod folder;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use api::OnlineEntry;
 pub use cloud::Cloud;
+pub use folder::{Folder, Running};
+
+use crate::config::ClusterConfig;
+use crate::sharing::{Credential, UserOp};
+use crate::{Error, Result};
+
+/// How long a registration holds without renewal.
+pub const LEASE: Duration = Duration::from_millis(3000);
+/// How often the peer renews its registration.
+pub const RENEW: Duration = Duration::from_millis(1000);
+
+/// Everything a peer process needs.
+#[derive(Clone, Debug)]
+pub struct PeerOptions {
+    /// The user's folder.
+    pub folder: Folder,
+    /// The cloud's nodes.
+    pub cluster: ClusterConfig,
+    /// Where to listen (port 0: any free port).
+    pub listen: SocketAddr,
+}
+
+/// Runs the peer of `credential`'s user until `shutdown` completes; then unregisters.
+pub async fn run(
+    options: PeerOptions,
+    credential: Credential,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let user = credential.user().to_string();
+    options.folder.create()?;
+    if let Ok(running) = options.folder.running() {
+        if ask_whoami(&running).await.is_ok() {
+            return Err(Error::Config(format!(
+                "{user}'s peer is already running at {} (pid {})",
+                running.addr, running.pid
+            )));
+        }
+    }
+    let listener = TcpListener::bind(options.listen).await.map_err(|e| {
+        Error::Config(format!("{user}'s peer cannot listen on {}: {e}", options.listen))
+    })?;
+    let addr = listener.local_addr()?;
+    let cloud = Cloud::new(&options.cluster);
+    let register = || {
+        credential.sign(UserOp::Register {
+            addr: addr.to_string(),
+            lease_ms: LEASE.as_millis() as u64,
+        })
+    };
+    cloud.submit(&register()).await?;
+    let running = Running {
+        user: user.clone(),
+        addr,
+        token: hex::encode(rand::random::<[u8; 16]>()),
+        pid: std::process::id(),
+    };
+    options.folder.set_running(&running)?;
+    println!("[peer {user}] online at {addr}; gallery: {}", running.gallery_url());
+    info!(user = %user, %addr, "[peer {user}] registered");
+
+    let peer = Arc::new(api::Peer {
+        user: user.clone(),
+        token: running.token.clone(),
+        cloud: cloud.clone(),
+    });
+    let renewals = async {
+        let mut every = tokio::time::interval(RENEW);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match cloud.submit(&register()).await {
+                Ok(()) => {}
+                Err(e @ Error::Unauthorized(_)) => return Err(e),
+                Err(e) => warn!(user = %user, "[peer {user}] could not renew the lease: {e}"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        r = api::serve(listener, peer) => r,
+        r = renewals => r,
+    };
+    options.folder.clear_running();
+    match cloud.submit(&credential.sign(UserOp::Unregister)).await {
+        Ok(()) => println!("[peer {user}] offline"),
+        Err(e) => warn!(user = %user, "[peer {user}] could not unregister: {e}"),
+    }
+    result
+}
+
+/// Asks the running peer who it is (a liveness check that also proves the token).
+async fn ask_whoami(running: &Running) -> Result<String> {
+    let value: serde_json::Value = local_get(running, "/api/whoami").await?;
+    Ok(value["user"].as_str().unwrap_or_default().to_string())
+}
+
+/// GET a token-protected path of the running peer's local API.
+pub async fn local_get<T: serde::de::DeserializeOwned>(running: &Running, path: &str) -> Result<T> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client builds");
+    let response = client
+        .get(format!("http://{}{path}", running.addr))
+        .bearer_auth(&running.token)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "{}'s peer at {} does not answer ({e}); is it running?",
+                running.user, running.addr
+            ))
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let why = body["error"].as_str().unwrap_or("no reason given").to_string();
+        return Err(match status.as_u16() {
+            401 | 403 => Error::Unauthorized(why),
+            400 | 404 => Error::InvalidInput(why),
+            _ => Error::Unavailable(why),
+        });
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| Error::Protocol(format!("{}'s peer sent a bad answer: {e}", running.user)))
+}

@@ -69,6 +69,27 @@ impl LogStore {
         })
     }
 
+    /// `append` with a plain callback: `done` runs once the entries are durable (only openraft
+    /// can make a `LogFlushed`, so the storage tests, typed with other node ids, call this).
+    pub(super) fn append_then(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+        done: Box<dyn FnOnce(std::io::Result<()>) + Send>,
+    ) -> StoreResult<()> {
+        let mut rows = Vec::new();
+        {
+            let mut tail = self.tail.lock().expect("log tail lock");
+            for entry in entries {
+                let bytes = postcard::to_stdvec(&entry)
+                    .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+                rows.push((entry.log_id.index, bytes));
+                tail.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        self.disk.send(Write::Append(rows, done));
+        Ok(())
+    }
+
     /// Whether nothing was ever written (no entry, no purge, no vote): a fresh store.
     pub(super) fn is_fresh(&self) -> crate::Result<bool> {
         let tail = self.tail.lock().expect("log tail lock");
@@ -128,21 +149,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut rows = Vec::new();
-        {
-            let mut tail = self.tail.lock().expect("log tail lock");
-            for entry in entries {
-                let bytes = postcard::to_stdvec(&entry)
-                    .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-                rows.push((entry.log_id.index, bytes));
-                tail.entries.insert(entry.log_id.index, entry);
-            }
-        }
-        self.disk.send(Write::Append(
-            rows,
+        self.append_then(
+            entries,
             Box::new(move |result| callback.log_io_completed(result)),
-        ));
-        Ok(())
+        )
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {

@@ -31,6 +31,8 @@ mod disk;
 mod log;
 mod machine;
 mod network;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;

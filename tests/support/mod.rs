@@ -50,6 +50,7 @@ impl Cluster {
         };
         config.failures.enabled = false;
         let dir = tempfile::tempdir().unwrap();
+        config.data_dir = Some(dir.path().join("data"));
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, config.to_toml()).unwrap();
         Cluster {
