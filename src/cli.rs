@@ -198,7 +198,9 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| config.node_data_dir(args.id));
-    let result = runtime.block_on(crate::server::run(config, args.id, seed, data_dir, shutdown));
+    let result = runtime.block_on(crate::server::run(
+        config, args.id, seed, data_dir, shutdown,
+    ));
     // The blocking thread reading stdin for `--parent-watch` never returns by itself.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result

@@ -167,7 +167,8 @@ impl PeerAuth {
         me: NodeId,
         to: NodeId,
     ) -> Result<()> {
-        self.connect_as(LinkKind::Node, reader, writer, me, to).await
+        self.connect_as(LinkKind::Node, reader, writer, me, to)
+            .await
     }
 
     /// The same for a consensus-store link.
@@ -178,7 +179,8 @@ impl PeerAuth {
         me: NodeId,
         to: NodeId,
     ) -> Result<()> {
-        self.connect_as(LinkKind::Store, reader, writer, me, to).await
+        self.connect_as(LinkKind::Store, reader, writer, me, to)
+            .await
     }
 
     async fn connect_as(
@@ -260,8 +262,17 @@ impl PeerAuth {
                 to,
                 nonce,
             } if version == PROTOCOL_VERSION => {
-                self.prove(LinkKind::Store, reader, writer, me, members, from, to, nonce)
-                    .await
+                self.prove(
+                    LinkKind::Store,
+                    reader,
+                    writer,
+                    me,
+                    members,
+                    from,
+                    to,
+                    nonce,
+                )
+                .await
             }
             Hello::Client { version }
             | Hello::Peer { version, .. }

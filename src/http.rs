@@ -109,7 +109,12 @@ async fn post_user_op(
 ) -> Response {
     let Json(op) = match op {
         Ok(op) => op,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected a signed operation: {}", e.body_text())),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected a signed operation: {}", e.body_text()),
+            )
+        }
     };
     if let Err(e) = op.verify() {
         return store_error(e);

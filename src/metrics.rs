@@ -131,9 +131,7 @@ impl From<&Error> for Cause {
             Error::InvalidInput(_)
             | Error::Config(_)
             | Error::Unauthorized(_)
-            | Error::CoverTooSmall { .. } => {
-                Cause::Refused
-            }
+            | Error::CoverTooSmall { .. } => Cause::Refused,
             Error::Io(_) => Cause::Connection,
             Error::Protocol(_) => Cause::Protocol,
             Error::NotAnImage(_)

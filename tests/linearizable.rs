@@ -173,8 +173,15 @@ fn check<M: Model>(
     budget: usize,
 ) -> (Verdict<M::State>, usize) {
     for op in ops {
-        assert_eq!(op.ret.is_some(), op.output.is_some(), "answered iff it has an output");
-        assert!(op.ret.is_none_or(|r| r >= op.call), "an answer before its call");
+        assert_eq!(
+            op.ret.is_some(),
+            op.output.is_some(),
+            "answered iff it has an output"
+        );
+        assert!(
+            op.ret.is_none_or(|r| r >= op.call),
+            "an answer before its call"
+        );
     }
     let mut by_call: Vec<usize> = (0..ops.len()).collect();
     by_call.sort_by_key(|&i| ops[i].call);
@@ -379,6 +386,8 @@ impl Event {
                 ),
                 None => "-> user not listed".to_string(),
             },
+            Outcome::Unknown(why) => format!("-> unknown ({why})"),
+            Outcome::NotSent(why) => format!("-> not sent ({why})"),
             other => format!("-> {other:?}"),
         };
         format!(
@@ -407,7 +416,14 @@ impl Ctx {
     }
 
     /// Sends one operation to node `node` and records it.
-    async fn run(&self, task: usize, node: usize, what: Call, op: Option<SignedOp>, wait: Duration) -> Event {
+    async fn run(
+        &self,
+        task: usize,
+        node: usize,
+        what: Call,
+        op: Option<SignedOp>,
+        wait: Duration,
+    ) -> Event {
         let (id, addr) = self.nodes[node];
         let call_ms = unix_millis();
         let call = self.now();
@@ -525,7 +541,10 @@ fn raft_leader(cluster: &Cluster) -> NodeId {
     support::poll(Duration::from_secs(10), || {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
         for id in cluster.procs.keys() {
-            if let Some(leader) = cluster.status(*id).and_then(|s| s["store"]["leader"].as_u64()) {
+            if let Some(leader) = cluster
+                .status(*id)
+                .and_then(|s| s["store"]["leader"].as_u64())
+            {
                 *votes.entry(leader).or_default() += 1;
             }
         }
@@ -556,7 +575,9 @@ async fn setup_write(ctx: &Ctx, user: usize, addr: Option<String>) -> Event {
 async fn read_until_ok(ctx: &Ctx, node: usize) -> Event {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let event = ctx.run(usize::MAX, node, Call::Read, None, LONG_TIMEOUT).await;
+        let event = ctx
+            .run(usize::MAX, node, Call::Read, None, LONG_TIMEOUT)
+            .await;
         match &event.outcome {
             Outcome::Read(_) => return event,
             other if Instant::now() >= deadline => {
@@ -570,7 +591,11 @@ async fn read_until_ok(ctx: &Ctx, node: usize) -> Event {
 /// What a read shows of `user`.
 fn shown(dir: &[DirectoryEntry], user: usize) -> Option<Shown> {
     dir.iter().find(|e| e.user == USERS[user]).map(|e| {
-        assert_eq!(e.online, e.addr.is_some(), "an entry online iff it has an address: {e:?}");
+        assert_eq!(
+            e.online,
+            e.addr.is_some(),
+            "an entry online iff it has an address: {e:?}"
+        );
         Shown {
             addr: e.addr.clone(),
             last_seen: e.last_seen,
@@ -628,7 +653,13 @@ fn user_history(events: &[Event], user: usize) -> (Vec<Op<Input, Output>>, Vec<&
 
 /// Explains a violation: the state after the longest linearizable prefix and the operations
 /// that could not come next.
-fn explain(ops: &[Op<Input, Output>], from: &[&Event], user: usize, prefix: &[usize], state: &Record) -> String {
+fn explain(
+    ops: &[Op<Input, Output>],
+    from: &[&Event],
+    user: usize,
+    prefix: &[usize],
+    state: &Record,
+) -> String {
     let mut done = vec![false; ops.len()];
     for &i in prefix {
         done[i] = true;
@@ -644,13 +675,17 @@ fn explain(ops: &[Op<Input, Output>], from: &[&Event], user: usize, prefix: &[us
         prefix.len(),
         ops.len()
     );
-    for &i in prefix.iter().rev().take(8).collect::<Vec<_>>().iter().rev() {
+    for &i in &prefix[prefix.len().saturating_sub(8)..] {
         text += &format!("  {}\n", from[i].describe(user));
     }
     text += "could not come next (called before the earliest pending answer):\n";
     let mut by_call: Vec<usize> = (0..ops.len()).filter(|&i| !done[i]).collect();
     by_call.sort_by_key(|&i| ops[i].call);
-    for i in by_call.into_iter().filter(|&i| ops[i].call <= min_ret).take(12) {
+    for i in by_call
+        .into_iter()
+        .filter(|&i| ops[i].call <= min_ret)
+        .take(12)
+    {
         text += &format!("  {}\n", from[i].describe(user));
     }
     text
@@ -672,12 +707,26 @@ struct Counts {
 fn scenario(name: &str, fault: Fault, seed: u64) {
     let started = Instant::now();
     let mut cluster = Cluster::start(3, &[]);
-    let nodes: Vec<(NodeId, SocketAddr)> = cluster.config.nodes.iter().map(|n| (n.id, n.http)).collect();
+    let nodes: Vec<(NodeId, SocketAddr)> = cluster
+        .config
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.http))
+        .collect();
     let ready = support::wait_for(Duration::from_secs(30), || {
-        nodes.iter().all(|(_, a)| support::http_get(*a, "/directory").is_some())
+        nodes
+            .iter()
+            .all(|(_, a)| support::http_get(*a, "/directory").is_some())
     });
-    assert!(ready.is_some(), "the directory is not readable on every node within 30 s: {:?}", cluster.statuses());
-    let users: Vec<Credential> = USERS.iter().map(|u| Credential::derive(u, "pw").unwrap()).collect();
+    assert!(
+        ready.is_some(),
+        "the directory is not readable on every node within 30 s: {:?}",
+        cluster.statuses()
+    );
+    let users: Vec<Credential> = USERS
+        .iter()
+        .map(|u| Credential::derive(u, "pw").unwrap())
+        .collect();
     let ctx = Arc::new(Ctx {
         http: reqwest::Client::new(),
         nodes,
@@ -695,11 +744,15 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
             last.push(setup_write(&ctx, user, None).await);
         }
         let read = read_until_ok(&ctx, 0).await;
-        let Outcome::Read(dir) = &read.outcome else { unreachable!() };
+        let Outcome::Read(dir) = &read.outcome else {
+            unreachable!()
+        };
         last.iter()
             .enumerate()
             .map(|(user, event)| {
-                let Call::Write { seq, .. } = event.what else { unreachable!() };
+                let Call::Write { seq, .. } = event.what else {
+                    unreachable!()
+                };
                 let shown = shown(dir, user).expect("a registered user is listed");
                 assert_eq!(shown.addr, None, "after unregistering: {dir:?}");
                 Record {
@@ -736,7 +789,10 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         let mut events = Vec::new();
         for task in tasks {
             let done = tokio::time::timeout(limit, task).await;
-            events.extend(done.expect("a client task ends in time").expect("a client task"));
+            events.extend(
+                done.expect("a client task ends in time")
+                    .expect("a client task"),
+            );
         }
         // A last read from every node, after everything else.
         for node in 0..ctx.nodes.len() {
@@ -745,6 +801,12 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         events
     });
 
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by_key(|e| e.call);
+    let timeline: Vec<String> = sorted.iter().map(|e| e.describe(0)).collect();
+    let dump =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("linearizable-{name}.txt"));
+    let _ = std::fs::write(&dump, timeline.join("\n"));
     let mut counts = Counts::default();
     for e in &events {
         let in_fault = e.call >= window.0 && e.ret <= window.1;
@@ -761,7 +823,11 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
             counts.ok_in_fault += 1;
         }
         let sent = !matches!(e.outcome, Outcome::NotSent(_));
-        if e.node == victim && e.call >= window.0 && e.call <= window.1 && (sent || fault == Fault::Kill) {
+        if e.node == victim
+            && e.call >= window.0
+            && e.call <= window.1
+            && (sent || fault == Fault::Kill)
+        {
             counts.sent_to_victim_in_fault += 1;
         }
     }
@@ -774,7 +840,9 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         let (verdict, explored) = std::thread::scope(|s| {
             std::thread::Builder::new()
                 .stack_size(256 << 20)
-                .spawn_scoped(s, || check(&Directory { lease_ms: LEASE_MS }, init, &ops, BUDGET))
+                .spawn_scoped(s, || {
+                    check(&Directory { lease_ms: LEASE_MS }, init, &ops, BUDGET)
+                })
                 .unwrap()
                 .join()
                 .unwrap()
@@ -798,7 +866,10 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
                 );
             }
             Verdict::GaveUp { explored } => {
-                panic!("{name}: the checker gave up on {} after {explored} configurations", USERS[user])
+                panic!(
+                    "{name}: the checker gave up on {} after {explored} configurations",
+                    USERS[user]
+                )
             }
         }
         checked.push(format!(
@@ -816,10 +887,22 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         started.elapsed().as_secs_f64(),
         checked.join("\n  ")
     );
-    assert!(counts.reads_ok >= 50, "{name}: too few successful reads: {counts:?}");
-    assert!(counts.writes_done >= 20, "{name}: too few successful writes: {counts:?}");
-    assert!(counts.ok_in_fault >= 5, "{name}: too few operations succeeded during the fault: {counts:?}");
-    assert!(counts.sent_to_victim_in_fault >= 1, "{name}: no request met the faulty node: {counts:?}");
+    assert!(
+        counts.reads_ok >= 50,
+        "{name}: too few successful reads: {counts:?}"
+    );
+    assert!(
+        counts.writes_done >= 20,
+        "{name}: too few successful writes: {counts:?}"
+    );
+    assert!(
+        counts.ok_in_fault >= 5,
+        "{name}: too few operations succeeded during the fault: {counts:?}"
+    );
+    assert!(
+        counts.sent_to_victim_in_fault >= 1,
+        "{name}: no request met the faulty node: {counts:?}"
+    );
     drop(cluster);
 }
 
@@ -889,11 +972,23 @@ fn linearizable<M: Model>(model: &M, init: &M::State, ops: &[Op<M::Input, M::Out
 #[test]
 fn the_checker_rejects_known_non_linearizable_histories() {
     // A read after a completed write returns the old value.
-    assert!(!linearizable(&Register, &0, &[w(0, Some(10), 1), r(20, 30, 0)]));
+    assert!(!linearizable(
+        &Register,
+        &0,
+        &[w(0, Some(10), 1), r(20, 30, 0)]
+    ));
     // New-old inversion: during a long write, a read sees the new value, a later read the old.
-    assert!(!linearizable(&Register, &0, &[w(0, Some(100), 1), r(10, 20, 1), r(30, 40, 0)]));
+    assert!(!linearizable(
+        &Register,
+        &0,
+        &[w(0, Some(100), 1), r(10, 20, 1), r(30, 40, 0)]
+    ));
     // The same with the write never answered.
-    assert!(!linearizable(&Register, &0, &[w(0, None, 1), r(10, 20, 1), r(30, 40, 0)]));
+    assert!(!linearizable(
+        &Register,
+        &0,
+        &[w(0, None, 1), r(10, 20, 1), r(30, 40, 0)]
+    ));
     // A read sees a value written only after it returned.
     assert!(!linearizable(&Register, &0, &[r(0, 10, 1), w(20, None, 1)]));
     // Two sequential reads disagree with the only order of two sequential writes.
@@ -906,13 +1001,30 @@ fn the_checker_rejects_known_non_linearizable_histories() {
 
 #[test]
 fn the_checker_accepts_known_linearizable_histories() {
-    assert!(linearizable(&Register, &0, &[w(0, Some(100), 1), r(10, 20, 0), r(30, 40, 1)]));
-    assert!(linearizable(&Register, &0, &[w(0, None, 1), r(10, 20, 0), r(30, 40, 1)]));
-    assert!(linearizable(&Register, &0, &[w(0, None, 1), r(10, 20, 0), r(30, 40, 0)]));
     assert!(linearizable(
         &Register,
         &0,
-        &[w(0, Some(50), 1), w(10, Some(60), 2), r(70, 80, 1), r(90, 95, 1)]
+        &[w(0, Some(100), 1), r(10, 20, 0), r(30, 40, 1)]
+    ));
+    assert!(linearizable(
+        &Register,
+        &0,
+        &[w(0, None, 1), r(10, 20, 0), r(30, 40, 1)]
+    ));
+    assert!(linearizable(
+        &Register,
+        &0,
+        &[w(0, None, 1), r(10, 20, 0), r(30, 40, 0)]
+    ));
+    assert!(linearizable(
+        &Register,
+        &0,
+        &[
+            w(0, Some(50), 1),
+            w(10, Some(60), 2),
+            r(70, 80, 1),
+            r(90, 95, 1)
+        ]
     ));
 }
 
@@ -924,16 +1036,17 @@ fn the_directory_spec_checks_sequence_numbers_leases_and_stamps() {
         at: (0, 0),
         seq: 1,
     };
-    let write = |call: u64, ret: Option<u64>, seq: u64, addr: Option<&str>, out: Option<Output>| Op {
-        call,
-        ret,
-        input: Input::Write {
-            seq,
-            addr: addr.map(str::to_string),
-            at: (call, ret.unwrap_or(u64::MAX)),
-        },
-        output: out,
-    };
+    let write =
+        |call: u64, ret: Option<u64>, seq: u64, addr: Option<&str>, out: Option<Output>| Op {
+            call,
+            ret,
+            input: Input::Write {
+                seq,
+                addr: addr.map(str::to_string),
+                at: (call, ret.unwrap_or(u64::MAX)),
+            },
+            output: out,
+        };
     let read = |call: u64, ret: u64, addr: Option<&str>, last_seen: u64| Op {
         call,
         ret: Some(ret),
@@ -945,36 +1058,74 @@ fn the_directory_spec_checks_sequence_numbers_leases_and_stamps() {
     };
     let reg = write(10, Some(20), 5, Some("a"), Some(Output::Done));
     // Seen while the lease holds, hidden once it has run out.
-    assert!(linearizable(&spec, &init, &[reg.clone(), read(30, 40, Some("a"), 15), read(200, 210, None, 15)]));
+    assert!(linearizable(
+        &spec,
+        &init,
+        &[
+            reg.clone(),
+            read(30, 40, Some("a"), 15),
+            read(200, 210, None, 15)
+        ]
+    ));
     // Hidden while the lease certainly holds.
-    assert!(!linearizable(&spec, &init, &[reg.clone(), read(30, 40, None, 15)]));
+    assert!(!linearizable(
+        &spec,
+        &init,
+        &[reg.clone(), read(30, 40, None, 15)]
+    ));
     // Shown after the lease certainly ran out.
-    assert!(!linearizable(&spec, &init, &[reg.clone(), read(200, 210, Some("a"), 15)]));
+    assert!(!linearizable(
+        &spec,
+        &init,
+        &[reg.clone(), read(200, 210, Some("a"), 15)]
+    ));
     // A stamp outside the write's call.
-    assert!(!linearizable(&spec, &init, &[reg.clone(), read(30, 40, Some("a"), 25)]));
+    assert!(!linearizable(
+        &spec,
+        &init,
+        &[reg.clone(), read(30, 40, Some("a"), 25)]
+    ));
     // A later write with a higher number refused, or a lower one accepted.
     let higher = write(50, Some(60), 9, None, Some(Output::Refused));
     assert!(!linearizable(&spec, &init, &[reg.clone(), higher]));
     let lower = write(50, Some(60), 3, None, Some(Output::Done));
     assert!(!linearizable(&spec, &init, &[reg.clone(), lower]));
     let lower = write(50, Some(60), 3, None, Some(Output::Refused));
-    assert!(linearizable(&spec, &init, &[reg.clone(), lower, read(70, 80, Some("a"), 15)]));
+    assert!(linearizable(
+        &spec,
+        &init,
+        &[reg.clone(), lower, read(70, 80, Some("a"), 15)]
+    ));
     // An unanswered unregistration may take effect after a later read, but not be undone.
     let gone = write(50, None, 7, None, None);
     assert!(linearizable(
         &spec,
         &init,
-        &[reg.clone(), gone.clone(), read(60, 70, Some("a"), 15), read(80, 90, None, 60)]
+        &[
+            reg.clone(),
+            gone.clone(),
+            read(60, 70, Some("a"), 15),
+            read(80, 90, None, 60)
+        ]
     ));
     assert!(!linearizable(
         &spec,
         &init,
-        &[reg.clone(), gone, read(60, 70, None, 60), read(80, 90, Some("a"), 15)]
+        &[
+            reg.clone(),
+            gone,
+            read(60, 70, None, 60),
+            read(80, 90, Some("a"), 15)
+        ]
     ));
     // An unanswered write that is overtaken by a higher number can no longer take effect.
     let stale = write(50, None, 6, Some("b"), None);
     let newer = write(55, Some(65), 8, None, Some(Output::Done));
-    assert!(!linearizable(&spec, &init, &[reg, stale, newer, read(70, 80, Some("b"), 52)]));
+    assert!(!linearizable(
+        &spec,
+        &init,
+        &[reg, stale, newer, read(70, 80, Some("b"), 52)]
+    ));
 }
 
 /// Brute force: the answered operations and some of the unanswered ones, in some order that
@@ -1045,12 +1196,21 @@ fn cross_check<M: Model>(
         let expected = brute_force(model, init, ops);
         match check(model, init, ops, 1_000_000).0 {
             Verdict::Linearizable(order) => {
-                assert!(expected, "the checker accepts a non-linearizable history: {ops:?}");
-                assert!(validate(model, init, ops, &order), "a bad witness {order:?} for {ops:?}");
+                assert!(
+                    expected,
+                    "the checker accepts a non-linearizable history: {ops:?}"
+                );
+                assert!(
+                    validate(model, init, ops, &order),
+                    "a bad witness {order:?} for {ops:?}"
+                );
                 yes += 1;
             }
             Verdict::Violation { .. } => {
-                assert!(!expected, "the checker rejects a linearizable history: {ops:?}")
+                assert!(
+                    !expected,
+                    "the checker rejects a linearizable history: {ops:?}"
+                )
             }
             Verdict::GaveUp { .. } => panic!("gave up on a tiny history"),
         }
@@ -1068,7 +1228,11 @@ fn the_checker_agrees_with_brute_force_on_random_register_histories() {
                     let call = rng.gen_range(0..20);
                     let ret = call + rng.gen_range(0..10);
                     if rng.gen_bool(0.5) {
-                        w(call, rng.gen_bool(0.75).then_some(ret), rng.gen_range(1..=3))
+                        w(
+                            call,
+                            rng.gen_bool(0.75).then_some(ret),
+                            rng.gen_range(1..=3),
+                        )
                     } else {
                         r(call, ret, rng.gen_range(0..=3))
                     }
@@ -1077,7 +1241,10 @@ fn the_checker_agrees_with_brute_force_on_random_register_histories() {
         })
         .collect();
     let yes = cross_check(&Register, &0, &histories);
-    assert!(yes >= 60 && yes <= 540, "{yes} of 600 linearizable: not a useful mix");
+    assert!(
+        yes >= 60 && yes <= 540,
+        "{yes} of 600 linearizable: not a useful mix"
+    );
 }
 
 #[test]
@@ -1116,7 +1283,9 @@ fn the_checker_agrees_with_brute_force_on_random_directory_histories() {
                         (Some(point), op, stamp)
                     } else {
                         let answered = rng.gen_bool(0.7);
-                        let addr = rng.gen_bool(0.6).then(|| ["a", "b"][rng.gen_range(0..2)].to_string());
+                        let addr = rng
+                            .gen_bool(0.6)
+                            .then(|| ["a", "b"][rng.gen_range(0..2)].to_string());
                         let hi = if answered { ret } else { u64::MAX };
                         let op = Op {
                             call,
@@ -1129,7 +1298,11 @@ fn the_checker_agrees_with_brute_force_on_random_directory_histories() {
                             output: None,
                         };
                         let point = if answered || rng.gen_bool(0.5) {
-                            Some(if answered { point } else { call + rng.gen_range(0..40) })
+                            Some(if answered {
+                                point
+                            } else {
+                                call + rng.gen_range(0..40)
+                            })
                         } else {
                             None
                         };
@@ -1169,16 +1342,23 @@ fn the_checker_agrees_with_brute_force_on_random_directory_histories() {
                 }
             }
             // The stamps the spec records are the exact ones here; the history keeps ranges.
-            let mut ops: Vec<Op<Input, Output>> = planned.into_iter().map(|(_, op, _)| op).collect();
+            let mut ops: Vec<Op<Input, Output>> =
+                planned.into_iter().map(|(_, op, _)| op).collect();
             if rng.gen_bool(0.4) {
                 let k = rng.gen_range(0..ops.len());
                 ops[k].output = match ops[k].output.take() {
                     Some(Output::Done) => Some(Output::Refused),
                     Some(Output::Refused) => Some(Output::Done),
-                    Some(Output::Read(Some(s))) if rng.gen_bool(0.5) => Some(Output::Read(Some(Shown {
-                        addr: if s.addr.is_some() { None } else { Some("a".into()) },
-                        ..s
-                    }))),
+                    Some(Output::Read(Some(s))) if rng.gen_bool(0.5) => {
+                        Some(Output::Read(Some(Shown {
+                            addr: if s.addr.is_some() {
+                                None
+                            } else {
+                                Some("a".into())
+                            },
+                            ..s
+                        })))
+                    }
                     Some(Output::Read(Some(s))) => Some(Output::Read(Some(Shown {
                         last_seen: s.last_seen + rng.gen_range(1..5),
                         ..s
@@ -1190,5 +1370,8 @@ fn the_checker_agrees_with_brute_force_on_random_directory_histories() {
         })
         .collect();
     let yes = cross_check(&spec, &init, &histories);
-    assert!(yes >= 100 && yes <= 540, "{yes} of 600 linearizable: not a useful mix");
+    assert!(
+        yes >= 100 && yes <= 540,
+        "{yes} of 600 linearizable: not a useful mix"
+    );
 }

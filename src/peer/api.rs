@@ -77,7 +77,10 @@ fn authorized(peer: &Peer, headers: &HeaderMap, query: &TokenQuery) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "));
     let given = bearer.or(query.token.as_deref()).unwrap_or_default();
     let (a, b) = (Sha256::digest(given), Sha256::digest(&peer.token));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn unauthorized() -> Response {

@@ -78,7 +78,12 @@ impl Cloud {
     pub async fn directory(&self) -> Result<Vec<DirectoryEntry>> {
         let mut last = String::from("no node answered");
         for (at, node) in self.order() {
-            match self.http.get(format!("http://{node}/directory")).send().await {
+            match self
+                .http
+                .get(format!("http://{node}/directory"))
+                .send()
+                .await
+            {
                 Ok(response) if response.status().is_success() => {
                     let dir = response.json().await.map_err(|e| {
                         Error::Protocol(format!("node at {node} sent a bad directory: {e}"))

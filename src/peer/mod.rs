@@ -72,7 +72,10 @@ pub async fn run(
         }
     }
     let listener = TcpListener::bind(options.listen).await.map_err(|e| {
-        Error::Config(format!("{user}'s peer cannot listen on {}: {e}", options.listen))
+        Error::Config(format!(
+            "{user}'s peer cannot listen on {}: {e}",
+            options.listen
+        ))
     })?;
     let addr = listener.local_addr()?;
     let cloud = Cloud::new(&options.cluster);
@@ -90,7 +93,10 @@ pub async fn run(
         pid: std::process::id(),
     };
     options.folder.set_running(&running)?;
-    println!("[peer {user}] online at {addr}; gallery: {}", running.gallery_url());
+    println!(
+        "[peer {user}] online at {addr}; gallery: {}",
+        running.gallery_url()
+    );
     info!(user = %user, %addr, "[peer {user}] registered");
 
     let peer = Arc::new(api::Peer {
@@ -149,7 +155,10 @@ pub async fn local_get<T: serde::de::DeserializeOwned>(running: &Running, path: 
     let status = response.status();
     if !status.is_success() {
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let why = body["error"].as_str().unwrap_or("no reason given").to_string();
+        let why = body["error"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string();
         return Err(match status.as_u16() {
             401 | 403 => Error::Unauthorized(why),
             400 | 404 => Error::InvalidInput(why),

@@ -101,7 +101,9 @@ impl Credential {
         let mut prev = self.last_seq.load(Ordering::Relaxed);
         let seq = loop {
             let next = now.max(prev + 1);
-            match self.last_seq.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            match self
+                .last_seq
+                .compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => break next,
                 Err(actual) => prev = actual,
@@ -159,7 +161,12 @@ impl SignedOp {
     /// Checks the user name and that `sig` is the signature of `key` over the operation.
     pub fn verify(&self) -> Result<()> {
         check_user_name(&self.user)?;
-        let bad = || Error::Unauthorized(format!("the signature of {}'s request is not valid", self.user));
+        let bad = || {
+            Error::Unauthorized(format!(
+                "the signature of {}'s request is not valid",
+                self.user
+            ))
+        };
         let key = VerifyingKey::from_bytes(&self.key).map_err(|_| bad())?;
         let sig: [u8; 64] = self.sig.as_slice().try_into().map_err(|_| bad())?;
         key.verify(&self.message(), &Signature::from_bytes(&sig))
@@ -221,7 +228,9 @@ mod tests {
     #[test]
     fn sequence_numbers_strictly_increase() {
         let alice = Credential::derive("alice", "pw").unwrap();
-        let seqs: Vec<u64> = (0..100).map(|_| alice.sign(UserOp::Unregister).seq).collect();
+        let seqs: Vec<u64> = (0..100)
+            .map(|_| alice.sign(UserOp::Unregister).seq)
+            .collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     }
 

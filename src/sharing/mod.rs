@@ -111,15 +111,18 @@ impl State {
         if let Err(why) = self.check(op, command.at_ms) {
             return (Reply::Refused(why), None);
         }
-        let record = self.users.entry(op.user.clone()).or_insert_with(|| UserRecord {
-            key: op.key,
-            last_seq: 0,
-            last_digest: [0; 32],
-            addr: None,
-            lease_until_ms: 0,
-            last_seen_ms: 0,
-            shared: Vec::new(),
-        });
+        let record = self
+            .users
+            .entry(op.user.clone())
+            .or_insert_with(|| UserRecord {
+                key: op.key,
+                last_seq: 0,
+                last_digest: [0; 32],
+                addr: None,
+                lease_until_ms: 0,
+                last_seen_ms: 0,
+                shared: Vec::new(),
+            });
         let digest = op.digest();
         if op.seq == record.last_seq && digest == record.last_digest {
             return (Reply::Done, None);
@@ -199,7 +202,10 @@ mod tests {
         assert_eq!(dir.len(), 1);
         assert!(dir[0].online);
         assert_eq!(dir[0].addr.as_deref(), Some("127.0.0.1:7000"));
-        assert!(!state.directory(command.at_ms + 3000)[0].online, "the lease ran out");
+        assert!(
+            !state.directory(command.at_ms + 3000)[0].online,
+            "the lease ran out"
+        );
     }
 
     #[test]
@@ -223,7 +229,11 @@ mod tests {
         let second = at(alice.sign(UserOp::Unregister));
         state.apply(&first);
         assert_eq!(state.apply(&second).0, Reply::Done);
-        assert_eq!(state.apply(&second), (Reply::Done, None), "a retry changes nothing");
+        assert_eq!(
+            state.apply(&second),
+            (Reply::Done, None),
+            "a retry changes nothing"
+        );
         let (replayed, _) = state.apply(&first);
         assert!(matches!(replayed, Reply::Refused(why) if why.contains("replayed")));
         assert!(!state.directory(second.at_ms)[0].online);
@@ -236,7 +246,9 @@ mod tests {
         let mut forged = register(&alice);
         forged.sig[0] ^= 1;
         assert!(matches!(state.apply(&at(forged)).0, Reply::Refused(_)));
-        assert!(matches!(state.apply(&at(alice.sign(UserOp::Unregister))).0, Reply::Refused(why) if why.contains("unknown user")));
+        assert!(
+            matches!(state.apply(&at(alice.sign(UserOp::Unregister))).0, Reply::Refused(why) if why.contains("unknown user"))
+        );
         let long = alice.sign(UserOp::Register {
             addr: "x".into(),
             lease_ms: 60_000,

@@ -41,7 +41,10 @@ pub(super) struct Identity {
 /// Something to write, with how to acknowledge it.
 pub(super) enum Write {
     /// Log entries (index, encoded entry); `done` runs once they are durable.
-    Append(Vec<(u64, Vec<u8>)>, Box<dyn FnOnce(std::io::Result<()>) + Send>),
+    Append(
+        Vec<(u64, Vec<u8>)>,
+        Box<dyn FnOnce(std::io::Result<()>) + Send>,
+    ),
     /// Delete log entries from this index on.
     Truncate(u64),
     /// Delete log entries up to and including this index; record `last_purged`.
@@ -79,11 +82,16 @@ impl Disk {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|e| {
-                Error::Storage(format!(
-                    "cannot open the store {}: {e} (if the file is damaged, move it away; the node then rejoins empty and is caught up by its peers)",
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Config(format!(
+                    "the store {} is in use by another process (is node {} already running?)",
+                    path.display(),
+                    identity.node
+                )),
+                e => Error::Storage(format!(
+                    "cannot open the store {}: {e} (the file is damaged or not a store: move it away to start this node empty; its peers then send it their state)",
                     path.display()
-                ))
+                )),
             })?;
         let db = Arc::new(db);
         let txn = db.begin_write().map_err(storage)?;
@@ -149,11 +157,16 @@ impl Disk {
     }
 
     /// Waits for an acknowledgement.
-    pub async fn wait(&self, ack: oneshot::Receiver<std::result::Result<(), String>>) -> Result<()> {
+    pub async fn wait(
+        &self,
+        ack: oneshot::Receiver<std::result::Result<(), String>>,
+    ) -> Result<()> {
         match ack.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::Storage(format!("{}: {e}", self.path.display()))),
-            Err(_) => Err(Error::Storage("the store's writer thread has stopped".into())),
+            Err(_) => Err(Error::Storage(
+                "the store's writer thread has stopped".into(),
+            )),
         }
     }
 

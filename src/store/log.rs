@@ -75,13 +75,12 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
         done: Box<dyn FnOnce(std::io::Result<()>) + Send>,
-    ) -> StoreResult<()> {
+    ) -> std::result::Result<(), postcard::Error> {
         let mut rows = Vec::new();
         {
             let mut tail = self.tail.lock().expect("log tail lock");
             for entry in entries {
-                let bytes = postcard::to_stdvec(&entry)
-                    .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+                let bytes = postcard::to_stdvec(&entry)?;
                 rows.push((entry.log_id.index, bytes));
                 tail.entries.insert(entry.log_id.index, entry);
             }
@@ -136,7 +135,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
         let read = |e: String| io_error(ErrorSubject::Vote, ErrorVerb::Read, e);
-        match self.disk.get_meta("vote").map_err(|e| read(e.to_string()))? {
+        match self
+            .disk
+            .get_meta("vote")
+            .map_err(|e| read(e.to_string()))?
+        {
             Some(bytes) => Ok(Some(
                 postcard::from_bytes(&bytes).map_err(|e| read(e.to_string()))?,
             )),
@@ -153,6 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             entries,
             Box::new(move |result| callback.log_io_completed(result)),
         )
+        .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {

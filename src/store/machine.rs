@@ -58,7 +58,10 @@ impl Machine {
     /// Loads the applied state from disk.
     pub(super) fn load(disk: Disk) -> crate::Result<Machine> {
         let bad = |what: &str, e: postcard::Error| {
-            crate::Error::Storage(format!("{what} in {} is unreadable: {e}", disk.path().display()))
+            crate::Error::Storage(format!(
+                "{what} in {} is unreadable: {e}",
+                disk.path().display()
+            ))
         };
         let applied = match disk.get_meta("applied")? {
             Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| bad("the applied state", e))?,
@@ -245,7 +248,11 @@ impl RaftStateMachine<TypeConfig> for Machine {
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
         let read = |e: String| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
-        let Some(bytes) = self.disk.get_meta("snapshot").map_err(|e| read(e.to_string()))? else {
+        let Some(bytes) = self
+            .disk
+            .get_meta("snapshot")
+            .map_err(|e| read(e.to_string()))?
+        else {
             return Ok(None);
         };
         let stored: StoredSnapshot =

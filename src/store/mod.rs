@@ -171,8 +171,11 @@ impl Store {
             .await
             .map_err(|e| Error::Storage(format!("cannot start the consensus engine: {e}")))?;
         if fresh {
-            let members: BTreeMap<NodeId, EmptyNode> =
-                config.ids().into_iter().map(|n| (n, EmptyNode {})).collect();
+            let members: BTreeMap<NodeId, EmptyNode> = config
+                .ids()
+                .into_iter()
+                .map(|n| (n, EmptyNode {}))
+                .collect();
             if let Err(e) = raft.initialize(members).await {
                 tracing::debug!(node = id, error = %e, "store already initialised");
             }
@@ -226,7 +229,9 @@ impl Store {
         let deadline = Instant::now() + MAJORITY_DEADLINE;
         loop {
             let attempt = match self.leader().await {
-                Some(leader) if leader == self.inner.id => self.write_as_leader(command.clone()).await,
+                Some(leader) if leader == self.inner.id => {
+                    self.write_as_leader(command.clone()).await
+                }
                 Some(leader) => self.forward_write(leader, command.clone(), deadline).await,
                 None => Err(NotDone::NotLeader(None)),
             };
@@ -249,17 +254,28 @@ impl Store {
         command: Command,
         deadline: Instant,
     ) -> std::result::Result<Reply, NotDone> {
-        let channel = self.inner.channels.get(&leader).ok_or(NotDone::NotLeader(None))?;
+        let channel = self
+            .inner
+            .channels
+            .get(&leader)
+            .ok_or(NotDone::NotLeader(None))?;
         let ttl = deadline.saturating_duration_since(Instant::now());
         match channel.call(Request::Write(command), ttl).await {
             Ok(Response::Write(result)) => result,
-            Ok(_) => Err(NotDone::Unavailable(format!("node {leader} answered out of turn"))),
+            Ok(_) => Err(NotDone::Unavailable(format!(
+                "node {leader} answered out of turn"
+            ))),
             Err(e) => Err(NotDone::Unavailable(e.to_string())),
         }
     }
 
     async fn write_as_leader(&self, command: Command) -> std::result::Result<Reply, NotDone> {
-        let check = self.inner.state.read().expect("state lock").check(&command.op, command.at_ms);
+        let check = self
+            .inner
+            .state
+            .read()
+            .expect("state lock")
+            .check(&command.op, command.at_ms);
         if let Err(why) = check {
             return Ok(Reply::Refused(why));
         }
@@ -337,7 +353,10 @@ impl Store {
                 }
             }
         };
-        timeout(Duration::from_millis(200), wait).await.ok().flatten()
+        timeout(Duration::from_millis(200), wait)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// What `/status` shows.
@@ -353,7 +372,12 @@ impl Store {
     }
 
     /// Serves a store link that node `from` opened (after the handshake).
-    pub async fn serve(&self, reader: FrameReader, writer: FrameWriter, from: NodeId) -> Result<()> {
+    pub async fn serve(
+        &self,
+        reader: FrameReader,
+        writer: FrameWriter,
+        from: NodeId,
+    ) -> Result<()> {
         let store = self.clone();
         let handle = move |request: Request| {
             let store = store.clone();
@@ -400,11 +424,13 @@ async fn batch_read_index(
         }
         let result = match timeout(MAJORITY_DEADLINE, raft.get_read_log_id()).await {
             Ok(Ok((read, _))) => Ok(read.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(NotDone::NotLeader(f.leader_id))
-            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => Err(NotDone::NotLeader(f.leader_id)),
             Ok(Err(e)) => Err(NotDone::Unavailable(e.to_string())),
-            Err(_) => Err(NotDone::Unavailable("no majority confirmed the leader".into())),
+            Err(_) => Err(NotDone::Unavailable(
+                "no majority confirmed the leader".into(),
+            )),
         };
         for reader in waiting {
             let _ = reader.send(result.clone());

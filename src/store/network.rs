@@ -78,7 +78,10 @@ pub(super) enum Response {
     Append(std::result::Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(std::result::Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(
-        std::result::Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+        std::result::Result<
+            InstallSnapshotResponse<NodeId>,
+            RaftError<NodeId, InstallSnapshotError>,
+        >,
     ),
     Write(std::result::Result<Reply, NotDone>),
     ReadIndex(std::result::Result<u64, NotDone>),
@@ -111,7 +114,13 @@ pub(super) struct Channel {
 }
 
 impl Channel {
-    pub fn new(me: NodeId, target: NodeId, addr: SocketAddr, auth: PeerAuth, silent: Silence) -> Self {
+    pub fn new(
+        me: NodeId,
+        target: NodeId,
+        addr: SocketAddr,
+        auth: PeerAuth,
+        silent: Silence,
+    ) -> Self {
         Channel {
             me,
             target,
@@ -125,7 +134,9 @@ impl Channel {
     /// Sends `request` and waits at most `ttl` for its response.
     pub async fn call(&self, request: Request, ttl: Duration) -> Result<Response> {
         if (self.silent)() {
-            return Err(Error::Unavailable("this node is in a (simulated) failure".into()));
+            return Err(Error::Unavailable(
+                "this node is in a (simulated) failure".into(),
+            ));
         }
         let conn = timeout(ttl, self.connection())
             .await
@@ -134,7 +145,11 @@ impl Channel {
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
         let sent = conn.frames.send(Frame { id, body: request }).await.is_ok();
-        let answer = if sent { timeout(ttl, rx).await.ok() } else { None };
+        let answer = if sent {
+            timeout(ttl, rx).await.ok()
+        } else {
+            None
+        };
         conn.pending.lock().expect("pending lock").remove(&id);
         match answer {
             Some(Ok(response)) => Ok(response),
@@ -175,7 +190,11 @@ impl Channel {
             closed: Arc::new(AtomicBool::new(false)),
         });
         tokio::spawn(write_frames(writer, rx, conn.closed.clone()));
-        tokio::spawn(read_responses(reader, conn.pending.clone(), conn.closed.clone()));
+        tokio::spawn(read_responses(
+            reader,
+            conn.pending.clone(),
+            conn.closed.clone(),
+        ));
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -295,7 +314,10 @@ impl Link {
         option: &RPCOption,
     ) -> std::result::Result<Response, RPCError<NodeId, EmptyNode, E>> {
         let channel = self.channel.as_ref().ok_or_else(|| {
-            unreachable(Error::Config(format!("node {} is not a member", self.target)))
+            unreachable(Error::Config(format!(
+                "node {} is not a member",
+                self.target
+            )))
         })?;
         channel
             .call(request, option.hard_ttl())
@@ -309,10 +331,14 @@ impl RaftNetwork<TypeConfig> for Link {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> std::result::Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, EmptyNode, RaftError<NodeId>>>
-    {
+    ) -> std::result::Result<
+        AppendEntriesResponse<NodeId>,
+        RPCError<NodeId, EmptyNode, RaftError<NodeId>>,
+    > {
         match self.call(Request::Append(rpc), &option).await? {
-            Response::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::Append(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(unexpected(self.target)),
         }
     }
@@ -326,7 +352,9 @@ impl RaftNetwork<TypeConfig> for Link {
         RPCError<NodeId, EmptyNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         match self.call(Request::Snapshot(rpc), &option).await? {
-            Response::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::Snapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(unexpected(self.target)),
         }
     }
@@ -335,9 +363,12 @@ impl RaftNetwork<TypeConfig> for Link {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> std::result::Result<VoteResponse<NodeId>, RPCError<NodeId, EmptyNode, RaftError<NodeId>>> {
+    ) -> std::result::Result<VoteResponse<NodeId>, RPCError<NodeId, EmptyNode, RaftError<NodeId>>>
+    {
         match self.call(Request::Vote(rpc), &option).await? {
-            Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(unexpected(self.target)),
         }
     }

@@ -117,7 +117,7 @@ impl RaftLogStorage<SuiteConfig> for SuiteLog {
         let done = Box::new(move |result| callback.log_io_completed(result));
         self.0
             .append_then(narrow_entries(entries), done)
-            .map_err(widen)
+            .map_err(|e| widen(io_error(ErrorSubject::Logs, ErrorVerb::Write, e)))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> SuiteResult<()> {
@@ -200,8 +200,10 @@ impl StoreBuilder<SuiteConfig, SuiteLog, SuiteMachine, TempDir> for FreshStore {
 }
 
 #[test]
-fn the_store_passes_openraft_storage_suite() -> SuiteResult<()> {
-    Suite::test_all(FreshStore)
+fn the_store_passes_openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(FreshStore) {
+        panic!("openraft's storage suite failed: {e}");
+    }
 }
 
 fn identity(node: NodeId) -> Identity {

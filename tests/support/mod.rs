@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -276,4 +276,117 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A user's peer process (`peer --user NAME`) on a test cluster, killed on drop.
+pub struct PeerProc {
+    pub user: String,
+    pub dir: PathBuf,
+    pub child: Child,
+    /// The address it printed when it came online.
+    pub addr: Option<String>,
+}
+
+impl Cluster {
+    /// Starts `user`'s peer with `password` and a folder inside the cluster's temp dir, and
+    /// waits (at most 20 s) for its "online at" line; `addr` stays None if it never came online.
+    pub fn peer(&self, user: &str, password: &str, extra: &[&str]) -> PeerProc {
+        self.peer_at(user, password, user, extra)
+    }
+
+    /// The same with the folder `peers/FOLDER` (another machine's copy of the user).
+    pub fn peer_at(&self, user: &str, password: &str, folder: &str, extra: &[&str]) -> PeerProc {
+        let dir = self.dir.path().join("peers").join(folder);
+        let mut child = self
+            .peer_command(user, password, &dir, &[])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("peer starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split(" online at ").nth(1) {
+                    let addr = rest.split(';').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).ok();
+        PeerProc {
+            user: user.to_string(),
+            dir,
+            child,
+            addr,
+        }
+    }
+
+    /// The `peer` command for `user` against this cluster, with `args` (a subcommand).
+    pub fn peer_command(&self, user: &str, password: &str, dir: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_peer"));
+        command
+            .arg("--user")
+            .arg(user)
+            .arg("--dir")
+            .arg(dir)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("IMGCLOUD_PASSWORD", password)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Node `id`'s `/directory`, or None if it does not answer 200 within 500 ms.
+    pub fn directory(&self, id: NodeId) -> Option<Value> {
+        http_get_json(self.config.node(id).ok()?.http, "/directory")
+    }
+}
+
+impl PeerProc {
+    /// SIGKILLs the peer (no clean unregister).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits (at most `limit`) for the peer to exit; its exit code and standard error.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<(i32, String)> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut stderr) = self.child.stderr.take() {
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                return Some((status.code().unwrap_or(-1), err));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for PeerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends a signal (e.g. "TERM") to a child process.
+pub fn signal_child(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -1,0 +1,259 @@
+//! End-to-end tests of the phase-2 directory and accounts: real node processes with their
+//! durable stores, real peer processes, real TCP.
+
+mod support;
+
+use std::time::Duration;
+
+use imgcloud::sharing::{Credential, UserOp};
+use serde_json::Value;
+use support::{Cluster, PeerProc};
+
+/// The user's entry in node `id`'s directory.
+fn entry(cluster: &Cluster, id: u32, user: &str) -> Option<Value> {
+    let dir = cluster.directory(id)?;
+    dir.as_array()?.iter().find(|e| e["user"] == user).cloned()
+}
+
+fn online_everywhere(cluster: &Cluster, user: &str, addr: &str) -> bool {
+    cluster.config.ids().into_iter().all(|id| {
+        entry(cluster, id, user).is_some_and(|e| e["online"] == true && e["addr"] == addr)
+    })
+}
+
+fn started(cluster: &Cluster, user: &str, password: &str) -> (PeerProc, String) {
+    let peer = cluster.peer(user, password, &[]);
+    let addr = peer.addr.clone().unwrap_or_else(|| {
+        panic!(
+            "{user}'s peer did not come online; node 1 log:\n{}",
+            cluster.log(1)
+        )
+    });
+    (peer, addr)
+}
+
+#[test]
+fn a_registration_is_visible_from_every_node_at_once_and_a_killed_peer_goes_offline_everywhere() {
+    let cluster = Cluster::start(3, &[]);
+    let (mut alice, addr) = started(&cluster, "alice", "alice's password");
+    // The peer prints its address only after the cloud acknowledged the registration, so
+    // every node must show it on the first read: linearizable, not eventually.
+    assert!(
+        online_everywhere(&cluster, "alice", &addr),
+        "a node did not show alice right after her acknowledged registration: {:?}",
+        cluster
+            .config
+            .ids()
+            .iter()
+            .map(|&id| cluster.directory(id))
+            .collect::<Vec<_>>()
+    );
+    let online = cluster
+        .peer_command(
+            "alice",
+            "alice's password",
+            &alice.dir,
+            &["online", "--json"],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        online.status.success(),
+        "{}",
+        String::from_utf8_lossy(&online.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&online.stdout).unwrap();
+    assert_eq!(listed[0]["user"], "alice");
+    assert_eq!(listed[0]["online"], true);
+    assert_eq!(listed[0]["addr"], addr.as_str());
+
+    alice.kill();
+    let offline = support::wait_for(Duration::from_secs(8), || {
+        cluster.config.ids().into_iter().all(|id| {
+            entry(&cluster, id, "alice")
+                .is_some_and(|e| e["online"] == false && e["addr"].is_null())
+        })
+    });
+    let took = offline.expect("alice still online on some node 8 s after kill -9");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "offline too early ({took:?}): the lease is 3 s"
+    );
+}
+
+#[test]
+fn a_clean_stop_unregisters_at_once() {
+    let cluster = Cluster::start(3, &[]);
+    let (mut bob, addr) = started(&cluster, "bob", "pw");
+    assert!(online_everywhere(&cluster, "bob", &addr));
+    support::signal_child(&bob.child, "TERM");
+    let (code, _) = bob
+        .wait_exit(Duration::from_secs(10))
+        .expect("bob's peer exits on SIGTERM");
+    assert_eq!(code, 0);
+    for id in cluster.config.ids() {
+        let e = entry(&cluster, id, "bob").unwrap();
+        assert_eq!(
+            e["online"], false,
+            "node {id} still shows bob online after his clean exit"
+        );
+    }
+}
+
+#[test]
+fn an_impostor_cannot_take_a_name_and_every_acknowledged_write_survives_kill_9_of_all_nodes() {
+    let mut cluster = Cluster::start(3, &[]);
+    let (mut alice, addr) = started(&cluster, "alice", "right");
+    let mut impostor = cluster.peer_at("alice", "wrong", "mallory", &[]);
+    assert_eq!(impostor.addr, None, "the impostor came online as alice");
+    let (code, err) = impostor
+        .wait_exit(Duration::from_secs(10))
+        .expect("the impostor exits");
+    assert_eq!(code, 1);
+    assert!(err.contains("wrong password for alice"), "stderr: {err}");
+    assert!(
+        online_everywhere(&cluster, "alice", &addr),
+        "the impostor changed alice's entry"
+    );
+
+    alice.kill();
+    for id in cluster.config.ids() {
+        cluster.kill(id);
+    }
+    for id in cluster.config.ids() {
+        cluster.spawn(id);
+    }
+    // alice's account (her key) survived: the impostor is still refused, alice still gets in.
+    let back = support::poll(Duration::from_secs(20), || entry(&cluster, 2, "alice"));
+    let back = back.expect("alice's account is gone after kill -9 of every node");
+    assert_eq!(back["last_seen"].is_u64(), true);
+    let mut impostor = cluster.peer_at("alice", "wrong", "mallory", &[]);
+    assert_eq!(impostor.addr, None);
+    let (_, err) = impostor.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(err.contains("wrong password"), "after the restart: {err}");
+    let (_alice, addr) = started(&cluster, "alice", "right");
+    assert!(online_everywhere(&cluster, "alice", &addr));
+}
+
+#[test]
+fn a_replayed_registration_is_refused() {
+    let cluster = Cluster::start(3, &[]);
+    let rt = support::runtime();
+    let cloud = imgcloud::peer::Cloud::new(&cluster.config);
+    let carol = Credential::derive("carol", "pw").unwrap();
+    let register = carol.sign(UserOp::Register {
+        addr: "127.0.0.1:1".into(),
+        lease_ms: 5000,
+    });
+    let leave = carol.sign(UserOp::Unregister);
+    rt.block_on(cloud.submit(&register)).unwrap();
+    rt.block_on(cloud.submit(&leave)).unwrap();
+    // An eavesdropper re-sends the captured registration: refused, carol stays offline.
+    let replay = rt.block_on(cloud.submit(&register)).unwrap_err();
+    assert!(replay.to_string().contains("replayed"), "{replay}");
+    assert_eq!(entry(&cluster, 3, "carol").unwrap()["online"], false);
+    // A lease for someone else's name, signed by carol's key, is refused too.
+    let mut stolen = carol.sign(UserOp::Register {
+        addr: "127.0.0.1:2".into(),
+        lease_ms: 5000,
+    });
+    stolen.user = "dave".into();
+    assert!(rt.block_on(cloud.submit(&stolen)).is_err());
+    assert!(entry(&cluster, 1, "dave").is_none());
+}
+
+#[test]
+fn a_node_cut_off_from_the_majority_registers_nobody_and_the_majority_goes_on() {
+    let cluster = Cluster::start(3, &[]);
+    let rt = support::runtime();
+    let (_alice, _) = started(&cluster, "alice", "pw");
+    let node1 = cluster.config.node(1).unwrap().http;
+    let erin = Credential::derive("erin", "pw").unwrap();
+    let post = |op: &imgcloud::sharing::SignedOp| {
+        let client = reqwest::Client::new();
+        rt.block_on(async {
+            let r = client
+                .post(format!("http://{node1}/users/op"))
+                .json(op)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    cluster.signal(2, "STOP");
+    cluster.signal(3, "STOP");
+    let register = erin.sign(UserOp::Register {
+        addr: "127.0.0.1:3".into(),
+        lease_ms: 5000,
+    });
+    let (status, body) = post(&register);
+    assert_eq!(
+        status, 503,
+        "a node without a majority answered {status}: {body}"
+    );
+    assert!(body.contains("no majority"), "{body}");
+    assert_eq!(
+        cluster.directory(1),
+        None,
+        "an isolated node answered a linearizable read"
+    );
+    cluster.signal(2, "CONT");
+    cluster.signal(3, "CONT");
+    // The refused registration never happened; a new one goes through.
+    let listed = support::poll(Duration::from_secs(10), || cluster.directory(2)).unwrap();
+    assert!(
+        !listed.to_string().contains("erin"),
+        "a refused write was applied: {listed}"
+    );
+    let again = erin.sign(UserOp::Register {
+        addr: "127.0.0.1:3".into(),
+        lease_ms: 5000,
+    });
+    let ok = support::wait_for(Duration::from_secs(10), || post(&again).0 == 200);
+    assert!(
+        ok.is_some(),
+        "the healed cluster did not take erin's registration"
+    );
+    assert!(entry(&cluster, 3, "erin").is_some());
+}
+
+#[test]
+fn a_data_dir_of_another_node_or_a_damaged_store_stops_the_node_with_a_sentence() {
+    let mut cluster = Cluster::start(3, &[]);
+    assert!(support::poll(Duration::from_secs(10), || cluster.directory(1)).is_some());
+    let data = cluster.config.data_dir.clone().unwrap();
+    cluster.kill(2);
+    let config_path = cluster.config_path.clone();
+    let run = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloud-node"))
+            .arg("2")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let busy = run(&data.join("node-1"));
+    assert_eq!(busy.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    cluster.kill(1);
+    let wrong = run(&data.join("node-1"));
+    assert_eq!(wrong.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("belongs to node 1, not node 2"), "{err}");
+
+    let damaged = cluster.dir.path().join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("store.redb"), vec![0x5a; 64 * 1024]).unwrap();
+    let out = run(&damaged);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the store"), "{err}");
+    // Node 3 went on: it still answers (its store has no majority now, so no directory).
+    assert!(cluster.status(3).is_some());
+}
