@@ -116,9 +116,6 @@ async fn post_user_op(
             )
         }
     };
-    if let Err(e) = op.verify() {
-        return store_error(e);
-    }
     match api.store.write(op).await {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => store_error(e),

@@ -4,7 +4,10 @@
 //! `log` (index -> entry) and `users` (name -> record). Every write goes through [`Disk`]'s
 //! writer thread, which takes everything queued, writes it in ONE transaction, commits it
 //! durably (fsync) and then acknowledges each item: many appends and applies share one fsync
-//! (group commit), and writes reach the file in the order they were sent.
+//! (group commit), and writes reach the file in the order they were sent. A batch made only of
+//! applied state rows is committed without fsync: the entries it applies are already durable
+//! in the log, a crash loses only a suffix of such commits (redb keeps commit order), and the
+//! state machine applies those entries again on restart.
 //!
 //! Implementation caveats: the writer acknowledges an item only after its transaction
 //! committed; a failed commit is reported to every item of the batch, and openraft then stops
@@ -51,8 +54,10 @@ pub(super) enum Write {
     Purge(u64, Vec<u8>),
     /// A meta key's value.
     Meta(&'static str, Vec<u8>, Ack),
-    /// Changed user rows (`None` deletes), plus meta values, in one transaction.
+    /// Changed user rows (`None` deletes), plus meta values, in one transaction; `durable`
+    /// false lets the commit skip its fsync (the next durable commit carries it to disk).
     Rows {
+        durable: bool,
         rows: Vec<(String, Option<Vec<u8>>)>,
         clear_users: bool,
         meta: Vec<(&'static str, Vec<u8>)>,
@@ -223,7 +228,14 @@ fn fail(write: Write, why: &str) {
 
 /// The writer thread: one transaction per batch of queued writes.
 fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
+    // After a failed commit the file may lack a truncation or purge that later writes assume:
+    // every later write fails too, and openraft stops this node's store.
+    let mut failed: Option<String> = None;
     while let Ok(first) = queue.recv() {
+        if let Some(why) = &failed {
+            fail(first, why);
+            continue;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -231,7 +243,14 @@ fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        match write_batch(&db, &batch) {
+        let started = std::time::Instant::now();
+        let outcome = write_batch(&db, &batch);
+        tracing::debug!(
+            items = batch.len(),
+            us = started.elapsed().as_micros() as u64,
+            "store batch committed"
+        );
+        match outcome {
             Ok(()) => {
                 for write in batch {
                     match write {
@@ -244,17 +263,26 @@ fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "the store could not commit a write");
+                let why = format!("the store could not commit a write ({e}); it takes no more");
+                tracing::error!("{why}");
                 for write in batch {
-                    fail(write, &e.to_string());
+                    fail(write, &why);
                 }
+                failed = Some(why);
             }
         }
     }
 }
 
 fn write_batch(db: &Database, batch: &[Write]) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    let durable = batch
+        .iter()
+        .any(|w| !matches!(w, Write::Rows { durable: false, .. }));
+    if !durable {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| redb::Error::Io(std::io::Error::other(e.to_string())))?;
+    }
     {
         let mut log = txn.open_table(LOG)?;
         let mut meta = txn.open_table(META)?;

@@ -85,6 +85,8 @@ impl Machine {
         self.state.clone()
     }
 
+    /// Writes changed rows with the applied log id; an installed snapshot (`clear_users`) is
+    /// made durable at once, applied entries ride on the next durable commit.
     async fn persist(
         &self,
         rows: Vec<(String, Option<Vec<u8>>)>,
@@ -100,6 +102,7 @@ impl Machine {
         }
         let (done, wait) = oneshot::channel();
         self.disk.send(Write::Rows {
+            durable: clear_users,
             rows,
             clear_users,
             meta,

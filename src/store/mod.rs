@@ -220,8 +220,10 @@ impl Store {
         self.inner.id
     }
 
-    /// Records a user's operation: acknowledged only once a majority has it durably.
+    /// Records a user's operation: checks its signature, then acknowledges it only once a
+    /// majority has it durably.
     pub async fn write(&self, op: SignedOp) -> Result<()> {
+        op.verify()?;
         let command = Command {
             at_ms: unix_millis(),
             op,

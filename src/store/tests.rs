@@ -219,7 +219,9 @@ fn open_after_close(dir: &Path, identity: &Identity) -> crate::Result<Disk> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match Disk::open(dir, identity) {
-            Err(Error::Storage(_)) if Instant::now() < deadline => {
+            Err(Error::Config(why))
+                if why.contains("in use by another process") && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(10))
             }
             other => return other,

@@ -83,7 +83,10 @@ impl Cluster {
             .arg("--config")
             .arg(&self.config_path)
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("IMGCLOUD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
