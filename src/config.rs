@@ -110,6 +110,25 @@ pub struct ClusterConfig {
     /// (default `imgcloud-data/node-i` under the working directory).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The consensus store's tuning.
+    pub store: StoreSettings,
+}
+
+/// The consensus store's tuning (`[store]` in the TOML file).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    /// Log entries between two snapshots; the log before a snapshot is then purged, and a
+    /// node that is further behind is sent the snapshot.
+    pub snapshot_every: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            snapshot_every: 10_000,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -122,6 +141,7 @@ impl Default for ClusterConfig {
             delay_ms: 0,
             workers: 0,
             data_dir: None,
+            store: StoreSettings::default(),
         }
     }
 }
@@ -170,6 +190,12 @@ impl ClusterConfig {
         }
         if ids[0] == 0 {
             return Err(Error::Config("node ids start at 1".into()));
+        }
+        if self.store.snapshot_every < 10 {
+            return Err(Error::Config(format!(
+                "store.snapshot_every must be at least 10 (it is {})",
+                self.store.snapshot_every
+            )));
         }
         let t = &self.timing;
         if t.heartbeat_ms == 0 || t.suspect_ms <= t.heartbeat_ms || t.suspect_max_ms < t.suspect_ms

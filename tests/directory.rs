@@ -257,3 +257,122 @@ fn a_data_dir_of_another_node_or_a_damaged_store_stops_the_node_with_a_sentence(
     // Node 3 went on: it still answers (its store has no majority now, so no directory).
     assert!(cluster.status(3).is_some());
 }
+
+/// Node `id`'s store status.
+fn store(cluster: &Cluster, id: u32) -> Option<Value> {
+    cluster.status(id).map(|s| s["store"].clone())
+}
+
+/// Whether every node has applied at least `index` and all show the same state digest.
+fn converged(cluster: &Cluster, index: u64) -> bool {
+    let stores: Option<Vec<Value>> = cluster
+        .config
+        .ids()
+        .into_iter()
+        .map(|id| store(cluster, id))
+        .collect();
+    let Some(stores) = stores else { return false };
+    stores.iter().all(|s| s["applied"].as_u64() >= Some(index))
+        && stores.windows(2).all(|w| w[0]["digest"] == w[1]["digest"])
+}
+
+#[test]
+fn a_node_far_behind_installs_a_snapshot_and_a_stopped_one_catches_up() {
+    let mut cluster = Cluster::new(3, &[]);
+    cluster.config.store.snapshot_every = 50;
+    std::fs::write(&cluster.config_path, cluster.config.to_toml()).unwrap();
+    for id in cluster.config.ids() {
+        cluster.spawn(id);
+    }
+    let rt = support::runtime();
+    let cloud = imgcloud::peer::Cloud::new(&cluster.config);
+    let users: Vec<Credential> = (0..4)
+        .map(|i| Credential::derive(&format!("u{i}"), "pw").unwrap())
+        .collect();
+    let write = |n: usize| {
+        rt.block_on(async {
+            for k in 0..n {
+                let who = &users[k % users.len()];
+                let op = who.sign(UserOp::Register {
+                    addr: format!("127.0.0.1:{}", 1000 + k),
+                    lease_ms: 5000,
+                });
+                cloud.submit(&op).await.unwrap();
+            }
+        })
+    };
+    write(10);
+    cluster.kill(3);
+    write(300);
+    let leader = store(&cluster, 1).unwrap();
+    let purged = leader["purged"]
+        .as_u64()
+        .expect("the log was purged behind a snapshot");
+    let applied = leader["applied"].as_u64().unwrap();
+    assert!(purged > 20, "purged only up to {purged}");
+    cluster.spawn(3);
+    let caught_up = support::wait_for(Duration::from_secs(20), || converged(&cluster, applied));
+    assert!(
+        caught_up.is_some(),
+        "node 3 did not catch up: {:?}",
+        store(&cluster, 3)
+    );
+    let node3 = store(&cluster, 3).unwrap();
+    assert!(
+        node3["snapshot"].as_u64() >= Some(purged),
+        "node 3 caught up without the snapshot: {node3}"
+    );
+
+    // A follower that is silent (stopped) while writes go on catches up when it returns.
+    let follower = if leader["leader"] == 2 { 1 } else { 2 };
+    cluster.signal(follower, "STOP");
+    write(40);
+    let applied = store(&cluster, 3).unwrap()["applied"].as_u64().unwrap();
+    cluster.signal(follower, "CONT");
+    let caught_up = support::wait_for(Duration::from_secs(20), || converged(&cluster, applied));
+    assert!(
+        caught_up.is_some(),
+        "node {follower} did not catch up: {:?}",
+        store(&cluster, follower)
+    );
+}
+
+#[test]
+fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
+    use imgcloud::connection::split;
+    use imgcloud::handshake::PeerAuth;
+
+    let cluster = Cluster::start(3, &[]);
+    assert!(support::poll(Duration::from_secs(10), || cluster.directory(1)).is_some());
+    let rt = support::runtime();
+    let node1 = cluster.config.node(1).unwrap().addr;
+    let secret = cluster.config.secret.clone();
+    rt.block_on(async {
+        // A process without the secret is refused a store link.
+        let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
+        let (mut r, mut w) = split(stream);
+        let refused = PeerAuth::new("not the secret")
+            .connect_store(&mut r, &mut w, 2, 1)
+            .await;
+        assert!(refused.is_err(), "a wrong secret got a store link");
+        // A frame that is no store request (the framing is shared with the node links, whose
+        // oversized-frame handling tests/hostile.rs checks).
+        for garbage in [vec![0xff; 64], vec![7; 100_000]] {
+            let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
+            let (mut r, mut w) = split(stream);
+            PeerAuth::new(&secret)
+                .connect_store(&mut r, &mut w, 2, 1)
+                .await
+                .unwrap();
+            w.write_bytes(garbage.into()).await.unwrap();
+            let closed = tokio::time::timeout(Duration::from_secs(5), r.next_frame()).await;
+            assert!(
+                matches!(closed, Ok(Ok(None)) | Ok(Err(_))),
+                "the link stayed open or answered: {closed:?}"
+            );
+        }
+    });
+    // The node and its store go on.
+    let (_alice, addr) = started(&cluster, "alice", "pw");
+    assert!(online_everywhere(&cluster, "alice", &addr));
+}

@@ -71,9 +71,8 @@ pub const MAJORITY_DEADLINE: Duration = Duration::from_secs(3);
 const HEARTBEAT_MS: u64 = 100;
 /// Raft election timeout range.
 const ELECTION_MS: (u64, u64) = (500, 1000);
-/// Log entries between two snapshots (then the log before the snapshot is purged).
-const SNAPSHOT_EVERY: u64 = 10_000;
-/// Entries kept in the log behind a snapshot, for followers slightly behind.
+/// Entries kept in the log behind a snapshot, for followers slightly behind (at most a tenth
+/// of the snapshot interval).
 const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
 /// After a simulated failure, how long the node listens before it may start an election.
 pub const REJOIN_QUIET: Duration = Duration::from_millis(600);
@@ -91,8 +90,14 @@ pub struct StoreStatus {
     pub last_log: Option<u64>,
     /// Index of the last applied entry.
     pub applied: Option<u64>,
+    /// Index of the last snapshot built or installed.
+    pub snapshot: Option<u64>,
+    /// Index of the last purged log entry.
+    pub purged: Option<u64>,
     /// Accounts in the directory.
     pub users: usize,
+    /// SHA-256 of the applied state (equal on nodes at the same `applied` index).
+    pub digest: String,
 }
 
 /// A node's store: cheap to clone.
@@ -158,8 +163,8 @@ impl Store {
             heartbeat_interval: HEARTBEAT_MS,
             election_timeout_min: ELECTION_MS.0,
             election_timeout_max: ELECTION_MS.1,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
-            max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.store.snapshot_every),
+            max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT.min(config.store.snapshot_every / 10),
             ..Default::default()
         }
         .validate()
@@ -364,12 +369,17 @@ impl Store {
     /// What `/status` shows.
     pub fn status(&self) -> StoreStatus {
         let m = self.inner.raft.metrics().borrow().clone();
+        let state = self.inner.state.read().expect("state lock");
+        let bytes = postcard::to_stdvec(&*state).expect("the state serializes");
         StoreStatus {
             leader: m.current_leader,
             term: m.current_term,
             last_log: m.last_log_index,
             applied: m.last_applied.map(|l| l.index),
-            users: self.inner.state.read().expect("state lock").users.len(),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            users: state.users.len(),
+            digest: hex::encode(&Sha256::digest(&bytes)[..8]),
         }
     }
 

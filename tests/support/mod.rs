@@ -257,7 +257,11 @@ pub fn http_get_json(addr: SocketAddr, path: &str) -> Option<Value> {
 
 /// A minimal HTTP/1.1 GET returning the body of a 200 response.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let budget = Duration::from_millis(500);
+    http_get_within(addr, path, Duration::from_millis(500))
+}
+
+/// The same with `budget` per step.
+pub fn http_get_within(addr: SocketAddr, path: &str, budget: Duration) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, budget).ok()?;
     stream.set_read_timeout(Some(budget)).ok()?;
     stream.set_write_timeout(Some(budget)).ok()?;
@@ -348,9 +352,12 @@ impl Cluster {
         command
     }
 
-    /// Node `id`'s `/directory`, or None if it does not answer 200 within 500 ms.
+    /// Node `id`'s `/directory`, or None if it does not answer 200 within 5 s (a node waits
+    /// at most 3 s for its majority; parallel test clusters share two cores).
     pub fn directory(&self, id: NodeId) -> Option<Value> {
-        http_get_json(self.config.node(id).ok()?.http, "/directory")
+        let addr = self.config.node(id).ok()?.http;
+        let body = http_get_within(addr, "/directory", Duration::from_secs(5))?;
+        serde_json::from_str(&body).ok()
     }
 }
 
