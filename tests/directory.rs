@@ -126,7 +126,7 @@ fn an_impostor_cannot_take_a_name_and_every_acknowledged_write_survives_kill_9_o
     // alice's account (her key) survived: the impostor is still refused, alice still gets in.
     let back = support::poll(Duration::from_secs(20), || entry(&cluster, 2, "alice"));
     let back = back.expect("alice's account is gone after kill -9 of every node");
-    assert_eq!(back["last_seen"].is_u64(), true);
+    assert!(back["last_seen"].is_u64());
     let mut impostor = cluster.peer_at("alice", "wrong", "mallory", &[]);
     assert_eq!(impostor.addr, None);
     let (_, err) = impostor.wait_exit(Duration::from_secs(10)).unwrap();

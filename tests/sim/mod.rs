@@ -333,7 +333,7 @@ impl Sim {
                     self.route(id, out);
                 }
             }
-            if self.now % TICK_MS == 0 {
+            if self.now.is_multiple_of(TICK_MS) {
                 let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
                 for id in ids {
                     if !self.runnable(id) {
