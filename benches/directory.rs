@@ -89,43 +89,46 @@ fn main() {
         }
     });
 
-    let cpu_before = nodes_cpu(&cluster);
-    let (writes, elapsed) = rt.block_on(async {
-        let started = Instant::now();
-        let tasks: Vec<_> = creds
-            .iter()
-            .enumerate()
-            .map(|(i, cred)| {
-                let (cred, http, nodes) = (cred.clone(), http.clone(), nodes.clone());
-                tokio::spawn(async move {
-                    let mut h = Histogram::<u64>::new(3).unwrap();
-                    for k in 0..WRITES_PER_USER {
-                        let took = post(&cred, nodes[(i + k) % nodes.len()], http.clone()).await;
-                        h.record(took.as_micros() as u64).unwrap();
-                    }
-                    h
+    // 50 writers (the goal's load), then 5 (a write's latency with little queueing).
+    for writers in [USERS, 5] {
+        let cpu_before = nodes_cpu(&cluster);
+        let (writes, elapsed) = rt.block_on(async {
+            let started = Instant::now();
+            let tasks: Vec<_> = creds[..writers]
+                .iter()
+                .enumerate()
+                .map(|(i, cred)| {
+                    let (cred, http, nodes) = (cred.clone(), http.clone(), nodes.clone());
+                    tokio::spawn(async move {
+                        let mut h = Histogram::<u64>::new(3).unwrap();
+                        for k in 0..WRITES_PER_USER {
+                            let node = nodes[(i + k) % nodes.len()];
+                            let took = post(&cred, node, http.clone()).await;
+                            h.record(took.as_micros() as u64).unwrap();
+                        }
+                        h
+                    })
                 })
-            })
-            .collect();
-        let mut all = Histogram::<u64>::new(3).unwrap();
-        for t in tasks {
-            all.add(t.await.unwrap()).unwrap();
-        }
-        (all, started.elapsed())
-    });
-    report(
-        "writes (50 writers)",
-        USERS * WRITES_PER_USER,
-        elapsed,
-        &writes,
-    );
-    let cpu = nodes_cpu(&cluster) - cpu_before;
-    println!(
-        "  node CPU: {:.2} s for {} writes ({:.0} us per write, all three nodes)",
-        cpu,
-        USERS * WRITES_PER_USER,
-        cpu * 1e6 / (USERS * WRITES_PER_USER) as f64
-    );
+                .collect();
+            let mut all = Histogram::<u64>::new(3).unwrap();
+            for t in tasks {
+                all.add(t.await.unwrap()).unwrap();
+            }
+            (all, started.elapsed())
+        });
+        let count = writers * WRITES_PER_USER;
+        report(
+            &format!("writes ({writers} writers)"),
+            count,
+            elapsed,
+            &writes,
+        );
+        let cpu = nodes_cpu(&cluster) - cpu_before;
+        println!(
+            "  node CPU: {cpu:.2} s for {count} writes ({:.0} us per write, all three nodes)",
+            cpu * 1e6 / count as f64
+        );
+    }
 
     let (reads, elapsed) = rt.block_on(async {
         let started = Instant::now();
@@ -165,30 +168,4 @@ fn main() {
     );
     let status = cluster.status(1).unwrap();
     println!("store after the run: {}", status["store"]);
-    for id in cluster.config.ids() {
-        batch_stats(&cluster.log(id));
-    }
-}
-#[allow(dead_code)]
-fn batch_stats(log: &str) {
-    let (mut n, mut items, mut us) = (0u64, 0u64, 0u64);
-    for line in log.lines().filter(|l| l.contains("store batch committed")) {
-        let get = |key: &str| {
-            line.split(key)
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        n += 1;
-        items += get("items=");
-        us += get(" us=");
-    }
-    if n > 0 {
-        println!(
-            "  batches {n}, items/batch {:.1}, commit {:.0} us avg",
-            items as f64 / n as f64,
-            us as f64 / n as f64
-        );
-    }
 }

@@ -309,17 +309,18 @@ impl Model for Directory {
 // Recording histories against the real cluster.
 // ---------------------------------------------------------------------------------------------
 
-const USERS: [&str; 3] = ["lin-alice", "lin-bob", "lin-carol"];
+const USERS: [&str; 2] = ["lin-alice", "lin-bob"];
 const TASKS: usize = 6;
-const MAX_OPS_PER_TASK: usize = 90;
+const MAX_OPS_PER_TASK: usize = 1500;
 const LEASE_MS: u64 = 5_000;
 /// The length of the recorded history (tasks start no operation after it).
-const HISTORY: Duration = Duration::from_secs(7);
+const HISTORY: Duration = Duration::from_secs(9);
 /// When the fault starts, and for how long, from the start of the history.
 const FAULT_AT: Duration = Duration::from_secs(2);
-const FAULT_FOR: Duration = Duration::from_secs(3);
-/// Client timeouts: half the requests give up early (and stay "unknown"), half wait past a
-/// stopped node's resumption (a node answers 503 within 3 s when it has no majority).
+const FAULT_FOR: Duration = Duration::from_secs(5);
+/// Client timeouts: three requests in four give up early (and stay "unknown" if they get no
+/// answer), the others wait past a stopped node's resumption (a node answers 503 within 3 s
+/// when it has no majority).
 const SHORT_TIMEOUT: Duration = Duration::from_millis(800);
 const LONG_TIMEOUT: Duration = Duration::from_secs(5);
 /// Configurations the checker may explore per user before giving up (a failure).
@@ -346,7 +347,8 @@ enum Call {
 #[derive(Clone, Debug)]
 enum Outcome {
     Done,
-    Refused,
+    /// 403, with the sentence.
+    Refused(String),
     Read(Vec<DirectoryEntry>),
     /// 503, a timeout or a broken connection: may or may not have happened.
     Unknown(String),
@@ -386,6 +388,7 @@ impl Event {
                 ),
                 None => "-> user not listed".to_string(),
             },
+            Outcome::Refused(why) => format!("-> Refused ({why})"),
             Outcome::Unknown(why) => format!("-> unknown ({why})"),
             Outcome::NotSent(why) => format!("-> not sent ({why})"),
             other => format!("-> {other:?}"),
@@ -442,7 +445,7 @@ impl Ctx {
                         let body = response.text().await;
                         match (status, body) {
                             (200, Ok(_)) => Outcome::Done,
-                            (403, Ok(_)) => Outcome::Refused,
+                            (403, Ok(body)) => Outcome::Refused(body),
                             (503, _) => Outcome::Unknown("503".into()),
                             (_, Err(e)) => Outcome::Unknown(format!("{status}, body: {e}")),
                             (_, Ok(body)) => Outcome::Unexpected(format!("{status}: {body}")),
@@ -516,7 +519,7 @@ async fn client(ctx: Arc<Ctx>, task: usize, until: Instant, seed: u64) -> Vec<Ev
             break;
         }
         let node = rng.gen_range(0..ctx.nodes.len());
-        let wait = if rng.gen_bool(0.5) {
+        let wait = if rng.gen_bool(0.75) {
             SHORT_TIMEOUT
         } else {
             LONG_TIMEOUT
@@ -531,7 +534,7 @@ async fn client(ctx: Arc<Ctx>, task: usize, until: Instant, seed: u64) -> Vec<Ev
             }
         };
         events.push(event);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(30..120))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..10))).await;
     }
     events
 }
@@ -565,7 +568,7 @@ async fn setup_write(ctx: &Ctx, user: usize, addr: Option<String>) -> Event {
         match &event.outcome {
             Outcome::Done => return event,
             other if Instant::now() >= deadline => panic!("setup write failed: {other:?}"),
-            Outcome::Refused | Outcome::Unexpected(_) => panic!("setup write: {event:?}"),
+            Outcome::Refused(_) | Outcome::Unexpected(_) => panic!("setup write: {event:?}"),
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -616,7 +619,7 @@ fn user_history(events: &[Event], user: usize) -> (Vec<Op<Input, Output>>, Vec<&
                     at: (e.call_ms, hi),
                 };
                 match outcome {
-                    Outcome::Done | Outcome::Refused => Op {
+                    Outcome::Done | Outcome::Refused(_) => Op {
                         call: e.call,
                         ret: Some(e.ret),
                         input: input(e.ret_ms),
@@ -700,7 +703,11 @@ struct Counts {
     writes_refused: usize,
     writes_unknown: usize,
     not_sent: usize,
-    ok_in_fault: usize,
+    /// Reads and writes that succeeded between the fault's start and its end.
+    served_in_fault: usize,
+    /// Operations called during the fault that got a definite answer (at any time).
+    answered_from_fault: usize,
+    /// Requests sent to (or refused by) the faulty node during the fault.
     sent_to_victim_in_fault: usize,
 }
 
@@ -766,6 +773,7 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
 
     let mut victim = 0;
     let mut window = (0, 0);
+    let mut failover = None;
     let events: Vec<Event> = rt.block_on(async {
         let begin = Instant::now();
         let until = begin + HISTORY;
@@ -779,7 +787,37 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
             Fault::Kill => cluster.kill(victim),
             Fault::Stop => cluster.signal(victim, "STOP"),
         }
-        tokio::time::sleep(FAULT_FOR).await;
+        // Watch the survivors until the fault ends: when do they name another leader?
+        let fault_end = Instant::now() + FAULT_FOR;
+        while Instant::now() < fault_end {
+            if failover.is_none() {
+                let others: Vec<NodeId> = cluster
+                    .procs
+                    .keys()
+                    .copied()
+                    .filter(|&id| id != victim)
+                    .collect();
+                let named: Vec<Option<u64>> = others
+                    .iter()
+                    .map(|&id| {
+                        cluster
+                            .status(id)
+                            .and_then(|s| s["store"]["leader"].as_u64())
+                    })
+                    .collect();
+                if let Some(Some(l)) = named.first() {
+                    if named.iter().all(|n| *n == Some(*l)) && *l != u64::from(victim) {
+                        failover = Some((*l, ctx.now()));
+                    }
+                }
+            }
+            tokio::time::sleep_until(
+                fault_end
+                    .min(Instant::now() + Duration::from_millis(100))
+                    .into(),
+            )
+            .await;
+        }
         window.1 = ctx.now();
         match fault {
             Fault::Kill => cluster.spawn(victim),
@@ -809,25 +847,25 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
     let _ = std::fs::write(&dump, timeline.join("\n"));
     let mut counts = Counts::default();
     for e in &events {
-        let in_fault = e.call >= window.0 && e.ret <= window.1;
+        let called_in_fault = e.call >= window.0 && e.call <= window.1;
         match (&e.what, &e.outcome) {
             (_, Outcome::Unexpected(why)) => panic!("{name}: unexpected answer {why}: {e:?}"),
             (_, Outcome::NotSent(_)) => counts.not_sent += 1,
             (Call::Read, Outcome::Read(_)) => counts.reads_ok += 1,
             (Call::Read, _) => counts.reads_failed += 1,
             (Call::Write { .. }, Outcome::Done) => counts.writes_done += 1,
-            (Call::Write { .. }, Outcome::Refused) => counts.writes_refused += 1,
+            (Call::Write { .. }, Outcome::Refused(_)) => counts.writes_refused += 1,
             (Call::Write { .. }, _) => counts.writes_unknown += 1,
         }
-        if in_fault && matches!(e.outcome, Outcome::Done | Outcome::Read(_)) {
-            counts.ok_in_fault += 1;
+        let ok = matches!(e.outcome, Outcome::Done | Outcome::Read(_));
+        if called_in_fault && e.ret <= window.1 && ok {
+            counts.served_in_fault += 1;
+        }
+        if called_in_fault && (ok || matches!(e.outcome, Outcome::Refused(_))) {
+            counts.answered_from_fault += 1;
         }
         let sent = !matches!(e.outcome, Outcome::NotSent(_));
-        if e.node == victim
-            && e.call >= window.0
-            && e.call <= window.1
-            && (sent || fault == Fault::Kill)
-        {
+        if e.node == victim && called_in_fault && (sent || fault == Fault::Kill) {
             counts.sent_to_victim_in_fault += 1;
         }
     }
@@ -880,9 +918,13 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         ));
     }
     println!(
-        "{name}: victim node {victim}, fault {:.2}-{:.2} s, {} events, {counts:?}, {:.1} s in all\n  {}",
+        "{name}: victim node {victim}, fault {:.2}-{:.2} s, new leader {}, {} events, {counts:?}, {:.1} s in all\n  {}",
         window.0 as f64 / 1e9,
         window.1 as f64 / 1e9,
+        failover.map_or("none during the fault".to_string(), |(l, t)| format!(
+            "node {l} at {:.2} s",
+            t as f64 / 1e9
+        )),
         events.len(),
         started.elapsed().as_secs_f64(),
         checked.join("\n  ")
@@ -896,8 +938,8 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         "{name}: too few successful writes: {counts:?}"
     );
     assert!(
-        counts.ok_in_fault >= 5,
-        "{name}: too few operations succeeded during the fault: {counts:?}"
+        counts.answered_from_fault >= 5,
+        "{name}: too few operations called during the fault were answered: {counts:?}"
     );
     assert!(
         counts.sent_to_victim_in_fault >= 1,
@@ -1242,7 +1284,7 @@ fn the_checker_agrees_with_brute_force_on_random_register_histories() {
         .collect();
     let yes = cross_check(&Register, &0, &histories);
     assert!(
-        yes >= 60 && yes <= 540,
+        (60..=540).contains(&yes),
         "{yes} of 600 linearizable: not a useful mix"
     );
 }
@@ -1371,7 +1413,7 @@ fn the_checker_agrees_with_brute_force_on_random_directory_histories() {
         .collect();
     let yes = cross_check(&spec, &init, &histories);
     assert!(
-        yes >= 100 && yes <= 540,
+        (100..=540).contains(&yes),
         "{yes} of 600 linearizable: not a useful mix"
     );
 }

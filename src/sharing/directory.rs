@@ -26,8 +26,10 @@ pub struct UserRecord {
     pub key: PublicKey,
     /// The last sequence number accepted from this user.
     pub last_seq: u64,
-    /// The digest of that operation (a retry of it is answered as done).
-    pub last_digest: [u8; 32],
+    /// The last few operations accepted, as (sequence, digest): a retry of any of them is
+    /// answered as done, not refused as a replay (a retry after an ambiguous failure may
+    /// arrive after the user's next operation was accepted).
+    pub recent: Vec<(u64, [u8; 32])>,
     /// Where the user's peer was last registered (`None` after a clean exit).
     pub addr: Option<String>,
     /// When the registration runs out, in Unix milliseconds.
@@ -62,7 +64,15 @@ pub struct DirectoryEntry {
     pub shared: Vec<SharedImage>,
 }
 
+/// How many accepted operations a record remembers for retries.
+pub const RECENT_OPS: usize = 16;
+
 impl UserRecord {
+    /// Whether `(seq, digest)` is one of the operations recently accepted.
+    pub fn accepted(&self, seq: u64, digest: &[u8; 32]) -> bool {
+        self.recent.iter().any(|(s, d)| *s == seq && d == digest)
+    }
+
     /// Whether the user's lease holds at `now_ms`.
     pub fn online(&self, now_ms: u64) -> bool {
         self.addr.is_some() && self.lease_until_ms > now_ms

@@ -76,6 +76,10 @@ const ELECTION_MS: (u64, u64) = (500, 1000);
 const KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
 /// After a simulated failure, how long the node listens before it may start an election.
 pub const REJOIN_QUIET: Duration = Duration::from_millis(600);
+/// The longest one attempt waits for the leader it was sent to (then the leader is looked up
+/// again: a stopped leader must not hold a write for the whole deadline; retries are safe,
+/// the ledger answers a retried operation as done).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between two attempts while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(30);
 
@@ -266,7 +270,9 @@ impl Store {
             .channels
             .get(&leader)
             .ok_or(NotDone::NotLeader(None))?;
-        let ttl = deadline.saturating_duration_since(Instant::now());
+        let ttl = deadline
+            .saturating_duration_since(Instant::now())
+            .min(ATTEMPT_TIMEOUT);
         match channel.call(Request::Write(command), ttl).await {
             Ok(Response::Write(result)) => result,
             Ok(_) => Err(NotDone::Unavailable(format!(
@@ -305,7 +311,9 @@ impl Store {
             let attempt = match self.leader().await {
                 Some(leader) if leader == self.inner.id => self.read_index_as_leader().await,
                 Some(leader) => {
-                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    let ttl = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(ATTEMPT_TIMEOUT);
                     match self.inner.channels.get(&leader) {
                         Some(channel) => match channel.call(Request::ReadIndex, ttl).await {
                             Ok(Response::ReadIndex(r)) => r,
