@@ -41,6 +41,11 @@
 //! - [`demo`]: the demo's orchestration; [`cli`]: flags shared by the binaries.
 //! - [`chaos`]: real faults (kill, stop, restarts, a partition) against node processes under load.
 //! - [`error`]: the one error type.
+//!
+//! Phase 2 (users, the directory), one folder per subsystem:
+//! - [`store`]: the durable consensus store, openraft over one redb file per node.
+//! - [`sharing`]: accounts and the directory, the state machine the store replicates.
+//! - [`peer`]: a user's peer process: registration, lease, its HTTP port, the `peer` CLI.
 
 pub mod chaos;
 pub mod cli;
