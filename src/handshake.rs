@@ -99,8 +99,10 @@ pub enum Accepted {
 
 /// Which kind of link a node opens to a peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LinkKind {
+pub enum LinkKind {
+    /// The phase-1 node protocol (envelopes).
     Node,
+    /// The consensus store's RPCs.
     Store,
 }
 
@@ -159,31 +161,9 @@ impl PeerAuth {
         mac
     }
 
-    /// The connector's side: proves the secret to `to` and checks that `to` knows it too.
+    /// The connector's side: opens a `kind` link, proves the secret to `to` and checks that
+    /// `to` knows it too.
     pub async fn connect(
-        &self,
-        reader: &mut FrameReader,
-        writer: &mut FrameWriter,
-        me: NodeId,
-        to: NodeId,
-    ) -> Result<()> {
-        self.connect_as(LinkKind::Node, reader, writer, me, to)
-            .await
-    }
-
-    /// The same for a consensus-store link.
-    pub async fn connect_store(
-        &self,
-        reader: &mut FrameReader,
-        writer: &mut FrameWriter,
-        me: NodeId,
-        to: NodeId,
-    ) -> Result<()> {
-        self.connect_as(LinkKind::Store, reader, writer, me, to)
-            .await
-    }
-
-    async fn connect_as(
         &self,
         kind: LinkKind,
         reader: &mut FrameReader,
@@ -348,7 +328,7 @@ mod tests {
         );
         let connector = tokio::spawn(async move {
             let (mut r, mut w) = split(TcpStream::connect(addr).await.unwrap());
-            c.connect(&mut r, &mut w, 2, 1).await
+            c.connect(LinkKind::Node, &mut r, &mut w, 2, 1).await
         });
         let (stream, _) = listener.accept().await.unwrap();
         let (mut r, mut w) = split(stream);

@@ -95,8 +95,10 @@ fn store_error(e: crate::Error) -> Response {
 
 /// `GET /directory`: every user, linearizable from any node.
 async fn get_directory(State((api, _)): State<AppState>) -> Response {
-    let now = crate::sharing::unix_millis();
-    match api.store.read(|state| state.directory(now)).await {
+    let read = api
+        .store
+        .read(|state| state.directory(crate::sharing::unix_millis()));
+    match read.await {
         Ok(directory) => Json(directory).into_response(),
         Err(e) => store_error(e),
     }

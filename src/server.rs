@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use crate::config::{ClusterConfig, NodeId};
 use crate::connection::{decode_envelope, split, FrameReader, FrameWriter};
 use crate::dispatch::RequestId;
-use crate::handshake::{Accepted, PeerAuth};
+use crate::handshake::{Accepted, LinkKind, PeerAuth};
 use crate::http;
 use crate::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use crate::node::{CoreStatus, Event, Millis, Node, NodeConfig, Output};
@@ -796,7 +796,8 @@ async fn peer_link(
         let attempt = async {
             let stream = TcpStream::connect(addr).await?;
             let (mut reader, mut writer) = split(stream);
-            auth.connect(&mut reader, &mut writer, me, peer).await?;
+            auth.connect(LinkKind::Node, &mut reader, &mut writer, me, peer)
+                .await?;
             Ok::<_, Error>((reader, writer))
         };
         match timeout(HANDSHAKE_TIMEOUT, attempt).await {

@@ -9,9 +9,10 @@ use imgcloud::sharing::{Credential, UserOp};
 use serde_json::Value;
 use support::{Cluster, PeerProc};
 
-/// The user's entry in node `id`'s directory.
+/// The user's entry in node `id`'s directory. A read that gets no answer (503 while the
+/// node confirms its leader, a slow machine) is retried for up to 20 s; any answer counts.
 fn entry(cluster: &Cluster, id: u32, user: &str) -> Option<Value> {
-    let dir = cluster.directory(id)?;
+    let dir = support::poll(Duration::from_secs(20), || cluster.directory(id))?;
     dir.as_array()?.iter().find(|e| e["user"] == user).cloned()
 }
 
@@ -360,7 +361,7 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
         let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
         let (mut r, mut w) = split(stream);
         let refused = PeerAuth::new("not the secret")
-            .connect_store(&mut r, &mut w, 2, 1)
+            .connect(imgcloud::handshake::LinkKind::Store, &mut r, &mut w, 2, 1)
             .await;
         assert!(refused.is_err(), "a wrong secret got a store link");
         // A frame that is no store request (the framing is shared with the node links, whose
@@ -369,7 +370,7 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
             let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
             let (mut r, mut w) = split(stream);
             PeerAuth::new(&secret)
-                .connect_store(&mut r, &mut w, 2, 1)
+                .connect(imgcloud::handshake::LinkKind::Store, &mut r, &mut w, 2, 1)
                 .await
                 .unwrap();
             w.write_bytes(garbage.into()).await.unwrap();

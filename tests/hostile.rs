@@ -140,7 +140,13 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
                 let (mut reader, mut writer) = split(stream);
                 let handshake = tokio::time::timeout(
                     Duration::from_secs(3),
-                    wrong.connect(&mut reader, &mut writer, posing_as, target),
+                    wrong.connect(
+                        imgcloud::handshake::LinkKind::Node,
+                        &mut reader,
+                        &mut writer,
+                        posing_as,
+                        target,
+                    ),
                 )
                 .await
                 .expect("the handshake ends within 3 s");

@@ -721,9 +721,9 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         .map(|n| (n.id, n.http))
         .collect();
     let ready = support::wait_for(Duration::from_secs(30), || {
-        nodes
-            .iter()
-            .all(|(_, a)| support::http_get(*a, "/directory").is_some())
+        nodes.iter().all(|(_, a)| {
+            support::http_get_within(*a, "/directory", Duration::from_secs(5)).is_some()
+        })
     });
     assert!(
         ready.is_some(),

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -69,46 +70,46 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Whether the request carries the token (compared as digests, in constant time per byte).
-fn authorized(peer: &Peer, headers: &HeaderMap, query: &TokenQuery) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or(query.token.as_deref()).unwrap_or_default();
-    let (a, b) = (Sha256::digest(given), Sha256::digest(&peer.token));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
+/// Proof that a request carries the login token: a handler that takes it answers only the
+/// user (else 401 before the handler runs).
+struct LoggedIn;
 
-fn unauthorized() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "this needs the peer's login token (the URL the peer printed, or `peer gallery`)",
-    )
-}
+impl FromRequestParts<Arc<Peer>> for LoggedIn {
+    type Rejection = Response;
 
-async fn whoami(
-    State(peer): State<Arc<Peer>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&peer, &headers, &query) {
-        return unauthorized();
+    async fn from_request_parts(parts: &mut Parts, peer: &Arc<Peer>) -> Result<Self, Response> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let query = Query::<TokenQuery>::try_from_uri(&parts.uri).ok();
+        let given = bearer
+            .map(str::to_string)
+            .or_else(|| query.and_then(|q| q.0.token))
+            .unwrap_or_default();
+        // Compared as digests, in time independent of where they differ.
+        let (a, b) = (Sha256::digest(given), Sha256::digest(&peer.token));
+        if a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+        {
+            Ok(LoggedIn)
+        } else {
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "this needs the peer's login token (the URL the peer printed when it started)",
+            ))
+        }
     }
+}
+
+async fn whoami(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
     Json(serde_json::json!({ "user": peer.user })).into_response()
 }
 
-async fn online(
-    State(peer): State<Arc<Peer>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&peer, &headers, &query) {
-        return unauthorized();
-    }
+async fn online(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
     match peer.cloud.directory().await {
         Ok(dir) => Json(dir.into_iter().map(OnlineEntry::from).collect::<Vec<_>>()).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

@@ -98,12 +98,12 @@ impl Folder {
         let path = self.root.join(RUNNING_FILE);
         let text = serde_json::to_string_pretty(running).expect("a running record serializes");
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        }
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&tmp)?, text.as_bytes())?;
         std::fs::rename(&tmp, &path)?;
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! the same name and password in two different clusters share a key.
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -169,7 +169,7 @@ impl SignedOp {
         };
         let key = VerifyingKey::from_bytes(&self.key).map_err(|_| bad())?;
         let sig: [u8; 64] = self.sig.as_slice().try_into().map_err(|_| bad())?;
-        key.verify(&self.message(), &Signature::from_bytes(&sig))
+        key.verify_strict(&self.message(), &Signature::from_bytes(&sig))
             .map_err(|_| bad())
     }
 

@@ -54,17 +54,22 @@ pub struct Command {
 pub enum Reply {
     /// Applied (or a retry of the last applied operation).
     Done,
-    /// Refused, with the sentence for the user; nothing changed.
+    /// Not allowed (a wrong key for the name, a replayed or stale operation), with the
+    /// sentence for the user; nothing changed.
+    Forbidden(String),
+    /// Not possible as asked (an unknown user, a bad lease, the cloud full), with the
+    /// sentence; nothing changed.
     Refused(String),
 }
 
 /// What a refusal means to the HTTP layer.
 impl Reply {
-    /// Ok for `Done`, the sentence for `Refused`.
-    pub fn into_result(self) -> Result<(), String> {
+    /// Ok for `Done`; `Unauthorized` for `Forbidden`, `InvalidInput` for `Refused`.
+    pub fn into_result(self) -> crate::Result<()> {
         match self {
             Reply::Done => Ok(()),
-            Reply::Refused(why) => Err(why),
+            Reply::Forbidden(why) => Err(crate::Error::Unauthorized(why)),
+            Reply::Refused(why) => Err(crate::Error::InvalidInput(why)),
         }
     }
 }
@@ -81,30 +86,33 @@ impl State {
     /// proposes, so that impostors and replays never reach the log. The signature is not
     /// checked here: the node that received the operation from the user did (see the module
     /// docs), and only nodes write the log.
-    pub fn check(&self, op: &SignedOp, at_ms: u64) -> Result<(), String> {
+    pub fn check(&self, op: &SignedOp, at_ms: u64) -> Result<(), Reply> {
         if op.seq > at_ms.saturating_mul(1000).saturating_add(MAX_SEQ_AHEAD_US) {
-            return Err(format!(
+            return Err(Reply::Refused(format!(
                 "{}'s clock is more than a minute ahead of the cloud's; fix the clock and retry",
                 op.user
-            ));
+            )));
         }
         match self.users.get(&op.user) {
-            Some(record) if record.key != op.key => Err(format!(
+            Some(record) if record.key != op.key => Err(Reply::Forbidden(format!(
                 "wrong password for {}: the name is taken by another key",
                 op.user
-            )),
+            ))),
             Some(record) if record.accepted(op.seq, &op.digest()) => Ok(()),
-            Some(record) if op.seq <= record.last_seq => Err(format!(
+            Some(record) if op.seq <= record.last_seq => Err(Reply::Forbidden(format!(
                 "a replayed or stale request from {} (sequence {} <= {})",
                 op.user, op.seq, record.last_seq
-            )),
-            Some(_) => check_op(&op.op),
+            ))),
+            Some(_) => check_op(&op.op).map_err(Reply::Refused),
             None => match op.op {
-                UserOp::Register { .. } if self.users.len() >= MAX_USERS => Err(format!(
-                    "the cloud holds its maximum of {MAX_USERS} accounts"
+                UserOp::Register { .. } if self.users.len() >= MAX_USERS => Err(Reply::Refused(
+                    format!("the cloud holds its maximum of {MAX_USERS} accounts"),
                 )),
-                UserOp::Register { .. } => check_op(&op.op),
-                _ => Err(format!("unknown user {}: register first", op.user)),
+                UserOp::Register { .. } => check_op(&op.op).map_err(Reply::Refused),
+                _ => Err(Reply::Refused(format!(
+                    "unknown user {}: register first",
+                    op.user
+                ))),
             },
         }
     }
@@ -112,8 +120,8 @@ impl State {
     /// Applies one command; returns the reply and the user whose record changed, if any.
     pub fn apply(&mut self, command: &Command) -> (Reply, Option<String>) {
         let op = &command.op;
-        if let Err(why) = self.check(op, command.at_ms) {
-            return (Reply::Refused(why), None);
+        if let Err(refusal) = self.check(op, command.at_ms) {
+            return (refusal, None);
         }
         let record = self
             .users
@@ -159,7 +167,8 @@ impl State {
     }
 }
 
-fn check_op(op: &UserOp) -> Result<(), String> {
+/// Checks what an operation asks for, whatever the records say.
+pub fn check_op(op: &UserOp) -> Result<(), String> {
     match op {
         UserOp::Register { addr, lease_ms } => {
             if addr.is_empty() || addr.len() > MAX_ADDR_LEN {
@@ -223,7 +232,7 @@ mod tests {
         state.apply(&at(register(&alice)));
         let before = state.clone();
         let (reply, changed) = state.apply(&at(mallory.sign(UserOp::Unregister)));
-        assert!(matches!(reply, Reply::Refused(why) if why.contains("wrong password")));
+        assert!(matches!(reply, Reply::Forbidden(why) if why.contains("wrong password")));
         assert_eq!(changed, None);
         assert_eq!(state, before);
     }
@@ -249,7 +258,7 @@ mod tests {
             state.apply(&at(alice.sign(UserOp::Unregister)));
         }
         let (replayed, _) = state.apply(&first);
-        assert!(matches!(replayed, Reply::Refused(why) if why.contains("replayed")));
+        assert!(matches!(replayed, Reply::Forbidden(why) if why.contains("replayed")));
         assert!(!state.directory(second.at_ms)[0].online);
     }
 

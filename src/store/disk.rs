@@ -27,6 +27,8 @@ pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
+/// The meta key of the stored snapshot's last index (8 bytes, big-endian).
+pub(super) const SNAPSHOT_INDEX: &str = "snapshot_index";
 /// The file's name inside the node's data dir.
 pub const FILE_NAME: &str = "store.redb";
 /// redb's page cache, capped (the default is 1 GiB).
@@ -50,14 +52,22 @@ pub(super) enum Write {
     ),
     /// Delete log entries from this index on.
     Truncate(u64),
-    /// Delete log entries up to and including this index; record `last_purged`.
+    /// Delete log entries up to and including this index; record `last_purged`. Held back
+    /// until rows applied up to that index are written (openraft purges behind an installed
+    /// snapshot before the state machine has written it).
     Purge(u64, Vec<u8>),
+    /// The index the rows on disk were applied up to when the store opened.
+    AppliedFloor(u64),
+    /// A built snapshot (its last index, the stored bytes); skipped if the file already holds
+    /// a snapshot as new (a build can finish after a newer snapshot was installed).
+    Snapshot(u64, Vec<u8>, Ack),
     /// A meta key's value.
     Meta(&'static str, Vec<u8>, Ack),
     /// Changed user rows (`None` deletes), plus meta values, in one transaction; `durable`
     /// false lets the commit skip its fsync (the next durable commit carries it to disk).
     Rows {
         durable: bool,
+        applied: Option<u64>,
         rows: Vec<(String, Option<Vec<u8>>)>,
         clear_users: bool,
         meta: Vec<(&'static str, Vec<u8>)>,
@@ -184,24 +194,26 @@ impl Disk {
 
     /// Every log entry, in index order.
     pub fn log_entries(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(LOG).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.scan(LOG, |k| k)
     }
 
     /// Every user row.
     pub fn user_rows(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.scan(USERS, |k| k.to_string())
+    }
+
+    /// Every row of `table`, with its key made owned by `key`.
+    fn scan<K: redb::Key + 'static, T>(
+        &self,
+        table: TableDefinition<K, &[u8]>,
+        key: impl Fn(K::SelfType<'_>) -> T,
+    ) -> Result<Vec<(T, Vec<u8>)>> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(USERS).map_err(storage)?;
+        let table = txn.open_table(table).map_err(storage)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
-            out.push((k.value().to_string(), v.value().to_vec()));
+            out.push((key(k.value()), v.value().to_vec()));
         }
         Ok(out)
     }
@@ -219,10 +231,10 @@ fn storage(e: impl std::fmt::Display) -> Error {
 fn fail(write: Write, why: &str) {
     match write {
         Write::Append(_, done) => done(Err(std::io::Error::other(why.to_string()))),
-        Write::Meta(_, _, ack) | Write::Rows { done: ack, .. } => {
+        Write::Meta(_, _, ack) | Write::Rows { done: ack, .. } | Write::Snapshot(_, _, ack) => {
             let _ = ack.send(Err(why.to_string()));
         }
-        Write::Truncate(_) | Write::Purge(..) => {}
+        Write::Truncate(_) | Write::Purge(..) | Write::AppliedFloor(_) => {}
     }
 }
 
@@ -231,6 +243,8 @@ fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
     // After a failed commit the file may lack a truncation or purge that later writes assume:
     // every later write fails too, and openraft stops this node's store.
     let mut failed: Option<String> = None;
+    // Rows on disk are applied up to `applied`; purges beyond it wait in `held`.
+    let (mut applied, mut held) = (0u64, Vec::new());
     while let Ok(first) = queue.recv() {
         if let Some(why) = &failed {
             fail(first, why);
@@ -243,8 +257,40 @@ fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
+        let mut batch_applied = applied;
+        let mut kept = Vec::with_capacity(batch.len());
+        for write in batch {
+            match write {
+                Write::AppliedFloor(index) => batch_applied = batch_applied.max(index),
+                Write::Purge(upto, bytes) => held.push((upto, bytes)),
+                Write::Rows {
+                    applied: Some(index),
+                    ..
+                } => {
+                    batch_applied = batch_applied.max(index);
+                    kept.push(write);
+                }
+                other => kept.push(other),
+            }
+        }
+        let mut batch = kept;
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            held.drain(..).partition(|(upto, _)| *upto <= batch_applied);
+        held = waiting;
+        batch.extend(
+            ready
+                .into_iter()
+                .map(|(upto, bytes)| Write::Purge(upto, bytes)),
+        );
+        if batch.is_empty() {
+            applied = batch_applied;
+            continue;
+        }
         let started = std::time::Instant::now();
         let outcome = write_batch(&db, &batch);
+        if outcome.is_ok() {
+            applied = batch_applied;
+        }
         tracing::debug!(
             items = batch.len(),
             us = started.elapsed().as_micros() as u64,
@@ -255,10 +301,12 @@ fn writer(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Write>) {
                 for write in batch {
                     match write {
                         Write::Append(_, done) => done(Ok(())),
-                        Write::Meta(_, _, ack) | Write::Rows { done: ack, .. } => {
+                        Write::Meta(_, _, ack)
+                        | Write::Rows { done: ack, .. }
+                        | Write::Snapshot(_, _, ack) => {
                             let _ = ack.send(Ok(()));
                         }
-                        Write::Truncate(_) | Write::Purge(..) => {}
+                        Write::Truncate(_) | Write::Purge(..) | Write::AppliedFloor(_) => {}
                     }
                 }
             }
@@ -302,6 +350,17 @@ fn write_batch(db: &Database, batch: &[Write]) -> std::result::Result<(), redb::
                 Write::Meta(key, value, _) => {
                     meta.insert(*key, value.as_slice())?;
                 }
+                Write::Snapshot(index, bytes, _) => {
+                    let stored = meta
+                        .get(SNAPSHOT_INDEX)?
+                        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                        .map(u64::from_be_bytes);
+                    if stored.is_none_or(|stored| stored < *index) {
+                        meta.insert("snapshot", bytes.as_slice())?;
+                        meta.insert(SNAPSHOT_INDEX, index.to_be_bytes().as_slice())?;
+                    }
+                }
+                Write::AppliedFloor(_) => {}
                 Write::Rows {
                     rows,
                     clear_users,
@@ -330,4 +389,71 @@ fn write_batch(db: &Database, batch: &[Write]) -> std::result::Result<(), redb::
     }
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Disk {
+        let identity = Identity {
+            node: 1,
+            cluster: [7; 32],
+        };
+        Disk::open(dir, &identity).unwrap()
+    }
+
+    async fn put_rows(disk: &Disk, applied: u64) {
+        let (done, wait) = oneshot::channel();
+        disk.send(Write::Rows {
+            durable: false,
+            applied: Some(applied),
+            rows: vec![("u".into(), Some(vec![1]))],
+            clear_users: false,
+            meta: vec![],
+            done,
+        });
+        disk.wait(wait).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_purge_beyond_the_applied_rows_waits_for_them() {
+        // openraft purges behind an installed snapshot before the state machine writes it; a
+        // crash in between must not leave a log purged past the rows on disk.
+        let dir = tempfile::tempdir().unwrap();
+        let disk = open(dir.path());
+        disk.send(Write::AppliedFloor(0));
+        let (tx, rx) = oneshot::channel();
+        let entries = (1..=10).map(|i| (i, vec![i as u8])).collect();
+        disk.send(Write::Append(
+            entries,
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        ));
+        assert!(rx.await.unwrap());
+        disk.send(Write::Purge(10, vec![]));
+        disk.put_meta("vote", vec![1]).await.unwrap();
+        assert_eq!(
+            disk.log_entries().unwrap().len(),
+            10,
+            "purged before the rows were written"
+        );
+        put_rows(&disk, 10).await;
+        disk.put_meta("vote", vec![2]).await.unwrap();
+        assert!(
+            disk.log_entries().unwrap().is_empty(),
+            "the held purge never ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_built_late_does_not_replace_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = open(dir.path());
+        for (index, bytes) in [(20, b"new".to_vec()), (10, b"old".to_vec())] {
+            let (done, wait) = oneshot::channel();
+            disk.send(Write::Snapshot(index, bytes, done));
+            disk.wait(wait).await.unwrap();
+        }
+        assert_eq!(disk.get_meta("snapshot").unwrap().unwrap(), b"new");
+    }
 }

@@ -1,5 +1,6 @@
 //! The state machine: [`State`] in memory, applied in log order, and each applied batch's
-//! changed rows written with its last log id in one durable transaction.
+//! changed rows written with its last log id in one transaction (without its own fsync: see
+//! [`disk`](super::disk)).
 //!
 //! A snapshot is the whole [`State`] (postcard) with its log id and membership; building one
 //! also stores it in the file, so a follower far behind can be sent it after a restart.
@@ -72,6 +73,7 @@ impl Machine {
             let record = postcard::from_bytes(&bytes).map_err(|e| bad("a user row", e))?;
             state.users.insert(name, record);
         }
+        disk.send(Write::AppliedFloor(applied.log_id.map_or(0, |l| l.index)));
         Ok(Machine {
             disk,
             state: Arc::new(RwLock::new(state)),
@@ -98,11 +100,14 @@ impl Machine {
             postcard::to_stdvec(&self.applied).map_err(|e| sm_error(ErrorVerb::Write, e))?,
         )];
         if let Some(snapshot) = snapshot {
+            let index = self.applied.log_id.map_or(0, |l| l.index);
             meta.push(("snapshot", snapshot));
+            meta.push((super::disk::SNAPSHOT_INDEX, index.to_be_bytes().to_vec()));
         }
         let (done, wait) = oneshot::channel();
         self.disk.send(Write::Rows {
             durable: clear_users,
+            applied: self.applied.log_id.map(|l| l.index),
             rows,
             clear_users,
             meta,
@@ -144,8 +149,11 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             data: self.data.clone(),
         };
         let bytes = postcard::to_stdvec(&stored).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        let index = self.meta.last_log_id.map_or(0, |l| l.index);
+        let (done, wait) = oneshot::channel();
+        self.disk.send(Write::Snapshot(index, bytes, done));
         self.disk
-            .put_meta("snapshot", bytes)
+            .wait(wait)
             .await
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         Ok(Snapshot {

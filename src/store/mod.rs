@@ -117,6 +117,9 @@ struct Inner {
     channels: Arc<BTreeMap<NodeId, Arc<Channel>>>,
     reads: mpsc::Sender<oneshot::Sender<std::result::Result<u64, NotDone>>>,
     silent: Silence,
+    /// The state digest and the applied index it was computed at (the state changes only
+    /// when that index does).
+    digest: std::sync::Mutex<(Option<u64>, String)>,
 }
 
 /// The default data dir of node `id`: `imgcloud-data/node-ID` under the working directory.
@@ -199,6 +202,7 @@ impl Store {
                 channels,
                 reads,
                 silent,
+                digest: Default::default(),
             }),
         };
         Ok(store)
@@ -247,7 +251,7 @@ impl Store {
                 None => Err(NotDone::NotLeader(None)),
             };
             match attempt {
-                Ok(reply) => return reply.into_result().map_err(Error::Unauthorized),
+                Ok(reply) => return reply.into_result(),
                 Err(NotDone::Unavailable(why)) if Instant::now() >= deadline => {
                     return Err(no_majority(&why))
                 }
@@ -283,14 +287,20 @@ impl Store {
     }
 
     async fn write_as_leader(&self, command: Command) -> std::result::Result<Reply, NotDone> {
+        // Refused here only what no later entry can change: an invalid operation, a wrong
+        // key, a passed sequence number (this leader may not have applied everything its
+        // predecessor acknowledged, so "unknown user" is for the log to decide).
+        if let Err(why) = crate::sharing::check_op(&command.op.op) {
+            return Ok(Reply::Refused(why));
+        }
         let check = self
             .inner
             .state
             .read()
             .expect("state lock")
             .check(&command.op, command.at_ms);
-        if let Err(why) = check {
-            return Ok(Reply::Refused(why));
+        if let Err(forbidden @ Reply::Forbidden(_)) = check {
+            return Ok(forbidden);
         }
         match timeout(MAJORITY_DEADLINE, self.inner.raft.client_write(command)).await {
             Ok(Ok(response)) => Ok(response.data),
@@ -346,13 +356,17 @@ impl Store {
 
     async fn read_index_as_leader(&self) -> std::result::Result<u64, NotDone> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .reads
-            .send(tx)
-            .await
-            .map_err(|_| NotDone::Unavailable("shutting down".into()))?;
-        rx.await
-            .map_err(|_| NotDone::Unavailable("shutting down".into()))?
+        let ask = async {
+            self.inner.reads.send(tx).await.ok()?;
+            rx.await.ok()
+        };
+        match timeout(MAJORITY_DEADLINE, ask).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(NotDone::Unavailable("shutting down".into())),
+            Err(_) => Err(NotDone::Unavailable(
+                "no majority confirmed the leader".into(),
+            )),
+        }
     }
 
     /// The leader this node knows of, waiting briefly while there is none.
@@ -378,7 +392,12 @@ impl Store {
     pub fn status(&self) -> StoreStatus {
         let m = self.inner.raft.metrics().borrow().clone();
         let state = self.inner.state.read().expect("state lock");
-        let bytes = postcard::to_stdvec(&*state).expect("the state serializes");
+        let applied = m.last_applied.map(|l| l.index);
+        let mut digest = self.inner.digest.lock().expect("digest lock");
+        if digest.0 != applied || digest.1.is_empty() {
+            let bytes = postcard::to_stdvec(&*state).expect("the state serializes");
+            *digest = (applied, hex::encode(&Sha256::digest(&bytes)[..8]));
+        }
         StoreStatus {
             leader: m.current_leader,
             term: m.current_term,
@@ -387,7 +406,7 @@ impl Store {
             snapshot: m.snapshot.map(|l| l.index),
             purged: m.purged.map(|l| l.index),
             users: state.users.len(),
-            digest: hex::encode(&Sha256::digest(&bytes)[..8]),
+            digest: digest.1.clone(),
         }
     }
 

@@ -34,7 +34,7 @@ use tokio::time::timeout;
 use super::TypeConfig;
 use crate::config::NodeId;
 use crate::connection::{split, FrameReader, FrameWriter};
-use crate::handshake::PeerAuth;
+use crate::handshake::{LinkKind, PeerAuth};
 use crate::sharing::{Command, Reply};
 use crate::{Error, Result};
 
@@ -177,8 +177,13 @@ impl Channel {
         let (mut reader, mut writer) = split(stream);
         timeout(
             CONNECT_TIMEOUT,
-            self.auth
-                .connect_store(&mut reader, &mut writer, self.me, self.target),
+            self.auth.connect(
+                LinkKind::Store,
+                &mut reader,
+                &mut writer,
+                self.me,
+                self.target,
+            ),
         )
         .await
         .map_err(|_| Error::Timeout(format!("authenticating to node {}", self.target)))??;
