@@ -208,9 +208,9 @@ pub async fn run(
         input_tx.clone(),
         store.clone(),
     ));
-    let follower = (store.clone(), status_rx.clone());
+    let (silence_store, silence_changes) = (store.clone(), status_rx.clone());
     tasks.spawn(async move {
-        follower.0.follow_silence(follower.1).await;
+        silence_store.follow_silence(silence_changes).await;
         Ok(())
     });
     let shell = Shell {

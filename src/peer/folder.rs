@@ -6,7 +6,7 @@
 //! subcommand reads it and talks to that address with the token.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,11 +49,6 @@ impl Folder {
             user: user.to_string(),
             root: dir.unwrap_or_else(|| PathBuf::from("imgcloud-peers").join(user)),
         }
-    }
-
-    /// The folder's path.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Creates the folder if it is missing.

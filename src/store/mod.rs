@@ -228,11 +228,6 @@ impl Store {
         }
     }
 
-    /// This node's id.
-    pub fn id(&self) -> NodeId {
-        self.inner.id
-    }
-
     /// Records a user's operation: checks its signature, then acknowledges it only once a
     /// majority has it durably.
     pub async fn write(&self, op: SignedOp) -> Result<()> {
@@ -247,7 +242,16 @@ impl Store {
                 Some(leader) if leader == self.inner.id => {
                     self.write_as_leader(command.clone()).await
                 }
-                Some(leader) => self.forward_write(leader, command.clone(), deadline).await,
+                Some(leader) => {
+                    match self
+                        .ask_leader(leader, Request::Write(command.clone()), deadline)
+                        .await
+                    {
+                        Ok(Response::Write(result)) => result,
+                        Ok(_) => Err(out_of_turn(leader)),
+                        Err(e) => Err(e),
+                    }
+                }
                 None => Err(NotDone::NotLeader(None)),
             };
             match attempt {
@@ -263,12 +267,13 @@ impl Store {
         }
     }
 
-    async fn forward_write(
+    /// Sends `request` to `leader`, waiting at most one attempt's time before `deadline`.
+    async fn ask_leader(
         &self,
         leader: NodeId,
-        command: Command,
+        request: Request,
         deadline: Instant,
-    ) -> std::result::Result<Reply, NotDone> {
+    ) -> std::result::Result<Response, NotDone> {
         let channel = self
             .inner
             .channels
@@ -277,13 +282,10 @@ impl Store {
         let ttl = deadline
             .saturating_duration_since(Instant::now())
             .min(ATTEMPT_TIMEOUT);
-        match channel.call(Request::Write(command), ttl).await {
-            Ok(Response::Write(result)) => result,
-            Ok(_) => Err(NotDone::Unavailable(format!(
-                "node {leader} answered out of turn"
-            ))),
-            Err(e) => Err(NotDone::Unavailable(e.to_string())),
-        }
+        channel
+            .call(request, ttl)
+            .await
+            .map_err(|e| NotDone::Unavailable(e.to_string()))
     }
 
     async fn write_as_leader(&self, command: Command) -> std::result::Result<Reply, NotDone> {
@@ -320,19 +322,11 @@ impl Store {
         let index = loop {
             let attempt = match self.leader().await {
                 Some(leader) if leader == self.inner.id => self.read_index_as_leader().await,
-                Some(leader) => {
-                    let ttl = deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(ATTEMPT_TIMEOUT);
-                    match self.inner.channels.get(&leader) {
-                        Some(channel) => match channel.call(Request::ReadIndex, ttl).await {
-                            Ok(Response::ReadIndex(r)) => r,
-                            Ok(_) => Err(NotDone::Unavailable("wrong response".into())),
-                            Err(e) => Err(NotDone::Unavailable(e.to_string())),
-                        },
-                        None => Err(NotDone::NotLeader(None)),
-                    }
-                }
+                Some(leader) => match self.ask_leader(leader, Request::ReadIndex, deadline).await {
+                    Ok(Response::ReadIndex(result)) => result,
+                    Ok(_) => Err(out_of_turn(leader)),
+                    Err(e) => Err(e),
+                },
                 None => Err(NotDone::NotLeader(None)),
             };
             match attempt {
@@ -442,6 +436,12 @@ impl Store {
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
     }
+}
+
+fn out_of_turn(leader: NodeId) -> NotDone {
+    NotDone::Unavailable(format!(
+        "node {leader} answered with the wrong kind of response"
+    ))
 }
 
 fn no_majority(why: &str) -> Error {
