@@ -25,16 +25,20 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::NodeId;
+use crate::desk::Desk;
 use crate::message::NodeState;
 use crate::metadata::Viewer;
 use crate::request::{EncryptRequest, Outcome, Refusal};
 use crate::server::{Input, NodeStatus};
+use crate::sharing::wire::WithFile;
 use crate::sharing::SignedOp;
 use crate::store::Store;
 use crate::Result;
 
 /// The largest `POST /encrypt` body accepted.
 pub const MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
+/// The largest `POST /share`, `/grant` or `/view` body accepted (an image and its cover).
+pub const MAX_SHARING_BYTES: usize = 128 * 1024 * 1024;
 /// How long `POST /encrypt` waits for the whole request body.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(20);
 /// How long `POST /encrypt` waits for the cluster's answer.
@@ -49,8 +53,10 @@ pub(crate) struct Api {
     pub status: watch::Receiver<NodeStatus>,
     /// The node loop.
     pub inputs: mpsc::Sender<Input>,
-    /// The consensus store (directory, accounts).
+    /// The consensus store (directory, accounts, ledger).
     pub store: Store,
+    /// The sharing desk (share, grant, view).
+    pub desk: Desk,
 }
 
 /// Serves the API on `listener` until the task is dropped.
@@ -63,6 +69,13 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
         .route("/directory", get(get_directory))
         .route("/users/op", post(post_user_op))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .merge(
+            Router::new()
+                .route("/share", post(post_share))
+                .route("/grant", post(post_grant))
+                .route("/view", post(post_view))
+                .layer(DefaultBodyLimit::max(MAX_SHARING_BYTES)),
+        )
         .with_state((api, counter));
     axum::serve(listener, app).await?;
     Ok(())
@@ -118,9 +131,61 @@ async fn post_user_op(
             )
         }
     };
-    match api.store.write(op).await {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
+    match api
+        .store
+        .write(op, None)
+        .await
+        .and_then(|r| r.into_result())
+    {
+        Ok(_) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+/// Decodes a sharing request body (postcard [`WithFile`]).
+fn with_file(body: &[u8]) -> std::result::Result<WithFile, Response> {
+    postcard::from_bytes(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("expected a signed operation with its file (postcard): {e}"),
+        )
+    })
+}
+
+/// A sharing answer as a postcard body, or the error as JSON.
+fn postcard_answer<T: serde::Serialize>(answer: Result<T>) -> Response {
+    match answer {
+        Ok(answer) => match postcard::to_stdvec(&answer) {
+            Ok(bytes) => {
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /share`: lists a user's encrypted image in the ledger and the directory.
+async fn post_share(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+    match with_file(&body) {
+        Ok(request) => postcard_answer(api.desk.share(request).await),
+        Err(refusal) => refusal,
+    }
+}
+
+/// `POST /grant`: an owner changes a viewer's views; the answer carries the viewer's copy.
+async fn post_grant(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+    match with_file(&body) {
+        Ok(request) => postcard_answer(api.desk.grant(request).await),
+        Err(refusal) => refusal,
+    }
+}
+
+/// `POST /view`: spends one view of a copy through the ledger.
+async fn post_view(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+    match with_file(&body) {
+        Ok(request) => postcard_answer(api.desk.view(request).await),
+        Err(refusal) => refusal,
     }
 }
 

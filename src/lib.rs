@@ -54,6 +54,7 @@ pub mod config;
 pub mod connection;
 pub mod cover;
 pub mod demo;
+pub mod desk;
 pub mod detector;
 pub mod dispatch;
 pub mod error;

@@ -64,7 +64,7 @@ impl fmt::Display for Viewer {
 }
 
 /// A random 128-bit identifier of one encrypted image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ImageId(pub [u8; 16]);
 
 impl ImageId {
@@ -73,6 +73,19 @@ impl ImageId {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
         ImageId(id)
+    }
+}
+
+impl FromStr for ImageId {
+    type Err = Error;
+
+    /// Parses the 32 hex digits [`ImageId`]'s `Display` writes.
+    fn from_str(s: &str) -> Result<ImageId> {
+        hex::decode(s)
+            .ok()
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(ImageId)
+            .ok_or_else(|| Error::InvalidInput(format!("{s:?} is not an image id (32 hex digits)")))
     }
 }
 

@@ -235,6 +235,10 @@ pub async fn run(
             status: status_rx,
             inputs: input_tx,
             store: store.clone(),
+            desk: crate::desk::Desk::new(
+                store.clone(),
+                SealKey::from_secret(config.secret.as_bytes()),
+            ),
         },
     ));
 

@@ -2,7 +2,8 @@
 //! login token, and the page at `/`.
 //!
 //! Every `/api/...` route needs the token, as `Authorization: Bearer TOKEN` or `?token=TOKEN`;
-//! without it the answer is 401 and nothing private.
+//! without it the answer is 401 and nothing private. `POST /p2p` is for other peers: each
+//! message is signed by its sender ([`super::p2p`]).
 
 use std::sync::Arc;
 
@@ -10,21 +11,19 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use std::path::PathBuf;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use super::cloud::Cloud;
+use super::actions::{Peer, ShareArgs};
+use super::p2p::{Envelope, Msg, MAX_MESSAGE_BYTES};
 use crate::sharing::{DirectoryEntry, SharedImage};
-
-/// What the handlers share.
-pub(super) struct Peer {
-    pub user: String,
-    pub token: String,
-    pub cloud: Cloud,
-}
+use crate::Error;
 
 /// One user as `peer online` lists them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +60,51 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/", get(page))
         .route("/api/whoami", get(whoami))
         .route("/api/online", get(online))
+        .route("/api/share", post(share))
+        .route("/api/previews", post(previews))
+        .route("/api/request", post(request))
+        .route("/api/requests", get(requests))
+        .route("/api/approve", post(approve))
+        .route("/api/deny", post(deny))
+        .route("/api/images", get(images))
+        .route("/api/view", post(view))
+        .route("/p2p", post(p2p))
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .with_state(peer);
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// A result as the local API answers it: JSON, or a JSON error with its status.
+fn json<T: Serialize>(result: crate::Result<T>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => error_of(e),
+    }
+}
+
+/// The status and JSON error of a library error.
+fn error_of(e: Error) -> Response {
+    let status = match &e {
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Unavailable(_) | Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Io(_) | Error::Config(_) | Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Protocol(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let message = match e {
+        Error::Unauthorized(why) | Error::Unavailable(why) | Error::InvalidInput(why) => why,
+        e => e.to_string(),
+    };
+    error(status, message)
+}
+
+/// A JSON body, or a 400 that says what was expected.
+type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(body: Body<T>) -> std::result::Result<T, Response> {
+    body.map(|Json(b)| b)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -110,9 +151,129 @@ async fn whoami(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
 }
 
 async fn online(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
-    match peer.cloud.directory().await {
-        Ok(dir) => Json(dir.into_iter().map(OnlineEntry::from).collect::<Vec<_>>()).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let dir = peer.cloud.directory().await;
+    json(dir.map(|d| d.into_iter().map(OnlineEntry::from).collect::<Vec<_>>()))
+}
+
+async fn share(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ShareArgs>) -> Response {
+    match body(args) {
+        Ok(args) => json(peer.share(args).await),
+        Err(e) => e,
+    }
+}
+
+#[derive(Deserialize)]
+struct PreviewsArgs {
+    owner: String,
+    out: Option<PathBuf>,
+}
+
+async fn previews(
+    State(peer): State<Arc<Peer>>,
+    _: LoggedIn,
+    args: Body<PreviewsArgs>,
+) -> Response {
+    match body(args) {
+        Ok(a) => json(peer.previews(&a.owner, a.out).await),
+        Err(e) => e,
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestArgs {
+    owner: String,
+    image: String,
+    views: u32,
+}
+
+async fn request(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<RequestArgs>) -> Response {
+    match body(args) {
+        Ok(a) => json(peer.request(&a.owner, &a.image, a.views).await),
+        Err(e) => e,
+    }
+}
+
+async fn requests(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
+    Json(peer.requests()).into_response()
+}
+
+#[derive(Deserialize)]
+struct DecideArgs {
+    id: String,
+    views: Option<u32>,
+}
+
+async fn approve(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<DecideArgs>) -> Response {
+    match body(args) {
+        Ok(a) => json(peer.approve(&a.id, a.views).await),
+        Err(e) => e,
+    }
+}
+
+async fn deny(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<DecideArgs>) -> Response {
+    match body(args) {
+        Ok(a) => json(peer.deny(&a.id).await),
+        Err(e) => e,
+    }
+}
+
+async fn images(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
+    Json(peer.images()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ViewArgs {
+    image: String,
+    out: Option<PathBuf>,
+}
+
+async fn view(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ViewArgs>) -> Response {
+    match body(args) {
+        Ok(a) => json(peer.view(&a.image, a.out).await),
+        Err(e) => e,
+    }
+}
+
+/// `POST /p2p`: a signed message from another peer (postcard [`Envelope`]); the answer is
+/// postcard too, or a JSON error.
+async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Response {
+    let envelope: Envelope = match postcard::from_bytes(&bytes) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected a signed peer message (postcard): {e}"),
+            )
+        }
+    };
+    if let Err(e) = peer.inbox.accept(&envelope, &peer.directory).await {
+        return error_of(e);
+    }
+    let from = envelope.from.as_str();
+    let answer = match envelope.msg {
+        Msg::Previews => peer.own_previews().map(|p| postcard::to_stdvec(&p)),
+        Msg::Request { id, image, views } => peer
+            .take_request(from, &id, &image, views)
+            .map(|a| postcard::to_stdvec(&a)),
+        Msg::Copy {
+            request,
+            image,
+            name,
+            views_left,
+            copy,
+        } => peer
+            .take_copy(from, request.as_deref(), &image, &name, views_left, &copy)
+            .map(|()| postcard::to_stdvec(&())),
+        Msg::Denied { request } => peer
+            .take_denied(from, &request)
+            .map(|()| postcard::to_stdvec(&())),
+    };
+    match answer {
+        Ok(Ok(bytes)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error_of(e),
     }
 }
 

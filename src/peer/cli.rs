@@ -5,8 +5,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use super::actions::{ImageEntry, PreviewFile, ViewResult};
+use super::library::RequestRecord;
+use super::p2p::RequestAnswer;
 use super::{Folder, OnlineEntry, PeerOptions};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
+use crate::sharing::wire::{SharedAnswer, Shown};
 use crate::sharing::Credential;
 use crate::{Error, Result};
 
@@ -68,6 +72,62 @@ pub enum Approve {
 pub enum PeerCommand {
     /// Who is registered with the cloud: online or not, where, what they share.
     Online,
+    /// Encrypt PHOTO through the cloud with you as owner and share it (a preview goes in the
+    /// directory; the original and the encrypted image stay in your folder).
+    Share {
+        /// The photo (any image format the cloud reads).
+        photo: PathBuf,
+        /// Its name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// A cover to hide it in (default: the cloud's landscape).
+        #[arg(long, value_name = "COVER")]
+        cover: Option<PathBuf>,
+    },
+    /// Fetch OWNER's previews from her peer directly.
+    Previews {
+        /// The owner.
+        owner: String,
+        /// Where to save them (default: DIR/previews/OWNER).
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Ask OWNER for views of her IMAGE (its id or name).
+    Request {
+        /// The owner.
+        owner: String,
+        /// The image: its id or its name.
+        image: String,
+        /// How many views.
+        #[arg(long)]
+        views: u32,
+    },
+    /// Requests to you and from you, with their states.
+    Requests,
+    /// Approve request REQ to you (with the views asked, or N).
+    Approve {
+        /// The request's id.
+        req: String,
+        /// Grant this many views instead.
+        #[arg(long, value_name = "N")]
+        views: Option<u32>,
+    },
+    /// Deny request REQ to you.
+    Deny {
+        /// The request's id.
+        req: String,
+    },
+    /// Your own images and the copies you received, with views left.
+    Images,
+    /// View IMAGE (an id, a name, or a copy's path): spends one view through the cloud and
+    /// writes the image, or the default image when no view is left.
+    View {
+        /// The image: an id, a name, or the path of a copy file.
+        image: String,
+        /// Where to write it (default: DIR/views/NAME.EXT).
+        #[arg(short = 'o', long = "out", value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
 }
 
 impl PeerArgs {
@@ -121,6 +181,7 @@ pub fn main(args: PeerArgs) -> Result<()> {
                     listen: args
                         .listen
                         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+                    approve: args.approve,
                 };
                 let credential = args.credential()?;
                 let watch = args.parent_watch;
@@ -136,21 +197,187 @@ pub fn main(args: PeerArgs) -> Result<()> {
                 };
                 super::run(options, credential, shutdown).await
             }
-            Some(PeerCommand::Online) => {
-                let running = args.folder()?.running()?;
-                let entries: Vec<OnlineEntry> = super::local_get(&running, "/api/online").await?;
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&entries).expect("JSON"));
-                } else {
-                    print_online(&entries);
-                }
-                Ok(())
-            }
+            Some(command) => subcommand(&args, command).await,
         }
     });
     // The blocking thread reading stdin for `--parent-watch` never returns by itself.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
+}
+
+/// Runs a subcommand against the user's running peer.
+async fn subcommand(args: &PeerArgs, command: &PeerCommand) -> Result<()> {
+    let running = args.folder()?.running()?;
+    let running = &running;
+    let json = args.json;
+    match command {
+        PeerCommand::Online => {
+            let entries: Vec<OnlineEntry> = super::local_get(running, "/api/online").await?;
+            show(json, &entries, || print_online(&entries));
+        }
+        PeerCommand::Share { photo, name, cover } => {
+            let body = serde_json::json!({
+                "path": absolute(photo)?,
+                "name": name,
+                "cover": cover.as_deref().map(absolute).transpose()?,
+            });
+            let shared: SharedAnswer = super::local_post(running, "/api/share", body).await?;
+            show(json, &shared, || {
+                println!("shared {:?} as image {}", shared.name, shared.id)
+            });
+        }
+        PeerCommand::Previews { owner, out } => {
+            let out = out.as_deref().map(absolute).transpose()?;
+            let body = serde_json::json!({ "owner": owner, "out": out });
+            let files: Vec<PreviewFile> = super::local_post(running, "/api/previews", body).await?;
+            show(json, &files, || {
+                println!("{} preview(s) from {owner}:", files.len());
+                for f in &files {
+                    println!(
+                        "  {:<32} {}x{}  {}  {}",
+                        f.name,
+                        f.width,
+                        f.height,
+                        f.id,
+                        f.path.display()
+                    );
+                }
+            });
+        }
+        PeerCommand::Request {
+            owner,
+            image,
+            views,
+        } => {
+            let body = serde_json::json!({ "owner": owner, "image": image, "views": views });
+            let answer: RequestAnswer = super::local_post(running, "/api/request", body).await?;
+            show(json, &answer, || {
+                println!("request {} to {owner}: {}", answer.id, answer.state)
+            });
+        }
+        PeerCommand::Requests => {
+            let requests: Vec<RequestRecord> = super::local_get(running, "/api/requests").await?;
+            let rows: Vec<serde_json::Value> = requests.iter().map(request_json).collect();
+            show(json, &rows, || print_requests(&requests));
+        }
+        PeerCommand::Approve { req, views } => {
+            let body = serde_json::json!({ "id": req, "views": views });
+            let request: RequestRecord = super::local_post(running, "/api/approve", body).await?;
+            show(json, &request_json(&request), || {
+                println!(
+                    "request {} from {}: {} ({} view(s) of {:?})",
+                    request.id,
+                    request.from,
+                    request.state.word(),
+                    request.views,
+                    request.name
+                )
+            });
+        }
+        PeerCommand::Deny { req } => {
+            let body = serde_json::json!({ "id": req });
+            let request: RequestRecord = super::local_post(running, "/api/deny", body).await?;
+            show(json, &request_json(&request), || {
+                println!("request {} from {}: denied", request.id, request.from)
+            });
+        }
+        PeerCommand::Images => {
+            let images: Vec<ImageEntry> = super::local_get(running, "/api/images").await?;
+            show(json, &images, || print_images(&images));
+        }
+        PeerCommand::View { image, out } => {
+            // A path is the user's, relative to where they are; an id or name is not a path.
+            let image = match std::path::Path::new(image).is_file() {
+                true => absolute(std::path::Path::new(image))?.display().to_string(),
+                false => image.clone(),
+            };
+            let out = out.as_deref().map(absolute).transpose()?;
+            let body = serde_json::json!({ "image": image, "out": out });
+            let result: ViewResult = super::local_post(running, "/api/view", body).await?;
+            show(json, &result, || match result.shown {
+                Shown::Image => match result.views_left {
+                    Some(left) => println!(
+                        "wrote the image to {} ({left} view(s) left)",
+                        result.out.display()
+                    ),
+                    None => println!("wrote your image to {}", result.out.display()),
+                },
+                Shown::Default => println!(
+                    "no view: {}; wrote the default image to {}",
+                    result
+                        .reason
+                        .as_deref()
+                        .unwrap_or("the cloud gave the default image"),
+                    result.out.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Prints `value` as JSON, or runs `table`.
+fn show<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce()) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+    } else {
+        table();
+    }
+}
+
+/// `path` made absolute against the working directory (the running peer has its own).
+fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .map_err(|e| Error::InvalidInput(format!("bad path {}: {e}", path.display())))
+}
+
+/// A request as `requests --json` shows it.
+fn request_json(q: &RequestRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": q.id,
+        "from": q.from,
+        "to": q.to,
+        "image": q.image,
+        "name": q.name,
+        "views": q.views,
+        "state": q.state.word(),
+    })
+}
+
+fn print_requests(requests: &[RequestRecord]) {
+    println!(
+        "{:<14} {:<12} {:<12} {:<24} {:>5}  state",
+        "id", "from", "to", "image", "views"
+    );
+    for q in requests {
+        println!(
+            "{:<14} {:<12} {:<12} {:<24} {:>5}  {}",
+            q.id,
+            q.from,
+            q.to,
+            q.name,
+            q.views,
+            q.state.word()
+        );
+    }
+}
+
+fn print_images(images: &[ImageEntry]) {
+    println!(
+        "{:<32} {:<24} {:<12} {:>10}  path",
+        "id", "name", "owner", "views left"
+    );
+    for i in images {
+        let left = i.views_left.map_or("own".to_string(), |l| l.to_string());
+        println!(
+            "{:<32} {:<24} {:<12} {:>10}  {}",
+            i.id,
+            i.name,
+            i.owner,
+            left,
+            i.path.display()
+        );
+    }
 }
 
 fn print_online(entries: &[OnlineEntry]) {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::ClusterConfig;
+use crate::sharing::wire::{GrantAnswer, SharedAnswer, ViewAnswer, WithFile};
 use crate::sharing::{DirectoryEntry, SignedOp};
 use crate::{Error, Result};
 
@@ -44,65 +45,98 @@ impl Cloud {
 
     /// Sends a signed operation; Ok once a majority of the cloud has recorded it.
     pub async fn submit(&self, op: &SignedOp) -> Result<()> {
-        let mut last = String::from("no node answered");
-        for (at, node) in self.order() {
-            let sent = self
-                .http
-                .post(format!("http://{node}/users/op"))
-                .json(op)
-                .send()
-                .await;
-            match sent {
-                Ok(response) => {
-                    let status = response.status();
-                    let why = error_text(response).await;
-                    match status.as_u16() {
-                        200 => {
-                            self.next.store(at, Ordering::Relaxed);
-                            return Ok(());
-                        }
-                        403 => return Err(Error::Unauthorized(why)),
-                        400 => return Err(Error::InvalidInput(why)),
-                        _ => last = format!("node at {node}: {why}"),
-                    }
-                }
-                Err(e) => last = format!("node at {node}: {e}"),
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "the cloud did not record the request ({last})"
-        )))
+        let answer = self
+            .call("record the request", |http, node| {
+                http.post(format!("http://{node}/users/op")).json(op)
+            })
+            .await?;
+        drop(answer);
+        Ok(())
     }
 
     /// The directory, as of a moment after this call began (linearizable).
     pub async fn directory(&self) -> Result<Vec<DirectoryEntry>> {
+        let response = self
+            .call("read the directory", |http, node| {
+                http.get(format!("http://{node}/directory"))
+            })
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("a node sent a bad directory: {e}")))
+    }
+
+    /// `POST /share`: lists an encrypted image in the ledger.
+    pub async fn share(&self, request: &WithFile) -> Result<SharedAnswer> {
+        self.post_file("share", request).await
+    }
+
+    /// `POST /grant`: changes a viewer's views; the answer carries the viewer's copy.
+    pub async fn grant(&self, request: &WithFile) -> Result<GrantAnswer> {
+        self.post_file("grant", request).await
+    }
+
+    /// `POST /view`: spends one view (the same signed request may be retried: it is
+    /// counted once).
+    pub async fn view(&self, request: &WithFile) -> Result<ViewAnswer> {
+        self.post_file("view", request).await
+    }
+
+    async fn post_file<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &WithFile,
+    ) -> Result<T> {
+        let body = bytes::Bytes::from(postcard::to_stdvec(request).expect("a request serializes"));
+        let response = self
+            .call(&format!("take the {path} request"), |http, node| {
+                http.post(format!("http://{node}/{path}"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body.clone())
+            })
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Unavailable(format!("a node broke off its answer: {e}")))?;
+        postcard::from_bytes(&bytes)
+            .map_err(|e| Error::Protocol(format!("a node sent a bad {path} answer: {e}")))
+    }
+
+    /// Sends a request to the nodes in turn until one answers it (200, or a refusal of the
+    /// request itself: 400, 403, 404, 413); "unavailable" and unreachable nodes move on.
+    async fn call(
+        &self,
+        what: &str,
+        request: impl Fn(&reqwest::Client, SocketAddr) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
         let mut last = String::from("no node answered");
         for (at, node) in self.order() {
-            match self
-                .http
-                .get(format!("http://{node}/directory"))
-                .send()
-                .await
-            {
+            match request(&self.http, node).send().await {
                 Ok(response) if response.status().is_success() => {
-                    let dir = response.json().await.map_err(|e| {
-                        Error::Protocol(format!("node at {node} sent a bad directory: {e}"))
-                    })?;
                     self.next.store(at, Ordering::Relaxed);
-                    return Ok(dir);
+                    return Ok(response);
                 }
-                Ok(response) => last = format!("node at {node}: {}", error_text(response).await),
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let why = error_text(response).await;
+                    if matches!(status, 400..=499) {
+                        return Err(super::status_error(status, why));
+                    }
+                    last = format!("node at {node}: {why}");
+                }
                 Err(e) => last = format!("node at {node}: {e}"),
             }
         }
         Err(Error::Unavailable(format!(
-            "the cloud's directory is not readable now ({last})"
+            "the cloud could not {what} ({last})"
         )))
     }
 }
 
 /// The `error` sentence of a JSON error body, or the status line.
-async fn error_text(response: reqwest::Response) -> String {
+pub(super) async fn error_text(response: reqwest::Response) -> String {
     let status = response.status();
     match response.json::<serde_json::Value>().await {
         Ok(v) => v["error"]

@@ -51,6 +51,11 @@ impl Folder {
         }
     }
 
+    /// The folder's path.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// Creates the folder if it is missing.
     pub fn create(&self) -> Result<()> {
         std::fs::create_dir_all(&self.root).map_err(|e| {

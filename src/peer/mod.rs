@@ -9,19 +9,26 @@
 //!                                                   calls GET /api/online with the token
 //! ```
 //!
+//! - [`actions`]: what the peer does: share, previews, request, approve, deny, view.
 //! - [`cloud`]: signed operations and directory reads against any node.
+//! - [`p2p`]: signed messages between peers.
 //! - [`folder`]: the user's folder and the record of the running peer.
-//! - [`api`]: the peer's HTTP port: the token-protected local API and the page at `/`.
+//! - [`library`]: own images, received copies and requests, kept in the folder.
+//! - [`api`]: the peer's HTTP port: the token-protected local API, `POST /p2p` and the
+//!   page at `/`.
 //! - [`cli`]: the `peer` binary's flags and subcommands.
 //!
 //! Implementation caveats: the lease is renewed every [`RENEW`]; a peer whose renewals fail
 //! (the cloud has no majority) keeps serving and keeps trying, and shows offline in the
 //! directory once its lease ends.
 
+pub mod actions;
 mod api;
 pub mod cli;
 pub mod cloud;
 pub mod folder;
+pub mod library;
+pub mod p2p;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +50,8 @@ use crate::{Error, Result};
 pub const LEASE: Duration = Duration::from_millis(3000);
 /// How often the peer renews its registration.
 pub const RENEW: Duration = Duration::from_millis(1000);
+/// How long a subcommand waits for the running peer (a share encrypts through the cloud).
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Everything a peer process needs.
 #[derive(Clone, Debug)]
@@ -53,6 +62,8 @@ pub struct PeerOptions {
     pub cluster: ClusterConfig,
     /// Where to listen (port 0: any free port).
     pub listen: SocketAddr,
+    /// How incoming requests are decided.
+    pub approve: cli::Approve,
 }
 
 /// Runs the peer of `credential`'s user until `shutdown` completes; then unregisters.
@@ -79,17 +90,27 @@ pub async fn run(
     })?;
     let addr = listener.local_addr()?;
     let cloud = Cloud::new(&options.cluster);
-    let register = || {
-        credential.sign(UserOp::Register {
-            addr: addr.to_string(),
-            lease_ms: LEASE.as_millis() as u64,
-        })
+    let library = library::Library::open(options.folder.root())?;
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let peer = Arc::new(actions::Peer::new(
+        credential,
+        token.clone(),
+        cloud.clone(),
+        options.cluster.clone(),
+        library,
+        options.approve,
+    ));
+    let cloud = &cloud;
+    let register = || UserOp::Register {
+        addr: addr.to_string(),
+        lease_ms: LEASE.as_millis() as u64,
     };
-    cloud.submit(&register()).await?;
+    peer.signed(register(), |op| async move { cloud.submit(&op).await })
+        .await?;
     let running = Running {
         user: user.clone(),
         addr,
-        token: hex::encode(rand::random::<[u8; 16]>()),
+        token,
         pid: std::process::id(),
     };
     options.folder.set_running(&running)?;
@@ -99,17 +120,15 @@ pub async fn run(
     );
     info!(user = %user, %addr, "[peer {user}] registered");
 
-    let peer = Arc::new(api::Peer {
-        user: user.clone(),
-        token: running.token.clone(),
-        cloud: cloud.clone(),
-    });
     let renewals = async {
         let mut every = tokio::time::interval(RENEW);
         every.tick().await;
         loop {
             every.tick().await;
-            match cloud.submit(&register()).await {
+            match peer
+                .signed(register(), |op| async move { cloud.submit(&op).await })
+                .await
+            {
                 Ok(()) => {}
                 Err(e @ Error::Unauthorized(_)) => return Err(e),
                 Err(e) => warn!(user = %user, "[peer {user}] could not renew the lease: {e}"),
@@ -118,11 +137,16 @@ pub async fn run(
     };
     let result = tokio::select! {
         _ = shutdown => Ok(()),
-        r = api::serve(listener, peer) => r,
+        r = api::serve(listener, peer.clone()) => r,
         r = renewals => r,
+        () = peer.deliver_waiting() => Ok(()),
     };
     options.folder.clear_running();
-    match cloud.submit(&credential.sign(UserOp::Unregister)).await {
+    let bye = peer.signed(
+        UserOp::Unregister,
+        |op| async move { cloud.submit(&op).await },
+    );
+    match bye.await {
         Ok(()) => println!("[peer {user}] offline"),
         Err(e) => warn!(user = %user, "[peer {user}] could not unregister: {e}"),
     }
@@ -137,12 +161,33 @@ async fn ask_whoami(running: &Running) -> Result<String> {
 
 /// GET a token-protected path of the running peer's local API.
 pub async fn local_get<T: serde::de::DeserializeOwned>(running: &Running, path: &str) -> Result<T> {
+    local_call(running, path, None).await
+}
+
+/// POSTs `body` to a token-protected path of the running peer's local API.
+pub async fn local_post<T: serde::de::DeserializeOwned>(
+    running: &Running,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<T> {
+    local_call(running, path, Some(body)).await
+}
+
+async fn local_call<T: serde::de::DeserializeOwned>(
+    running: &Running,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<T> {
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(LOCAL_TIMEOUT)
         .build()
         .expect("an HTTP client builds");
-    let response = client
-        .get(format!("http://{}{path}", running.addr))
+    let url = format!("http://{}{path}", running.addr);
+    let request = match body {
+        Some(body) => client.post(url).json(&body),
+        None => client.get(url),
+    };
+    let response = request
         .bearer_auth(&running.token)
         .send()
         .await
@@ -154,19 +199,20 @@ pub async fn local_get<T: serde::de::DeserializeOwned>(running: &Running, path: 
         })?;
     let status = response.status();
     if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let why = body["error"]
-            .as_str()
-            .unwrap_or("no reason given")
-            .to_string();
-        return Err(match status.as_u16() {
-            401 | 403 => Error::Unauthorized(why),
-            400 | 404 => Error::InvalidInput(why),
-            _ => Error::Unavailable(why),
-        });
+        let why = cloud::error_text(response).await;
+        return Err(status_error(status.as_u16(), why));
     }
     response
         .json()
         .await
         .map_err(|e| Error::Protocol(format!("{}'s peer sent a bad answer: {e}", running.user)))
+}
+
+/// The library error an HTTP error status stands for.
+pub(crate) fn status_error(status: u16, why: String) -> Error {
+    match status {
+        401 | 403 => Error::Unauthorized(why),
+        400 | 404 | 413 => Error::InvalidInput(why),
+        _ => Error::Unavailable(why),
+    }
 }

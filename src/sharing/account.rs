@@ -17,6 +17,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::ledger::Change;
+use crate::metadata::ImageId;
 use crate::{Error, Result};
 
 /// Argon2id memory cost in KiB (OWASP's first recommended setting: 19 MiB, 2 passes).
@@ -94,21 +96,26 @@ impl Credential {
         self.key.verifying_key().to_bytes()
     }
 
-    /// Signs `op` with a fresh sequence number (the clock in microseconds, strictly increasing).
-    pub fn sign(&self, op: UserOp) -> SignedOp {
+    /// A fresh sequence number: the clock in microseconds, strictly increasing.
+    pub fn next_seq(&self) -> u64 {
         use std::sync::atomic::Ordering;
         let now = unix_micros();
         let mut prev = self.last_seq.load(Ordering::Relaxed);
-        let seq = loop {
+        loop {
             let next = now.max(prev + 1);
             match self
                 .last_seq
                 .compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => break next,
+                Ok(_) => return next,
                 Err(actual) => prev = actual,
             }
-        };
+        }
+    }
+
+    /// Signs `op` with a fresh sequence number.
+    pub fn sign(&self, op: UserOp) -> SignedOp {
+        let seq = self.next_seq();
         let mut signed = SignedOp {
             user: self.user.clone(),
             key: self.public_key(),
@@ -119,6 +126,27 @@ impl Credential {
         signed.sig = self.key.sign(&signed.message()).to_bytes().to_vec();
         signed
     }
+}
+
+impl Credential {
+    /// Signs `message` (which must start with a domain string of its own, so that it can
+    /// never be mistaken for a signed operation); used for messages between peers.
+    pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
+        debug_assert!(!message.starts_with(SIGNATURE_DOMAIN));
+        self.key.sign(message).to_bytes().to_vec()
+    }
+}
+
+/// Whether `sig` is `key`'s signature of `message` (see [`Credential::sign_message`]).
+pub fn verify_message(key: &PublicKey, message: &[u8], sig: &[u8]) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(key) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+        return false;
+    };
+    key.verify_strict(message, &Signature::from_bytes(&sig))
+        .is_ok()
 }
 
 /// What a user asks the cloud to record.
@@ -134,6 +162,46 @@ pub enum UserOp {
     },
     /// Offline now (a clean exit).
     Unregister,
+    /// Lists in the ledger and the directory the image sealed in the file whose SHA-256 is
+    /// `file` (the node that takes the operation opens the file and checks that the user owns it).
+    Share {
+        /// The image's name.
+        name: String,
+        /// SHA-256 of the encrypted image sent with the operation.
+        file: [u8; 32],
+    },
+    /// Changes `viewer`'s views of the user's `image`; `file` is the owner's encrypted image
+    /// (sent with the operation), from which the node seals the viewer's copy.
+    Grant {
+        /// The image.
+        image: ImageId,
+        /// The viewer.
+        viewer: String,
+        /// What changes.
+        change: Change,
+        /// SHA-256 of the owner's encrypted image sent with the operation.
+        file: [u8; 32],
+    },
+    /// Spends one view of the copy whose SHA-256 is `file` (sent with the operation). The
+    /// operation's sequence number is the view's id: a retry of the same signed operation is
+    /// answered as the first time, and spends nothing more.
+    View {
+        /// SHA-256 of the copy sent with the operation.
+        file: [u8; 32],
+    },
+}
+
+impl UserOp {
+    /// The operation's name, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UserOp::Register { .. } => "register",
+            UserOp::Unregister => "unregister",
+            UserOp::Share { .. } => "share",
+            UserOp::Grant { .. } => "grant",
+            UserOp::View { .. } => "view",
+        }
+    }
 }
 
 /// An operation signed by its user.

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::account::PublicKey;
+use super::Reply;
 
 /// The longest lease a peer may ask for.
 pub const MAX_LEASE_MS: u64 = 5_000;
@@ -26,10 +27,10 @@ pub struct UserRecord {
     pub key: PublicKey,
     /// The last sequence number accepted from this user.
     pub last_seq: u64,
-    /// The last few operations accepted, as (sequence, digest): a retry of any of them is
-    /// answered as done, not refused as a replay (a retry after an ambiguous failure may
-    /// arrive after the user's next operation was accepted).
-    pub recent: Vec<(u64, [u8; 32])>,
+    /// The last few operations applied, with their answers: a retry of any of them gets the
+    /// same answer and changes nothing, not refused as a replay (a retry after an ambiguous
+    /// failure may arrive after the user's next operation was accepted).
+    pub recent: Vec<Recent>,
     /// Where the user's peer was last registered (`None` after a clean exit).
     pub addr: Option<String>,
     /// When the registration runs out, in Unix milliseconds.
@@ -38,6 +39,17 @@ pub struct UserRecord {
     pub last_seen_ms: u64,
     /// What the user shares.
     pub shared: Vec<SharedImage>,
+}
+
+/// One operation a user record remembers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its digest ([`SignedOp::digest`](super::SignedOp::digest)).
+    pub digest: [u8; 32],
+    /// The answer it got.
+    pub reply: Reply,
 }
 
 /// An image a user shares, as the directory lists it.
@@ -54,6 +66,8 @@ pub struct SharedImage {
 pub struct DirectoryEntry {
     /// The user's name.
     pub user: String,
+    /// Their public key (hex), which signs their messages to other peers.
+    pub key: String,
     /// Whether their lease holds now.
     pub online: bool,
     /// Their peer's address while online.
@@ -68,9 +82,35 @@ pub struct DirectoryEntry {
 pub const RECENT_OPS: usize = 16;
 
 impl UserRecord {
-    /// Whether `(seq, digest)` is one of the operations recently accepted.
-    pub fn accepted(&self, seq: u64, digest: &[u8; 32]) -> bool {
-        self.recent.iter().any(|(s, d)| *s == seq && d == digest)
+    /// A fresh record of an account with `key`.
+    pub fn new(key: PublicKey) -> UserRecord {
+        UserRecord {
+            key,
+            last_seq: 0,
+            recent: Vec::new(),
+            addr: None,
+            lease_until_ms: 0,
+            last_seen_ms: 0,
+            shared: Vec::new(),
+        }
+    }
+
+    /// The answer `(seq, digest)` got, if it is one of the operations recently applied.
+    pub fn answer(&self, seq: u64, digest: &[u8; 32]) -> Option<&Reply> {
+        self.recent
+            .iter()
+            .find(|r| r.seq == seq && &r.digest == digest)
+            .map(|r| &r.reply)
+    }
+
+    /// Records an applied operation and its answer (forgetting the oldest beyond
+    /// [`RECENT_OPS`]).
+    pub fn remember(&mut self, seq: u64, digest: [u8; 32], reply: Reply) {
+        self.last_seq = self.last_seq.max(seq);
+        if self.recent.len() >= RECENT_OPS {
+            self.recent.remove(0);
+        }
+        self.recent.push(Recent { seq, digest, reply });
     }
 
     /// Whether the user's lease holds at `now_ms`.
@@ -83,6 +123,7 @@ impl UserRecord {
         let online = self.online(now_ms);
         DirectoryEntry {
             user: user.to_string(),
+            key: hex::encode(self.key),
             online,
             addr: if online { self.addr.clone() } else { None },
             last_seen: self.last_seen_ms,

@@ -25,6 +25,8 @@
 
 pub mod account;
 pub mod directory;
+pub mod ledger;
+pub mod wire;
 
 use std::collections::BTreeMap;
 
@@ -32,21 +34,52 @@ use serde::{Deserialize, Serialize};
 
 pub use account::{Credential, SignedOp, UserOp};
 pub use directory::{DirectoryEntry, SharedImage, UserRecord};
+pub use ledger::{Change, Grant, ImageRecord, Ledger, Spent};
 
+use crate::metadata::ImageId;
 use directory::{MAX_ADDR_LEN, MAX_LEASE_MS};
 
 /// The most accounts the cloud keeps (each costs about 150 bytes plus what it shares).
 pub const MAX_USERS: usize = 100_000;
 /// How far ahead of the proposer's clock a sequence number may be, in microseconds.
 const MAX_SEQ_AHEAD_US: u64 = 60_000_000;
+/// The prefix of an image's row key in the store (user names cannot contain ':').
+const IMAGE_ROW: &str = "image:";
 
-/// One entry of the replicated log: a signed user operation and the time it was proposed.
+/// One entry of the replicated log: a signed user operation, the time it was proposed, and
+/// what the proposing node read from the sealed file sent with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// The proposing node's clock, Unix milliseconds.
     pub at_ms: u64,
     /// What the user asked for.
     pub op: SignedOp,
+    /// For `Share`, `Grant` and `View`: the metadata sealed in the file whose digest the
+    /// operation names, as the node that took the operation opened it with the cluster key
+    /// (only nodes write the log, so every node trusts it).
+    pub sealed: Option<Sealed>,
+}
+
+/// What a node read from a sealed image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The image's id.
+    pub image: ImageId,
+    /// Its owner.
+    pub owner: String,
+    /// The viewers it names (a viewer's copy names its one viewer).
+    pub viewers: Vec<String>,
+}
+
+impl Sealed {
+    /// What `meta` says.
+    pub fn of(meta: &crate::metadata::ImageMeta) -> Sealed {
+        Sealed {
+            image: meta.image_id,
+            owner: meta.owner.clone(),
+            viewers: meta.viewers.iter().map(|v| v.name.clone()).collect(),
+        }
+    }
 }
 
 /// The state machine's answer to a command.
@@ -57,35 +90,71 @@ pub enum Reply {
     /// Not allowed (a wrong key for the name, a replayed or stale operation), with the
     /// sentence for the user; nothing changed.
     Forbidden(String),
-    /// Not possible as asked (an unknown user, a bad lease, the cloud full), with the
-    /// sentence; nothing changed.
+    /// Not possible as asked (an unknown user, a bad lease, the cloud full, not the owner),
+    /// with the sentence; nothing changed.
     Refused(String),
+    /// A grant changed: the viewer's views left and the grant's version now.
+    Granted {
+        /// Views left.
+        views_left: u32,
+        /// The grant's version.
+        version: u64,
+    },
+    /// One view spent; this many are left.
+    Viewed {
+        /// Views left.
+        views_left: u32,
+    },
+    /// No view was spent: the viewer gets the default image, for this reason.
+    Default(String),
 }
 
 /// What a refusal means to the HTTP layer.
 impl Reply {
-    /// Ok for `Done`; `Unauthorized` for `Forbidden`, `InvalidInput` for `Refused`.
-    pub fn into_result(self) -> crate::Result<()> {
+    /// The reply itself unless it refuses: `Unauthorized` for `Forbidden`, `InvalidInput`
+    /// for `Refused`.
+    pub fn into_result(self) -> crate::Result<Reply> {
         match self {
-            Reply::Done => Ok(()),
             Reply::Forbidden(why) => Err(crate::Error::Unauthorized(why)),
             Reply::Refused(why) => Err(crate::Error::InvalidInput(why)),
+            reply => Ok(reply),
         }
     }
 }
 
-/// Every record, keyed by user name.
+/// A record's key in the store: a user, or an image of the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowKey {
+    /// A user's record (account and directory entry).
+    User(String),
+    /// An image's record (owner, name, grants).
+    Image(ImageId),
+}
+
+impl RowKey {
+    /// The key as the store's table holds it.
+    pub fn encode(&self) -> String {
+        match self {
+            RowKey::User(name) => name.clone(),
+            RowKey::Image(id) => format!("{IMAGE_ROW}{id}"),
+        }
+    }
+}
+
+/// Every record: accounts and the directory by user name, the ledger by image.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// Accounts and directory entries.
     pub users: BTreeMap<String, UserRecord>,
+    /// Shared images and their grants.
+    pub ledger: Ledger,
 }
 
 impl State {
-    /// Checks `op` against the records without applying it: what a leader does before it
+    /// Checks `op` against the accounts without applying it: what a leader does before it
     /// proposes, so that impostors and replays never reach the log. The signature is not
     /// checked here: the node that received the operation from the user did (see the module
-    /// docs), and only nodes write the log.
+    /// docs), and only nodes write the log. A retry of an operation already applied is Ok.
     pub fn check(&self, op: &SignedOp, at_ms: u64) -> Result<(), Reply> {
         if op.seq > at_ms.saturating_mul(1000).saturating_add(MAX_SEQ_AHEAD_US) {
             return Err(Reply::Refused(format!(
@@ -98,7 +167,7 @@ impl State {
                 "wrong password for {}: the name is taken by another key",
                 op.user
             ))),
-            Some(record) if record.accepted(op.seq, &op.digest()) => Ok(()),
+            Some(record) if record.answer(op.seq, &op.digest()).is_some() => Ok(()),
             Some(record) if op.seq <= record.last_seq => Err(Reply::Forbidden(format!(
                 "a replayed or stale request from {} (sequence {} <= {})",
                 op.user, op.seq, record.last_seq
@@ -117,45 +186,124 @@ impl State {
         }
     }
 
-    /// Applies one command; returns the reply and the user whose record changed, if any.
-    pub fn apply(&mut self, command: &Command) -> (Reply, Option<String>) {
+    /// Applies one command; returns the reply and the records it changed.
+    pub fn apply(&mut self, command: &Command) -> (Reply, Vec<RowKey>) {
         let op = &command.op;
         if let Err(refusal) = self.check(op, command.at_ms) {
-            return (refusal, None);
+            return (refusal, Vec::new());
         }
+        let digest = op.digest();
+        if let Some(answer) = self
+            .users
+            .get(&op.user)
+            .and_then(|r| r.answer(op.seq, &digest))
+        {
+            return (answer.clone(), Vec::new());
+        }
+        let (reply, mut changed) = match self.apply_op(command) {
+            Ok(done) => done,
+            // A refusal by the records changes nothing, not even the sequence number.
+            Err(why) => return (Reply::Refused(why), Vec::new()),
+        };
         let record = self
             .users
             .entry(op.user.clone())
-            .or_insert_with(|| UserRecord {
-                key: op.key,
-                last_seq: 0,
-                recent: Vec::new(),
-                addr: None,
-                lease_until_ms: 0,
-                last_seen_ms: 0,
-                shared: Vec::new(),
-            });
-        let digest = op.digest();
-        if record.accepted(op.seq, &digest) {
-            return (Reply::Done, None);
-        }
-        record.last_seq = op.seq;
-        if record.recent.len() >= directory::RECENT_OPS {
-            record.recent.remove(0);
-        }
-        record.recent.push((op.seq, digest));
+            .or_insert_with(|| UserRecord::new(op.key));
+        record.remember(op.seq, digest, reply.clone());
         record.last_seen_ms = command.at_ms;
+        changed.push(RowKey::User(op.user.clone()));
+        changed.sort();
+        changed.dedup();
+        (reply, changed)
+    }
+
+    /// What the operation itself does, after the account checks.
+    fn apply_op(&mut self, command: &Command) -> Result<(Reply, Vec<RowKey>), String> {
+        let (op, at_ms) = (&command.op, command.at_ms);
+        let user = op.user.as_str();
+        let sealed = || {
+            command
+                .sealed
+                .as_ref()
+                .ok_or_else(|| "the node sent no sealed metadata with the operation".to_string())
+        };
         match &op.op {
             UserOp::Register { addr, lease_ms } => {
+                let record = self
+                    .users
+                    .entry(op.user.clone())
+                    .or_insert_with(|| UserRecord::new(op.key));
                 record.addr = Some(addr.clone());
-                record.lease_until_ms = command.at_ms + lease_ms;
+                record.lease_until_ms = at_ms + lease_ms;
+                Ok((Reply::Done, Vec::new()))
             }
             UserOp::Unregister => {
-                record.addr = None;
-                record.lease_until_ms = command.at_ms;
+                if let Some(record) = self.users.get_mut(user) {
+                    record.addr = None;
+                    record.lease_until_ms = at_ms;
+                }
+                Ok((Reply::Done, Vec::new()))
+            }
+            UserOp::Share { name, .. } => {
+                let sealed = sealed()?;
+                if sealed.owner != user {
+                    return Err(format!(
+                        "that image is sealed with {} as its owner, not {user}",
+                        sealed.owner
+                    ));
+                }
+                self.ledger.share(user, sealed.image, name)?;
+                if let Some(record) = self.users.get_mut(user) {
+                    record.shared.push(SharedImage {
+                        id: sealed.image.to_string(),
+                        name: name.clone(),
+                    });
+                }
+                Ok((Reply::Done, vec![RowKey::Image(sealed.image)]))
+            }
+            UserOp::Grant {
+                image,
+                viewer,
+                change,
+                ..
+            } => {
+                let sealed = sealed()?;
+                if sealed.image != *image || sealed.owner != user {
+                    return Err(format!(
+                        "the file sent is not {user}'s encrypted image {image}"
+                    ));
+                }
+                if !self.users.contains_key(viewer) {
+                    return Err(format!("unknown user {viewer}"));
+                }
+                let grant = self.ledger.grant(user, image, viewer, *change)?;
+                let reply = Reply::Granted {
+                    views_left: grant.left,
+                    version: grant.version,
+                };
+                Ok((reply, vec![RowKey::Image(*image)]))
+            }
+            UserOp::View { .. } => {
+                let sealed = sealed()?;
+                if sealed.owner == user {
+                    return Err("an owner views her own images without spending views".into());
+                }
+                if !sealed.viewers.iter().any(|v| v == user) {
+                    let reply = Reply::Default(format!(
+                        "this copy was made for {}, not for {user}",
+                        sealed.viewers.join(", ")
+                    ));
+                    return Ok((reply, Vec::new()));
+                }
+                match self.ledger.view(user, &sealed.image) {
+                    Spent::Viewed(left) => Ok((
+                        Reply::Viewed { views_left: left },
+                        vec![RowKey::Image(sealed.image)],
+                    )),
+                    Spent::Default(why) => Ok((Reply::Default(why), Vec::new())),
+                }
             }
         }
-        (Reply::Done, Some(op.user.clone()))
     }
 
     /// The directory as it stands at `now_ms`, by user name.
@@ -164,6 +312,44 @@ impl State {
             .iter()
             .map(|(user, record)| record.entry(user, now_ms))
             .collect()
+    }
+
+    /// The encoded row of `key` (`None`: the record is gone).
+    pub fn row(&self, key: &RowKey) -> Option<Vec<u8>> {
+        let encoded = match key {
+            RowKey::User(name) => self.users.get(name).map(postcard::to_stdvec),
+            RowKey::Image(id) => self.ledger.images.get(id).map(postcard::to_stdvec),
+        };
+        encoded.map(|r| r.expect("a record serializes"))
+    }
+
+    /// Every row, keyed as the store's table holds them.
+    pub fn rows(&self) -> Vec<(String, Vec<u8>)> {
+        let users = self.users.keys().map(|u| RowKey::User(u.clone()));
+        let images = self.ledger.images.keys().map(|i| RowKey::Image(*i));
+        users
+            .chain(images)
+            .filter_map(|key| Some((key.encode(), self.row(&key)?)))
+            .collect()
+    }
+
+    /// Loads one row as [`State::rows`] wrote it.
+    pub fn load_row(&mut self, key: &str, bytes: &[u8]) -> Result<(), String> {
+        let bad = |e: postcard::Error| format!("the record {key:?} is unreadable: {e}");
+        match key.strip_prefix(IMAGE_ROW) {
+            Some(hex_id) => {
+                let id: ImageId = hex_id
+                    .parse()
+                    .map_err(|_| format!("the record key {key:?} names no image"))?;
+                let record = postcard::from_bytes(bytes).map_err(bad)?;
+                self.ledger.images.insert(id, record);
+            }
+            None => {
+                let record = postcard::from_bytes(bytes).map_err(bad)?;
+                self.users.insert(key.to_string(), record);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -181,7 +367,12 @@ pub fn check_op(op: &UserOp) -> Result<(), String> {
             }
             Ok(())
         }
-        UserOp::Unregister => Ok(()),
+        UserOp::Unregister | UserOp::View { .. } => Ok(()),
+        UserOp::Share { name, .. } => ledger::check_image_name(name),
+        UserOp::Grant { viewer, change, .. } => {
+            account::check_user_name(viewer).map_err(|e| e.to_string())?;
+            ledger::check_change(*change)
+        }
     }
 }
 
@@ -205,6 +396,7 @@ mod tests {
         Command {
             at_ms: account::unix_micros() / 1000,
             op,
+            sealed: None,
         }
     }
 
@@ -213,7 +405,10 @@ mod tests {
         let alice = Credential::derive("alice", "pw").unwrap();
         let mut state = State::default();
         let command = at(register(&alice));
-        assert_eq!(state.apply(&command), (Reply::Done, Some("alice".into())));
+        assert_eq!(
+            state.apply(&command),
+            (Reply::Done, vec![RowKey::User("alice".into())])
+        );
         let dir = state.directory(command.at_ms);
         assert_eq!(dir.len(), 1);
         assert!(dir[0].online);
@@ -233,7 +428,7 @@ mod tests {
         let before = state.clone();
         let (reply, changed) = state.apply(&at(mallory.sign(UserOp::Unregister)));
         assert!(matches!(reply, Reply::Forbidden(why) if why.contains("wrong password")));
-        assert_eq!(changed, None);
+        assert!(changed.is_empty());
         assert_eq!(state, before);
     }
 
@@ -247,11 +442,11 @@ mod tests {
         assert_eq!(state.apply(&second).0, Reply::Done);
         assert_eq!(
             state.apply(&second),
-            (Reply::Done, None),
+            (Reply::Done, Vec::new()),
             "a retry changes nothing"
         );
         // A replay of a recent operation is answered as that retry and changes nothing.
-        assert_eq!(state.apply(&first), (Reply::Done, None));
+        assert_eq!(state.apply(&first), (Reply::Done, Vec::new()));
         assert!(!state.directory(second.at_ms)[0].online);
         // One older than the last 16 is refused.
         for _ in 0..directory::RECENT_OPS {
@@ -273,7 +468,7 @@ mod tests {
         assert_eq!(state.apply(&first).0, Reply::Done);
         assert_eq!(state.apply(&second).0, Reply::Done);
         let before = state.clone();
-        assert_eq!(state.apply(&first), (Reply::Done, None));
+        assert_eq!(state.apply(&first), (Reply::Done, Vec::new()));
         assert_eq!(state, before, "the retry was applied a second time");
     }
 

@@ -25,7 +25,7 @@ use crate::{Error, Result};
 
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+pub(super) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 /// The meta key of the stored snapshot's last index (8 bytes, big-endian).
 pub(super) const SNAPSHOT_INDEX: &str = "snapshot_index";
@@ -63,13 +63,13 @@ pub(super) enum Write {
     Snapshot(u64, Vec<u8>, Ack),
     /// A meta key's value.
     Meta(&'static str, Vec<u8>, Ack),
-    /// Changed user rows (`None` deletes), plus meta values, in one transaction; `durable`
+    /// Changed record rows (`None` deletes), plus meta values, in one transaction; `durable`
     /// false lets the commit skip its fsync (the next durable commit carries it to disk).
     Rows {
         durable: bool,
         applied: Option<u64>,
         rows: Vec<(String, Option<Vec<u8>>)>,
-        clear_users: bool,
+        clear_rows: bool,
         meta: Vec<(&'static str, Vec<u8>)>,
         done: Ack,
     },
@@ -113,7 +113,7 @@ impl Disk {
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
             txn.open_table(LOG).map_err(storage)?;
-            txn.open_table(USERS).map_err(storage)?;
+            txn.open_table(RECORDS).map_err(storage)?;
             let found = meta
                 .get("identity")
                 .map_err(storage)?
@@ -197,9 +197,9 @@ impl Disk {
         self.scan(LOG, |k| k)
     }
 
-    /// Every user row.
-    pub fn user_rows(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.scan(USERS, |k| k.to_string())
+    /// Every record row (key as [`State::rows`](crate::sharing::State::rows) names it).
+    pub fn rows(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.scan(RECORDS, |k| k.to_string())
     }
 
     /// Every row of `table`, with its key made owned by `key`.
@@ -334,7 +334,7 @@ fn write_batch(db: &Database, batch: &[Write]) -> std::result::Result<(), redb::
     {
         let mut log = txn.open_table(LOG)?;
         let mut meta = txn.open_table(META)?;
-        let mut users = txn.open_table(USERS)?;
+        let mut records = txn.open_table(RECORDS)?;
         for write in batch {
             match write {
                 Write::Append(entries, _) => {
@@ -363,20 +363,20 @@ fn write_batch(db: &Database, batch: &[Write]) -> std::result::Result<(), redb::
                 Write::AppliedFloor(_) => {}
                 Write::Rows {
                     rows,
-                    clear_users,
+                    clear_rows,
                     meta: values,
                     ..
                 } => {
-                    if *clear_users {
-                        users.retain(|_, _| false)?;
+                    if *clear_rows {
+                        records.retain(|_, _| false)?;
                     }
                     for (name, row) in rows {
                         match row {
                             Some(bytes) => {
-                                users.insert(name.as_str(), bytes.as_slice())?;
+                                records.insert(name.as_str(), bytes.as_slice())?;
                             }
                             None => {
-                                users.remove(name.as_str())?;
+                                records.remove(name.as_str())?;
                             }
                         }
                     }
@@ -409,7 +409,7 @@ mod tests {
             durable: false,
             applied: Some(applied),
             rows: vec![("u".into(), Some(vec![1]))],
-            clear_users: false,
+            clear_rows: false,
             meta: vec![],
             done,
         });

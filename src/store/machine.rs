@@ -20,7 +20,7 @@ use super::disk::{Disk, Write};
 use super::log::io_error;
 use super::TypeConfig;
 use crate::config::NodeId;
-use crate::sharing::{Reply, State, UserRecord};
+use crate::sharing::{Reply, State};
 
 type StoreResult<T> = std::result::Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, openraft::EmptyNode>;
@@ -51,10 +51,6 @@ fn sm_error(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> 
     io_error(ErrorSubject::StateMachine, verb, e)
 }
 
-fn encode_record(record: &UserRecord) -> Vec<u8> {
-    postcard::to_stdvec(record).expect("a user record serializes")
-}
-
 impl Machine {
     /// Loads the applied state from disk.
     pub(super) fn load(disk: Disk) -> crate::Result<Machine> {
@@ -69,9 +65,10 @@ impl Machine {
             None => Applied::default(),
         };
         let mut state = State::default();
-        for (name, bytes) in disk.user_rows()? {
-            let record = postcard::from_bytes(&bytes).map_err(|e| bad("a user row", e))?;
-            state.users.insert(name, record);
+        for (key, bytes) in disk.rows()? {
+            state.load_row(&key, &bytes).map_err(|e| {
+                crate::Error::Storage(format!("{e} (in {})", disk.path().display()))
+            })?;
         }
         disk.send(Write::AppliedFloor(applied.log_id.map_or(0, |l| l.index)));
         Ok(Machine {
@@ -87,12 +84,12 @@ impl Machine {
         self.state.clone()
     }
 
-    /// Writes changed rows with the applied log id; an installed snapshot (`clear_users`) is
+    /// Writes changed rows with the applied log id; an installed snapshot (`clear_rows`) is
     /// made durable at once, applied entries ride on the next durable commit.
     async fn persist(
         &self,
         rows: Vec<(String, Option<Vec<u8>>)>,
-        clear_users: bool,
+        clear_rows: bool,
         snapshot: Option<Vec<u8>>,
     ) -> StoreResult<()> {
         let mut meta = vec![(
@@ -106,10 +103,10 @@ impl Machine {
         }
         let (done, wait) = oneshot::channel();
         self.disk.send(Write::Rows {
-            durable: clear_users,
+            durable: clear_rows,
             applied: self.applied.log_id.map(|l| l.index),
             rows,
-            clear_users,
+            clear_rows,
             meta,
             done,
         });
@@ -184,8 +181,8 @@ impl RaftStateMachine<TypeConfig> for Machine {
                 match entry.payload {
                     EntryPayload::Blank => replies.push(Reply::Done),
                     EntryPayload::Normal(command) => {
-                        let (reply, user) = state.apply(&command);
-                        changed.extend(user);
+                        let (reply, rows) = state.apply(&command);
+                        changed.extend(rows);
                         replies.push(reply);
                     }
                     EntryPayload::Membership(membership) => {
@@ -200,10 +197,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
             let state = self.state.read().expect("state lock");
             changed
                 .into_iter()
-                .map(|user| {
-                    let row = state.users.get(&user).map(encode_record);
-                    (user, row)
-                })
+                .map(|key| (key.encode(), state.row(&key)))
                 .collect()
         };
         self.persist(rows, false, None).await?;
@@ -240,9 +234,9 @@ impl RaftStateMachine<TypeConfig> for Machine {
             )
         })?;
         let rows = state
-            .users
-            .iter()
-            .map(|(name, record)| (name.clone(), Some(encode_record(record))))
+            .rows()
+            .into_iter()
+            .map(|(key, row)| (key, Some(row)))
             .collect();
         self.applied = Applied {
             log_id: meta.last_log_id,

@@ -50,7 +50,7 @@ use tokio::time::{timeout, Instant};
 use crate::config::{ClusterConfig, NodeId};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::handshake::PeerAuth;
-use crate::sharing::{unix_millis, Command, Reply, SignedOp, State};
+use crate::sharing::{unix_millis, Command, Reply, Sealed, SignedOp, State};
 use crate::{Error, Result};
 
 pub use network::Silence;
@@ -228,13 +228,14 @@ impl Store {
         }
     }
 
-    /// Records a user's operation: checks its signature, then acknowledges it only once a
-    /// majority has it durably.
-    pub async fn write(&self, op: SignedOp) -> Result<()> {
+    /// Records a user's operation, with what this node read from the sealed file sent with
+    /// it: checks its signature, then answers only once a majority has it durably.
+    pub async fn write(&self, op: SignedOp, sealed: Option<Sealed>) -> Result<Reply> {
         op.verify()?;
         let command = Command {
             at_ms: unix_millis(),
             op,
+            sealed,
         };
         let deadline = Instant::now() + MAJORITY_DEADLINE;
         loop {
@@ -346,6 +347,12 @@ impl Store {
             .map_err(|_| no_majority("this node did not catch up with the leader in time"))?;
         let state = self.inner.state.read().expect("state lock");
         Ok(f(&state))
+    }
+
+    /// Runs `f` on this node's applied state as it is now (not linearizable: for records
+    /// that never change once written, such as a user's key).
+    pub fn local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.state.read().expect("state lock"))
     }
 
     async fn read_index_as_leader(&self) -> std::result::Result<u64, NotDone> {

@@ -250,6 +250,7 @@ fn command(op: crate::sharing::SignedOp) -> Command {
     Command {
         at_ms: unix_millis(),
         op,
+        sealed: None,
     }
 }
 

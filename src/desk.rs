@@ -1,0 +1,285 @@
+//! A node's sharing desk: where a user's peer shares an image, changes a grant and spends a
+//! view (`POST /share`, `/grant`, `/view`). The desk is the only place a sealed image is
+//! opened for a user, and only nodes hold the key to open it.
+//!
+//! ```text
+//! peer ── WithFile { signed op, file } ──> desk: digest(file) == op.file?
+//!                                                open file (cluster key) -> Sealed
+//!                                                store.write(op, Sealed) ── majority ──> Reply
+//!                                                reseal the copy with its new count
+//!      <── SharedAnswer | GrantAnswer { copy } | ViewAnswer { image, copy } ──
+//! ```
+//!
+//! A view is decided by the ledger, never by the count inside the copy: the desk writes the
+//! view to the log, and only a `Viewed` reply (committed by a majority) reveals the image.
+//! Two answers need no write, because the ledger could not change them: the owner viewing
+//! her own image (revealed freely), and someone presenting a copy made for another viewer
+//! (the default image). Both still need the signer's key to be the one the cloud recorded.
+//!
+//! Implementation caveats: the default image is the presented file itself (the cover as it
+//! looks, its payload still sealed), not the cover before hiding; opening and resealing run
+//! on blocking threads, at most [`CODEC_JOBS`] at once per node.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::metadata::{ImageMeta, Viewer, FORMAT_VERSION};
+use crate::seal::SealKey;
+use crate::sharing::wire::{GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
+use crate::sharing::{Change, Reply, Sealed, SignedOp, UserOp};
+use crate::stego::{decrypt_image, encrypt_image, Cover};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// The most files a node opens or seals at once for the desk.
+pub const CODEC_JOBS: usize = 4;
+
+/// A node's sharing desk (cheap to clone).
+#[derive(Clone)]
+pub struct Desk {
+    store: Store,
+    key: Arc<SealKey>,
+    jobs: Arc<Semaphore>,
+}
+
+impl Desk {
+    /// The desk of a node with `store` and the cluster `key`.
+    pub fn new(store: Store, key: SealKey) -> Desk {
+        Desk {
+            store,
+            key: Arc::new(key),
+            jobs: Arc::new(Semaphore::new(CODEC_JOBS)),
+        }
+    }
+
+    /// `POST /share`: lists the user's encrypted image in the ledger and the directory.
+    pub async fn share(&self, request: WithFile) -> Result<SharedAnswer> {
+        let UserOp::Share { name, file } = &request.op.op else {
+            return Err(wrong_op("share", &request.op));
+        };
+        check_digest(file, &request.file)?;
+        let (meta, _) = self.open(request.file, "the image to share").await?;
+        let name = name.clone();
+        self.store
+            .write(request.op, Some(Sealed::of(&meta)))
+            .await?
+            .into_result()?;
+        Ok(SharedAnswer {
+            id: meta.image_id.to_string(),
+            name,
+        })
+    }
+
+    /// `POST /grant`: changes a viewer's views and seals the viewer's copy.
+    pub async fn grant(&self, request: WithFile) -> Result<GrantAnswer> {
+        let UserOp::Grant {
+            viewer,
+            change,
+            file,
+            ..
+        } = &request.op.op
+        else {
+            return Err(wrong_op("grant", &request.op));
+        };
+        check_digest(file, &request.file)?;
+        let (viewer, change) = (viewer.clone(), *change);
+        let encrypted = request.file;
+        let (meta, secret) = self.open(encrypted.clone(), "the owner's image").await?;
+        let reply = self
+            .store
+            .write(request.op, Some(Sealed::of(&meta)))
+            .await?
+            .into_result()?;
+        let Reply::Granted {
+            views_left,
+            version,
+        } = reply
+        else {
+            return Err(unexpected(&reply));
+        };
+        let copy = match change {
+            Change::Revoke => None,
+            _ => {
+                let copy_meta = copy_meta(&meta, &viewer, views_left);
+                Some(self.seal(secret, encrypted, copy_meta).await?)
+            }
+        };
+        Ok(GrantAnswer {
+            views_left,
+            version,
+            copy,
+        })
+    }
+
+    /// `POST /view`: spends one view of a copy (or shows the owner her image), or says why
+    /// not and gives the default image.
+    pub async fn view(&self, request: WithFile) -> Result<ViewAnswer> {
+        let UserOp::View { file } = &request.op.op else {
+            return Err(wrong_op("view", &request.op));
+        };
+        check_digest(file, &request.file)?;
+        let copy = request.file;
+        let (meta, secret) = self.open(copy.clone(), "the copy").await?;
+        let user = request.op.user.clone();
+        if meta.owner == user || !meta.viewers.iter().any(|v| v.name == user) {
+            // Nothing the ledger holds can change these answers: no write, but the signer
+            // must be the user the cloud knows.
+            self.check_signer(&request.op).await?;
+            if meta.owner == user {
+                return Ok(ViewAnswer {
+                    shown: Shown::Image,
+                    reason: None,
+                    views_left: None,
+                    image: secret,
+                    copy: None,
+                });
+            }
+            let named: Vec<&str> = meta.viewers.iter().map(|v| v.name.as_str()).collect();
+            let reason = match named.as_slice() {
+                [] => format!("this is {}'s own image; only she may view it", meta.owner),
+                _ => format!(
+                    "this copy was made for {}, not for {user}",
+                    named.join(", ")
+                ),
+            };
+            return Ok(default_image(reason, copy));
+        }
+        let reply = self
+            .store
+            .write(request.op, Some(Sealed::of(&meta)))
+            .await?
+            .into_result()?;
+        match reply {
+            Reply::Viewed { views_left } => {
+                let renewed = copy_meta(&meta, &user, views_left);
+                let image = secret.clone();
+                let new_copy = self.seal(secret, copy, renewed).await?;
+                Ok(ViewAnswer {
+                    shown: Shown::Image,
+                    reason: None,
+                    views_left: Some(views_left),
+                    image,
+                    copy: Some(new_copy),
+                })
+            }
+            Reply::Default(reason) => Ok(default_image(reason, copy)),
+            reply => Err(unexpected(&reply)),
+        }
+    }
+
+    /// Checks that `op` is signed by the key the cloud recorded for its user.
+    async fn check_signer(&self, op: &SignedOp) -> Result<()> {
+        op.verify()?;
+        let user = op.user.clone();
+        // Keys never change once recorded, so this node's own state answers when it has the
+        // user; only a user it has not seen yet needs a read through the leader.
+        let key = match self.store.local(|s| s.users.get(&user).map(|r| r.key)) {
+            Some(key) => Some(key),
+            None => {
+                self.store
+                    .read(|s| s.users.get(&user).map(|r| r.key))
+                    .await?
+            }
+        };
+        match key {
+            Some(key) if key == op.key => Ok(()),
+            Some(_) => Err(Error::Unauthorized(format!(
+                "wrong password for {user}: the name is taken by another key"
+            ))),
+            None => Err(Error::InvalidInput(format!(
+                "unknown user {user}: register first"
+            ))),
+        }
+    }
+
+    /// Opens a sealed file on a blocking thread; errors say what the file is.
+    async fn open(&self, file: Vec<u8>, what: &str) -> Result<(ImageMeta, Vec<u8>)> {
+        let key = self.key.clone();
+        let opened = self
+            .blocking(move || decrypt_image(&file, &key))
+            .await
+            .map_err(|e| match e {
+                Error::WrongKey => Error::InvalidInput(format!(
+                    "{what} was sealed by another cloud (a different cluster secret)"
+                )),
+                Error::NoPayload => Error::InvalidInput(format!(
+                    "{what} carries no imgcloud payload (a plain image, or re-encoded)"
+                )),
+                Error::Tampered(why) => {
+                    Error::InvalidInput(format!("{what} was tampered with or damaged ({why})"))
+                }
+                Error::Unavailable(why) => Error::Unavailable(why),
+                e => Error::InvalidInput(format!("{what} cannot be opened: {e}")),
+            })?;
+        Ok(opened)
+    }
+
+    /// Seals `secret` with `meta` in `cover` (an image made by this cloud) on a blocking thread.
+    async fn seal(&self, secret: Vec<u8>, cover: Vec<u8>, meta: ImageMeta) -> Result<Vec<u8>> {
+        let key = self.key.clone();
+        self.blocking(move || encrypt_image(&secret, Cover::Image(&cover), &meta, &key))
+            .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .jobs
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the node is shutting down".into()))?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| Error::Unavailable(format!("a codec job failed: {e}")))?
+    }
+}
+
+/// The metadata of `viewer`'s copy of the image `meta` describes.
+fn copy_meta(meta: &ImageMeta, viewer: &str, views_left: u32) -> ImageMeta {
+    ImageMeta {
+        version: FORMAT_VERSION,
+        image_id: meta.image_id,
+        owner: meta.owner.clone(),
+        viewers: vec![Viewer {
+            name: viewer.to_string(),
+            quota: views_left,
+        }],
+    }
+}
+
+fn default_image(reason: String, file: Vec<u8>) -> ViewAnswer {
+    ViewAnswer {
+        shown: Shown::Default,
+        reason: Some(reason),
+        views_left: None,
+        image: file,
+        copy: None,
+    }
+}
+
+fn check_digest(digest: &[u8; 32], file: &[u8]) -> Result<()> {
+    if Sha256::digest(file).as_slice() == digest {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(
+            "the file sent is not the one the signed request names (its SHA-256 differs)".into(),
+        ))
+    }
+}
+
+fn wrong_op(path: &str, op: &SignedOp) -> Error {
+    Error::InvalidInput(format!(
+        "POST /{path} takes a {path} operation, not a {} operation",
+        op.op.kind()
+    ))
+}
+
+fn unexpected(reply: &Reply) -> Error {
+    Error::Protocol(format!(
+        "the ledger answered {reply:?}, which this request cannot get"
+    ))
+}

@@ -1,0 +1,743 @@
+//! What a user's peer does: share an image, show and fetch previews, ask for views, decide
+//! requests, deliver and receive copies, and view, each through the cloud where the cloud
+//! decides (encryption, grants, views) and directly between peers where it does not
+//! (previews, requests, copies).
+//!
+//! ```text
+//! share    photo ── phase-1 multicast ──> encrypted ── POST /share ──> ledger + directory
+//! previews bob ── p2p Previews ──> alice: her previews
+//! request  bob ── p2p Request ──> alice: pending (or approved at once with --approve auto)
+//! approve  alice ── POST /grant (her encrypted image) ──> ledger; the copy ── p2p Copy ──> bob
+//! view     bob ── POST /view (his copy) ──> the image and his copy with the new count
+//! ```
+//!
+//! Every signed write to the cloud goes through [`Peer::signed`], one at a time, so that the
+//! cloud sees this user's sequence numbers in order (concurrent views from one user would
+//! otherwise arrive out of order and be refused as stale).
+//!
+//! Implementation caveats: a copy that cannot be delivered (the viewer is offline) waits in
+//! `DIR/outbox/` and is retried every [`DELIVERY_RETRY`] while this peer runs; requests to an
+//! offline owner are refused with a sentence (the cloud mailbox that holds them is not built).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::cli::Approve;
+use super::cloud::Cloud;
+use super::library::{file_safe, CopyRecord, Library, OwnImage, RequestRecord, RequestState};
+use super::p2p::{self, Directory, Inbox, Msg, Preview, RequestAnswer};
+use crate::client::Client;
+use crate::config::ClusterConfig;
+use crate::metadata::ImageId;
+use crate::sharing::ledger::MAX_VIEWS;
+use crate::sharing::wire::{SharedAnswer, Shown, WithFile};
+use crate::sharing::{Change, Credential, SignedOp, UserOp};
+use crate::{Error, Result};
+
+/// Longest side of a preview, in pixels.
+pub const PREVIEW_SIDE: u32 = 128;
+/// How often undelivered copies are sent again.
+pub const DELIVERY_RETRY: Duration = Duration::from_secs(2);
+/// How long the phase-1 encryption of a shared photo may take.
+const ENCRYPT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running peer.
+pub struct Peer {
+    /// Whose peer it is.
+    pub user: String,
+    /// The login token of the local API and gallery.
+    pub token: String,
+    /// The user's key.
+    pub credential: Credential,
+    /// The cloud.
+    pub cloud: Cloud,
+    /// The cloud's nodes (for the phase-1 request path).
+    pub cluster: ClusterConfig,
+    /// The folder's records.
+    pub library: Library,
+    /// The directory, cached.
+    pub directory: Directory,
+    /// Checks arriving peer messages.
+    pub inbox: Inbox,
+    /// How incoming requests are decided.
+    pub approve: Approve,
+    /// Serialises signed writes (see the module docs).
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// `share`'s arguments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShareArgs {
+    /// The photo (an absolute path).
+    pub path: PathBuf,
+    /// Its name (default: the file's stem).
+    pub name: Option<String>,
+    /// A cover to hide it in (default: the cloud's).
+    pub cover: Option<PathBuf>,
+}
+
+/// A fetched preview, as `previews --json` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewFile {
+    /// The image's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Where the preview was saved.
+    pub path: PathBuf,
+    /// Its size.
+    pub width: u32,
+    /// Its size.
+    pub height: u32,
+}
+
+/// One image as `images --json` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    /// The image's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: String,
+    /// Views left (none for own images, which the owner views freely).
+    pub views_left: Option<u32>,
+    /// The file: the encrypted image, or the copy.
+    pub path: PathBuf,
+}
+
+/// What `view` did, as `view --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewResult {
+    /// `image` or `default`.
+    pub shown: Shown,
+    /// Views left now (none for an own image).
+    pub views_left: Option<u32>,
+    /// Where the image was written.
+    pub out: PathBuf,
+    /// Why the default image, in a sentence.
+    pub reason: Option<String>,
+}
+
+/// What a file given to `view` is.
+enum Source {
+    Own(OwnImage),
+    Copy(CopyRecord),
+    Path(PathBuf),
+}
+
+impl Peer {
+    /// A peer for `credential`'s user.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        credential: Credential,
+        token: String,
+        cloud: Cloud,
+        cluster: ClusterConfig,
+        library: Library,
+        approve: Approve,
+    ) -> Peer {
+        let user = credential.user().to_string();
+        Peer {
+            inbox: Inbox::new(&user),
+            directory: Directory::new(cloud.clone()),
+            user,
+            token,
+            credential,
+            cloud,
+            cluster,
+            library,
+            approve,
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Signs `op` and sends it with `send`, one signed write at a time.
+    pub async fn signed<T, F>(&self, op: UserOp, send: impl FnOnce(SignedOp) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let _turn = self.writes.lock().await;
+        send(self.credential.sign(op)).await
+    }
+
+    /// Encrypts the photo through the cloud with this user as owner, lists it in the ledger
+    /// and keeps the original, the encrypted image and a preview.
+    pub async fn share(&self, args: ShareArgs) -> Result<SharedAnswer> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| {
+                Error::InvalidInput(format!("cannot read the {what} {}: {e}", path.display()))
+            })
+        };
+        let secret = read(&args.path, "photo")?;
+        let photo = crate::stego::decode_image(&secret, "photo")?;
+        let cover = args
+            .cover
+            .as_deref()
+            .map(|c| read(c, "cover"))
+            .transpose()?;
+        let name = match args.name {
+            Some(name) => name,
+            None => args
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into()),
+        };
+        crate::sharing::ledger::check_image_name(&name).map_err(Error::InvalidInput)?;
+        let client = Client::connect(rand::random(), &self.cluster.nodes)
+            .await?
+            .with_deadline(ENCRYPT_DEADLINE);
+        let encrypted = client
+            .encrypt(secret.clone(), cover, &self.user, Vec::new())
+            .await?
+            .png;
+        let file = digest(&encrypted);
+        let shared = self
+            .signed(UserOp::Share { name, file }, |op| async {
+                let request = WithFile {
+                    op,
+                    file: encrypted.clone(),
+                };
+                self.cloud.share(&request).await
+            })
+            .await?;
+        let preview = photo.thumbnail(PREVIEW_SIDE, PREVIEW_SIDE);
+        let preview_png = crate::stego::encode_png(&preview)?;
+        let ext = crate::stego::image_extension(&secret).unwrap_or("bin");
+        let original = format!("{}.original.{ext}", shared.id);
+        let lib = &self.library;
+        lib.write_file(&lib.own_file(&shared.id), &encrypted)?;
+        lib.write_file(&lib.root().join("own").join(&original), &secret)?;
+        lib.write_file(&lib.preview_file(&shared.id), &preview_png)?;
+        lib.update(|r| {
+            r.own.push(OwnImage {
+                id: shared.id.clone(),
+                name: shared.name.clone(),
+                original,
+                preview_size: (preview.width(), preview.height()),
+            })
+        })?;
+        info!(user = %self.user, id = %shared.id, "[peer {}] shared {:?}", self.user, shared.name);
+        Ok(shared)
+    }
+
+    /// This user's previews, as another peer gets them.
+    pub fn own_previews(&self) -> Result<Vec<Preview>> {
+        self.library
+            .records()
+            .own
+            .into_iter()
+            .map(|own| {
+                Ok(Preview {
+                    png: std::fs::read(self.library.preview_file(&own.id))?,
+                    id: own.id,
+                    name: own.name,
+                    width: own.preview_size.0,
+                    height: own.preview_size.1,
+                })
+            })
+            .collect()
+    }
+
+    /// Fetches `owner`'s previews from her peer and saves them in `out` (default:
+    /// `DIR/previews/OWNER`).
+    pub async fn previews(&self, owner: &str, out: Option<PathBuf>) -> Result<Vec<PreviewFile>> {
+        let addr = self.directory.address(owner).await?;
+        let previews: Vec<Preview> =
+            p2p::send(&self.credential, owner, &addr, Msg::Previews).await?;
+        let dir = out.unwrap_or_else(|| self.library.root().join("previews").join(owner));
+        let mut files = Vec::new();
+        for preview in previews {
+            if preview.width.max(preview.height) > PREVIEW_SIDE {
+                return Err(Error::Protocol(format!(
+                    "{owner}'s peer sent a preview of {}x{}, larger than {PREVIEW_SIDE} px",
+                    preview.width, preview.height
+                )));
+            }
+            crate::stego::decode_image(&preview.png, "preview")?;
+            let short = preview.id.get(..8).unwrap_or(&preview.id);
+            let path = dir.join(format!("{}-{short}.png", file_safe(&preview.name)));
+            self.library.write_file(&path, &preview.png)?;
+            files.push(PreviewFile {
+                id: preview.id,
+                name: preview.name,
+                path,
+                width: preview.width,
+                height: preview.height,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Asks `owner` for `views` views of her image `image` (its id or name).
+    pub async fn request(&self, owner: &str, image: &str, views: u32) -> Result<RequestAnswer> {
+        if owner == self.user {
+            return Err(Error::InvalidInput(
+                "you own your images; there is nothing to request".into(),
+            ));
+        }
+        check_views(views)?;
+        let entry = self
+            .directory
+            .entry(owner)
+            .await?
+            .ok_or_else(|| Error::InvalidInput(format!("unknown user {owner}")))?;
+        let shared = entry
+            .shared
+            .iter()
+            .find(|s| s.id == image)
+            .or_else(|| entry.shared.iter().find(|s| s.name == image))
+            .ok_or_else(|| Error::InvalidInput(format!("{owner} shares no image {image:?}")))?
+            .clone();
+        let addr = self.directory.address(owner).await.map_err(|e| match e {
+            Error::Unavailable(_) => Error::Unavailable(format!(
+                "{owner} is offline; ask again when she is online (`peer online` shows who is)"
+            )),
+            e => e,
+        })?;
+        let id = hex::encode(rand::random::<[u8; 6]>());
+        self.library.update(|r| {
+            r.requests.push(RequestRecord {
+                id: id.clone(),
+                from: self.user.clone(),
+                to: owner.to_string(),
+                image: shared.id.clone(),
+                name: shared.name.clone(),
+                views,
+                state: RequestState::Pending,
+                views_left: None,
+            })
+        })?;
+        let msg = Msg::Request {
+            id: id.clone(),
+            image: shared.id.clone(),
+            views,
+        };
+        let sent = p2p::send::<RequestAnswer>(&self.credential, owner, &addr, msg).await;
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.library
+                    .update(|r| r.requests.retain(|q| !(q.id == id && q.from == self.user)))?;
+                return Err(e);
+            }
+        };
+        // The copy may have arrived (and set "delivered") before this answer did.
+        let state = self.library.update(|r| {
+            let request = r.requests.iter_mut().find(|q| q.id == id);
+            request.map(|q| q.state.word().to_string())
+        })?;
+        Ok(RequestAnswer {
+            id,
+            state: state.unwrap_or(answer.state),
+        })
+    }
+
+    /// Takes `from`'s request for views of one of this user's images.
+    pub fn take_request(
+        self: &std::sync::Arc<Self>,
+        from: &str,
+        id: &str,
+        image: &str,
+        views: u32,
+    ) -> Result<RequestAnswer> {
+        check_views(views)?;
+        if id.is_empty() || id.len() > 64 {
+            return Err(Error::InvalidInput("a request id is 1 to 64 bytes".into()));
+        }
+        let records = self.library.records();
+        let own =
+            records.own.iter().find(|o| o.id == image).ok_or_else(|| {
+                Error::InvalidInput(format!("{} has no image {image:?}", self.user))
+            })?;
+        if let Some(known) = records
+            .requests
+            .iter()
+            .find(|q| q.id == id && q.from == from && q.to == self.user)
+        {
+            return Ok(RequestAnswer {
+                id: id.to_string(),
+                state: known.state.word().into(),
+            });
+        }
+        let record = RequestRecord {
+            id: id.to_string(),
+            from: from.to_string(),
+            to: self.user.clone(),
+            image: own.id.clone(),
+            name: own.name.clone(),
+            views,
+            state: RequestState::Pending,
+            views_left: None,
+        };
+        self.library.update(|r| r.requests.push(record))?;
+        println!(
+            "[peer {}] {from} asks for {views} view(s) of {:?} (request {id})",
+            self.user, own.name
+        );
+        if self.approve == Approve::Auto {
+            let peer = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = peer.approve(&id, None).await {
+                    warn!("[peer {}] could not approve request {id}: {e}", peer.user);
+                }
+            });
+        }
+        Ok(RequestAnswer {
+            id: id.to_string(),
+            state: "pending".into(),
+        })
+    }
+
+    /// Approves request `id` to this user with its views (or `views`): the cloud records the
+    /// grant and seals the copy, which goes to the viewer directly.
+    pub async fn approve(&self, id: &str, views: Option<u32>) -> Result<RequestRecord> {
+        let request = self.pending_request(id)?;
+        let views = views.unwrap_or(request.views);
+        check_views(views)?;
+        let image: ImageId = request.image.parse()?;
+        let encrypted = std::fs::read(self.library.own_file(&request.image))?;
+        let op = UserOp::Grant {
+            image,
+            viewer: request.from.clone(),
+            change: Change::Add(views),
+            file: digest(&encrypted),
+        };
+        let answer = self
+            .signed(op, |op| async {
+                let request = WithFile {
+                    op,
+                    file: encrypted.clone(),
+                };
+                self.cloud.grant(&request).await
+            })
+            .await?;
+        let copy = answer
+            .copy
+            .ok_or_else(|| Error::Protocol("the cloud granted views but sent no copy".into()))?;
+        self.library
+            .write_file(&self.outbox_file(id, &request.from), &copy)?;
+        self.set_request(id, &request.from, |q| {
+            q.state = RequestState::Approved;
+            q.views = views;
+            q.views_left = Some(answer.views_left);
+        })?;
+        println!(
+            "[peer {}] approved {} view(s) of {:?} for {}",
+            self.user, views, request.name, request.from
+        );
+        self.deliver(id, &request.from).await;
+        Ok(self.request_record(id, &request.from).unwrap_or(request))
+    }
+
+    /// Denies request `id` to this user, and tells the asker if they are online.
+    pub async fn deny(&self, id: &str) -> Result<RequestRecord> {
+        let request = self.pending_request(id)?;
+        self.set_request(id, &request.from, |q| q.state = RequestState::Denied)?;
+        let told = async {
+            let addr = self.directory.address(&request.from).await?;
+            let msg = Msg::Denied {
+                request: id.to_string(),
+            };
+            p2p::send::<()>(&self.credential, &request.from, &addr, msg).await
+        };
+        if let Err(e) = told.await {
+            warn!(
+                "[peer {}] could not tell {} of the denial: {e}",
+                self.user, request.from
+            );
+        }
+        Ok(self.request_record(id, &request.from).unwrap_or(request))
+    }
+
+    /// Sends the copy of approved request `id` to `viewer`; on success the request is
+    /// delivered and the outbox file goes.
+    async fn deliver(&self, id: &str, viewer: &str) {
+        let Some(request) = self.request_record(id, viewer) else {
+            return;
+        };
+        let file = self.outbox_file(id, viewer);
+        let sent = async {
+            let copy = std::fs::read(&file)?;
+            let addr = self.directory.address(viewer).await?;
+            let msg = Msg::Copy {
+                request: Some(id.to_string()),
+                image: request.image.clone(),
+                name: request.name.clone(),
+                views_left: request.views_left.unwrap_or(request.views),
+                copy,
+            };
+            p2p::send::<()>(&self.credential, viewer, &addr, msg).await
+        };
+        match sent.await {
+            Ok(()) => {
+                let _ = self.set_request(id, viewer, |q| q.state = RequestState::Delivered);
+                let _ = std::fs::remove_file(&file);
+                println!(
+                    "[peer {}] delivered {viewer}'s copy of {:?}",
+                    self.user, request.name
+                );
+            }
+            Err(e) => warn!("[peer {}] {viewer}'s copy waits: {e}", self.user),
+        }
+    }
+
+    /// Delivers approved copies whose viewer was unreachable, every [`DELIVERY_RETRY`].
+    pub async fn deliver_waiting(&self) {
+        let mut every = tokio::time::interval(DELIVERY_RETRY);
+        loop {
+            every.tick().await;
+            let waiting: Vec<(String, String)> = self
+                .library
+                .records()
+                .requests
+                .into_iter()
+                .filter(|q| q.to == self.user && q.state == RequestState::Approved)
+                .map(|q| (q.id, q.from))
+                .collect();
+            for (id, viewer) in waiting {
+                self.deliver(&id, &viewer).await;
+            }
+        }
+    }
+
+    /// Takes a copy `from` an owner: keeps it and marks the request it answers delivered.
+    pub fn take_copy(
+        &self,
+        from: &str,
+        request: Option<&str>,
+        image: &str,
+        name: &str,
+        views_left: u32,
+        copy: &[u8],
+    ) -> Result<()> {
+        let id: ImageId = image.parse()?;
+        let id = id.to_string();
+        crate::sharing::ledger::check_image_name(name).map_err(Error::InvalidInput)?;
+        if crate::stego::image_extension(copy) != Some("png") {
+            return Err(Error::InvalidInput(
+                "a copy must be a PNG made by the cloud".into(),
+            ));
+        }
+        self.library
+            .write_file(&self.library.copy_file(&id), copy)?;
+        self.library.update(|r| {
+            r.copies.retain(|c| c.id != id);
+            r.copies.push(CopyRecord {
+                id: id.clone(),
+                name: name.to_string(),
+                owner: from.to_string(),
+                views_left,
+            });
+            if let Some(request) = request {
+                for q in r.requests.iter_mut() {
+                    if q.id == request && q.to == from && q.from == self.user {
+                        q.state = RequestState::Delivered;
+                        q.views_left = Some(views_left);
+                    }
+                }
+            }
+        })?;
+        println!(
+            "[peer {}] received a copy of {from}'s {name:?} ({views_left} view(s))",
+            self.user
+        );
+        Ok(())
+    }
+
+    /// `from` denied this user's request `request`.
+    pub fn take_denied(&self, from: &str, request: &str) -> Result<()> {
+        self.library.update(|r| {
+            for q in r.requests.iter_mut() {
+                if q.id == request && q.to == from && q.from == self.user {
+                    q.state = RequestState::Denied;
+                }
+            }
+        })
+    }
+
+    /// Own images and received copies.
+    pub fn images(&self) -> Vec<ImageEntry> {
+        let records = self.library.records();
+        let own = records.own.into_iter().map(|o| ImageEntry {
+            path: self.library.own_file(&o.id),
+            id: o.id,
+            name: o.name,
+            owner: self.user.clone(),
+            views_left: None,
+        });
+        let copies = records.copies.into_iter().map(|c| ImageEntry {
+            path: self.library.copy_file(&c.id),
+            id: c.id,
+            name: c.name,
+            owner: c.owner,
+            views_left: Some(c.views_left),
+        });
+        own.chain(copies).collect()
+    }
+
+    /// Requests in and out.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.library.records().requests
+    }
+
+    /// Views `image` (an own image or a copy, by id or name, or a copy file's path) through
+    /// the cloud, and writes what it shows to `out`.
+    pub async fn view(&self, image: &str, out: Option<PathBuf>) -> Result<ViewResult> {
+        let source = self.source(image)?;
+        let (path, name) = match &source {
+            Source::Own(o) => (self.library.own_file(&o.id), o.name.clone()),
+            Source::Copy(c) => (self.library.copy_file(&c.id), c.name.clone()),
+            Source::Path(p) => (
+                p.clone(),
+                p.file_stem()
+                    .map_or("image".into(), |s| s.to_string_lossy().into_owned()),
+            ),
+        };
+        let file = std::fs::read(&path)
+            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
+        let op = UserOp::View {
+            file: digest(&file),
+        };
+        let answer = self
+            .signed(op, |op| async {
+                let request = WithFile { op, file };
+                self.cloud.view(&request).await
+            })
+            .await?;
+        let ext = crate::stego::image_extension(&answer.image).unwrap_or("png");
+        let out = out.unwrap_or_else(|| {
+            let suffix = if answer.shown == Shown::Default {
+                ".default"
+            } else {
+                ""
+            };
+            self.library
+                .root()
+                .join("views")
+                .join(format!("{}{suffix}.{ext}", file_safe(&name)))
+        });
+        self.library.write_file(&out, &answer.image)?;
+        let mut views_left = answer.views_left;
+        if let Source::Copy(copy) = &source {
+            if let Some(renewed) = &answer.copy {
+                self.library
+                    .write_file(&self.library.copy_file(&copy.id), renewed)?;
+            }
+            let left = views_left.unwrap_or(0);
+            views_left = Some(left);
+            self.library.update(|r| {
+                if let Some(c) = r.copies.iter_mut().find(|c| c.id == copy.id) {
+                    c.views_left = left;
+                }
+            })?;
+        }
+        Ok(ViewResult {
+            shown: answer.shown,
+            views_left,
+            out,
+            reason: answer.reason,
+        })
+    }
+
+    /// What `image` names: an own image, a copy (by id, then by name), or a file.
+    fn source(&self, image: &str) -> Result<Source> {
+        let records = self.library.records();
+        if let Some(own) = records
+            .own
+            .iter()
+            .find(|o| o.id == image || o.name == image)
+        {
+            return Ok(Source::Own(own.clone()));
+        }
+        if let Some(copy) = records.copies.iter().find(|c| c.id == image) {
+            return Ok(Source::Copy(copy.clone()));
+        }
+        let named: Vec<&CopyRecord> = records.copies.iter().filter(|c| c.name == image).collect();
+        match named.as_slice() {
+            [one] => return Ok(Source::Copy((*one).clone())),
+            [] => {}
+            many => {
+                let owners: Vec<&str> = many.iter().map(|c| c.owner.as_str()).collect();
+                return Err(Error::InvalidInput(format!(
+                    "{} copies are named {image:?} (from {}); give the image's id",
+                    many.len(),
+                    owners.join(", ")
+                )));
+            }
+        }
+        let path = PathBuf::from(image);
+        if path.is_file() {
+            return Ok(Source::Path(path));
+        }
+        Err(Error::InvalidInput(format!(
+            "no image {image:?}: give an id or a name from `peer images`, or a copy's path"
+        )))
+    }
+
+    fn pending_request(&self, id: &str) -> Result<RequestRecord> {
+        let request = self
+            .library
+            .records()
+            .requests
+            .into_iter()
+            .find(|q| q.id == id && q.to == self.user)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("there is no request {id} to {}", self.user))
+            })?;
+        if request.state != RequestState::Pending {
+            return Err(Error::InvalidInput(format!(
+                "request {id} is already {}",
+                request.state.word()
+            )));
+        }
+        Ok(request)
+    }
+
+    fn request_record(&self, id: &str, from: &str) -> Option<RequestRecord> {
+        self.library
+            .records()
+            .requests
+            .into_iter()
+            .find(|q| q.id == id && q.from == from && q.to == self.user)
+    }
+
+    fn set_request(&self, id: &str, from: &str, f: impl FnOnce(&mut RequestRecord)) -> Result<()> {
+        self.library.update(|r| {
+            if let Some(q) = r
+                .requests
+                .iter_mut()
+                .find(|q| q.id == id && q.from == from && q.to == self.user)
+            {
+                f(q);
+            }
+        })
+    }
+
+    fn outbox_file(&self, id: &str, viewer: &str) -> PathBuf {
+        self.library
+            .root()
+            .join("outbox")
+            .join(format!("{viewer}-{}.png", file_safe(id)))
+    }
+}
+
+fn check_views(views: u32) -> Result<()> {
+    if views == 0 || views > MAX_VIEWS {
+        return Err(Error::InvalidInput(format!(
+            "ask for 1 to {MAX_VIEWS} views (got {views})"
+        )));
+    }
+    Ok(())
+}
+
+/// SHA-256 of a file, as signed operations name it.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}

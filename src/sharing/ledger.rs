@@ -1,0 +1,225 @@
+//! The view ledger: every shared image with its owner, and each viewer's grant (views left,
+//! views used, a grant version). It is the only authority on views: a copy's hidden count is
+//! what the viewer was told, never what they may spend.
+//!
+//! ```text
+//! Share   owner lists an image it sealed            images[id] = { owner, name, grants: {} }
+//! Grant   owner changes a viewer's views:           Add(n): left += n (a new viewer starts at n)
+//!                                                   Set(n): left = n
+//!                                                   Revoke: the viewer's grant is removed
+//! View    a viewer spends one view                  left > 0: left -= 1, used += 1 -> Viewed
+//!                                                   else (no grant, zero)      -> Default
+//! ```
+//!
+//! Every change of a grant bumps its version, so a copy that says "version 3" is known to be
+//! older than the ledger's 5. The ledger never grants a viewer more views than the owner gave
+//! them: `used + left` is at most the sum of every `Add` and `Set` the owner made (the property
+//! test in `tests/ledger.rs` checks it under any interleaving).
+//!
+//! Implementation caveats: a revoked viewer's grant is removed with its counts; at most
+//! [`MAX_IMAGES_PER_USER`] images per owner and [`MAX_GRANTS_PER_IMAGE`] viewers per image.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::ImageId;
+
+/// The most images one user may share.
+pub const MAX_IMAGES_PER_USER: usize = 256;
+/// The most viewers one image may have.
+pub const MAX_GRANTS_PER_IMAGE: usize = 1024;
+/// The most views a grant may hold at once.
+pub const MAX_VIEWS: u32 = 1_000_000;
+/// The longest image name, in bytes.
+pub const MAX_IMAGE_NAME: usize = 64;
+
+/// What an owner does to a viewer's views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Adds this many views (a new viewer starts with them): an approval, or `allow`.
+    Add(u32),
+    /// Sets the views left to this (`quota`).
+    Set(u32),
+    /// Takes every view away and removes the viewer (`revoke`).
+    Revoke,
+}
+
+/// One shared image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Its owner.
+    pub owner: String,
+    /// Its name (unique among the owner's images).
+    pub name: String,
+    /// Its viewers, by name.
+    pub grants: BTreeMap<String, Grant>,
+}
+
+/// One viewer's permission to view one image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Views left.
+    pub left: u32,
+    /// Views spent so far.
+    pub used: u64,
+    /// Bumped by every change the owner makes and every view.
+    pub version: u64,
+}
+
+/// Every shared image, by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// The images.
+    pub images: BTreeMap<ImageId, ImageRecord>,
+}
+
+/// The answer to a view, as the ledger decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spent {
+    /// One view spent; this many are left.
+    Viewed(u32),
+    /// No view: the default image, for this reason.
+    Default(String),
+}
+
+/// Checks an image name.
+pub fn check_image_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.len() > MAX_IMAGE_NAME || name.chars().any(char::is_control) {
+        return Err(format!(
+            "an image name must be 1 to {MAX_IMAGE_NAME} bytes of printable text (got {name:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what a change asks for.
+pub fn check_change(change: Change) -> Result<(), String> {
+    match change {
+        Change::Add(0) => Err("add at least one view".into()),
+        Change::Add(n) | Change::Set(n) if n > MAX_VIEWS => {
+            Err(format!("at most {MAX_VIEWS} views may be given at once"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Ledger {
+    /// The images `owner` shares, in id order.
+    pub fn owned_by<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> impl Iterator<Item = (&'a ImageId, &'a ImageRecord)> {
+        self.images.iter().filter(move |(_, r)| r.owner == owner)
+    }
+
+    /// Lists `image` as `owner`'s, named `name`.
+    pub fn share(&mut self, owner: &str, image: ImageId, name: &str) -> Result<(), String> {
+        check_image_name(name)?;
+        if let Some(record) = self.images.get(&image) {
+            return Err(if record.owner == owner {
+                format!("image {image} is already shared, as {:?}", record.name)
+            } else {
+                format!("image {image} belongs to another user")
+            });
+        }
+        let mut count = 0;
+        for (_, record) in self.owned_by(owner) {
+            if record.name == name {
+                return Err(format!(
+                    "{owner} already shares an image named {name:?}; pick another name"
+                ));
+            }
+            count += 1;
+        }
+        if count >= MAX_IMAGES_PER_USER {
+            return Err(format!(
+                "{owner} already shares {MAX_IMAGES_PER_USER} images, the most allowed"
+            ));
+        }
+        self.images.insert(
+            image,
+            ImageRecord {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                grants: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies `owner`'s `change` to `viewer`'s grant of `image`; returns the grant as it is
+    /// now (all zero after a revoke).
+    pub fn grant(
+        &mut self,
+        owner: &str,
+        image: &ImageId,
+        viewer: &str,
+        change: Change,
+    ) -> Result<Grant, String> {
+        check_change(change)?;
+        let record = self
+            .images
+            .get_mut(image)
+            .ok_or_else(|| format!("image {image} was never shared"))?;
+        if record.owner != owner {
+            return Err(format!("{owner} does not own image {image}"));
+        }
+        if viewer == owner {
+            return Err("an owner views her own images freely; grant views to others".into());
+        }
+        if change == Change::Revoke {
+            return record
+                .grants
+                .remove(viewer)
+                .map(|_| Grant::default())
+                .ok_or_else(|| format!("{viewer} is not a viewer of {:?}", record.name));
+        }
+        if !record.grants.contains_key(viewer) && record.grants.len() >= MAX_GRANTS_PER_IMAGE {
+            return Err(format!(
+                "{:?} already has {MAX_GRANTS_PER_IMAGE} viewers, the most allowed",
+                record.name
+            ));
+        }
+        let grant = record.grants.entry(viewer.to_string()).or_default();
+        let left = match change {
+            Change::Add(n) => grant.left.saturating_add(n),
+            Change::Set(n) => n,
+            Change::Revoke => unreachable!("handled above"),
+        };
+        if left > MAX_VIEWS {
+            return Err(format!(
+                "{viewer} would have {left} views of {:?}; at most {MAX_VIEWS} are allowed",
+                record.name
+            ));
+        }
+        grant.left = left;
+        grant.version += 1;
+        Ok(*grant)
+    }
+
+    /// Spends one of `viewer`'s views of `image`, if any is left.
+    pub fn view(&mut self, viewer: &str, image: &ImageId) -> Spent {
+        let Some(record) = self.images.get_mut(image) else {
+            return Spent::Default(format!(
+                "image {image} was never shared through the cloud, so nobody may view it"
+            ));
+        };
+        let Some(grant) = record.grants.get_mut(viewer) else {
+            return Spent::Default(format!(
+                "{viewer} is not (or no longer) a viewer of {}'s {:?}",
+                record.owner, record.name
+            ));
+        };
+        if grant.left == 0 {
+            return Spent::Default(format!(
+                "{viewer} has no views left of {}'s {:?}",
+                record.owner, record.name
+            ));
+        }
+        grant.left -= 1;
+        grant.used += 1;
+        grant.version += 1;
+        Spent::Viewed(grant.left)
+    }
+}
