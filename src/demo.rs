@@ -4,8 +4,12 @@
 //! 2. Starts the nodes as separate OS processes (this binary, run as `demo node ID`), with a
 //!    fresh cluster secret, and waits for their first election, whose result they print.
 //! 3. Runs the stress test (K trials), with the elected-victim failure simulation on by
-//!    default and timed so that failures overlap the load, while echoing every election and
-//!    state change the nodes print.
+//!    default, while echoing every election and state change the nodes print. With failures
+//!    on, each trial's load lasts until a failure has begun and ended inside it
+//!    ([`stress::trial_through_failure`]): every client sends its `--requests`, then all go on
+//!    until the cluster's own victim has failed and recovered, plus half a second, bounded by
+//!    [`failure_limit`]. On a fast machine the load would otherwise end before the first
+//!    failure.
 //! 4. Prints the summary, writes the JSON report and the plot.
 //! 5. Keeps observing the cluster for `--observe` seconds, with a status line every few
 //!    seconds, then stops every process it started.
@@ -26,6 +30,7 @@ use crate::client::cluster_status;
 use crate::config::{ClusterConfig, NodeAddr, DEFAULT_BASE_PORT};
 use crate::launcher::{LineSink, LocalCluster};
 use crate::message::NodeState;
+use crate::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::report::Report;
 use crate::seal::SealKey;
 use crate::stress::{self, Progress};
@@ -35,6 +40,8 @@ use crate::{Error, Result};
 const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 /// How long the demo waits for the first election.
 const FIRST_ELECTION_WAIT: Duration = Duration::from_secs(15);
+/// Slack on top of the longest a failure can take to come and go (see [`failure_limit`]).
+const FAILURE_SLACK: Duration = Duration::from_secs(5);
 
 /// Runs the whole imgcloud demo on this machine: nodes as processes, an election, a verified
 /// stress test with simulated failures, a report and a plot; then stops everything it started.
@@ -55,8 +62,8 @@ pub struct DemoArgs {
     /// The elected-victim failure simulation.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub failures: OnOff,
-    /// Seconds between simulated failures (short, so that failures overlap the load, which
-    /// takes about 4 s at the default numbers).
+    /// Seconds between simulated failures. With failures on, the load goes on past its
+    /// requests until one failure has come and gone.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub failure_period: f64,
     /// Longest simulated failure, in seconds.
@@ -181,7 +188,6 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
     );
 
     let mut reports = Vec::new();
-    let mut last_trial = None;
     let config_json = serde_json::to_value(&args).unwrap_or_default();
     for t in 1..=args.load.trials {
         let total = (args.load.clients * args.load.requests) as u64;
@@ -201,30 +207,56 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
             let (pb, progress) = (pb.clone(), Arc::clone(&progress));
             tokio::spawn(async move {
                 loop {
-                    pb.set_position(progress.load(std::sync::atomic::Ordering::Relaxed));
+                    let done = progress.load(std::sync::atomic::Ordering::Relaxed);
+                    // Past the quota while the load waits for a failure to come and go.
+                    pb.set_length(done.max(total));
+                    pb.set_position(done);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
         };
         let options = args.load.options(image.clone(), 1);
-        let trial = stress::trial(&config.nodes, &key, &options, progress).await;
+        let limit = failure_limit(&config);
+        let trial = if config.failures.enabled {
+            stress::trial_through_failure(&config.nodes, &key, &options, progress, limit).await
+        } else {
+            stress::trial(&config.nodes, &key, &options, progress).await
+        };
         ticker.abort();
         pb.finish_and_clear();
         if let Ok(mut slot) = bar.lock() {
             *slot = None;
         }
         let trial = trial?;
+        if config.failures.enabled {
+            let sent = trial.run.samples.len() as u64;
+            if !trial.failure_passed() {
+                println!(
+                    "Note: no simulated failure began and ended within {:.0} s of load \
+                     (failure period {} s, longest failure {} s); see the node logs in {}",
+                    limit.as_secs_f64(),
+                    args.failure_period,
+                    args.failure_max,
+                    dir.display()
+                );
+            } else if sent > total {
+                println!(
+                    "The load ran on past its {total} requests until a simulated failure had \
+                     come and gone: {sent} requests in {:.2} s",
+                    trial.run.duration.as_secs_f64()
+                );
+            }
+        }
         reports.push(stress::report(
             &trial,
             !args.load.no_verify,
             limit_rps,
             config_json.clone(),
         ));
-        last_trial = Some(trial);
     }
     let report = Report::combine_trials(reports);
     println!("{}", report.console());
-    write_outputs(&report, last_trial.as_ref(), &args.load)?;
+    write_outputs(&report, &args.load)?;
 
     if args.observe > 0.0 {
         observe(&config.nodes, Duration::from_secs_f64(args.observe)).await;
@@ -239,27 +271,37 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Writes the JSON report and the plot of the last trial.
-pub fn write_outputs(
-    report: &Report,
-    trial: Option<&stress::Trial>,
-    load: &LoadArgs,
-) -> Result<()> {
+/// Writes the JSON report and the plot of its `timeline` and `failure_windows` (with several
+/// trials, the first trial's, as the report's top level keeps them).
+pub fn write_outputs(report: &Report, load: &LoadArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(report).map_err(|e| Error::Config(e.to_string()))?;
     std::fs::write(&load.report, json)
         .map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))?;
     println!("Report: {}", load.report.display());
-    if let Some(trial) = trial {
-        let bucket = crate::metrics::bucket_for(trial.run.duration);
-        let timeline = crate::metrics::timeline(&trial.run.samples, bucket);
-        let title = format!(
-            "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
-            report.summary.total, report.summary.throughput_rps, report.summary.latency_ms.p99
-        );
-        crate::plot::render(&title, &timeline, &trial.windows, &load.plot)?;
-        println!("Plot:   {}", load.plot.display());
-    }
+    let title = format!(
+        "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
+        report.summary.total, report.summary.throughput_rps, report.summary.latency_ms.p99
+    );
+    crate::plot::render(
+        &title,
+        &report.timeline,
+        crate::metrics::SLICE,
+        &report.failure_windows,
+        &load.plot,
+    )?;
+    println!("Plot:   {}", load.plot.display());
     Ok(())
+}
+
+/// The longest a load waits for a failure to come and go: the nodes' settling time before a
+/// victim is elected, one failure period, the longest failure, and [`FAILURE_SLACK`] for
+/// detection, recovery and a slow machine.
+pub fn failure_limit(config: &ClusterConfig) -> Duration {
+    let longest = config
+        .failures
+        .max()
+        .max(Duration::from_millis(MIN_FAILURE_MS));
+    Duration::from_millis(VICTIM_SETTLE_MS) + config.failures.period() + longest + FAILURE_SLACK
 }
 
 /// Polls until every node is Active and names the same coordinator.

@@ -6,8 +6,9 @@
 //!
 //! - [`summarize`] gives the whole-run figures: counts, success rate, throughput, latency
 //!   average / p50 / p95 / p99 / max and requests served per node.
-//! - [`timeline`] cuts the run into fixed buckets by completion time (`sent_at + latency`)
-//!   and gives per-bucket throughput, p50 / p99 latency and completions per node, for the plot.
+//! - [`timeline`] cuts the run into fixed slices ([`SLICE`], 100 ms) by completion time
+//!   (`sent_at + latency`) and gives per-slice successes, p50 / p99 latency and completions per
+//!   node: the report's `timeline` and the data the plot draws.
 //! - [`mean_ci95`] gives the mean and Student-t 95% confidence interval of one figure over
 //!   repeated trials.
 //!
@@ -19,8 +20,8 @@
 //! average and the maximum are exact.
 //!
 //! Implementation caveats: latencies above one hour saturate at one hour in the histogram
-//! (the average and maximum stay exact); timeline buckets are half-open `[start, end)`, so a
-//! completion exactly on a boundary belongs to the later bucket, and the last bucket usually holds
+//! (the average and maximum stay exact); timeline slices are half-open `[start, end)`, so a
+//! completion exactly on a boundary belongs to the later slice, and the last slice usually holds
 //! only the run's last stragglers, so its throughput reads low; a run with no success reports
 //! zero latencies rather than "not a number".
 
@@ -300,73 +301,59 @@ pub fn mean_ci95(values: &[f64]) -> Interval {
     }
 }
 
-/// The figures of one time slice of the run, for the plot.
+/// Width of one timeline slice: the report's `timeline` and the plot are cut by it.
+pub const SLICE: Duration = Duration::from_millis(100);
+
+/// The figures of one time slice of the run: an entry of the report's `timeline` and a point of
+/// the plot (both come from [`timeline`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
-    /// Start of the slice, in seconds since the run started.
-    pub start_s: f64,
-    /// End of the slice (exclusive), in seconds since the run started.
-    pub end_s: f64,
+pub struct Slice {
+    /// Start of the slice, in seconds since the run started; it ends one slice width later.
+    pub t_s: f64,
     /// Successful requests that completed in the slice.
-    pub completed: u64,
-    /// Failed requests that completed (gave up) in the slice.
-    pub failed: u64,
-    /// Successful completions per second in the slice.
-    pub throughput_rps: f64,
+    pub ok: u64,
     /// Median latency (ms) of the slice's successful requests, if any.
     pub p50_ms: Option<f64>,
     /// 99th percentile latency (ms) of the slice's successful requests, if any.
     pub p99_ms: Option<f64>,
     /// Successful completions per node in the slice; nodes with none are absent.
-    pub per_node: BTreeMap<NodeId, u64>,
+    #[serde(deserialize_with = "node_keyed")]
+    pub served_per_node: BTreeMap<NodeId, u64>,
 }
 
-/// The slice width for plotting a run of `span`: about 40 slices, a whole number of tenths of a
-/// second between 0.1 s and 1 s, so a 3 s run still shows its shape and a long one stays smooth.
-pub fn bucket_for(span: Duration) -> Duration {
-    let tenths = (span.as_millis() / 40 / 100).clamp(1, 10) as u64;
-    Duration::from_millis(tenths * 100)
-}
-
-/// Cuts the run into consecutive `bucket`-long slices by completion time, from 0 to the last
-/// completion; slices with nothing in them are included, with zero counts.
-pub fn timeline(samples: &[Sample], bucket: Duration) -> Vec<Bucket> {
-    let width = bucket.as_secs_f64();
+/// Cuts the run into consecutive `width`-long slices by completion time, from 0 to the last
+/// completion; slices with nothing in them are included, with zero counts and no percentiles.
+pub fn timeline(samples: &[Sample], width: Duration) -> Vec<Slice> {
+    let width = width.as_secs_f64();
     if samples.is_empty() || width <= 0.0 {
         return Vec::new();
     }
     let index = |s: &Sample| (s.completed_at().as_secs_f64() / width).floor() as usize;
     let count = samples.iter().map(index).max().unwrap_or(0) + 1;
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); count];
-    let mut buckets: Vec<Bucket> = (0..count)
-        .map(|i| Bucket {
-            start_s: i as f64 * width,
-            end_s: (i + 1) as f64 * width,
-            ..Bucket::default()
+    let mut slices: Vec<Slice> = (0..count)
+        .map(|i| Slice {
+            t_s: i as f64 * width,
+            ..Slice::default()
         })
         .collect();
-    for sample in samples {
+    for sample in samples.iter().filter(|s| s.is_ok()) {
         let i = index(sample);
-        let bucket = &mut buckets[i];
-        if !sample.is_ok() {
-            bucket.failed += 1;
-            continue;
-        }
-        bucket.completed += 1;
+        let slice = &mut slices[i];
+        slice.ok += 1;
         latencies[i].push(sample.latency);
         if let Some(node) = sample.served_by {
-            *bucket.per_node.entry(node).or_insert(0) += 1;
+            *slice.served_per_node.entry(node).or_insert(0) += 1;
         }
     }
-    for (bucket, latencies) in buckets.iter_mut().zip(latencies) {
-        bucket.throughput_rps = bucket.completed as f64 / width;
+    for (slice, latencies) in slices.iter_mut().zip(latencies) {
         if !latencies.is_empty() {
             let figures = LatencyMs::of(latencies);
-            bucket.p50_ms = Some(figures.p50);
-            bucket.p99_ms = Some(figures.p99);
+            slice.p50_ms = Some(figures.p50);
+            slice.p99_ms = Some(figures.p99);
         }
     }
-    buckets
+    slices
 }
 
 /// `numerator / denominator`, or 0 when the denominator is not positive.
@@ -558,56 +545,67 @@ mod tests {
     #[test]
     fn timeline_assigns_samples_by_completion_time() {
         let samples = vec![
-            ok(0, 400, 1),                     // completes at 0.4 s -> bucket 0 [0, 1)
-            ok(800, 300, 2), // completes at 1.1 s -> bucket 1, although sent in bucket 0
-            ok(1500, 500, 1), // completes at exactly 2.0 s -> bucket 2 (half-open buckets)
-            failed(100, 3000, Cause::Timeout), // gives up at 3.1 s -> bucket 3, as a failure
+            ok(0, 400, 1),                     // completes at 0.4 s -> slice 0 [0, 1)
+            ok(800, 300, 2), // completes at 1.1 s -> slice 1, although sent in slice 0
+            ok(1500, 500, 1), // completes at exactly 2.0 s -> slice 2 (half-open slices)
+            failed(100, 3000, Cause::Timeout), // gives up at 3.1 s -> slice 3, not counted
         ];
-        let buckets = timeline(&samples, Duration::from_secs(1));
-        assert_eq!(buckets.len(), 4);
-        let completed: Vec<u64> = buckets.iter().map(|b| b.completed).collect();
-        assert_eq!(completed, [1, 1, 1, 0]);
-        assert_eq!(buckets[3].failed, 1);
-        assert_eq!(buckets[1].per_node, [(2, 1)].into());
-        assert_eq!((buckets[2].start_s, buckets[2].end_s), (2.0, 3.0));
+        let slices = timeline(&samples, Duration::from_secs(1));
+        assert_eq!(slices.len(), 4);
+        let ok: Vec<u64> = slices.iter().map(|s| s.ok).collect();
+        assert_eq!(ok, [1, 1, 1, 0]);
+        assert_eq!(slices[1].served_per_node, [(2, 1)].into());
+        assert_eq!(slices[2].t_s, 2.0);
     }
 
     #[test]
-    fn timeline_gives_throughput_and_percentiles_per_bucket() {
-        // Bucket 0 of 0.5 s: ten successes of 1..=10 ms, nodes 1 and 2 alternating.
+    fn timeline_gives_counts_and_percentiles_per_slice() {
+        // Slice 0 of 0.5 s: ten successes of 1..=10 ms, nodes 1 and 2 alternating.
         let samples: Vec<Sample> = (1..=10).map(|i| ok(0, i, 1 + (i % 2) as NodeId)).collect();
-        let buckets = timeline(&samples, Duration::from_millis(500));
-        assert_eq!(buckets.len(), 1);
-        // 10 completions / 0.5 s = 20 per second; p50 = 5th value = 5 ms, p99 = 10th = 10 ms,
-        // each within the histogram's 0.1% (the bucket holding 5000 us is 4 us wide).
-        assert_eq!(buckets[0].throughput_rps, 20.0);
+        let slices = timeline(&samples, Duration::from_millis(500));
+        assert_eq!(slices.len(), 1);
+        // p50 = 5th value = 5 ms, p99 = 10th = 10 ms, each within the histogram's 0.1% (the
+        // histogram bucket holding 5000 us is 4 us wide).
+        assert_eq!(slices[0].ok, 10);
         assert!(
-            close(buckets[0].p50_ms.unwrap(), 5.0, 0.005),
+            close(slices[0].p50_ms.unwrap(), 5.0, 0.005),
             "{:?}",
-            buckets[0].p50_ms
+            slices[0].p50_ms
         );
         assert!(
-            close(buckets[0].p99_ms.unwrap(), 10.0, 0.01),
+            close(slices[0].p99_ms.unwrap(), 10.0, 0.01),
             "{:?}",
-            buckets[0].p99_ms
+            slices[0].p99_ms
         );
-        assert_eq!(buckets[0].per_node, [(1, 5), (2, 5)].into());
+        assert_eq!(slices[0].served_per_node, [(1, 5), (2, 5)].into());
     }
 
     #[test]
-    fn timeline_keeps_empty_buckets_without_percentiles() {
-        let buckets = timeline(&[ok(2500, 0, 1)], Duration::from_secs(1));
+    fn timeline_keeps_empty_slices_without_percentiles() {
+        let slices = timeline(&[ok(250, 0, 1)], SLICE);
+        // 0.25 s falls in the third 100 ms slice; the first two are empty.
+        assert_eq!(slices.len(), 3);
+        assert_eq!((slices[0].ok, slices[0].p50_ms), (0, None));
+        assert_eq!(slices[2].ok, 1);
+        assert!(close(slices[2].t_s, 0.2, 1e-12));
+    }
+
+    #[test]
+    fn a_slice_is_written_with_the_report_keys_and_reads_back() {
+        let slices = timeline(&[ok(0, 20, 3)], SLICE);
+        let value = serde_json::to_value(&slices[0]).unwrap();
+        let keys: std::collections::BTreeSet<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
-            bucket_for(Duration::from_secs(3)),
-            Duration::from_millis(100)
+            keys,
+            ["t_s", "ok", "p50_ms", "p99_ms", "served_per_node"].into()
         );
-        assert_eq!(
-            bucket_for(Duration::from_secs(20)),
-            Duration::from_millis(500)
-        );
-        assert_eq!(bucket_for(Duration::from_secs(600)), Duration::from_secs(1));
-        assert_eq!(buckets.len(), 3);
-        assert_eq!((buckets[0].completed, buckets[0].p50_ms), (0, None));
-        assert_eq!(buckets[2].completed, 1);
+        assert_eq!(value["served_per_node"]["3"], 1);
+        let back: Slice = serde_json::from_value(value).unwrap();
+        assert_eq!(back, slices[0]);
     }
 }

@@ -1,7 +1,8 @@
 //! The stress-test plot: throughput, latency and per-node load over time, as one PNG.
 //!
 //! [`render`] draws three stacked panels sharing the time axis, from a [`timeline`] of the
-//! run: the throughput (successful requests per second, a filled area), the p50 and p99
+//! run (the demo passes its report's `timeline`, so the picture and the JSON hold the same
+//! slices): the throughput (successful requests per second, a filled area), the p50 and p99
 //! latency in milliseconds, and the requests served per second by each node (one coloured
 //! line per node). Every [`FailureWindow`] is shaded in all three panels and labelled
 //! "node N failed" in each, so a dip in throughput or a spike in latency can be read against
@@ -12,7 +13,7 @@
 //! library is involved. Text uses DejaVu Sans, embedded in the binary and registered with
 //! plotters' `ab_glyph` font support on first use.
 //!
-//! Implementation caveats: the image size is fixed ([`WIDTH`] x [`HEIGHT`]); latency buckets
+//! Implementation caveats: the image size is fixed ([`WIDTH`] x [`HEIGHT`]); latency slices
 //! with no success leave a gap in the latency lines rather than dropping to zero; the node
 //! palette repeats after eight nodes; y axes are linear, so one huge p99 flattens the rest.
 //!
@@ -23,13 +24,14 @@ use std::io::Cursor;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
+use std::time::Duration;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle, RGBColor};
 
 use crate::config::NodeId;
-use crate::metrics::Bucket;
+use crate::metrics::Slice;
 use crate::report::FailureWindow;
 use crate::{Error, Result};
 
@@ -67,27 +69,30 @@ const NODE_COLOURS: [RGBColor; 8] = [
 type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-/// Renders the plot of a run and writes it as a PNG file at `path`.
+/// Renders the plot of a run, cut into `width`-long slices, and writes it as a PNG file at `path`.
 pub fn render(
     report_title: &str,
-    timeline: &[Bucket],
+    timeline: &[Slice],
+    width: Duration,
     failure_windows: &[FailureWindow],
     path: &Path,
 ) -> Result<()> {
-    let png = render_to_buffer(report_title, timeline, failure_windows)?;
+    let png = render_to_buffer(report_title, timeline, width, failure_windows)?;
     std::fs::write(path, png)?;
     Ok(())
 }
 
-/// Renders the plot of a run and returns the PNG file's bytes.
+/// Renders the plot of a run, cut into `width`-long slices, and returns the PNG file's bytes.
 pub fn render_to_buffer(
     report_title: &str,
-    timeline: &[Bucket],
+    timeline: &[Slice],
+    width: Duration,
     failure_windows: &[FailureWindow],
 ) -> Result<Vec<u8>> {
     register_embedded_font();
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(report_title, timeline, failure_windows, &mut rgb)?;
+    let width = width.as_secs_f64().max(f64::MIN_POSITIVE);
+    draw(report_title, timeline, width, failure_windows, &mut rgb)?;
     let image = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb)
         .ok_or_else(|| plot_error("the pixel buffer does not match the image size"))?;
     let mut png = Vec::new();
@@ -110,7 +115,13 @@ fn register_embedded_font() {
 }
 
 /// Draws the title and the three panels into an RGB buffer of [`WIDTH`] x [`HEIGHT`].
-fn draw(title: &str, timeline: &[Bucket], windows: &[FailureWindow], rgb: &mut [u8]) -> Result<()> {
+fn draw(
+    title: &str,
+    timeline: &[Slice],
+    width: f64,
+    windows: &[FailureWindow],
+    rgb: &mut [u8],
+) -> Result<()> {
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (band, body) = root.split_vertically(TITLE_HEIGHT);
@@ -123,16 +134,17 @@ fn draw(title: &str, timeline: &[Bucket], windows: &[FailureWindow], rgb: &mut [
     let panels = body.split_evenly((3, 1));
     let end_s = timeline
         .last()
-        .map(|b| b.end_s)
+        .map(|s| s.t_s + width)
         .into_iter()
         .chain(windows.iter().map(|w| w.end_s))
         .fold(1.0, f64::max);
     let x = 0.0..end_s;
 
-    // Throughput: a filled area, plotted at the middle of each bucket.
+    // Throughput: a filled area, plotted at the middle of each slice.
+    let middle = |s: &Slice| s.t_s + width / 2.0;
     let points: Vec<(f64, f64)> = timeline
         .iter()
-        .map(|b| (middle(b), b.throughput_rps))
+        .map(|s| (middle(s), s.ok as f64 / width))
         .collect();
     let top = headroom(points.iter().map(|p| p.1));
     let mut chart = panel(
@@ -153,9 +165,9 @@ fn draw(title: &str, timeline: &[Bucket], windows: &[FailureWindow], rgb: &mut [
         .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 22, y + 6)], BLUE.mix(0.5).filled()));
     legend(&mut chart)?;
 
-    // Latency: p50 and p99, broken where a bucket had no success.
-    let p50 = gaps(timeline, |b| b.p50_ms);
-    let p99 = gaps(timeline, |b| b.p99_ms);
+    // Latency: p50 and p99, broken where a slice had no success.
+    let p50 = gaps(timeline, width, |s| s.p50_ms);
+    let p99 = gaps(timeline, width, |s| s.p99_ms);
     let top = headroom(p99.iter().chain(&p50).flatten().map(|p| p.1));
     let mut chart = panel(&panels[1], "Latency", "latency (ms)", x.clone(), top, false)?;
     shade(&mut chart, windows, top)?;
@@ -166,16 +178,15 @@ fn draw(title: &str, timeline: &[Bucket], windows: &[FailureWindow], rgb: &mut [
     // Per node: completions per second of each node, zero where it served nothing.
     let nodes: BTreeSet<NodeId> = timeline
         .iter()
-        .flat_map(|b| b.per_node.keys().copied())
+        .flat_map(|s| s.served_per_node.keys().copied())
         .collect();
     let per_node: Vec<(NodeId, Vec<(f64, f64)>)> = nodes
         .iter()
         .map(|&node| {
-            let rate =
-                |b: &Bucket| *b.per_node.get(&node).unwrap_or(&0) as f64 / (b.end_s - b.start_s);
+            let rate = |s: &Slice| *s.served_per_node.get(&node).unwrap_or(&0) as f64 / width;
             (
                 node,
-                timeline.iter().map(|b| (middle(b), rate(b))).collect(),
+                timeline.iter().map(|s| (middle(s), rate(s))).collect(),
             )
         })
         .collect();
@@ -302,25 +313,25 @@ fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
         .map_err(plot_error)
 }
 
-/// Splits a per-bucket optional figure into unbroken segments of points.
-fn gaps(timeline: &[Bucket], figure: impl Fn(&Bucket) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
+/// Splits a per-slice optional figure into unbroken segments of points, each at the middle of
+/// its `width`-long slice.
+fn gaps(
+    timeline: &[Slice],
+    width: f64,
+    figure: impl Fn(&Slice) -> Option<f64>,
+) -> Vec<Vec<(f64, f64)>> {
     let mut segments = vec![Vec::new()];
-    for bucket in timeline {
-        match figure(bucket) {
+    for slice in timeline {
+        match figure(slice) {
             Some(value) => segments
                 .last_mut()
                 .expect("never empty")
-                .push((middle(bucket), value)),
+                .push((slice.t_s + width / 2.0, value)),
             None if segments.last().is_some_and(|s| !s.is_empty()) => segments.push(Vec::new()),
             None => {}
         }
     }
     segments
-}
-
-/// The middle of a bucket, where its figures are plotted.
-fn middle(bucket: &Bucket) -> f64 {
-    (bucket.start_s + bucket.end_s) / 2.0
 }
 
 /// The top of a y axis: the largest value plus room for the legend (1 when all are zero).
@@ -342,14 +353,14 @@ fn plot_error(error: impl std::fmt::Display) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
     use super::*;
     use crate::metrics::{timeline, Cause, Outcome, Sample};
 
+    /// The synthetic run's slice width.
+    const SECOND: Duration = Duration::from_secs(1);
     /// Failure of node 2 in the synthetic run, in seconds.
     const FAILED: (f64, f64) = (20.0, 34.0);
 
@@ -404,8 +415,8 @@ mod tests {
 
     #[test]
     fn render_to_buffer_gives_a_png_of_the_requested_size() {
-        let buckets = timeline(&synthetic_run(), Duration::from_secs(1));
-        let png = render_to_buffer("imgcloud stress test", &buckets, &window()).unwrap();
+        let slices = timeline(&synthetic_run(), Duration::from_secs(1));
+        let png = render_to_buffer("imgcloud stress test", &slices, SECOND, &window()).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
         let image = image::load_from_memory(&png).unwrap();
         assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT));
@@ -415,7 +426,7 @@ mod tests {
     fn render_writes_the_png_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.png");
-        render("empty run", &[], &[], &path).unwrap();
+        render("empty run", &[], SECOND, &[], &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
         let image = image::load_from_memory(&bytes).unwrap();
@@ -424,19 +435,18 @@ mod tests {
 
     #[test]
     fn latency_gaps_split_the_line() {
-        let bucket = |i: usize, p50: Option<f64>| Bucket {
-            start_s: i as f64,
-            end_s: i as f64 + 1.0,
+        let slice = |i: usize, p50: Option<f64>| Slice {
+            t_s: i as f64,
             p50_ms: p50,
-            ..Bucket::default()
+            ..Slice::default()
         };
-        let buckets = [
-            bucket(0, Some(1.0)),
-            bucket(1, None),
-            bucket(2, Some(3.0)),
-            bucket(3, Some(4.0)),
+        let slices = [
+            slice(0, Some(1.0)),
+            slice(1, None),
+            slice(2, Some(3.0)),
+            slice(3, Some(4.0)),
         ];
-        let segments = gaps(&buckets, |b| b.p50_ms);
+        let segments = gaps(&slices, 1.0, |s| s.p50_ms);
         assert_eq!(
             segments,
             vec![vec![(0.5, 1.0)], vec![(2.5, 3.0), (3.5, 4.0)]]
@@ -447,9 +457,9 @@ mod tests {
     #[test]
     #[ignore = "writes docs/plot-example.png"]
     fn example() {
-        let buckets = timeline(&synthetic_run(), Duration::from_secs(1));
+        let slices = timeline(&synthetic_run(), SECOND);
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/plot-example.png");
         let title = "imgcloud stress test: 3 nodes, 50 clients, node 2 failed at 20 s";
-        render(title, &buckets, &window(), &path).unwrap();
+        render(title, &slices, SECOND, &window(), &path).unwrap();
     }
 }

@@ -12,7 +12,13 @@
 //! failures_injected duplicates late lost verified limit_rps efficiency
 //! trials[] trials_ci{figure: {mean half_width n}} config{flag: value}
 //! failure_windows[{node start_s end_s}]
+//! timeline[{t_s ok p50_ms p99_ms served_per_node{node: n}}]
 //! ```
+//!
+//! `timeline` has one entry per 100 ms slice of the run ([`crate::metrics::timeline`], by
+//! completion time, from 0 to the last completion, empty slices included): the data the plot
+//! draws. [`Report::failure_dip`] reads from it the worst slice inside a failure window against
+//! the mean outside, which the console summary prints.
 //!
 //! `late` counts replies that came after the client gave up on their request (its deadline
 //! passed, so the request is in `lost` too, or every node had said unavailable): it tells a slow
@@ -29,8 +35,8 @@
 //! `served_per_node.2`. A single run has `trials: []` and `trials_ci: {}`. Entries of `trials`
 //! are reports themselves, with `config: null` (it is the same for all) and empty `trials`.
 //!
-//! Implementation caveats: the combined report keeps the first trial's `config` and
-//! `failure_windows` (a driver plotting another trial should replace them); a cause or node that
+//! Implementation caveats: the combined report keeps the first trial's `config`,
+//! `failure_windows` and `timeline` (the plot draws that trial); a cause or node that
 //! shows up in only some trials counts as 0 in the others; `limit_rps` and `efficiency` are
 //! averaged only over the trials that know them.
 
@@ -41,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::NodeId;
-use crate::metrics::{mean_ci95, Interval, LatencyMs, Summary};
+use crate::metrics::{mean_ci95, Interval, LatencyMs, Slice, Summary, SLICE};
 
 /// Width of the rule lines of the console summary.
 const RULE: usize = 60;
@@ -49,6 +55,8 @@ const RULE: usize = 60;
 const TITLE: &str = "              STRESS TEST RESULTS";
 /// Width of the label column of the console summary.
 const LABEL: usize = 23;
+/// Slack when comparing slice edges (multiples of 0.1 s) with window edges, in seconds.
+const EDGE_S: f64 = 1e-9;
 
 /// A period during which the stress test kept one node failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -82,6 +90,8 @@ pub struct Extras {
     pub config: Value,
     /// The failures injected, one window each.
     pub failure_windows: Vec<FailureWindow>,
+    /// The run cut into 100 ms slices.
+    pub timeline: Vec<Slice>,
 }
 
 /// The complete result of a stress test, as written by `--report`.
@@ -118,6 +128,22 @@ pub struct Report {
     pub config: Value,
     /// When which node was failed.
     pub failure_windows: Vec<FailureWindow>,
+    /// One entry per 100 ms slice of the run; absent (empty) in reports written before it.
+    #[serde(default)]
+    pub timeline: Vec<Slice>,
+}
+
+/// The worst 100 ms slice wholly inside a failure window, against the slices outside any.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dip {
+    /// Start of the worst slice, in seconds since the run started.
+    pub t_s: f64,
+    /// Successful requests in it.
+    pub ok: u64,
+    /// Mean successful requests per slice outside every failure window.
+    pub mean_outside: f64,
+    /// `ok / mean_outside`.
+    pub ratio: f64,
 }
 
 impl Report {
@@ -142,7 +168,46 @@ impl Report {
             trials_ci: BTreeMap::new(),
             config: extras.config,
             failure_windows: extras.failure_windows,
+            timeline: extras.timeline,
         }
+    }
+
+    /// The worst slice of the timeline wholly inside a failure window, as a ratio of the mean
+    /// slice wholly outside every window; None without a slice of each kind. The last slice is
+    /// left out of the mean: it usually holds only the run's stragglers.
+    pub fn failure_dip(&self) -> Option<Dip> {
+        let width = SLICE.as_secs_f64();
+        let inside = |s: &Slice| {
+            self.failure_windows
+                .iter()
+                .any(|w| s.t_s >= w.start_s - EDGE_S && s.t_s + width <= w.end_s + EDGE_S)
+        };
+        let touches = |s: &Slice| {
+            self.failure_windows
+                .iter()
+                .any(|w| s.t_s < w.end_s - EDGE_S && s.t_s + width > w.start_s + EDGE_S)
+        };
+        let full = self.timeline.split_last().map_or(&[][..], |(_, rest)| rest);
+        let outside: Vec<u64> = full.iter().filter(|s| !touches(s)).map(|s| s.ok).collect();
+        let worst = self
+            .timeline
+            .iter()
+            .filter(|s| inside(s))
+            .min_by_key(|s| s.ok)?;
+        if outside.is_empty() {
+            return None;
+        }
+        let mean_outside = outside.iter().sum::<u64>() as f64 / outside.len() as f64;
+        Some(Dip {
+            t_s: worst.t_s,
+            ok: worst.ok,
+            mean_outside,
+            ratio: if mean_outside > 0.0 {
+                worst.ok as f64 / mean_outside
+            } else {
+                0.0
+            },
+        })
     }
 
     /// Combines the reports of K trials: means at the top level, the trials listed, and a 95%
@@ -237,6 +302,7 @@ impl Report {
         combined.trials_ci = ci;
         combined.config = config;
         combined.failure_windows = trials[0].failure_windows.clone();
+        combined.timeline = trials[0].timeline.clone();
         combined.trials = trials;
         combined
     }
@@ -308,6 +374,16 @@ impl Report {
                 out,
                 "  node {} failed at {:.2} s, back at {:.2} s",
                 w.node, w.start_s, w.end_s
+            );
+        }
+        if let Some(dip) = self.failure_dip() {
+            row(
+                &mut out,
+                "Worst Failure Slice",
+                format!(
+                    "{:.2} of the mean outside failures ({} vs {:.1} ok per 100 ms, at {:.1} s)",
+                    dip.ratio, dip.ok, dip.mean_outside, dip.t_s
+                ),
             );
         }
         row(&mut out, "Duplicate Serves", self.duplicates);
@@ -464,6 +540,7 @@ mod tests {
             "trials_ci",
             "config",
             "failure_windows",
+            "timeline",
         ]
         .into();
         assert_eq!(keys, expected);
@@ -595,6 +672,57 @@ Load Balancing Decisions: 10000
             console.contains("  Throughput:          210.00 ± 24.84 requests/second"),
             "{console}"
         );
+    }
+
+    /// 3 s of 100 ms slices, 10 ok each, except 5 (and once 3) while node 2 failed, 1 s to 2 s.
+    fn dipped_report() -> Report {
+        let timeline = (0..30)
+            .map(|i| Slice {
+                t_s: i as f64 * 0.1,
+                ok: match i {
+                    13 => 3,
+                    10..=19 => 5,
+                    _ => 10,
+                },
+                ..Slice::default()
+            })
+            .collect();
+        let extras = Extras {
+            failure_windows: vec![FailureWindow {
+                node: 2,
+                start_s: 1.0,
+                end_s: 2.0,
+            }],
+            timeline,
+            ..Extras::default()
+        };
+        Report::from_summary(Summary::default(), extras)
+    }
+
+    #[test]
+    fn the_failure_dip_is_the_worst_slice_inside_against_the_mean_outside() {
+        let dip = dipped_report().failure_dip().unwrap();
+        // Inside: slices 1.0 .. 1.9, the worst 3 at 1.3 s; outside: 0.0 .. 0.9 and 2.0 .. 2.8
+        // (the last slice, 2.9, is left out), 10 each: 3 / 10 = 0.3.
+        assert_eq!((dip.ok, dip.mean_outside), (3, 10.0));
+        assert!((dip.t_s - 1.3).abs() < 1e-9 && (dip.ratio - 0.3).abs() < 1e-12);
+        let console = dipped_report().console();
+        assert!(
+            console.lines().any(|l| l
+                == "Worst Failure Slice:   0.30 of the mean outside failures (3 vs 10.0 ok per 100 ms, at 1.3 s)"),
+            "{console}"
+        );
+        assert_eq!(seed_report().failure_dip(), None, "no timeline, no dip");
+    }
+
+    #[test]
+    fn the_timeline_is_in_the_json_and_reads_back() {
+        let report = dipped_report();
+        let value = serde_json::to_value(&report).unwrap();
+        assert_eq!(value["timeline"].as_array().unwrap().len(), 30);
+        assert_eq!(value["timeline"][13]["ok"], 3);
+        let back: Report = serde_json::from_value(value).unwrap();
+        assert_eq!(back, report);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! - [`ClusterWatch`] polls every node's `/status` while the load runs, to find the windows in
 //!   which a node was not Active (failed, recovering, unreachable) and the counters the
 //!   report needs (elections, simulated failures, load-balancing decisions, encryptions).
+//! - [`trial_through_failure`] keeps the load going past its quota until the watch has seen a
+//!   failure begin and end inside it (the cluster still elects its victim itself), so that a
+//!   run on a fast machine cannot finish before the first failure; see DESIGN.md, "Stress
+//!   metrics and report".
 //! - [`measure_limit`] is the yardstick: the same request pushed through the codec in-process
 //!   on every core, with no network and no cluster.
 //!
@@ -19,6 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::client::{cluster_status, Client};
 use crate::config::{NodeAddr, NodeId};
@@ -33,6 +39,9 @@ use crate::Result;
 
 /// How often [`ClusterWatch`] polls the nodes.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How long [`trial_through_failure`]'s load runs on after the failure it waited for is over,
+/// so that the report and the plot show the cluster back at full rate.
+pub const AFTER_RECOVERY: Duration = Duration::from_millis(500);
 
 /// What one stress run does.
 #[derive(Clone, Debug)]
@@ -87,6 +96,18 @@ pub async fn run(
     options: &StressOptions,
     progress: Progress,
 ) -> Result<StressRun> {
+    run_while(nodes, key, options, progress, None).await
+}
+
+/// [`run`], except that a client that has sent its `requests` goes on sending while `more`
+/// (if given) says true; it stops after the request under way when `more` turns false.
+pub async fn run_while(
+    nodes: &[NodeAddr],
+    key: &SealKey,
+    options: &StressOptions,
+    progress: Progress,
+    more: Option<watch::Receiver<bool>>,
+) -> Result<StressRun> {
     let start = Instant::now();
     let image = Arc::new(options.image.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -95,6 +116,7 @@ pub async fn run(
         let nodes = nodes.to_vec();
         let (key, image, progress) = (key.clone(), Arc::clone(&image), Arc::clone(&progress));
         let (requests, verify, deadline) = (options.requests, options.verify, options.deadline);
+        let more = more.clone();
         tasks.spawn(async move {
             let owner = format!("client{client_id}");
             let mut samples = Vec::with_capacity(requests);
@@ -112,7 +134,8 @@ pub async fn run(
                     return (vec![failed; requests], 0, 0);
                 }
             };
-            for _ in 0..requests {
+            let keep_going = || more.as_ref().is_some_and(|m| *m.borrow());
+            while samples.len() < requests || keep_going() {
                 let sent_at = start.elapsed();
                 let sent = Instant::now();
                 let result = client
@@ -258,24 +281,34 @@ impl ClusterCounters {
     }
 }
 
+/// When a node was first seen not Active, and whether that was after the first poll (so the
+/// failure began while the watch ran, not before).
+#[derive(Clone, Copy, Debug)]
+struct Down {
+    since: f64,
+    began_inside: bool,
+}
+
 /// Polls the nodes in the background and remembers when each was not Active.
 pub struct ClusterWatch {
     start: Instant,
-    down_since: Arc<Mutex<BTreeMap<NodeId, (f64, NodeState)>>>,
+    down_since: Arc<Mutex<BTreeMap<NodeId, Down>>>,
     windows: Arc<Mutex<Vec<FailureWindow>>>,
+    passed: watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ClusterWatch {
     /// Starts polling; times are seconds since `start`.
     pub fn start(nodes: &[NodeAddr], start: Instant) -> ClusterWatch {
-        let down_since = Arc::new(Mutex::new(BTreeMap::<NodeId, (f64, NodeState)>::new()));
+        let down_since = Arc::new(Mutex::new(BTreeMap::<NodeId, Down>::new()));
         let windows = Arc::new(Mutex::new(Vec::new()));
+        let (passed_tx, passed) = watch::channel(0usize);
         let nodes = nodes.to_vec();
         let (down, win) = (Arc::clone(&down_since), Arc::clone(&windows));
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(WATCH_INTERVAL);
-            loop {
+            for round in 0u64.. {
                 ticker.tick().await;
                 let now = start.elapsed().as_secs_f64();
                 for (node, status) in cluster_status(&nodes).await {
@@ -284,17 +317,29 @@ impl ClusterWatch {
                         return;
                     };
                     match (state, down.get(&node.id).copied()) {
-                        (NodeState::Active, Some((since, _))) => {
+                        (NodeState::Active, Some(d)) => {
                             down.remove(&node.id);
                             win.push(FailureWindow {
                                 node: node.id,
-                                start_s: since,
+                                start_s: d.since,
                                 end_s: now,
                             });
+                            if d.began_inside {
+                                passed_tx.send_modify(|n| *n += 1);
+                            }
                         }
                         (NodeState::Active, None) => {}
-                        (s, None) => {
-                            down.insert(node.id, (now, s));
+                        (_, None) => {
+                            // Down at the first poll: down since before the run, so since 0.
+                            let began_inside = round > 0;
+                            let since = if began_inside { now } else { 0.0 };
+                            down.insert(
+                                node.id,
+                                Down {
+                                    since,
+                                    began_inside,
+                                },
+                            );
                         }
                         (_, Some(_)) => {}
                     }
@@ -305,8 +350,15 @@ impl ClusterWatch {
             start,
             down_since,
             windows,
+            passed,
             task,
         }
+    }
+
+    /// Counts the failures that began after the first poll and are over (the node Active
+    /// again): they came and went while the watch ran.
+    pub fn passed_failures(&self) -> watch::Receiver<usize> {
+        self.passed.clone()
     }
 
     /// Stops polling; windows still open end now.
@@ -315,10 +367,10 @@ impl ClusterWatch {
         let now = self.start.elapsed().as_secs_f64();
         let mut windows = self.windows.lock().map(|w| w.clone()).unwrap_or_default();
         if let Ok(down) = self.down_since.lock() {
-            for (&node, &(since, _)) in down.iter() {
+            for (&node, d) in down.iter() {
                 windows.push(FailureWindow {
                     node,
-                    start_s: since,
+                    start_s: d.since,
                     end_s: now,
                 });
             }
@@ -339,6 +391,17 @@ pub struct Trial {
     pub windows: Vec<FailureWindow>,
 }
 
+impl Trial {
+    /// Whether some failure window began after the load's start and ended before its last
+    /// reply: a failure the load ran through, from its beginning to its recovery.
+    pub fn failure_passed(&self) -> bool {
+        let end = self.run.duration.as_secs_f64();
+        self.windows
+            .iter()
+            .any(|w| w.start_s > 0.0 && w.end_s < end)
+    }
+}
+
 /// Runs one trial: counters before, the load with a [`ClusterWatch`] beside it, counters after.
 pub async fn trial(
     nodes: &[NodeAddr],
@@ -356,7 +419,47 @@ pub async fn trial_with(
 ) -> Result<Trial> {
     let before = ClusterCounters::read(nodes).await;
     let watch = ClusterWatch::start(nodes, Instant::now());
-    let run = load.await?;
+    let run = load.await;
+    finish_trial(nodes, before, watch, run?).await
+}
+
+/// [`trial`] whose load lasts until a failure has come and gone inside it: every client sends
+/// its `requests`, and all of them go on until the watch has seen a node leave Active after
+/// the load began and come back, then for [`AFTER_RECOVERY`] more; or until `limit` has passed
+/// since the start, whichever is first. The cluster elects and times its victims itself; this
+/// only keeps the load running long enough to meet one. [`Trial::failure_passed`] says
+/// whether it did.
+pub async fn trial_through_failure(
+    nodes: &[NodeAddr],
+    key: &SealKey,
+    options: &StressOptions,
+    progress: Progress,
+    limit: Duration,
+) -> Result<Trial> {
+    let before = ClusterCounters::read(nodes).await;
+    let watch = ClusterWatch::start(nodes, Instant::now());
+    let (more_tx, more) = watch::channel(true);
+    let mut passed = watch.passed_failures();
+    let holder = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + limit;
+        let one = async { passed.wait_for(|n| *n >= 1).await.is_ok() };
+        if tokio::time::timeout_at(deadline, one).await == Ok(true) {
+            tokio::time::sleep(AFTER_RECOVERY).await;
+        }
+        let _ = more_tx.send(false);
+    });
+    let run = run_while(nodes, key, options, progress, Some(more)).await;
+    holder.abort();
+    finish_trial(nodes, before, watch, run?).await
+}
+
+/// Stops the watch and reads what the cluster's counters grew by.
+async fn finish_trial(
+    nodes: &[NodeAddr],
+    before: ClusterCounters,
+    watch: ClusterWatch,
+    run: StressRun,
+) -> Result<Trial> {
     let windows = watch.finish();
     // The nodes publish their counters every tick; let the last ones land.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -391,6 +494,7 @@ pub fn report(
         limit_rps,
         config,
         failure_windows: trial.windows.clone(),
+        timeline: crate::metrics::timeline(&trial.run.samples, crate::metrics::SLICE),
     };
     let mut report = crate::report::Report::from_summary(summary, extras);
     report.failures_injected = trial.counters.failures;

@@ -69,7 +69,9 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(r["total"], 300);
+    // With failures on, the load runs past its 300 requests until a failure came and went.
+    let total = r["total"].as_u64().unwrap();
+    assert!(total >= 300, "{r}");
     assert_eq!(r["success_rate"], 1.0, "{r}");
     assert_eq!(r["duplicates"], 0);
     assert_eq!(r["lost"], 0);
@@ -79,9 +81,9 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(served, 300, "served per node sums to the total");
+    assert_eq!(served, total, "served per node sums to the total");
     assert!(r["limit_rps"].as_f64().unwrap() > 0.0);
-    assert!(r["lb_decisions"].as_u64().unwrap() >= 300);
+    assert!(r["lb_decisions"].as_u64().unwrap() >= total);
     let png = std::fs::read(&plot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the plot is a PNG");
 

@@ -271,7 +271,6 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
             args.load.requests
         );
         let mut reports = Vec::new();
-        let mut last = None;
         for t in 1..=args.load.trials.max(1) {
             let trial = if processes == 1 {
                 let options = args.load.options(image.clone(), 1);
@@ -284,11 +283,10 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
             println!("trial {t}: {} requests in {took:.2} s", trial.run.samples.len());
             let verified = !args.load.no_verify;
             reports.push(stress::report(&trial, verified, limit_rps, config_json.clone()));
-            last = Some(trial);
         }
         let report = Report::combine_trials(reports);
         println!("{}", report.console());
-        imgcloud::demo::write_outputs(&report, last.as_ref(), &args.load).map_err(|e| e.to_string())?;
+        imgcloud::demo::write_outputs(&report, &args.load).map_err(|e| e.to_string())?;
         Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }
