@@ -24,7 +24,9 @@
 //!   HTTP requests that came through it are answered 503 at once: it cannot finish them.
 //! - One **peer link** task per peer owns the outgoing connection to it: it connects,
 //!   authenticates ([`PeerAuth`]), writes queued envelopes, and reconnects with back-off.
-//!   While it is down, messages for that peer are dropped: the protocol tolerates loss.
+//!   While it is down, messages for that peer are dropped: the protocol tolerates loss. Each
+//!   time a link that was up comes up again it counts one re-connection
+//!   (`peer_link_reconnects` in [`NodeStatus`]); a link's first connection does not count.
 //! - The **accept loop** authenticates each inbound connection; a peer's connection gets a
 //!   reader task that decodes envelopes and hands them to the node loop, and reports its close
 //!   (the failure detector's strongest evidence). A bad frame closes only that connection.
@@ -33,6 +35,7 @@
 //! uses two TCP connections; that keeps reconnection free of races.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,6 +153,10 @@ pub struct NodeStatus {
     pub workers: usize,
     /// Seconds since the process started.
     pub uptime_s: f64,
+    /// Times one of this node's links to a peer came up again after it had been up and broke
+    /// (0 if no link ever broke); absent (0) in the status of older nodes.
+    #[serde(default)]
+    pub peer_link_reconnects: u64,
 }
 
 /// Runs node `id` of `config` until `shutdown` completes.
@@ -194,10 +201,19 @@ pub async fn run(
 
     let mut tasks = JoinSet::new();
     let mut links = BTreeMap::new();
+    let reconnects = Arc::new(AtomicU64::new(0));
     for peer in config.nodes.iter().filter(|n| n.id != id) {
         let (tx, rx) = mpsc::channel::<Link>(LINK_QUEUE);
         links.insert(peer.id, tx);
-        tasks.spawn(peer_link(id, peer.id, peer.addr, auth.clone(), rx));
+        let reconnects = Arc::clone(&reconnects);
+        tasks.spawn(peer_link(
+            id,
+            peer.id,
+            peer.addr,
+            auth.clone(),
+            rx,
+            reconnects,
+        ));
     }
     let members = Arc::new(config.ids());
     tasks.spawn(accept_loop(
@@ -226,6 +242,7 @@ pub async fn run(
         http_waiters: HashMap::new(),
         latest_conn: BTreeMap::new(),
         status: status_tx,
+        reconnects,
     };
     tasks.spawn(shell.run(input_rx));
     tasks.spawn(http::serve(
@@ -282,6 +299,7 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         queued: 0,
         workers,
         uptime_s: 0.0,
+        peer_link_reconnects: 0,
     }
 }
 
@@ -303,6 +321,8 @@ struct Shell {
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
+    /// Re-connections of the peer links, counted by their tasks.
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Shell {
@@ -369,6 +389,7 @@ impl Shell {
             queued: self.pool.queued(),
             workers: self.pool.workers(),
             uptime_s: self.started.elapsed().as_secs_f64(),
+            peer_link_reconnects: self.reconnects.load(Ordering::Relaxed),
             core,
         };
         self.status.send_replace(status);
@@ -791,9 +812,11 @@ async fn peer_link(
     addr: std::net::SocketAddr,
     auth: PeerAuth,
     mut queue: mpsc::Receiver<Link>,
+    reconnects: Arc<AtomicU64>,
 ) -> Result<()> {
     let mut backoff = Duration::from_millis(20);
     let mut reported = false;
+    let mut was_up = false;
     loop {
         // Whatever was queued while the link was down is stale now.
         while queue.try_recv().is_ok() {}
@@ -806,7 +829,18 @@ async fn peer_link(
         };
         match timeout(HANDSHAKE_TIMEOUT, attempt).await {
             Ok(Ok((reader, mut writer))) => {
-                info!(node = me, peer, "[Node {me}] link to node {peer} up");
+                if was_up {
+                    let n = reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                    info!(
+                        node = me,
+                        peer,
+                        reconnects = n,
+                        "[Node {me}] link to node {peer} up again"
+                    );
+                } else {
+                    info!(node = me, peer, "[Node {me}] link to node {peer} up");
+                }
+                was_up = true;
                 backoff = Duration::from_millis(20);
                 reported = false;
                 // Keep the read half alive so the connection stays open; peers never write on it.
