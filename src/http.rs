@@ -74,7 +74,11 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
                 .route("/share", post(post_share))
                 .route("/grant", post(post_grant))
                 .route("/view", post(post_view))
-                .layer(DefaultBodyLimit::max(MAX_SHARING_BYTES)),
+                .layer(DefaultBodyLimit::max(MAX_SHARING_BYTES))
+                .layer(axum::middleware::from_fn_with_state(
+                    MAX_SHARING_BYTES,
+                    refuse_oversized,
+                )),
         )
         .with_state((api, counter));
     axum::serve(listener, app).await?;
@@ -139,6 +143,27 @@ async fn post_user_op(
     {
         Ok(_) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+/// Refuses (413) a request whose `Content-Length` is over `limit` before reading any of it
+/// (a body without one is cut off by `DefaultBodyLimit` once it passes the limit).
+pub(crate) async fn refuse_oversized(
+    State(limit): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(len) if len > limit as u64 => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {len} bytes; at most {limit} are accepted"),
+        ),
+        _ => next.run(request).await,
     }
 }
 

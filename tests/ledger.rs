@@ -133,7 +133,9 @@ fn grant(v: usize, i: usize, change: Change) -> Command {
 }
 
 fn view(v: usize, i: usize, copy_for: usize) -> Command {
-    let op = viewer(v).sign(UserOp::View { file: [v as u8; 32] });
+    let op = viewer(v).sign(UserOp::View {
+        file: [v as u8; 32],
+    });
     let sealed = Sealed {
         image: image(i),
         owner: "alice".into(),

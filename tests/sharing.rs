@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,15 +22,17 @@ fn photo(w: u32, h: u32, seed: u32) -> Vec<u8> {
 }
 
 /// A user with a running peer.
-struct User<'a> {
-    cluster: &'a Cluster,
+struct User {
+    config_path: PathBuf,
+    /// Whether the peer runs with `--approve auto`.
+    auto: bool,
     name: String,
     password: String,
     proc: PeerProc,
 }
 
-impl<'a> User<'a> {
-    fn start(cluster: &'a Cluster, name: &str, extra: &[&str]) -> User<'a> {
+impl User {
+    fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> User {
         let password = format!("{name}'s password");
         let proc = cluster.peer(name, &password, extra);
         assert!(
@@ -39,36 +41,33 @@ impl<'a> User<'a> {
             cluster.log(1)
         );
         User {
-            cluster,
+            config_path: cluster.config_path.clone(),
+            auto: extra.windows(2).any(|w| w == ["--approve", "auto"]),
             name: name.into(),
             password,
             proc,
         }
     }
 
+    /// The `peer` command of this user with `args` and `--json`.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_peer"));
+        command
+            .args(["--user", &self.name, "--dir"])
+            .arg(&self.proc.dir)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .arg("--json")
+            .env("IMGCLOUD_PASSWORD", &self.password)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
     /// Runs `peer --user NAME ARGS --json`; Ok(JSON) on success, Err(stderr) on failure.
     fn run(&self, args: &[&str]) -> Result<Value, String> {
-        let output = self
-            .cluster
-            .peer_command(&self.name, &self.password, &self.proc.dir, args)
-            .arg("--json")
-            .output()
-            .unwrap();
-        if output.status.success() {
-            Ok(serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-                panic!(
-                    "{args:?} printed no JSON ({e}): {:?}",
-                    String::from_utf8_lossy(&output.stdout)
-                )
-            }))
-        } else {
-            assert_eq!(
-                output.status.code(),
-                Some(1),
-                "{args:?} must exit 1 on an error"
-            );
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        parse(args, self.command(args).output().unwrap())
     }
 
     fn ok(&self, args: &[&str]) -> Value {
@@ -82,9 +81,25 @@ impl<'a> User<'a> {
             Err(e) => e,
         }
     }
+}
 
-    fn dir(&self) -> &Path {
-        &self.proc.dir
+/// A subcommand's JSON on success, its standard error on failure (exit code 1).
+fn parse(args: &[&str], output: std::process::Output) -> Result<Value, String> {
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?} printed no JSON ({e}): {:?}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        }))
+    } else {
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?} must exit 1 on an error: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
 
@@ -217,4 +232,334 @@ fn alice_shares_bob_views_twice_then_sees_the_default_and_carol_never_sees_it() 
         );
     }
     drop((alice, bob, carol));
+}
+
+/// Shares a photo as `owner`, has `viewer` ask for `views`, approves (unless the owner's
+/// peer approves by itself); the image id, the original bytes and the viewer's copy entry.
+fn shared_and_granted(
+    cluster: &Cluster,
+    owner: &User,
+    viewer: &User,
+    name: &str,
+    views: u32,
+) -> (String, Vec<u8>, Value) {
+    let original = photo(96, 64, views);
+    let path = temp_file(cluster, &format!("{name}.png"), &original);
+    let shared = owner.ok(&["share", path.to_str().unwrap()]);
+    let id = shared["id"].as_str().unwrap().to_string();
+    let views = views.to_string();
+    let request = viewer.ok(&["request", &owner.name, name, "--views", &views]);
+    if !owner.auto {
+        owner.ok(&["approve", request["id"].as_str().unwrap()]);
+    }
+    let copy = copy_of(viewer, &id);
+    (id, original, copy)
+}
+
+/// The node that is the consensus leader now, by node 1's (or any node's) status.
+fn leader(cluster: &Cluster) -> u32 {
+    support::poll(Duration::from_secs(10), || {
+        cluster
+            .statuses()
+            .values()
+            .flatten()
+            .find_map(|s| s["store"]["leader"].as_u64())
+    })
+    .expect("no consensus leader within 10 s") as u32
+}
+
+#[test]
+fn twenty_views_racing_over_five_while_the_leader_is_killed_show_exactly_five_images() {
+    let mut cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
+    let bob = User::start(&cluster, "bob", &[]);
+    let (id, original, _) = shared_and_granted(&cluster, &alice, &bob, "race", 5);
+
+    let outs: Vec<PathBuf> = (0..20)
+        .map(|k| cluster.dir.path().join(format!("race-{k}.png")))
+        .collect();
+    let mut views: Vec<std::process::Child> = outs
+        .iter()
+        .map(|out| {
+            bob.command(&["view", &id, "-o", out.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Mid-way: once the first view has finished, the leader dies.
+    support::wait_for(Duration::from_secs(30), || {
+        views.iter_mut().any(|v| v.try_wait().unwrap().is_some())
+    })
+    .expect("no view finished within 30 s");
+    let killed = leader(&cluster);
+    cluster.kill(killed);
+
+    let mut images = 0;
+    for (view, out) in views.into_iter().zip(&outs) {
+        let result = parse(&["view"], view.wait_with_output().unwrap())
+            .unwrap_or_else(|e| panic!("a view failed while node {killed} was down: {e}"));
+        match result["shown"].as_str() {
+            Some("image") => {
+                images += 1;
+                assert_eq!(std::fs::read(out).unwrap(), original);
+            }
+            Some("default") => {}
+            other => panic!("a view showed {other:?}"),
+        }
+    }
+    assert_eq!(
+        images, 5,
+        "5 views were granted; {images} images were shown"
+    );
+    let after = bob.ok(&["view", &id]);
+    assert_eq!(after["shown"], "default");
+    assert_eq!(copy_of(&bob, &id)["views_left"], 0);
+}
+
+/// POSTs `body` to `url`; the status code and the body as text.
+fn post(url: &str, body: Vec<u8>) -> (u16, String) {
+    support::runtime().block_on(async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
+
+/// Sends a view of `file` signed by `who` straight to node 1; the status and body.
+fn view_at_node(
+    cluster: &Cluster,
+    who: &imgcloud::sharing::Credential,
+    file: Vec<u8>,
+) -> (u16, String) {
+    use imgcloud::sharing::{wire::WithFile, UserOp};
+    let digest = imgcloud::peer::actions::digest(&file);
+    let op = who.sign(UserOp::View { file: digest });
+    let body = postcard::to_stdvec(&WithFile { op, file }).unwrap();
+    let node = cluster.config.node(1).unwrap().http;
+    post(&format!("http://{node}/view"), body)
+}
+
+#[test]
+fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
+    use imgcloud::metadata::{ImageMeta, Viewer};
+    use imgcloud::peer::p2p::{self, Msg};
+    use imgcloud::sharing::Credential;
+
+    let cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &[]);
+    let bob = User::start(&cluster, "bob", &[]);
+    let (id, original, copy) = shared_and_granted(&cluster, &alice, &bob, "guarded", 3);
+    let copy_bytes = std::fs::read(copy["path"].as_str().unwrap()).unwrap();
+    let bob_key = Credential::derive("bob", "bob's password").unwrap();
+
+    // A copy from another cluster (sealed with another secret), naming bob as its viewer.
+    let meta = ImageMeta::new(
+        "alice",
+        vec![Viewer {
+            name: "bob".into(),
+            quota: 9,
+        }],
+    )
+    .unwrap();
+    let covers = imgcloud::cover::DefaultCovers::new();
+    let foreign = imgcloud::stego::encrypt_image(
+        &original,
+        imgcloud::stego::Cover::Default(&covers),
+        &meta,
+        &imgcloud::seal::SealKey::from_secret(b"another cluster"),
+    )
+    .unwrap();
+    let foreign_path = temp_file(&cluster, "foreign.png", &foreign);
+    let e = bob.err(&["view", foreign_path.to_str().unwrap()]);
+    assert!(e.contains("another cloud"), "{e}");
+
+    // A tampered copy: one low bit flipped inside the sealed payload.
+    let mut pixels = image::load_from_memory(&copy_bytes).unwrap().to_rgb8();
+    pixels.as_mut()[3000] ^= 1;
+    let mut tampered = std::io::Cursor::new(Vec::new());
+    pixels
+        .write_to(&mut tampered, image::ImageFormat::Png)
+        .unwrap();
+    let tampered_path = temp_file(&cluster, "tampered.png", &tampered.into_inner());
+    let e = bob.err(&["view", tampered_path.to_str().unwrap()]);
+    assert!(e.contains("tampered"), "{e}");
+
+    // A truncated copy, and a plain PNG with no payload.
+    let truncated = temp_file(
+        &cluster,
+        "truncated.png",
+        &copy_bytes[..copy_bytes.len() / 2],
+    );
+    let e = bob.err(&["view", truncated.to_str().unwrap()]);
+    assert!(
+        e.contains("cannot be opened") || e.contains("truncated"),
+        "{e}"
+    );
+    let plain = temp_file(&cluster, "plain.png", &photo(64, 64, 9));
+    let e = bob.err(&["view", plain.to_str().unwrap()]);
+    assert!(e.contains("no imgcloud payload"), "{e}");
+
+    // Garbage and a 1 GB body at the node; a view whose signed digest is not the file's.
+    let node = cluster.config.node(1).unwrap().http;
+    let (status, body) = post(&format!("http://{node}/view"), b"garbage".to_vec());
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        huge_post(node, "/view"),
+        413,
+        "a 1 GB body must be refused as too large"
+    );
+    let (status, body) = {
+        use imgcloud::sharing::{wire::WithFile, UserOp};
+        let op = bob_key.sign(UserOp::View { file: [0; 32] });
+        let body = postcard::to_stdvec(&WithFile {
+            op,
+            file: copy_bytes.clone(),
+        })
+        .unwrap();
+        post(&format!("http://{node}/view"), body)
+    };
+    assert_eq!(status, 400);
+    assert!(body.contains("SHA-256"), "{body}");
+    // A view signed with the wrong password for bob.
+    let impostor = Credential::derive("bob", "guess").unwrap();
+    let (status, body) = view_at_node(&cluster, &impostor, copy_bytes.clone());
+    assert_eq!(status, 403, "{body}");
+
+    // Requests for images that do not exist, decisions on requests that are not there.
+    let e = bob.err(&["request", "alice", "no-such-image", "--views", "1"]);
+    assert!(e.contains("shares no image"), "{e}");
+    let e = bob.err(&["request", "nobody", "guarded", "--views", "1"]);
+    assert!(e.contains("unknown user"), "{e}");
+    let e = alice.err(&["approve", "feedfacecafe"]);
+    assert!(e.contains("no request"), "{e}");
+    let request = bob.ok(&["request", "alice", "guarded", "--views", "1"]);
+    let req = request["id"].as_str().unwrap();
+    let e = bob.err(&["approve", req]);
+    assert!(
+        e.contains("no request"),
+        "bob approved alice's request: {e}"
+    );
+    alice.ok(&["deny", req]);
+    let e = alice.err(&["approve", req]);
+    assert!(e.contains("already denied"), "{e}");
+    support::wait_for(Duration::from_secs(10), || {
+        bob.ok(&["requests"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["id"] == req && q["state"] == "denied")
+    })
+    .expect("bob never heard of the denial");
+
+    // Two approvals of one request at once: one grants, the other is refused.
+    let request = bob.ok(&["request", "alice", "guarded", "--views", "1"]);
+    let req = request["id"].as_str().unwrap();
+    let both: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            alice
+                .command(&["approve", req])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<Result<Value, String>> = both
+        .into_iter()
+        .map(|c| parse(&["approve"], c.wait_with_output().unwrap()))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let refused = results.iter().find_map(|r| r.clone().err()).unwrap();
+    assert!(
+        refused.contains("being decided") || refused.contains("already"),
+        "{refused}"
+    );
+    support::wait_for(Duration::from_secs(20), || {
+        copy_of(&bob, &id)["views_left"] == 4
+    })
+    .expect("bob's copy never said 3 + 1 views");
+
+    // Peer messages: garbage, a 1 GB body, an unknown sender, a forged one, a bogus image.
+    let alice_addr = alice.proc.addr.clone().unwrap();
+    let (status, body) = post(&format!("http://{alice_addr}/p2p"), vec![0xff; 100]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(huge_post(alice_addr.parse().unwrap(), "/p2p"), 413);
+    let rt = support::runtime();
+    let mallory = Credential::derive("mallory", "pw").unwrap();
+    let e = rt
+        .block_on(p2p::send::<Vec<p2p::Preview>>(
+            &mallory,
+            "alice",
+            &alice_addr,
+            Msg::Previews,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not logged in"), "{e}");
+    let e = rt
+        .block_on(p2p::send::<Vec<p2p::Preview>>(
+            &impostor,
+            "alice",
+            &alice_addr,
+            Msg::Previews,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not signed by bob"), "{e}");
+    let bogus = Msg::Request {
+        id: "r1".into(),
+        image: "00".repeat(16),
+        views: 1,
+    };
+    let e = rt
+        .block_on(p2p::send::<p2p::RequestAnswer>(
+            &bob_key,
+            "alice",
+            &alice_addr,
+            bogus,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no image"), "{e}");
+
+    // Nothing crashed, nothing was spent: bob's next view is his first of three.
+    for id in cluster.config.ids() {
+        assert!(cluster.status(id).is_some(), "node {id} stopped answering");
+    }
+    let view = bob.ok(&["view", &id]);
+    assert_eq!(view["shown"], "image");
+    assert_eq!(view["views_left"], 3, "a bad input changed the ledger");
+}
+
+/// Announces a 1 GB body to `addr` and sends its first bytes; the status it gets back (0
+/// if none within 10 s).
+fn huge_post(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        1u64 << 30
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The first bytes of the body; the rest never comes (a refusal must not wait for it).
+    stream.write_all(&[0u8; 4096]).unwrap();
+    let mut answer = [0u8; 12];
+    match stream.read_exact(&mut answer) {
+        Ok(()) => String::from_utf8_lossy(&answer[9..12]).parse().unwrap_or(0),
+        Err(_) => 0,
+    }
 }

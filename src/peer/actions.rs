@@ -67,6 +67,25 @@ pub struct Peer {
     pub approve: Approve,
     /// Serialises signed writes (see the module docs).
     writes: tokio::sync::Mutex<()>,
+    /// Requests being decided now (an approval and a second one, or a denial, must not
+    /// both go ahead: each would grant the views).
+    deciding: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A request being decided; it is free again when this drops.
+struct Deciding<'a> {
+    peer: &'a Peer,
+    id: String,
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.peer
+            .deciding
+            .lock()
+            .expect("deciding lock")
+            .remove(&self.id);
+    }
 }
 
 /// `share`'s arguments.
@@ -153,6 +172,7 @@ impl Peer {
             library,
             approve,
             writes: tokio::sync::Mutex::new(()),
+            deciding: Default::default(),
         }
     }
 
@@ -398,7 +418,7 @@ impl Peer {
     /// Approves request `id` to this user with its views (or `views`): the cloud records the
     /// grant and seals the copy, which goes to the viewer directly.
     pub async fn approve(&self, id: &str, views: Option<u32>) -> Result<RequestRecord> {
-        let request = self.pending_request(id)?;
+        let (request, _turn) = self.decide(id)?;
         let views = views.unwrap_or(request.views);
         check_views(views)?;
         let image: ImageId = request.image.parse()?;
@@ -438,7 +458,7 @@ impl Peer {
 
     /// Denies request `id` to this user, and tells the asker if they are online.
     pub async fn deny(&self, id: &str) -> Result<RequestRecord> {
-        let request = self.pending_request(id)?;
+        let (request, _turn) = self.decide(id)?;
         self.set_request(id, &request.from, |q| q.state = RequestState::Denied)?;
         let told = async {
             let addr = self.directory.address(&request.from).await?;
@@ -679,6 +699,26 @@ impl Peer {
         Err(Error::InvalidInput(format!(
             "no image {image:?}: give an id or a name from `peer images`, or a copy's path"
         )))
+    }
+
+    /// Takes request `id` to this user for a decision: it must be pending and not being
+    /// decided already.
+    fn decide(&self, id: &str) -> Result<(RequestRecord, Deciding<'_>)> {
+        if !self
+            .deciding
+            .lock()
+            .expect("deciding lock")
+            .insert(id.to_string())
+        {
+            return Err(Error::InvalidInput(format!(
+                "request {id} is being decided right now"
+            )));
+        }
+        let turn = Deciding {
+            peer: self,
+            id: id.to_string(),
+        };
+        Ok((self.pending_request(id)?, turn))
     }
 
     fn pending_request(&self, id: &str) -> Result<RequestRecord> {

@@ -70,6 +70,10 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/api/view", post(view))
         .route("/p2p", post(p2p))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            MAX_MESSAGE_BYTES,
+            crate::http::refuse_oversized,
+        ))
         .with_state(peer);
     axum::serve(listener, app).await?;
     Ok(())
