@@ -324,8 +324,9 @@ pub struct Slice {
 /// Cuts the run into consecutive `width`-long slices by completion time, from 0 to the last
 /// completion; slices with nothing in them are included, with zero counts and no percentiles.
 pub fn timeline(samples: &[Sample], width: Duration) -> Vec<Slice> {
+    let width_us = width.as_micros() as u64;
     let width = width.as_secs_f64();
-    if samples.is_empty() || width <= 0.0 {
+    if samples.is_empty() || width_us == 0 {
         return Vec::new();
     }
     let index = |s: &Sample| (s.completed_at().as_secs_f64() / width).floor() as usize;
@@ -333,7 +334,8 @@ pub fn timeline(samples: &[Sample], width: Duration) -> Vec<Slice> {
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); count];
     let mut slices: Vec<Slice> = (0..count)
         .map(|i| Slice {
-            t_s: i as f64 * width,
+            // From whole microseconds, so that the JSON says 0.3, not 0.30000000000000004.
+            t_s: (i as u64 * width_us) as f64 / 1e6,
             ..Slice::default()
         })
         .collect();
@@ -552,10 +554,16 @@ mod tests {
         ];
         let slices = timeline(&samples, Duration::from_secs(1));
         assert_eq!(slices.len(), 4);
-        let ok: Vec<u64> = slices.iter().map(|s| s.ok).collect();
-        assert_eq!(ok, [1, 1, 1, 0]);
+        let counts: Vec<u64> = slices.iter().map(|s| s.ok).collect();
+        assert_eq!(counts, [1, 1, 1, 0]);
         assert_eq!(slices[1].served_per_node, [(2, 1)].into());
         assert_eq!(slices[2].t_s, 2.0);
+        let tenths = timeline(&[ok(1000, 0, 1)], SLICE);
+        assert_eq!(
+            tenths[3].t_s.to_string(),
+            "0.3",
+            "slice starts are exact tenths"
+        );
     }
 
     #[test]
@@ -587,7 +595,7 @@ mod tests {
         assert_eq!(slices.len(), 3);
         assert_eq!((slices[0].ok, slices[0].p50_ms), (0, None));
         assert_eq!(slices[2].ok, 1);
-        assert!(close(slices[2].t_s, 0.2, 1e-12));
+        assert_eq!(slices[2].t_s, 0.2);
     }
 
     #[test]
