@@ -168,12 +168,11 @@ pub(crate) async fn refuse_oversized(
 }
 
 /// Decodes a sharing request body (postcard [`WithFile`]).
-fn with_file(body: &[u8]) -> std::result::Result<WithFile, Response> {
+fn with_file(body: &[u8]) -> Result<WithFile> {
     postcard::from_bytes(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("expected a signed operation with its file (postcard): {e}"),
-        )
+        crate::Error::InvalidInput(format!(
+            "expected a signed operation with its file (postcard): {e}"
+        ))
     })
 }
 
@@ -192,26 +191,29 @@ fn postcard_answer<T: serde::Serialize>(answer: Result<T>) -> Response {
 
 /// `POST /share`: lists a user's encrypted image in the ledger and the directory.
 async fn post_share(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
-    match with_file(&body) {
-        Ok(request) => postcard_answer(api.desk.share(request).await),
-        Err(refusal) => refusal,
-    }
+    let request = with_file(&body);
+    postcard_answer(match request {
+        Ok(request) => api.desk.share(request).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `POST /grant`: an owner changes a viewer's views; the answer carries the viewer's copy.
 async fn post_grant(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
-    match with_file(&body) {
-        Ok(request) => postcard_answer(api.desk.grant(request).await),
-        Err(refusal) => refusal,
-    }
+    let request = with_file(&body);
+    postcard_answer(match request {
+        Ok(request) => api.desk.grant(request).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `POST /view`: spends one view of a copy through the ledger.
 async fn post_view(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
-    match with_file(&body) {
-        Ok(request) => postcard_answer(api.desk.view(request).await),
-        Err(refusal) => refusal,
-    }
+    let request = with_file(&body);
+    postcard_answer(match request {
+        Ok(request) => api.desk.view(request).await,
+        Err(e) => Err(e),
+    })
 }
 
 async fn get_metrics(State((api, _)): State<AppState>) -> impl IntoResponse {

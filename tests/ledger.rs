@@ -152,7 +152,7 @@ proptest! {
         let mut state = start();
         let mut accounts: BTreeMap<(usize, usize), Account> = BTreeMap::new();
         // Every command applied, with its first answer.
-        let mut applied: Vec<(Command, Reply, Option<(usize, usize)>)> = Vec::new();
+        let mut applied: Vec<(Command, Reply)> = Vec::new();
         for step in steps {
             match step {
                 Step::Add(v, i, n) | Step::Set(v, i, n) => {
@@ -174,7 +174,7 @@ proptest! {
                         (Change::Set(_), other) => prop_assert!(false, "a quota was refused: {other:?}"),
                         _ => unreachable!(),
                     }
-                    applied.push((cmd, reply, None));
+                    applied.push((cmd, reply));
                 }
                 Step::Revoke(v, i) => {
                     let cmd = grant(v, i, Change::Revoke);
@@ -187,7 +187,7 @@ proptest! {
                     } else {
                         prop_assert!(matches!(reply, Reply::Refused(_)), "{reply:?}");
                     }
-                    applied.push((cmd, reply, None));
+                    applied.push((cmd, reply));
                 }
                 Step::View(v, i, copy_for) => {
                     let cmd = view(v, i, copy_for);
@@ -206,10 +206,10 @@ proptest! {
                         ),
                         other => prop_assert!(false, "a view got {other:?}"),
                     }
-                    applied.push((cmd, reply, Some((v, i))));
+                    applied.push((cmd, reply));
                 }
                 Step::Retry(k) if !applied.is_empty() => {
-                    let (cmd, first, _) = applied[k % applied.len()].clone();
+                    let (cmd, first) = applied[k % applied.len()].clone();
                     let (again, rows) = state.apply(&cmd);
                     // A retry of one of the user's last operations gets its first answer and
                     // changes nothing; an older one is refused as a replay. Never a new view.
@@ -238,7 +238,7 @@ proptest! {
         }
         let shown: u64 = applied
             .iter()
-            .filter(|(_, r, _)| matches!(r, Reply::Viewed { .. }))
+            .filter(|(_, r)| matches!(r, Reply::Viewed { .. }))
             .count() as u64;
         prop_assert_eq!(shown, accounts.values().map(|a| a.shown).sum::<u64>());
     }

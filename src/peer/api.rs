@@ -106,9 +106,9 @@ fn error_of(e: Error) -> Response {
 /// A JSON body, or a 400 that says what was expected.
 type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-fn body<T>(body: Body<T>) -> std::result::Result<T, Response> {
+fn body<T>(body: Body<T>) -> crate::Result<T> {
     body.map(|Json(b)| b)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+        .map_err(|e| Error::InvalidInput(e.body_text()))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -160,10 +160,10 @@ async fn online(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
 }
 
 async fn share(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ShareArgs>) -> Response {
-    match body(args) {
-        Ok(args) => json(peer.share(args).await),
-        Err(e) => e,
-    }
+    json(match body(args) {
+        Ok(args) => peer.share(args).await,
+        Err(e) => Err(e),
+    })
 }
 
 #[derive(Deserialize)]
@@ -177,10 +177,10 @@ async fn previews(
     _: LoggedIn,
     args: Body<PreviewsArgs>,
 ) -> Response {
-    match body(args) {
-        Ok(a) => json(peer.previews(&a.owner, a.out).await),
-        Err(e) => e,
-    }
+    json(match body(args) {
+        Ok(a) => peer.previews(&a.owner, a.out).await,
+        Err(e) => Err(e),
+    })
 }
 
 #[derive(Deserialize)]
@@ -191,10 +191,10 @@ struct RequestArgs {
 }
 
 async fn request(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<RequestArgs>) -> Response {
-    match body(args) {
-        Ok(a) => json(peer.request(&a.owner, &a.image, a.views).await),
-        Err(e) => e,
-    }
+    json(match body(args) {
+        Ok(a) => peer.request(&a.owner, &a.image, a.views).await,
+        Err(e) => Err(e),
+    })
 }
 
 async fn requests(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
@@ -208,17 +208,17 @@ struct DecideArgs {
 }
 
 async fn approve(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<DecideArgs>) -> Response {
-    match body(args) {
-        Ok(a) => json(peer.approve(&a.id, a.views).await),
-        Err(e) => e,
-    }
+    json(match body(args) {
+        Ok(a) => peer.approve(&a.id, a.views).await,
+        Err(e) => Err(e),
+    })
 }
 
 async fn deny(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<DecideArgs>) -> Response {
-    match body(args) {
-        Ok(a) => json(peer.deny(&a.id).await),
-        Err(e) => e,
-    }
+    json(match body(args) {
+        Ok(a) => peer.deny(&a.id).await,
+        Err(e) => Err(e),
+    })
 }
 
 async fn images(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
@@ -232,10 +232,10 @@ struct ViewArgs {
 }
 
 async fn view(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ViewArgs>) -> Response {
-    match body(args) {
-        Ok(a) => json(peer.view(&a.image, a.out).await),
-        Err(e) => e,
-    }
+    json(match body(args) {
+        Ok(a) => peer.view(&a.image, a.out).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `POST /p2p`: a signed message from another peer (postcard [`Envelope`]); the answer is
