@@ -457,6 +457,12 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             one(status.lb_decisions as f64),
         ),
         (
+            "peer_link_reconnects_total",
+            "counter",
+            "Times a link to another node came up again after it had been up and broke.",
+            one(status.peer_link_reconnects as f64),
+        ),
+        (
             "in_flight",
             "gauge",
             "Encryptions running.",
