@@ -34,7 +34,7 @@
 //! Clients, the stress test and the demo:
 //! - [`client`]: the multicast client library and the status table; [`request`]: its wire types.
 //! - [`stress`]: concurrent verified load, cluster watching, the machine's limit.
-//! - [`metrics`]: stress-test samples, whole-run figures, per-second timeline, confidence intervals.
+//! - [`metrics`]: stress-test samples, whole-run figures, the 100 ms timeline, confidence intervals.
 //! - [`report`]: the stress-test report as JSON and as the console summary, and trial combination.
 //! - [`plot`]: the stress-test PNG: throughput, latency and per-node load over time, failures shaded.
 //! - [`launcher`]: node processes started and stopped by the demo and benchmarks.
@@ -44,8 +44,11 @@
 //!
 //! Phase 2 (users, the directory), one folder per subsystem:
 //! - [`store`]: the durable consensus store, openraft over one redb file per node.
-//! - [`sharing`]: accounts and the directory, the state machine the store replicates.
-//! - [`peer`]: a user's peer process: registration, lease, its HTTP port, the `peer` CLI.
+//! - [`sharing`]: accounts, the directory and the view ledger: the state machine the store
+//!   replicates, and the bodies peers send nodes.
+//! - [`desk`]: a node's share, grant and view (the only place a sealed file is opened for a user).
+//! - [`peer`]: a user's peer process: registration, lease, sharing, P2P messages, its HTTP
+//!   port, the `peer` CLI.
 
 pub mod chaos;
 pub mod cli;
