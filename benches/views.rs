@@ -587,8 +587,9 @@ fn fsync_latency(dir: &Path, rounds: usize) -> Histogram<u64> {
 }
 
 /// A viewer who keeps the copy of an earlier view and presents it again while the grant still
-/// has views left (SPEC: a kept or restored older copy gives the default image). A figure
-/// printed for the owner of the ledger; it spends views within the grant, never beyond.
+/// has views left. SPEC §6.3 step 6 says such a copy gains nothing (the ledger decides);
+/// issue 14 says it gets the default image. A figure, not a check: it spends views within the
+/// grant, never beyond.
 fn stale_copy(
     rt: &tokio::runtime::Runtime,
     http: &reqwest::Client,
@@ -622,13 +623,11 @@ fn stale_copy(
     });
     match result {
         Ok((Shown::Default, _)) => {
-            println!(
-                "older copy presented again (grant has views left): default image (as SPEC says)"
-            )
+            println!("older copy presented again (grant has views left): the default image")
         }
         Ok((Shown::Image, left)) => println!(
-            "older copy presented again (grant has views left): IMAGE shown, {left:?} left \
-             (SPEC says the default image; the ledger does not check the copy's version)"
+            "older copy presented again (grant has views left): the image, one ledger view \
+             spent, {left:?} left (gains nothing; issue 14 asks for the default image)"
         ),
         Err(e) => println!("older copy check failed: {e}"),
     }
