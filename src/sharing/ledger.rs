@@ -11,8 +11,8 @@
 //!                                                   else (no grant, zero)      -> Default
 //! ```
 //!
-//! Every change of a grant bumps its version, so a copy that says "version 3" is known to be
-//! older than the ledger's 5. The ledger never grants a viewer more views than the owner gave
+//! Every change of a grant, and every view, bumps its version (for receipts and updates; a
+//! copy does not carry it: the ledger alone decides). The ledger never grants a viewer more views than the owner gave
 //! them: `used + left` is at most the sum of every `Add` and `Set` the owner made (the property
 //! test in `tests/ledger.rs` checks it under any interleaving).
 //!
