@@ -29,7 +29,7 @@ use crate::metadata::{ImageMeta, Viewer, FORMAT_VERSION};
 use crate::seal::SealKey;
 use crate::sharing::wire::{GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
 use crate::sharing::{Change, Reply, Sealed, SignedOp, UserOp};
-use crate::stego::{decrypt_image, encrypt_image, Cover};
+use crate::stego::{decrypt_image, encrypt_image_with, Cover, HideOptions};
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -219,8 +219,16 @@ impl Desk {
     /// Seals `secret` with `meta` in `cover` (an image made by this cloud) on a blocking thread.
     async fn seal(&self, secret: Vec<u8>, cover: Vec<u8>, meta: ImageMeta) -> Result<Vec<u8>> {
         let key = self.key.clone();
-        self.blocking(move || encrypt_image(&secret, Cover::Image(&cover), &meta, &key))
-            .await
+        // Stored rows: a copy is opened and resealed on every view (DESIGN.md, "Phase 2:
+        // sharing"), and inflating and deflating it was a third of a view's CPU.
+        let options = HideOptions {
+            bits: None,
+            stored: true,
+        };
+        self.blocking(move || {
+            encrypt_image_with(&secret, Cover::Image(&cover), &meta, &key, options)
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(

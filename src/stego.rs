@@ -70,6 +70,11 @@ pub enum Cover<'a> {
 pub struct HideOptions {
     /// Low bits per colour sample (1 or 2); `None` picks the fewest that fit.
     pub bits: Option<u8>,
+    /// Write stored (uncompressed) rows whatever the cover, as the default cover always is:
+    /// ten times cheaper to write and to read back, about twice the size of a photo cover's
+    /// compressed output (the view path reseals a copy on every view: DESIGN.md, "Phase 2:
+    /// sharing").
+    pub stored: bool,
 }
 
 /// Hides the secret image and its metadata in the cover; returns the PNG bytes of the result.
@@ -136,7 +141,7 @@ pub fn encrypt_image_with(
             // more for a second pass).
             Some(reader) if !reader.info().interlaced => {
                 let (shape, len) = (Shape::of_png(&reader, bytes.len())?, bytes.len());
-                write_smaller(&shape, payload(&shape)?, || {
+                write_smaller(&shape, payload(&shape)?, options.stored, || {
                     let mut reader = png_reader(bytes, "cover")?.ok_or_else(|| {
                         Error::NotAnImage(format!("the cover ({len} bytes) is not a PNG"))
                     })?;
@@ -147,7 +152,7 @@ pub fn encrypt_image_with(
                 let image = normalise(decode_image(bytes, "cover")?)?;
                 let shape = Shape::of(&image)?;
                 let row_len = shape.row_len();
-                write_smaller(&shape, payload(&shape)?, || {
+                write_smaller(&shape, payload(&shape)?, options.stored, || {
                     let mut rows = RowsOf::new(&image, row_len);
                     Ok(move |row: &mut [u8]| {
                         rows.next_into(row);
@@ -160,15 +165,20 @@ pub fn encrypt_image_with(
 }
 
 /// Writes a user's cover with fast deflate; if deflate made it larger than stored rows would
-/// be (a noise-like cover), writes it again stored. `rows` opens the cover's rows for a pass.
+/// be (a noise-like cover), writes it again stored. With `stored`, writes it stored at once.
+/// `rows` opens the cover's rows for a pass.
 fn write_smaller<F>(
     shape: &Shape,
     embedder: Embedder,
+    stored: bool,
     mut rows: impl FnMut() -> Result<F>,
 ) -> Result<Vec<u8>>
 where
     F: FnMut(&mut [u8]) -> Result<()>,
 {
+    if stored {
+        return write_png(shape, Deflate::Stored, embedder, rows()?);
+    }
     let out = write_png(shape, Deflate::Fast, embedder.clone(), rows()?)?;
     if out.len() <= stored_png_len(shape) {
         return Ok(out);

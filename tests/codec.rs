@@ -254,7 +254,7 @@ proptest! {
         let cover_bytes = cover(kind, w, h, seed);
         let secret_bytes = secret(format, seed);
         let m = meta();
-        match encrypt_image_with(&secret_bytes, Cover::Image(&cover_bytes), &m, &key(), HideOptions { bits }) {
+        match encrypt_image_with(&secret_bytes, Cover::Image(&cover_bytes), &m, &key(), HideOptions { bits, ..Default::default() }) {
             Ok(out) => {
                 let (got_meta, got_secret) = decrypt_image(&out, &key()).unwrap();
                 prop_assert_eq!(got_meta, m);
@@ -326,7 +326,10 @@ fn every_flipped_payload_bit_is_detected() {
             Cover::Image(&cover_bytes),
             &meta(),
             &key(),
-            HideOptions { bits: Some(bits) },
+            HideOptions {
+                bits: Some(bits),
+                ..Default::default()
+            },
         )
         .unwrap();
         let img = image::load_from_memory(&out).unwrap().to_rgb8();
@@ -428,7 +431,10 @@ fn too_small_cover_says_what_size_is_needed() {
         Cover::Image(&tight),
         &meta(),
         &key(),
-        HideOptions { bits: Some(1) },
+        HideOptions {
+            bits: Some(1),
+            ..Default::default()
+        },
     );
     assert!(matches!(forced, Err(Error::CoverTooSmall { .. })));
 }
@@ -496,7 +502,10 @@ fn metadata_and_bits_are_validated() {
         Cover::Image(&c),
         &meta(),
         &key(),
-        HideOptions { bits: Some(3) },
+        HideOptions {
+            bits: Some(3),
+            ..Default::default()
+        },
     );
     assert!(matches!(e, Err(Error::InvalidInput(_))));
 }

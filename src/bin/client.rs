@@ -470,7 +470,10 @@ fn encrypt(args: EncryptArgs) -> Result<ExitCode, String> {
         Some(bytes) => Cover::Image(bytes),
         None => Cover::Default(&covers),
     };
-    let options = HideOptions { bits: args.bits };
+    let options = HideOptions {
+        bits: args.bits,
+        ..Default::default()
+    };
     let png = stego::encrypt_image_with(&secret, cover, &meta, &key, options)
         .map_err(|e| e.to_string())?;
     write(&args.output, &png)?;
