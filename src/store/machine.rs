@@ -167,7 +167,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         Ok((self.applied.log_id, self.applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Reply>>
+    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Vec<Reply>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -179,16 +179,20 @@ impl RaftStateMachine<TypeConfig> for Machine {
             for entry in entries {
                 self.applied.log_id = Some(entry.log_id);
                 match entry.payload {
-                    EntryPayload::Blank => replies.push(Reply::Done),
-                    EntryPayload::Normal(command) => {
-                        let (reply, rows) = state.apply(&command);
-                        changed.extend(rows);
-                        replies.push(reply);
+                    EntryPayload::Blank => replies.push(Vec::new()),
+                    EntryPayload::Normal(batch) => {
+                        let mut answers = Vec::with_capacity(batch.0.len());
+                        for command in &batch.0 {
+                            let (reply, rows) = state.apply(command);
+                            changed.extend(rows);
+                            answers.push(reply);
+                        }
+                        replies.push(answers);
                     }
                     EntryPayload::Membership(membership) => {
                         self.applied.membership =
                             StoredMembership::new(Some(entry.log_id), membership);
-                        replies.push(Reply::Done);
+                        replies.push(Vec::new());
                     }
                 }
             }

@@ -57,13 +57,25 @@ pub use network::Silence;
 use network::{Channel, Network, NotDone, Request, Response};
 
 openraft::declare_raft_types!(
-    /// The store's openraft types: commands in, replies out, nodes named by id only.
+    /// The store's openraft types: batches of commands in, their replies out, nodes named by
+    /// id only.
     pub TypeConfig:
-        D = Command,
-        R = Reply,
+        D = Batch,
+        R = Vec<Reply>,
         NodeId = NodeId,
         Node = EmptyNode,
 );
+
+/// One log entry: the commands the leader took at once ([`batch_writes`]), applied in order;
+/// the entry's reply has one [`Reply`] per command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Batch(pub Vec<Command>);
+
+/// The most commands one log entry carries.
+const MAX_BATCH: usize = 256;
+/// Log entries the leader's batcher has in flight at once; while all are, arriving commands
+/// wait and go together in the next entry.
+const ENTRIES_IN_FLIGHT: usize = 4;
 
 /// How long a write or a read may wait for a majority before it is refused (503).
 pub const MAJORITY_DEADLINE: Duration = Duration::from_secs(3);
@@ -116,6 +128,10 @@ struct Inner {
     state: Arc<RwLock<State>>,
     channels: Arc<BTreeMap<NodeId, Arc<Channel>>>,
     reads: mpsc::Sender<oneshot::Sender<std::result::Result<u64, NotDone>>>,
+    writes: mpsc::Sender<(
+        Command,
+        oneshot::Sender<std::result::Result<Reply, NotDone>>,
+    )>,
     silent: Silence,
     /// The state digest and the applied index it was computed at (the state changes only
     /// when that index does).
@@ -194,6 +210,8 @@ impl Store {
         }
         let (reads, read_rx) = mpsc::channel(4096);
         tokio::spawn(batch_read_index(raft.clone(), read_rx));
+        let (writes, write_rx) = mpsc::channel(4096);
+        tokio::spawn(batch_writes(raft.clone(), write_rx));
         let store = Store {
             inner: Arc::new(Inner {
                 id,
@@ -201,6 +219,7 @@ impl Store {
                 state,
                 channels,
                 reads,
+                writes,
                 silent,
                 digest: Default::default(),
             }),
@@ -305,12 +324,14 @@ impl Store {
         if let Err(forbidden @ Reply::Forbidden(_)) = check {
             return Ok(forbidden);
         }
-        match timeout(MAJORITY_DEADLINE, self.inner.raft.client_write(command)).await {
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(NotDone::NotLeader(f.leader_id))
-            }
-            Ok(Err(e)) => Err(NotDone::Unavailable(e.to_string())),
+        let (tx, rx) = oneshot::channel();
+        let ask = async {
+            self.inner.writes.send((command, tx)).await.ok()?;
+            rx.await.ok()
+        };
+        match timeout(MAJORITY_DEADLINE, ask).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(NotDone::Unavailable("shutting down".into())),
             Err(_) => Err(NotDone::Unavailable(
                 "the write was not committed by a majority in time".into(),
             )),
@@ -455,6 +476,56 @@ fn no_majority(why: &str) -> Error {
     Error::Unavailable(format!(
         "the cloud has no majority for this request right now ({why}); retry later"
     ))
+}
+
+/// Proposes waiting writes in batches: every command that arrived while the previous entries
+/// were being proposed goes into one log entry (at most [`MAX_BATCH`]), with at most
+/// [`ENTRIES_IN_FLIGHT`] entries in flight, so one append and one replication round carry
+/// many users' operations.
+async fn batch_writes(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<(
+        Command,
+        oneshot::Sender<std::result::Result<Reply, NotDone>>,
+    )>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+            let written = timeout(MAJORITY_DEADLINE, raft.client_write(Batch(commands))).await;
+            let failed = match written {
+                Ok(Ok(response)) => {
+                    for (waiter, reply) in waiters.into_iter().zip(response.data) {
+                        let _ = waiter.send(Ok(reply));
+                    }
+                    return drop(permit);
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    NotDone::NotLeader(f.leader_id)
+                }
+                Ok(Err(e)) => NotDone::Unavailable(e.to_string()),
+                Err(_) => {
+                    NotDone::Unavailable("the write was not committed by a majority in time".into())
+                }
+            };
+            for waiter in waiters {
+                let _ = waiter.send(Err(failed.clone()));
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// Answers waiting readers in batches: one leadership confirmation (a heartbeat round to a

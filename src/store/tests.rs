@@ -24,7 +24,7 @@ use tempfile::TempDir;
 use super::disk::{Disk, Identity, FILE_NAME};
 use super::log::{io_error, LogStore};
 use super::machine::{Builder, Machine};
-use super::TypeConfig;
+use super::{Batch, TypeConfig};
 use crate::config::NodeId;
 use crate::sharing::{unix_millis, Command, Credential, Reply, State, UserOp};
 use crate::Error;
@@ -32,8 +32,8 @@ use crate::Error;
 openraft::declare_raft_types!(
     /// The store's types with `u64` node ids, as openraft's storage suite requires.
     SuiteConfig:
-        D = Command,
-        R = Reply,
+        D = Batch,
+        R = Vec<Reply>,
         NodeId = u64,
         Node = EmptyNode,
 );
@@ -152,7 +152,7 @@ impl RaftStateMachine<SuiteConfig> for SuiteMachine {
         Ok(retype(&self.0.applied_state().await.map_err(widen)?))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> SuiteResult<Vec<Reply>>
+    async fn apply<I>(&mut self, entries: I) -> SuiteResult<Vec<Vec<Reply>>>
     where
         I: IntoIterator<Item = Entry<SuiteConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -264,7 +264,7 @@ fn register(who: &Credential, port: u16) -> Command {
 fn normal(index: u64, command: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(command),
+        payload: EntryPayload::Normal(Batch(vec![command])),
     }
 }
 
@@ -294,9 +294,10 @@ async fn a_reopened_store_has_its_log_vote_applied_id_and_records() {
     ];
     append(&log, entries.clone()).await;
     let replies = machine.apply(entries[..3].to_vec()).await.unwrap();
-    assert_eq!(replies, vec![Reply::Done; 3]);
+    // The membership entry has no commands; each of the others has one.
+    assert_eq!(replies, vec![vec![], vec![Reply::Done], vec![Reply::Done]]);
     let replies = machine.apply(entries[3..4].to_vec()).await.unwrap();
-    assert_eq!(replies, vec![Reply::Done]);
+    assert_eq!(replies, vec![vec![Reply::Done]]);
     log.purge(log_id(1, 1, 1)).await.unwrap();
     log.truncate(log_id(1, 1, 6)).await.unwrap();
     // The vote is written after the purge and the truncation, in order: once it is durable,
