@@ -1,10 +1,10 @@
 //! The cloud's durable consensus store: openraft (`=0.9.25`) over one redb file per node,
-//! replicating the [`sharing`](crate::sharing) state machine (accounts, directory).
+//! replicating the [`sharing`](crate::sharing) state machine (accounts, directory, ledger).
 //!
 //! ```text
-//!   HTTP handler ── Store::write(op) ──> leader? ── yes ─> Raft::client_write ─> log (redb)
-//!                                          │ no                    │ majority
-//!                                          └─ Request::Write ─> leader's store      ▼
+//!   HTTP handler ── Store::write(op) ──> leader? ── yes ─> write batcher: the commands waiting
+//!                                          │ no            now as one Batch ─> Raft::client_write
+//!                                          └─ Request::Write ─> leader's store   │ majority
 //!                                                               every node: Machine::apply
 //!   HTTP handler ── Store::read(f) ──> read index from the leader (batched, one quorum
 //!                                       heartbeat for all waiting readers) ──> wait until
