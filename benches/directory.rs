@@ -32,25 +32,6 @@ fn report(name: &str, count: usize, elapsed: Duration, h: &Histogram<u64>) {
     );
 }
 
-/// CPU seconds (user + system) that process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
-}
-
-fn nodes_cpu(cluster: &Cluster) -> f64 {
-    cluster.procs.values().map(|c| cpu_seconds(c.id())).sum()
-}
-
 fn main() {
     let cluster = Cluster::start(3, &[]);
     let rt = support::runtime();
@@ -91,7 +72,7 @@ fn main() {
 
     // 50 writers (the goal's load), then 5 (a write's latency with little queueing).
     for writers in [USERS, 5] {
-        let cpu_before = nodes_cpu(&cluster);
+        let cpu_before = cluster.nodes_cpu();
         let (writes, elapsed) = rt.block_on(async {
             let started = Instant::now();
             let tasks: Vec<_> = creds[..writers]
@@ -123,7 +104,7 @@ fn main() {
             elapsed,
             &writes,
         );
-        let cpu = nodes_cpu(&cluster) - cpu_before;
+        let cpu = cluster.nodes_cpu() - cpu_before;
         println!(
             "  node CPU: {cpu:.2} s for {count} writes ({:.0} us per write, all three nodes)",
             cpu * 1e6 / count as f64

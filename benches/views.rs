@@ -100,25 +100,6 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-/// CPU seconds (user + system) that process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
-}
-
-fn nodes_cpu(cluster: &Cluster) -> f64 {
-    cluster.procs.values().map(|c| cpu_seconds(c.id())).sum()
-}
-
 /// POSTs a postcard body; the decoded postcard answer, or the status and error text.
 async fn post_postcard<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
@@ -365,7 +346,7 @@ fn main() {
 
     // The load.
     let secret_arc = std::sync::Arc::new(secret.clone());
-    let cpu_before = nodes_cpu(&cluster);
+    let cpu_before = cluster.nodes_cpu();
     let (mut tally, elapsed, copies) = rt.block_on(async {
         let started = Instant::now();
         let tasks: Vec<_> = viewers
@@ -392,7 +373,7 @@ fn main() {
         }
         (all, started.elapsed(), copies)
     });
-    let cpu = nodes_cpu(&cluster) - cpu_before;
+    let cpu = cluster.nodes_cpu() - cpu_before;
 
     // One view more each: the default image, never a 41st image.
     let (defaults, extra) = rt.block_on(async {

@@ -2,31 +2,10 @@
 //! stress test with the failure simulation on, writes the report and the plot, and leaves no
 //! process behind.
 
-use std::net::TcpListener;
+mod support;
+
 use std::process::Command;
 use std::time::Duration;
-
-/// A base port with the six ports a 3-node demo needs free (P..P+2 and P+1000..P+1002).
-fn free_base_port() -> u16 {
-    for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 97) * 100 + attempt * 7;
-        let ports = [
-            base,
-            base + 1,
-            base + 2,
-            base + 1000,
-            base + 1001,
-            base + 1002,
-        ];
-        if ports
-            .iter()
-            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free base port found");
-}
 
 #[test]
 fn a_small_demo_serves_every_request_once_and_cleans_up() {
@@ -36,7 +15,7 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         dir.path().join("r.png"),
         dir.path().join("run"),
     );
-    let base = free_base_port().to_string();
+    let base = support::free_base_port(20000).to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(["--clients", "5", "--requests", "60", "--delay-ms", "20"])
         .args([

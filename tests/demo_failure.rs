@@ -3,7 +3,8 @@
 //! recovers inside the load, and the report's `failure_windows`, `failures_injected` and
 //! `timeline` show it.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,34 +15,12 @@ use serde_json::Value;
 /// at most settle + period + longest failure + slack (2 + 2 + 6 + 5 s) at the defaults.
 const DEMO_LIMIT: Duration = Duration::from_secs(50);
 
-/// A base port with the six ports a 3-node demo needs free (P..P+2 and P+1000..P+1002).
-fn free_base_port() -> u16 {
-    for attempt in 0..200u16 {
-        let base = 21_000 + (std::process::id() as u16 % 89) * 100 + attempt * 7;
-        let ports = [
-            base,
-            base + 1,
-            base + 2,
-            base + 1000,
-            base + 1001,
-            base + 1002,
-        ];
-        if ports
-            .iter()
-            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free base port found");
-}
-
 /// Runs the demo with `args` in `dir`, killed if it takes longer than [`DEMO_LIMIT`]; returns
 /// its stdout and the report. Asserts it succeeded and left no process behind.
 fn run_demo(dir: &Path, args: &[&str]) -> (String, Value) {
     let (report, run_dir) = (dir.join("r.json"), dir.join("run"));
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let base = free_base_port().to_string();
+    let base = support::free_base_port(21000).to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(args)
         .args(["--observe", "0", "--limit-secs", "0", "--base-port", &base])

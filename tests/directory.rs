@@ -313,10 +313,18 @@ fn a_node_far_behind_installs_a_snapshot_and_a_stopped_one_catches_up() {
     write(10);
     cluster.kill(3);
     write(300);
-    let leader = store(&cluster, 1).unwrap();
-    let purged = leader["purged"]
-        .as_u64()
-        .expect("the log was purged behind a snapshot");
+    // Snapshots are built, and the log behind them purged, in the background after the
+    // entries are applied: wait for it (bounded) rather than read it once.
+    let leader = support::poll(Duration::from_secs(10), || {
+        store(&cluster, 1).filter(|s| s["purged"].as_u64().is_some_and(|p| p > 20))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the log was not purged behind a snapshot: {:?}",
+            store(&cluster, 1)
+        )
+    });
+    let purged = leader["purged"].as_u64().unwrap();
     let applied = leader["applied"].as_u64().unwrap();
     assert!(purged > 20, "purged only up to {purged}");
     cluster.spawn(3);

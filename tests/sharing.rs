@@ -533,13 +533,48 @@ fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
         .to_string();
     assert!(e.contains("has no image"), "{e}");
 
-    // Nothing crashed, nothing was spent: bob's next view is his first of three.
+    // A view retried (the same signed request, to another node) is counted once.
+    {
+        use imgcloud::sharing::{wire::ViewAnswer, wire::WithFile, UserOp};
+        let current = std::fs::read(copy_of(&bob, &id)["path"].as_str().unwrap()).unwrap();
+        let op = bob_key.sign(UserOp::View {
+            file: imgcloud::peer::actions::digest(&current),
+        });
+        let body = postcard::to_stdvec(&WithFile { op, file: current }).unwrap();
+        let answers: Vec<ViewAnswer> = [1, 2]
+            .iter()
+            .map(|&n| {
+                let node = cluster.config.node(n).unwrap().http;
+                let url = format!("http://{node}/view");
+                let bytes = support::runtime().block_on(async {
+                    let response = reqwest::Client::new()
+                        .post(url)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap()
+                });
+                postcard::from_bytes(&bytes).unwrap()
+            })
+            .collect();
+        assert_eq!(answers[0].views_left, Some(3), "4 views, one spent");
+        assert_eq!(
+            answers[1].views_left,
+            Some(3),
+            "the retry spent a second view"
+        );
+        assert_eq!(answers[1].image, original);
+    }
+
+    // Nothing crashed, nothing was spent: bob's next view is his second of four.
     for id in cluster.config.ids() {
         assert!(cluster.status(id).is_some(), "node {id} stopped answering");
     }
     let view = bob.ok(&["view", &id]);
     assert_eq!(view["shown"], "image");
-    assert_eq!(view["views_left"], 3, "a bad input changed the ledger");
+    assert_eq!(view["views_left"], 2, "a bad input changed the ledger");
 }
 
 /// Announces a 1 GB body to `addr` and sends its first bytes; the status it gets back (0

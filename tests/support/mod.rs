@@ -400,3 +400,48 @@ pub fn signal_child(child: &Child, signal: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A base port from which the six ports a 3-node demo needs (P..P+2 and P+1000..P+1002) are
+/// free; `from` keeps tests that run at the same time apart.
+pub fn free_base_port(from: u16) -> u16 {
+    for attempt in 0..200u16 {
+        let base = from + (std::process::id() as u16 % 89) * 100 + attempt * 7;
+        let ports = [
+            base,
+            base + 1,
+            base + 2,
+            base + 1000,
+            base + 1001,
+            base + 1002,
+        ];
+        if ports
+            .iter()
+            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free base port found");
+}
+
+/// CPU seconds (user + system) that process `pid` has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+impl Cluster {
+    /// CPU seconds its node processes have used.
+    pub fn nodes_cpu(&self) -> f64 {
+        self.procs.values().map(|c| cpu_seconds(c.id())).sum()
+    }
+}
