@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// peer of that user, found through --user and --dir. The password comes from
 /// --password-file or IMGCLOUD_PASSWORD; the cloud never sees it.
 #[derive(Parser, Debug)]
-#[command(name = "peer", version, about, long_about = None)]
+#[command(name = "peer", version)]
 pub struct PeerArgs {
     /// The user (1 to 32 characters of a-z, 0-9, '-' and '_').
     #[arg(long, global = true)]
