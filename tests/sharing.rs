@@ -125,7 +125,7 @@ fn copy_of(user: &User, image: &str) -> Value {
 
 #[test]
 fn alice_shares_bob_views_twice_then_sees_the_default_and_carol_never_sees_it() {
-    let cluster = Cluster::start(3, &[]);
+    let mut cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &[]);
     let bob = User::start(&cluster, "bob", &[]);
     let carol = User::start(&cluster, "carol", &[]);
@@ -196,6 +196,17 @@ fn alice_shares_bob_views_twice_then_sees_the_default_and_carol_never_sees_it() 
             original,
             "a view is the exact original"
         );
+        if left == 1 {
+            // Every acknowledged write survives kill -9 of the whole cloud: the share, the
+            // grant and the view just spent.
+            for id in cluster.config.ids() {
+                cluster.kill(id);
+            }
+            for id in cluster.config.ids() {
+                cluster.spawn(id);
+            }
+            every_node_follows_one_leader(&cluster);
+        }
     }
     assert_ne!(
         std::fs::read(&copy_path).unwrap(),
@@ -254,6 +265,30 @@ fn shared_and_granted(
     }
     let copy = copy_of(viewer, &id);
     (id, original, copy)
+}
+
+/// Waits (at most 30 s) until every node names the same consensus leader, and it has
+/// applied what it committed before (a restarted cloud takes writes again).
+fn every_node_follows_one_leader(cluster: &Cluster) {
+    let agreed = support::wait_for(Duration::from_secs(30), || {
+        let stores: Vec<Value> = cluster
+            .statuses()
+            .values()
+            .flatten()
+            .map(|s| s["store"].clone())
+            .collect();
+        stores.len() == cluster.config.ids().len()
+            && stores
+                .iter()
+                .all(|s| s["leader"].is_u64() && s["leader"] == stores[0]["leader"])
+            && stores.iter().all(|s| s["applied"] == s["last_log"])
+    });
+    agreed.unwrap_or_else(|| {
+        panic!(
+            "no common leader after the restart: {:?}",
+            cluster.statuses()
+        )
+    });
 }
 
 /// The node that is the consensus leader now, by node 1's (or any node's) status.
