@@ -60,7 +60,7 @@ impl Desk {
             return Err(wrong_op("share", &request.op));
         };
         check_digest(file, &request.file)?;
-        let (meta, _) = self.open(request.file, "the image to share").await?;
+        let (_, meta, _) = self.open(request.file, "the image to share").await?;
         let name = name.clone();
         self.store
             .write(request.op, Some(Sealed::of(&meta)))
@@ -85,8 +85,7 @@ impl Desk {
         };
         check_digest(file, &request.file)?;
         let (viewer, change) = (viewer.clone(), *change);
-        let encrypted = request.file;
-        let (meta, secret) = self.open(encrypted.clone(), "the owner's image").await?;
+        let (encrypted, meta, secret) = self.open(request.file, "the owner's image").await?;
         let reply = self
             .store
             .write(request.op, Some(Sealed::of(&meta)))
@@ -120,8 +119,7 @@ impl Desk {
             return Err(wrong_op("view", &request.op));
         };
         check_digest(file, &request.file)?;
-        let copy = request.file;
-        let (meta, secret) = self.open(copy.clone(), "the copy").await?;
+        let (copy, meta, secret) = self.open(request.file, "the copy").await?;
         let user = request.op.user.clone();
         if meta.owner == user || !meta.viewers.iter().any(|v| v.name == user) {
             // Nothing the ledger holds can change these answers: no write, but the signer
@@ -194,11 +192,15 @@ impl Desk {
         }
     }
 
-    /// Opens a sealed file on a blocking thread; errors say what the file is.
-    async fn open(&self, file: Vec<u8>, what: &str) -> Result<(ImageMeta, Vec<u8>)> {
+    /// Opens a sealed file on a blocking thread; the file back, its metadata and the hidden
+    /// image. Errors say what the file is.
+    async fn open(&self, file: Vec<u8>, what: &str) -> Result<(Vec<u8>, ImageMeta, Vec<u8>)> {
         let key = self.key.clone();
         let opened = self
-            .blocking(move || decrypt_image(&file, &key))
+            .blocking(move || {
+                let (meta, secret) = decrypt_image(&file, &key)?;
+                Ok((file, meta, secret))
+            })
             .await
             .map_err(|e| match e {
                 Error::WrongKey => Error::InvalidInput(format!(

@@ -69,17 +69,13 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
         .route("/directory", get(get_directory))
         .route("/users/op", post(post_user_op))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .merge(
+        .merge(limit_bodies(
             Router::new()
                 .route("/share", post(post_share))
                 .route("/grant", post(post_grant))
-                .route("/view", post(post_view))
-                .layer(DefaultBodyLimit::max(MAX_SHARING_BYTES))
-                .layer(axum::middleware::from_fn_with_state(
-                    MAX_SHARING_BYTES,
-                    refuse_oversized,
-                )),
-        )
+                .route("/view", post(post_view)),
+            MAX_SHARING_BYTES,
+        ))
         .with_state((api, counter));
     axum::serve(listener, app).await?;
     Ok(())
@@ -146,9 +142,23 @@ async fn post_user_op(
     }
 }
 
+/// `router` with bodies limited to `limit` bytes: refused (413) before any of them is read
+/// when their `Content-Length` says they are larger, cut off at the limit otherwise.
+pub(crate) fn limit_bodies<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    limit: usize,
+) -> Router<S> {
+    router
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            refuse_oversized,
+        ))
+}
+
 /// Refuses (413) a request whose `Content-Length` is over `limit` before reading any of it
 /// (a body without one is cut off by `DefaultBodyLimit` once it passes the limit).
-pub(crate) async fn refuse_oversized(
+async fn refuse_oversized(
     State(limit): State<usize>,
     request: axum::extract::Request,
     next: axum::middleware::Next,

@@ -28,7 +28,9 @@ use tracing::{info, warn};
 
 use super::cli::Approve;
 use super::cloud::Cloud;
-use super::library::{file_safe, CopyRecord, Library, OwnImage, RequestRecord, RequestState};
+use super::library::{
+    file_safe, write_atomic, CopyRecord, Library, OwnImage, RequestRecord, RequestState,
+};
 use super::p2p::{self, Directory, Inbox, Msg, Preview, RequestAnswer};
 use crate::client::Client;
 use crate::config::ClusterConfig;
@@ -231,9 +233,9 @@ impl Peer {
         let ext = crate::stego::image_extension(&secret).unwrap_or("bin");
         let original = format!("{}.original.{ext}", shared.id);
         let lib = &self.library;
-        lib.write_file(&lib.own_file(&shared.id), &encrypted)?;
-        lib.write_file(&lib.root().join("own").join(&original), &secret)?;
-        lib.write_file(&lib.preview_file(&shared.id), &preview_png)?;
+        write_atomic(&lib.own_file(&shared.id), &encrypted)?;
+        write_atomic(&lib.root().join("own").join(&original), &secret)?;
+        write_atomic(&lib.preview_file(&shared.id), &preview_png)?;
         lib.update(|r| {
             r.own.push(OwnImage {
                 id: shared.id.clone(),
@@ -282,7 +284,7 @@ impl Peer {
             crate::stego::decode_image(&preview.png, "preview")?;
             let short = preview.id.get(..8).unwrap_or(&preview.id);
             let path = dir.join(format!("{}-{short}.png", file_safe(&preview.name)));
-            self.library.write_file(&path, &preview.png)?;
+            write_atomic(&path, &preview.png)?;
             files.push(PreviewFile {
                 id: preview.id,
                 name: preview.name,
@@ -441,8 +443,7 @@ impl Peer {
         let copy = answer
             .copy
             .ok_or_else(|| Error::Protocol("the cloud granted views but sent no copy".into()))?;
-        self.library
-            .write_file(&self.outbox_file(id, &request.from), &copy)?;
+        write_atomic(&self.outbox_file(id, &request.from), &copy)?;
         self.set_request(id, &request.from, |q| {
             q.state = RequestState::Approved;
             q.views = views;
@@ -545,8 +546,7 @@ impl Peer {
                 "a copy must be a PNG made by the cloud".into(),
             ));
         }
-        self.library
-            .write_file(&self.library.copy_file(&id), copy)?;
+        write_atomic(&self.library.copy_file(&id), copy)?;
         self.library.update(|r| {
             r.copies.retain(|c| c.id != id);
             r.copies.push(CopyRecord {
@@ -643,12 +643,11 @@ impl Peer {
                 .join("views")
                 .join(format!("{}{suffix}.{ext}", file_safe(&name)))
         });
-        self.library.write_file(&out, &answer.image)?;
+        write_atomic(&out, &answer.image)?;
         let mut views_left = answer.views_left;
         if let Source::Copy(copy) = &source {
             if let Some(renewed) = &answer.copy {
-                self.library
-                    .write_file(&self.library.copy_file(&copy.id), renewed)?;
+                write_atomic(&self.library.copy_file(&copy.id), renewed)?;
             }
             let left = views_left.unwrap_or(0);
             views_left = Some(left);

@@ -13,7 +13,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use std::path::PathBuf;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -68,13 +67,8 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/api/deny", post(deny))
         .route("/api/images", get(images))
         .route("/api/view", post(view))
-        .route("/p2p", post(p2p))
-        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            MAX_MESSAGE_BYTES,
-            crate::http::refuse_oversized,
-        ))
-        .with_state(peer);
+        .route("/p2p", post(p2p));
+    let app = crate::http::limit_bodies(app, MAX_MESSAGE_BYTES).with_state(peer);
     axum::serve(listener, app).await?;
     Ok(())
 }

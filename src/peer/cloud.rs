@@ -45,13 +45,11 @@ impl Cloud {
 
     /// Sends a signed operation; Ok once a majority of the cloud has recorded it.
     pub async fn submit(&self, op: &SignedOp) -> Result<()> {
-        let answer = self
-            .call("record the request", |http, node| {
-                http.post(format!("http://{node}/users/op")).json(op)
-            })
-            .await?;
-        drop(answer);
-        Ok(())
+        self.call("record the request", |http, node| {
+            http.post(format!("http://{node}/users/op")).json(op)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// The directory, as of a moment after this call began (linearizable).
@@ -96,12 +94,7 @@ impl Cloud {
                     .body(body.clone())
             })
             .await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Unavailable(format!("a node broke off its answer: {e}")))?;
-        postcard::from_bytes(&bytes)
-            .map_err(|e| Error::Protocol(format!("a node sent a bad {path} answer: {e}")))
+        postcard_answer(response, "a node").await
     }
 
     /// Sends a request to the nodes in turn until one answers it (200, or a refusal of the
@@ -133,6 +126,19 @@ impl Cloud {
             "the cloud could not {what} ({last})"
         )))
     }
+}
+
+/// A successful answer's postcard body, decoded; `who` names the sender in errors.
+pub(super) async fn postcard_answer<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    who: &str,
+) -> Result<T> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::Unavailable(format!("{who} broke off its answer: {e}")))?;
+    postcard::from_bytes(&bytes)
+        .map_err(|e| Error::Protocol(format!("{who} sent a bad answer: {e}")))
 }
 
 /// The `error` sentence of a JSON error body, or the status line.

@@ -172,11 +172,6 @@ impl Library {
     pub fn copy_file(&self, id: &str) -> PathBuf {
         self.root.join("copies").join(format!("{id}.png"))
     }
-
-    /// Writes `bytes` to `path` by rename, so a reader never sees half a file.
-    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        write_atomic(path, bytes)
-    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

@@ -262,10 +262,13 @@ pub async fn send<T: serde::de::DeserializeOwned>(
 ) -> Result<T> {
     let envelope = Envelope::seal(credential, to, msg);
     let body = postcard::to_stdvec(&envelope).expect("an envelope serializes");
-    let http = reqwest::Client::builder()
-        .timeout(PEER_TIMEOUT)
-        .build()
-        .expect("an HTTP client builds");
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let http = HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(PEER_TIMEOUT)
+            .build()
+            .expect("an HTTP client builds")
+    });
     let response = http
         .post(format!("http://{addr}/p2p"))
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -281,10 +284,5 @@ pub async fn send<T: serde::de::DeserializeOwned>(
             format!("{to}'s peer: {why}"),
         ));
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| Error::Unavailable(format!("{to}'s peer broke off its answer: {e}")))?;
-    postcard::from_bytes(&bytes)
-        .map_err(|e| Error::Protocol(format!("{to}'s peer sent a bad answer: {e}")))
+    super::cloud::postcard_answer(response, &format!("{to}'s peer")).await
 }
