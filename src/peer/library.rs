@@ -114,6 +114,8 @@ pub struct Records {
 pub struct Library {
     root: PathBuf,
     records: std::sync::Mutex<Records>,
+    /// Counts saves, so a page can follow the library live ([`Library::changes`]).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Library {
@@ -136,7 +138,13 @@ impl Library {
         Ok(Library {
             root: root.to_path_buf(),
             records: std::sync::Mutex::new(records),
+            changed: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Follows the library: the value goes up on every save.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The folder.
@@ -155,6 +163,7 @@ impl Library {
         let out = f(&mut records);
         let text = serde_json::to_string_pretty(&*records).expect("records serialize");
         write_atomic(&self.root.join(INDEX), text.as_bytes())?;
+        self.changed.send_modify(|n| *n += 1);
         Ok(out)
     }
 
