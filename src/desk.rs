@@ -27,8 +27,9 @@ use tokio::sync::Semaphore;
 
 use crate::metadata::{ImageMeta, Viewer, FORMAT_VERSION};
 use crate::seal::SealKey;
-use crate::sharing::wire::{GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
-use crate::sharing::{Change, Reply, Sealed, SignedOp, UserOp};
+use crate::sharing::ledger::MAX_KEPT_FILE;
+use crate::sharing::wire::{Answer, GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
+use crate::sharing::{unix_millis, Ask, Change, Query, Reply, Sealed, SignedOp, UserOp};
 use crate::stego::{decrypt_image, encrypt_image_with, Cover, HideOptions};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -60,10 +61,18 @@ impl Desk {
             return Err(wrong_op("share", &request.op));
         };
         check_digest(file, &request.file)?;
-        let (_, meta, _) = self.open(request.file, "the image to share").await?;
+        let (file, meta, _) = self.open(request.file, "the image to share").await?;
         let name = name.clone();
+        let bytes = file.len();
+        if bytes as u64 > MAX_KEPT_FILE {
+            return Err(Error::InvalidInput(format!(
+                "the encrypted image is {bytes} bytes; the cloud keeps at most {MAX_KEPT_FILE}"
+            )));
+        }
+        // Kept on a majority before the ledger names it: a listed image always has its file.
+        self.store.keep(file).await?;
         self.store
-            .write(request.op, Some(Sealed::of(&meta)))
+            .write(request.op, Some(Sealed::of(&meta, bytes)))
             .await?
             .into_result()?;
         Ok(SharedAnswer {
@@ -86,9 +95,10 @@ impl Desk {
         check_digest(file, &request.file)?;
         let (viewer, change) = (viewer.clone(), *change);
         let (encrypted, meta, secret) = self.open(request.file, "the owner's image").await?;
+        let sealed = Sealed::of(&meta, encrypted.len());
         let reply = self
             .store
-            .write(request.op, Some(Sealed::of(&meta)))
+            .write(request.op, Some(sealed))
             .await?
             .into_result()?;
         let Reply::Granted {
@@ -144,9 +154,10 @@ impl Desk {
             };
             return Ok(default_image(reason, copy));
         }
+        let sealed = Sealed::of(&meta, copy.len());
         let reply = self
             .store
-            .write(request.op, Some(Sealed::of(&meta)))
+            .write(request.op, Some(sealed))
             .await?
             .into_result()?;
         match reply {
@@ -167,22 +178,88 @@ impl Desk {
         }
     }
 
+    /// `POST /query`: answers a user's signed question about their own records, read
+    /// linearizably (no log entry: nothing changes).
+    pub async fn query(&self, query: Query) -> Result<Answer> {
+        query.verify(unix_millis())?;
+        self.check_key(&query.user, &query.key).await?;
+        let user = query.user.clone();
+        match query.ask {
+            Ask::Mail => {
+                let letters = self
+                    .store
+                    .read(move |s| {
+                        let mailbox = s.mail.get(&user);
+                        let letters = mailbox.into_iter().flat_map(|m| m.letters.iter());
+                        letters.map(|(n, l)| (*n, l.clone())).collect()
+                    })
+                    .await?;
+                Ok(Answer::Mail(letters))
+            }
+            Ask::Holdings => Ok(Answer::Holdings(
+                self.store.read(move |s| s.ledger.holdings(&user)).await?,
+            )),
+            Ask::Own { image } => {
+                let file = self
+                    .store
+                    .read(move |s| match s.ledger.images.get(&image) {
+                        Some(record) if record.owner == user => Ok(record.file),
+                        Some(_) => Err(format!("{user} does not own image {image}")),
+                        None => Err(format!("image {image} was never shared")),
+                    })
+                    .await?
+                    .map_err(Error::InvalidInput)?;
+                Ok(Answer::File(self.store.kept(file).await?))
+            }
+            Ask::Copy { image } => {
+                let viewer = user.clone();
+                let (file, left) = self
+                    .store
+                    .read(move |s| {
+                        let record = s
+                            .ledger
+                            .images
+                            .get(&image)
+                            .ok_or_else(|| format!("image {image} was never shared"))?;
+                        let grant = record.grants.get(&user).ok_or_else(|| {
+                            format!(
+                                "{user} is not (or no longer) a viewer of {}'s {:?}",
+                                record.owner, record.name
+                            )
+                        })?;
+                        Ok::<_, String>((record.file, grant.left))
+                    })
+                    .await?
+                    .map_err(Error::InvalidInput)?;
+                let kept = self.store.kept(file).await?;
+                let (encrypted, meta, secret) = self.open(kept, "the kept image").await?;
+                let copy_meta = copy_meta(&meta, &viewer, left);
+                Ok(Answer::File(self.seal(secret, encrypted, copy_meta).await?))
+            }
+        }
+    }
+
     /// Checks that `op` is signed by the key the cloud recorded for its user.
     async fn check_signer(&self, op: &SignedOp) -> Result<()> {
         op.verify()?;
-        let user = op.user.clone();
+        self.check_key(&op.user, &op.key).await
+    }
+
+    /// Checks that `key` is the one the cloud recorded for `user`.
+    async fn check_key(&self, user: &str, key: &crate::sharing::account::PublicKey) -> Result<()> {
+        let user = user.to_string();
         // Keys never change once recorded, so this node's own state answers when it has the
         // user; only a user it has not seen yet needs a read through the leader.
-        let key = match self.store.local(|s| s.users.get(&user).map(|r| r.key)) {
-            Some(key) => Some(key),
+        let recorded = match self.store.local(|s| s.users.get(&user).map(|r| r.key)) {
+            Some(recorded) => Some(recorded),
             None => {
                 self.store
                     .read(|s| s.users.get(&user).map(|r| r.key))
                     .await?
             }
         };
-        match key {
-            Some(key) if key == op.key => Ok(()),
+        match recorded {
+            Some(recorded) if recorded == *key => Ok(()),
             Some(_) => Err(Error::Unauthorized(format!(
                 "wrong password for {user}: the name is taken by another key"
             ))),

@@ -68,6 +68,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
         .route("/encrypt", post(post_encrypt))
         .route("/directory", get(get_directory))
         .route("/users/op", post(post_user_op))
+        .route("/query", post(post_query))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .merge(limit_bodies(
             Router::new()
@@ -213,6 +214,16 @@ async fn post_grant(State((api, _)): State<AppState>, body: axum::body::Bytes) -
     let request = with_file(&body);
     postcard_answer(match request {
         Ok(request) => api.desk.grant(request).await,
+        Err(e) => Err(e),
+    })
+}
+
+/// `POST /query`: a user's signed question about their own records (postcard both ways).
+async fn post_query(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+    let query = postcard::from_bytes(&body)
+        .map_err(|e| crate::Error::InvalidInput(format!("not a query: {e}")));
+    postcard_answer(match query {
+        Ok(query) => api.desk.query(query).await,
         Err(e) => Err(e),
     })
 }

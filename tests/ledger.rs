@@ -111,6 +111,7 @@ fn start() -> State {
             image: image(i),
             owner: "alice".into(),
             viewers: vec![],
+            bytes: 1000,
         };
         assert_eq!(state.apply(&command(op, Some(sealed))).0, Reply::Done);
     }
@@ -128,6 +129,7 @@ fn grant(v: usize, i: usize, change: Change) -> Command {
         image: image(i),
         owner: "alice".into(),
         viewers: vec![],
+        bytes: 1000,
     };
     command(op, Some(sealed))
 }
@@ -140,6 +142,7 @@ fn view(v: usize, i: usize, copy_for: usize) -> Command {
         image: image(i),
         owner: "alice".into(),
         viewers: vec![VIEWERS[copy_for].into()],
+        bytes: 1000,
     };
     command(op, Some(sealed))
 }

@@ -15,9 +15,9 @@
 //! cloud sees this user's sequence numbers in order (concurrent views from one user would
 //! otherwise arrive out of order and be refused as stale).
 //!
-//! Implementation caveats: a copy that cannot be delivered (the viewer is offline) waits in
-//! `DIR/outbox/` and is retried every [`DELIVERY_RETRY`] while this peer runs; requests to an
-//! offline owner are refused with a sentence (the cloud mailbox that holds them is not built).
+//! Whoever is offline gets their letters from the cloud's mailbox when they return
+//! ([`super::mail`]): a request to an offline owner is posted there, and every grant the
+//! cloud records is posted to its viewer, so a copy that cannot be sent directly waits there.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,13 +37,11 @@ use crate::config::ClusterConfig;
 use crate::metadata::ImageId;
 use crate::sharing::ledger::MAX_VIEWS;
 use crate::sharing::wire::{SharedAnswer, Shown, WithFile};
-use crate::sharing::{Change, Credential, SignedOp, UserOp};
+use crate::sharing::{Change, Credential, Posted, SignedOp, UserOp};
 use crate::{Error, Result};
 
 /// Longest side of a preview, in pixels.
 pub const PREVIEW_SIDE: u32 = 128;
-/// How often undelivered copies are sent again.
-pub const DELIVERY_RETRY: Duration = Duration::from_secs(2);
 /// How long the phase-1 encryption of a shared photo may take.
 const ENCRYPT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -69,6 +67,8 @@ pub struct Peer {
     pub approve: Approve,
     /// Serialises signed writes (see the module docs).
     writes: tokio::sync::Mutex<()>,
+    /// One mailbox reading at a time ([`super::mail`]).
+    pub(super) reading: tokio::sync::Mutex<()>,
     /// Requests being decided now (an approval and a second one, or a denial, must not
     /// both go ahead: each would grant the views).
     deciding: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -129,6 +129,9 @@ pub struct ImageEntry {
     pub views_left: Option<u32>,
     /// The file: the encrypted image, or the copy.
     pub path: PathBuf,
+    /// For own images: each viewer's views used and left, as the ledger says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<Vec<crate::sharing::wire::Receipt>>,
 }
 
 /// What `view` did, as `view --json` prints it.
@@ -142,6 +145,16 @@ pub struct ViewResult {
     pub out: PathBuf,
     /// Why the default image, in a sentence.
     pub reason: Option<String>,
+}
+
+/// Where a copy goes, and what it says.
+pub(super) struct Delivery<'a> {
+    pub viewer: &'a str,
+    pub request: Option<&'a str>,
+    pub image: &'a str,
+    pub name: &'a str,
+    pub views_left: u32,
+    pub version: u64,
 }
 
 /// What a file given to `view` is.
@@ -174,6 +187,7 @@ impl Peer {
             library,
             approve,
             writes: tokio::sync::Mutex::new(()),
+            reading: tokio::sync::Mutex::new(()),
             deciding: Default::default(),
         }
     }
@@ -228,24 +242,37 @@ impl Peer {
                 self.cloud.share(&request).await
             })
             .await?;
+        self.keep_own(&shared.id, &shared.name, &encrypted, &secret, &photo)?;
+        info!(user = %self.user, id = %shared.id, "[peer {}] shared {:?}", self.user, shared.name);
+        Ok(shared)
+    }
+
+    /// Keeps an own image in the folder: the encrypted image, the original and its preview.
+    pub(super) fn keep_own(
+        &self,
+        id: &str,
+        name: &str,
+        encrypted: &[u8],
+        secret: &[u8],
+        photo: &image::DynamicImage,
+    ) -> Result<()> {
         let preview = photo.thumbnail(PREVIEW_SIDE, PREVIEW_SIDE);
         let preview_png = crate::stego::encode_png(&preview)?;
-        let ext = crate::stego::image_extension(&secret).unwrap_or("bin");
-        let original = format!("{}.original.{ext}", shared.id);
+        let ext = crate::stego::image_extension(secret).unwrap_or("bin");
+        let original = format!("{id}.original.{ext}");
         let lib = &self.library;
-        write_atomic(&lib.own_file(&shared.id), &encrypted)?;
-        write_atomic(&lib.root().join("own").join(&original), &secret)?;
-        write_atomic(&lib.preview_file(&shared.id), &preview_png)?;
+        write_atomic(&lib.own_file(id), encrypted)?;
+        write_atomic(&lib.root().join("own").join(&original), secret)?;
+        write_atomic(&lib.preview_file(id), &preview_png)?;
         lib.update(|r| {
+            r.own.retain(|o| o.id != id);
             r.own.push(OwnImage {
-                id: shared.id.clone(),
-                name: shared.name.clone(),
+                id: id.to_string(),
+                name: name.to_string(),
                 original,
                 preview_size: (preview.width(), preview.height()),
             })
-        })?;
-        info!(user = %self.user, id = %shared.id, "[peer {}] shared {:?}", self.user, shared.name);
-        Ok(shared)
+        })
     }
 
     /// This user's previews, as another peer gets them.
@@ -316,12 +343,7 @@ impl Peer {
             .or_else(|| entry.shared.iter().find(|s| s.name == image))
             .ok_or_else(|| Error::InvalidInput(format!("{owner} shares no image {image:?}")))?
             .clone();
-        let addr = self.directory.address(owner).await.map_err(|e| match e {
-            Error::Unavailable(_) => Error::Unavailable(format!(
-                "{owner} is offline; ask again when she is online (`peer online` shows who is)"
-            )),
-            e => e,
-        })?;
+        let image_id: ImageId = shared.id.parse()?;
         let id = hex::encode(rand::random::<[u8; 6]>());
         self.library.update(|r| {
             r.requests.push(RequestRecord {
@@ -340,12 +362,40 @@ impl Peer {
             image: shared.id.clone(),
             views,
         };
-        let sent = p2p::send::<RequestAnswer>(&self.credential, owner, &addr, msg).await;
+        let sent = match self.directory.address(owner).await {
+            Ok(addr) => p2p::send::<RequestAnswer>(&self.credential, owner, &addr, msg).await,
+            Err(e) => Err(e),
+        };
         let answer = match sent {
             Ok(answer) => answer,
+            // Offline, or gone since the directory said otherwise: the request waits in her
+            // mailbox for her return.
+            Err(Error::Unavailable(why)) => {
+                info!(
+                    "[peer {}] {owner} is not reachable ({why}); mailing",
+                    self.user
+                );
+                let letter = Posted::Request {
+                    id: id.clone(),
+                    image: image_id,
+                    views,
+                };
+                let posted = self.post(owner, letter).await;
+                if let Err(e) = posted {
+                    self.forget_request(&id)?;
+                    return Err(e);
+                }
+                println!(
+                    "[peer {}] {owner} is offline: request {id} waits in {owner}'s mailbox",
+                    self.user
+                );
+                RequestAnswer {
+                    id: id.clone(),
+                    state: "pending".into(),
+                }
+            }
             Err(e) => {
-                self.library
-                    .update(|r| r.requests.retain(|q| !(q.id == id && q.from == self.user)))?;
+                self.forget_request(&id)?;
                 return Err(e);
             }
         };
@@ -443,7 +493,6 @@ impl Peer {
         let copy = answer
             .copy
             .ok_or_else(|| Error::Protocol("the cloud granted views but sent no copy".into()))?;
-        write_atomic(&self.outbox_file(id, &request.from), &copy)?;
         self.set_request(id, &request.from, |q| {
             q.state = RequestState::Approved;
             q.views = views;
@@ -453,7 +502,17 @@ impl Peer {
             "[peer {}] approved {} view(s) of {:?} for {}",
             self.user, views, request.name, request.from
         );
-        self.deliver(id, &request.from).await;
+        let delivery = Delivery {
+            viewer: &request.from,
+            request: Some(id),
+            image: &request.image,
+            name: &request.name,
+            views_left: answer.views_left,
+            version: answer.version,
+        };
+        if self.deliver(delivery, copy).await {
+            self.set_request(id, &request.from, |q| q.state = RequestState::Delivered)?;
+        }
         Ok(self.request_record(id, &request.from).unwrap_or(request))
     }
 
@@ -469,63 +528,62 @@ impl Peer {
             p2p::send::<()>(&self.credential, &request.from, &addr, msg).await
         };
         if let Err(e) = told.await {
-            warn!(
-                "[peer {}] could not tell {} of the denial: {e}",
+            info!(
+                "[peer {}] {} not reachable ({e}); mailing the denial",
                 self.user, request.from
             );
+            let letter = Posted::Denied { id: id.to_string() };
+            self.post(&request.from, letter).await?;
         }
         Ok(self.request_record(id, &request.from).unwrap_or(request))
     }
 
-    /// Sends the copy of approved request `id` to `viewer`; on success the request is
-    /// delivered and the outbox file goes.
-    async fn deliver(&self, id: &str, viewer: &str) {
-        let Some(request) = self.request_record(id, viewer) else {
-            return;
-        };
-        let file = self.outbox_file(id, viewer);
+    /// Sends a copy to its viewer directly; whether it arrived. One that did not waits in
+    /// the viewer's mailbox (the cloud posted the grant there), for the viewer's return.
+    pub(super) async fn deliver(&self, to: Delivery<'_>, copy: Vec<u8>) -> bool {
         let sent = async {
-            let copy = std::fs::read(&file)?;
-            let addr = self.directory.address(viewer).await?;
+            let addr = self.directory.address(to.viewer).await?;
             let msg = Msg::Copy {
-                request: Some(id.to_string()),
-                image: request.image.clone(),
-                name: request.name.clone(),
-                views_left: request.views_left.unwrap_or(request.views),
+                request: to.request.map(str::to_string),
+                image: to.image.to_string(),
+                name: to.name.to_string(),
+                views_left: to.views_left,
+                version: to.version,
                 copy,
             };
-            p2p::send::<()>(&self.credential, viewer, &addr, msg).await
+            p2p::send::<()>(&self.credential, to.viewer, &addr, msg).await
         };
         match sent.await {
             Ok(()) => {
-                let _ = self.set_request(id, viewer, |q| q.state = RequestState::Delivered);
-                let _ = std::fs::remove_file(&file);
                 println!(
-                    "[peer {}] delivered {viewer}'s copy of {:?}",
-                    self.user, request.name
+                    "[peer {}] delivered {}'s copy of {:?} ({} view(s) left)",
+                    self.user, to.viewer, to.name, to.views_left
                 );
+                true
             }
-            Err(e) => warn!("[peer {}] {viewer}'s copy waits: {e}", self.user),
+            Err(e) => {
+                println!(
+                    "[peer {}] {} is not reachable ({e}): the update waits in {}'s mailbox",
+                    self.user, to.viewer, to.viewer
+                );
+                false
+            }
         }
     }
 
-    /// Delivers approved copies whose viewer was unreachable, every [`DELIVERY_RETRY`].
-    pub async fn deliver_waiting(&self) {
-        let mut every = tokio::time::interval(DELIVERY_RETRY);
-        loop {
-            every.tick().await;
-            let waiting: Vec<(String, String)> = self
-                .library
-                .records()
-                .requests
-                .into_iter()
-                .filter(|q| q.to == self.user && q.state == RequestState::Approved)
-                .map(|q| (q.id, q.from))
-                .collect();
-            for (id, viewer) in waiting {
-                self.deliver(&id, &viewer).await;
-            }
-        }
+    /// Leaves `letter` in `to`'s mailbox.
+    pub(super) async fn post(&self, to: &str, letter: Posted) -> Result<()> {
+        let op = UserOp::Post {
+            to: to.to_string(),
+            letter,
+        };
+        self.signed(op, |op| async move { self.cloud.submit(&op).await })
+            .await
+    }
+
+    fn forget_request(&self, id: &str) -> Result<()> {
+        self.library
+            .update(|r| r.requests.retain(|q| !(q.id == id && q.from == self.user)))
     }
 
     /// Takes a copy `from` an owner: keeps it and marks the request it answers delivered.
@@ -536,6 +594,7 @@ impl Peer {
         image: &str,
         name: &str,
         views_left: u32,
+        version: u64,
         copy: &[u8],
     ) -> Result<()> {
         let id: ImageId = image.parse()?;
@@ -554,13 +613,17 @@ impl Peer {
                 name: name.to_string(),
                 owner: from.to_string(),
                 views_left,
+                version,
             });
-            if let Some(request) = request {
-                for q in r.requests.iter_mut() {
-                    if q.id == request && q.to == from && q.from == self.user {
-                        q.state = RequestState::Delivered;
-                        q.views_left = Some(views_left);
-                    }
+            // The request it answers; a copy from the mailbox answers the open ones for it.
+            for q in r.requests.iter_mut() {
+                let answers = match request {
+                    Some(request) => q.id == request,
+                    None => q.image == id && q.state == RequestState::Pending,
+                };
+                if answers && q.to == from && q.from == self.user {
+                    q.state = RequestState::Delivered;
+                    q.views_left = Some(views_left);
                 }
             }
         })?;
@@ -591,6 +654,7 @@ impl Peer {
             name: o.name,
             owner: self.user.clone(),
             views_left: None,
+            viewers: None,
         });
         let copies = records.copies.into_iter().map(|c| ImageEntry {
             path: self.library.copy_file(&c.id),
@@ -598,6 +662,7 @@ impl Peer {
             name: c.name,
             owner: c.owner,
             views_left: Some(c.views_left),
+            viewers: None,
         });
         own.chain(copies).collect()
     }
@@ -757,13 +822,6 @@ impl Peer {
                 f(q);
             }
         })
-    }
-
-    fn outbox_file(&self, id: &str, viewer: &str) -> PathBuf {
-        self.library
-            .root()
-            .join("outbox")
-            .join(format!("{viewer}-{}.png", file_safe(id)))
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use super::actions::{Peer, ShareArgs};
 use super::p2p::{Envelope, Msg, MAX_MESSAGE_BYTES};
-use crate::sharing::{DirectoryEntry, SharedImage};
+use crate::sharing::{Change, DirectoryEntry, SharedImage};
 use crate::Error;
 
 /// One user as `peer online` lists them.
@@ -67,6 +67,10 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/api/deny", post(deny))
         .route("/api/images", get(images))
         .route("/api/view", post(view))
+        .route("/api/allow", post(allow))
+        .route("/api/quota", post(quota))
+        .route("/api/revoke", post(revoke))
+        .route("/api/rebuild", post(rebuild))
         .route("/p2p", post(p2p));
     let app = crate::http::limit_bodies(app, MAX_MESSAGE_BYTES).with_state(peer);
     axum::serve(listener, app).await?;
@@ -216,7 +220,39 @@ async fn deny(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<DecideArgs>
 }
 
 async fn images(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
-    Json(peer.images()).into_response()
+    Json(peer.images_with_receipts().await).into_response()
+}
+
+/// The body of `allow`, `quota` and `revoke` (`views` unused by `revoke`).
+#[derive(Deserialize)]
+struct ChangeArgs {
+    image: String,
+    viewer: String,
+    #[serde(default)]
+    views: u32,
+}
+
+async fn change(peer: &Peer, args: Body<ChangeArgs>, change: fn(u32) -> Change) -> Response {
+    json(match body(args) {
+        Ok(a) => peer.change(&a.image, &a.viewer, change(a.views)).await,
+        Err(e) => Err(e),
+    })
+}
+
+async fn allow(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ChangeArgs>) -> Response {
+    change(&peer, args, Change::Add).await
+}
+
+async fn quota(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ChangeArgs>) -> Response {
+    change(&peer, args, Change::Set).await
+}
+
+async fn revoke(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ChangeArgs>) -> Response {
+    change(&peer, args, |_| Change::Revoke).await
+}
+
+async fn rebuild(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
+    json(peer.rebuild().await)
 }
 
 #[derive(Deserialize)]
@@ -258,9 +294,18 @@ async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Respons
             image,
             name,
             views_left,
+            version,
             copy,
         } => peer
-            .take_copy(from, request.as_deref(), &image, &name, views_left, &copy)
+            .take_copy(
+                from,
+                request.as_deref(),
+                &image,
+                &name,
+                views_left,
+                version,
+                &copy,
+            )
             .map(|()| postcard::to_stdvec(&())),
         Msg::Denied { request } => peer
             .take_denied(from, &request)

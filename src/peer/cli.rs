@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use super::actions::{ImageEntry, PreviewFile, ViewResult};
 use super::library::RequestRecord;
+use super::owner::{Changed, Rebuilt};
 use super::p2p::RequestAnswer;
 use super::{Folder, OnlineEntry, PeerOptions};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
@@ -128,6 +129,43 @@ pub enum PeerCommand {
         #[arg(short = 'o', long = "out", value_name = "OUT")]
         out: Option<PathBuf>,
     },
+    /// Give VIEWER N more views of your IMAGE (a new viewer starts with N): `allow cat carol=2`.
+    Allow {
+        /// Your image: its id or name.
+        image: String,
+        /// VIEWER=N.
+        #[arg(value_name = "VIEWER=N", value_parser = viewer_views)]
+        grant: (String, u32),
+    },
+    /// Set VIEWER's views left of your IMAGE to N: `quota cat bob=5`.
+    Quota {
+        /// Your image: its id or name.
+        image: String,
+        /// VIEWER=N.
+        #[arg(value_name = "VIEWER=N", value_parser = viewer_views)]
+        grant: (String, u32),
+    },
+    /// Take every view of your IMAGE from VIEWER and remove them as a viewer.
+    Revoke {
+        /// Your image: its id or name.
+        image: String,
+        /// The viewer.
+        viewer: String,
+    },
+    /// Bring back from the cloud your own images and your copies (with the views left);
+    /// works with the folder gone and no peer running (the password is enough).
+    Rebuild,
+}
+
+/// Parses `VIEWER=N`.
+fn viewer_views(text: &str) -> std::result::Result<(String, u32), String> {
+    let (viewer, views) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected VIEWER=N, like carol=2 (got {text:?})"))?;
+    let views = views
+        .parse()
+        .map_err(|_| format!("{views:?} is not a number of views"))?;
+    Ok((viewer.to_string(), views))
 }
 
 impl PeerArgs {
@@ -205,9 +243,17 @@ pub fn main(args: PeerArgs) -> Result<()> {
     result
 }
 
-/// Runs a subcommand against the user's running peer.
+/// Runs a subcommand against the user's running peer (`rebuild` also without one).
 async fn subcommand(args: &PeerArgs, command: &PeerCommand) -> Result<()> {
-    let running = args.folder()?.running()?;
+    let running = match (command, args.folder()?.running()) {
+        (_, Ok(running)) => running,
+        (PeerCommand::Rebuild, Err(_)) => {
+            let rebuilt = rebuild_here(args).await?;
+            show(args.json, &rebuilt, || print_rebuilt(&rebuilt));
+            return Ok(());
+        }
+        (_, Err(e)) => return Err(e),
+    };
     let running = &running;
     let json = args.json;
     match command {
@@ -312,8 +358,65 @@ async fn subcommand(args: &PeerArgs, command: &PeerCommand) -> Result<()> {
                 ),
             });
         }
+        PeerCommand::Allow { image, grant } | PeerCommand::Quota { image, grant } => {
+            let path = match command {
+                PeerCommand::Allow { .. } => "/api/allow",
+                _ => "/api/quota",
+            };
+            let body = serde_json::json!({ "image": image, "viewer": grant.0, "views": grant.1 });
+            let changed: Changed = super::local_post(running, path, body).await?;
+            show(json, &changed, || print_changed(&changed));
+        }
+        PeerCommand::Revoke { image, viewer } => {
+            let body = serde_json::json!({ "image": image, "viewer": viewer });
+            let changed: Changed = super::local_post(running, "/api/revoke", body).await?;
+            show(json, &changed, || print_changed(&changed));
+        }
+        PeerCommand::Rebuild => {
+            let rebuilt: Rebuilt =
+                super::local_post(running, "/api/rebuild", serde_json::json!({})).await?;
+            show(json, &rebuilt, || print_rebuilt(&rebuilt));
+        }
     }
     Ok(())
+}
+
+/// `rebuild` with no peer running: into the folder, from the password alone.
+async fn rebuild_here(args: &PeerArgs) -> Result<Rebuilt> {
+    let folder = args.folder()?;
+    folder.create()?;
+    let cluster = args.cluster()?;
+    let cloud = super::cloud::Cloud::new(&cluster);
+    let library = super::library::Library::open(folder.root())?;
+    let token = String::new();
+    let peer = super::actions::Peer::new(
+        args.credential()?,
+        token,
+        cloud,
+        cluster,
+        library,
+        Approve::Ask,
+    );
+    std::sync::Arc::new(peer).rebuild().await
+}
+
+fn print_changed(changed: &Changed) {
+    let reached = if changed.delivered {
+        "their copy is updated"
+    } else {
+        "it waits in their mailbox"
+    };
+    println!(
+        "{} has {} view(s) left of {}; {reached}",
+        changed.viewer, changed.views_left, changed.image
+    );
+}
+
+fn print_rebuilt(rebuilt: &Rebuilt) {
+    println!(
+        "rebuilt from the cloud: {} own image(s), {} copy(ies)",
+        rebuilt.own, rebuilt.copies
+    );
 }
 
 /// Prints `value` as JSON, or runs `table`.
@@ -377,6 +480,12 @@ fn print_images(images: &[ImageEntry]) {
             left,
             i.path.display()
         );
+        for r in i.viewers.iter().flatten() {
+            println!(
+                "    viewer {:<16} {} used, {} left",
+                r.viewer, r.views_used, r.views_left
+            );
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::ClusterConfig;
-use crate::sharing::wire::{GrantAnswer, SharedAnswer, ViewAnswer, WithFile};
-use crate::sharing::{DirectoryEntry, SignedOp};
+use crate::sharing::wire::{Answer, GrantAnswer, SharedAnswer, ViewAnswer, WithFile};
+use crate::sharing::{DirectoryEntry, Query, SignedOp};
 use crate::{Error, Result};
 
 /// Longest wait for one node's answer (a node waits at most 3 s for its majority).
@@ -79,6 +79,19 @@ impl Cloud {
     /// counted once).
     pub async fn view(&self, request: &WithFile) -> Result<ViewAnswer> {
         self.post_file("view", request).await
+    }
+
+    /// `POST /query`: a signed question about the user's own records.
+    pub async fn query(&self, query: &Query) -> Result<Answer> {
+        let body = bytes::Bytes::from(postcard::to_stdvec(query).expect("a query serializes"));
+        let response = self
+            .call("answer the question", |http, node| {
+                http.post(format!("http://{node}/query"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body.clone())
+            })
+            .await?;
+        postcard_answer(response, "a node").await
     }
 
     async fn post_file<T: serde::de::DeserializeOwned>(

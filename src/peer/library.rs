@@ -49,6 +49,9 @@ pub struct CopyRecord {
     pub owner: String,
     /// Views left, as the cloud last said.
     pub views_left: u32,
+    /// The grant's version the copy was made at.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A request's state.
@@ -108,6 +111,9 @@ pub struct Records {
     pub copies: Vec<CopyRecord>,
     /// Requests in and out.
     pub requests: Vec<RequestRecord>,
+    /// The number of the last mailbox letter applied (see [`super::mail`]).
+    #[serde(default)]
+    pub last_letter: u64,
 }
 
 /// A folder's library.

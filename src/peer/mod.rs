@@ -10,6 +10,8 @@
 //! ```
 //!
 //! - [`actions`]: what the peer does: share, previews, request, approve, deny, view.
+//! - [`mail`]: the user's mailbox in the cloud: letters applied once, then acknowledged.
+//! - [`owner`]: an owner's controls (allow, quota, revoke), receipts, and `rebuild`.
 //! - [`cloud`]: signed operations and directory reads against any node.
 //! - [`p2p`]: signed messages between peers.
 //! - [`folder`]: the user's folder and the record of the running peer.
@@ -28,6 +30,8 @@ pub mod cli;
 pub mod cloud;
 pub mod folder;
 pub mod library;
+mod mail;
+mod owner;
 pub mod p2p;
 
 use std::future::Future;
@@ -119,6 +123,16 @@ pub async fn run(
         running.gallery_url()
     );
     info!(user = %user, %addr, "[peer {user}] registered");
+    // A folder that starts empty may be a lost one: what the cloud holds comes back.
+    let records = peer.library.records();
+    if records.own.is_empty() && records.copies.is_empty() && records.last_letter == 0 {
+        if let Err(e) = peer.rebuild().await {
+            warn!(user = %user, "[peer {user}] could not rebuild the folder: {e}");
+        }
+    }
+    if let Err(e) = peer.read_mail().await {
+        warn!(user = %user, "[peer {user}] could not read the mailbox: {e}");
+    }
 
     let renewals = async {
         let mut every = tokio::time::interval(RENEW);
@@ -139,7 +153,7 @@ pub async fn run(
         _ = shutdown => Ok(()),
         r = api::serve(listener, peer.clone()) => r,
         r = renewals => r,
-        () = peer.deliver_waiting() => Ok(()),
+        () = peer.follow_mail() => Ok(()),
     };
     options.folder.clear_running();
     let bye = peer.signed(

@@ -65,6 +65,8 @@ pub enum Msg {
         name: String,
         /// The views left that the copy says.
         views_left: u32,
+        /// The grant's version (a newer copy replaces an older one, never the reverse).
+        version: u64,
         /// The sealed copy.
         #[serde(with = "serde_bytes")]
         copy: Vec<u8>,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ledger::Change;
+use super::mailbox::Posted;
 use crate::metadata::ImageId;
 use crate::{Error, Result};
 
@@ -27,6 +28,8 @@ const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 const ARGON2_PASSES: u32 = 2;
 /// What every signature covers first, so a signature made for anything else never verifies.
 const SIGNATURE_DOMAIN: &[u8] = b"imgcloud user operation v1";
+/// The domain of a signed query.
+const QUERY_DOMAIN: &[u8] = b"imgcloud user query v1";
 /// The longest user name.
 pub const MAX_USER_LEN: usize = 32;
 
@@ -132,8 +135,87 @@ impl Credential {
     /// Signs `message` (which must start with a domain string of its own, so that it can
     /// never be mistaken for a signed operation); used for messages between peers.
     pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
-        debug_assert!(!message.starts_with(SIGNATURE_DOMAIN));
+        debug_assert!(!message.starts_with(SIGNATURE_DOMAIN) && !message.starts_with(QUERY_DOMAIN));
         self.key.sign(message).to_bytes().to_vec()
+    }
+}
+
+impl Credential {
+    /// Signs a question to the cloud about this user's own records.
+    pub fn query(&self, ask: Ask) -> Query {
+        let mut query = Query {
+            user: self.user.clone(),
+            key: self.public_key(),
+            at_ms: unix_micros() / 1000,
+            ask,
+            sig: Vec::new(),
+        };
+        query.sig = self.key.sign(&query.message()).to_bytes().to_vec();
+        query
+    }
+}
+
+/// What a user may ask the cloud about their own records (answered without a log entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    /// The letters in the user's mailbox.
+    Mail,
+    /// The user's images with their receipts, and the grants the user holds.
+    Holdings,
+    /// A fresh copy of `image` for the user, with the views the ledger has left.
+    Copy {
+        /// The image.
+        image: ImageId,
+    },
+    /// The user's own encrypted image `image`, as the cloud keeps it.
+    Own {
+        /// The image.
+        image: ImageId,
+    },
+}
+
+/// A signed question (see [`Credential::query`]); fresh for [`QUERY_FRESH_MS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Who asks.
+    pub user: String,
+    /// Their public key (must be the one the cloud recorded).
+    pub key: PublicKey,
+    /// When they asked, Unix milliseconds.
+    pub at_ms: u64,
+    /// What they ask.
+    pub ask: Ask,
+    /// Ed25519 signature over the domain, user, key, time and question.
+    pub sig: Vec<u8>,
+}
+
+/// How far a query's time may be from the cloud's clock.
+pub const QUERY_FRESH_MS: u64 = 60_000;
+
+impl Query {
+    fn message(&self) -> Vec<u8> {
+        let body = postcard::to_stdvec(&(&self.user, &self.key, self.at_ms, &self.ask))
+            .expect("a query always serializes");
+        [QUERY_DOMAIN, &body].concat()
+    }
+
+    /// Checks the name, the signature and the time (against `now_ms`); the key must still
+    /// be compared with the recorded one.
+    pub fn verify(&self, now_ms: u64) -> Result<()> {
+        check_user_name(&self.user)?;
+        if !verify_message(&self.key, &self.message(), &self.sig) {
+            return Err(Error::Unauthorized(format!(
+                "the signature of {}'s question is not valid",
+                self.user
+            )));
+        }
+        if self.at_ms.abs_diff(now_ms) > QUERY_FRESH_MS {
+            return Err(Error::Unauthorized(format!(
+                "{}'s question is more than a minute old or ahead (check the clock)",
+                self.user
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +271,19 @@ pub enum UserOp {
         /// SHA-256 of the copy sent with the operation.
         file: [u8; 32],
     },
+    /// Leaves a letter in `to`'s mailbox (a request to an offline owner, a denial for an
+    /// offline asker).
+    Post {
+        /// The addressee.
+        to: String,
+        /// The letter.
+        letter: Posted,
+    },
+    /// Removes this user's letters numbered `upto` or lower (they were applied).
+    Ack {
+        /// The highest letter number applied.
+        upto: u64,
+    },
 }
 
 impl UserOp {
@@ -200,6 +295,8 @@ impl UserOp {
             UserOp::Share { .. } => "share",
             UserOp::Grant { .. } => "grant",
             UserOp::View { .. } => "view",
+            UserOp::Post { .. } => "post",
+            UserOp::Ack { .. } => "ack",
         }
     }
 }

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::wire::{GrantHolding, Holdings, OwnHolding, Receipt};
 use crate::metadata::ImageId;
 
 /// The most images one user may share.
@@ -31,6 +32,10 @@ pub const MAX_IMAGES_PER_USER: usize = 256;
 pub const MAX_GRANTS_PER_IMAGE: usize = 1024;
 /// The most views a grant may hold at once.
 pub const MAX_VIEWS: u32 = 1_000_000;
+/// The most bytes of encrypted images the cloud keeps for one user.
+pub const MAX_KEPT_BYTES_PER_USER: u64 = 512 * 1024 * 1024;
+/// The largest encrypted image the cloud keeps (it travels in one store frame).
+pub const MAX_KEPT_FILE: u64 = 32 * 1024 * 1024;
 /// The longest image name, in bytes.
 pub const MAX_IMAGE_NAME: usize = 64;
 
@@ -52,6 +57,11 @@ pub struct ImageRecord {
     pub owner: String,
     /// Its name (unique among the owner's images).
     pub name: String,
+    /// SHA-256 of the owner's encrypted image, which the cloud keeps (for rebuilds and for
+    /// copies made while the owner is offline).
+    pub file: [u8; 32],
+    /// That file's length in bytes.
+    pub bytes: u64,
     /// Its viewers, by name.
     pub grants: BTreeMap<String, Grant>,
 }
@@ -113,9 +123,21 @@ impl Ledger {
         self.images.iter().filter(move |(_, r)| r.owner == owner)
     }
 
-    /// Lists `image` as `owner`'s, named `name`.
-    pub fn share(&mut self, owner: &str, image: ImageId, name: &str) -> Result<(), String> {
+    /// Lists `image` as `owner`'s, named `name`, kept as the file with digest `file` of
+    /// `bytes` bytes.
+    pub fn share(
+        &mut self,
+        owner: &str,
+        image: ImageId,
+        name: &str,
+        (file, bytes): ([u8; 32], u64),
+    ) -> Result<(), String> {
         check_image_name(name)?;
+        if bytes > MAX_KEPT_FILE {
+            return Err(format!(
+                "the encrypted image is {bytes} bytes; the cloud keeps at most {MAX_KEPT_FILE}"
+            ));
+        }
         if let Some(record) = self.images.get(&image) {
             return Err(if record.owner == owner {
                 format!("image {image} is already shared, as {:?}", record.name)
@@ -123,8 +145,9 @@ impl Ledger {
                 format!("image {image} belongs to another user")
             });
         }
-        let mut count = 0;
+        let (mut count, mut kept) = (0, bytes);
         for (_, record) in self.owned_by(owner) {
+            kept += record.bytes;
             if record.name == name {
                 return Err(format!(
                     "{owner} already shares an image named {name:?}; pick another name"
@@ -137,11 +160,18 @@ impl Ledger {
                 "{owner} already shares {MAX_IMAGES_PER_USER} images, the most allowed"
             ));
         }
+        if kept > MAX_KEPT_BYTES_PER_USER {
+            return Err(format!(
+                "the cloud would keep {kept} bytes of {owner}'s images; at most {MAX_KEPT_BYTES_PER_USER} are allowed"
+            ));
+        }
         self.images.insert(
             image,
             ImageRecord {
                 owner: owner.to_string(),
                 name: name.to_string(),
+                file,
+                bytes,
                 grants: BTreeMap::new(),
             },
         );
@@ -196,6 +226,34 @@ impl Ledger {
         grant.left = left;
         grant.version += 1;
         Ok(*grant)
+    }
+
+    /// What `user` owns (with every viewer's receipt) and was granted.
+    pub fn holdings(&self, user: &str) -> Holdings {
+        let mut holdings = Holdings::default();
+        for (id, record) in &self.images {
+            if record.owner == user {
+                let viewers = record.grants.iter().map(|(viewer, g)| Receipt {
+                    viewer: viewer.clone(),
+                    views_used: g.used,
+                    views_left: g.left,
+                });
+                holdings.own.push(OwnHolding {
+                    id: id.to_string(),
+                    name: record.name.clone(),
+                    viewers: viewers.collect(),
+                });
+            } else if let Some(grant) = record.grants.get(user) {
+                holdings.granted.push(GrantHolding {
+                    id: id.to_string(),
+                    name: record.name.clone(),
+                    owner: record.owner.clone(),
+                    views_left: grant.left,
+                    version: grant.version,
+                });
+            }
+        }
+        holdings
     }
 
     /// Spends one of `viewer`'s views of `image`, if any is left.

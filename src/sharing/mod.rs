@@ -26,15 +26,17 @@
 pub mod account;
 pub mod directory;
 pub mod ledger;
+pub mod mailbox;
 pub mod wire;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use account::{Credential, SignedOp, UserOp};
+pub use account::{Ask, Credential, Query, SignedOp, UserOp};
 pub use directory::{DirectoryEntry, SharedImage, UserRecord};
 pub use ledger::{Change, Grant, ImageRecord, Ledger, Spent};
+pub use mailbox::{Letter, Mailbox, Posted};
 
 use crate::metadata::ImageId;
 use directory::{MAX_ADDR_LEN, MAX_LEASE_MS};
@@ -45,6 +47,8 @@ pub const MAX_USERS: usize = 100_000;
 const MAX_SEQ_AHEAD_US: u64 = 60_000_000;
 /// The prefix of an image's row key in the store (user names cannot contain ':').
 const IMAGE_ROW: &str = "image:";
+/// The prefix of a mailbox's row key.
+const MAIL_ROW: &str = "mail:";
 
 /// One entry of the replicated log: a signed user operation, the time it was proposed, and
 /// what the proposing node read from the sealed file sent with it.
@@ -69,15 +73,18 @@ pub struct Sealed {
     pub owner: String,
     /// The viewers it names (a viewer's copy names its one viewer).
     pub viewers: Vec<String>,
+    /// The file's length in bytes.
+    pub bytes: u64,
 }
 
 impl Sealed {
-    /// What `meta` says.
-    pub fn of(meta: &crate::metadata::ImageMeta) -> Sealed {
+    /// What `meta` says of a file of `bytes` bytes.
+    pub fn of(meta: &crate::metadata::ImageMeta, bytes: usize) -> Sealed {
         Sealed {
             image: meta.image_id,
             owner: meta.owner.clone(),
             viewers: meta.viewers.iter().map(|v| v.name.clone()).collect(),
+            bytes: bytes as u64,
         }
     }
 }
@@ -129,6 +136,8 @@ pub enum RowKey {
     User(String),
     /// An image's record (owner, name, grants).
     Image(ImageId),
+    /// A user's mailbox.
+    Mail(String),
 }
 
 impl RowKey {
@@ -137,6 +146,7 @@ impl RowKey {
         match self {
             RowKey::User(name) => name.clone(),
             RowKey::Image(id) => format!("{IMAGE_ROW}{id}"),
+            RowKey::Mail(user) => format!("{MAIL_ROW}{user}"),
         }
     }
 }
@@ -148,6 +158,8 @@ pub struct State {
     pub users: BTreeMap<String, UserRecord>,
     /// Shared images and their grants.
     pub ledger: Ledger,
+    /// Mailboxes, by user (a user with no letters may have none).
+    pub mail: BTreeMap<String, Mailbox>,
 }
 
 impl State {
@@ -252,7 +264,11 @@ impl State {
                         sealed.owner
                     ));
                 }
-                self.ledger.share(user, sealed.image, name)?;
+                let UserOp::Share { file, .. } = &op.op else {
+                    unreachable!("matched above")
+                };
+                self.ledger
+                    .share(user, sealed.image, name, (*file, sealed.bytes))?;
                 if let Some(record) = self.users.get_mut(user) {
                     record.shared.push(SharedImage {
                         id: sealed.image.to_string(),
@@ -277,11 +293,25 @@ impl State {
                     return Err(format!("unknown user {viewer}"));
                 }
                 let grant = self.ledger.grant(user, image, viewer, *change)?;
+                let name = self.ledger.images[image].name.clone();
+                self.mail
+                    .entry(viewer.clone())
+                    .or_default()
+                    .grant(Letter::Grant {
+                        owner: user.to_string(),
+                        image: *image,
+                        name,
+                        views_left: grant.left,
+                        version: grant.version,
+                    });
                 let reply = Reply::Granted {
                     views_left: grant.left,
                     version: grant.version,
                 };
-                Ok((reply, vec![RowKey::Image(*image)]))
+                Ok((
+                    reply,
+                    vec![RowKey::Image(*image), RowKey::Mail(viewer.clone())],
+                ))
             }
             UserOp::View { .. } => {
                 let sealed = sealed()?;
@@ -303,6 +333,29 @@ impl State {
                     Spent::Default(why) => Ok((Reply::Default(why), Vec::new())),
                 }
             }
+            UserOp::Post { to, letter } => {
+                if !self.users.contains_key(to) {
+                    return Err(format!("unknown user {to}"));
+                }
+                if let Posted::Request { image, .. } = letter {
+                    match self.ledger.images.get(image) {
+                        Some(record) if record.owner == *to => {}
+                        _ => return Err(format!("{to} shares no image {image}")),
+                    }
+                }
+                self.mail
+                    .entry(to.clone())
+                    .or_default()
+                    .post(user, letter.clone(), to)?;
+                Ok((Reply::Done, vec![RowKey::Mail(to.clone())]))
+            }
+            UserOp::Ack { upto } => {
+                let Some(mailbox) = self.mail.get_mut(user) else {
+                    return Ok((Reply::Done, Vec::new()));
+                };
+                mailbox.ack(*upto);
+                Ok((Reply::Done, vec![RowKey::Mail(user.to_string())]))
+            }
         }
     }
 
@@ -319,6 +372,7 @@ impl State {
         let encoded = match key {
             RowKey::User(name) => self.users.get(name).map(postcard::to_stdvec),
             RowKey::Image(id) => self.ledger.images.get(id).map(postcard::to_stdvec),
+            RowKey::Mail(user) => self.mail.get(user).map(postcard::to_stdvec),
         };
         encoded.map(|r| r.expect("a record serializes"))
     }
@@ -327,8 +381,10 @@ impl State {
     pub fn rows(&self) -> Vec<(String, Vec<u8>)> {
         let users = self.users.keys().map(|u| RowKey::User(u.clone()));
         let images = self.ledger.images.keys().map(|i| RowKey::Image(*i));
+        let mail = self.mail.keys().map(|u| RowKey::Mail(u.clone()));
         users
             .chain(images)
+            .chain(mail)
             .filter_map(|key| Some((key.encode(), self.row(&key)?)))
             .collect()
     }
@@ -336,6 +392,11 @@ impl State {
     /// Loads one row as [`State::rows`] wrote it.
     pub fn load_row(&mut self, key: &str, bytes: &[u8]) -> Result<(), String> {
         let bad = |e: postcard::Error| format!("the record {key:?} is unreadable: {e}");
+        if let Some(user) = key.strip_prefix(MAIL_ROW) {
+            let mailbox = postcard::from_bytes(bytes).map_err(bad)?;
+            self.mail.insert(user.to_string(), mailbox);
+            return Ok(());
+        }
         match key.strip_prefix(IMAGE_ROW) {
             Some(hex_id) => {
                 let id: ImageId = hex_id
@@ -367,7 +428,11 @@ pub fn check_op(op: &UserOp) -> Result<(), String> {
             }
             Ok(())
         }
-        UserOp::Unregister | UserOp::View { .. } => Ok(()),
+        UserOp::Unregister | UserOp::View { .. } | UserOp::Ack { .. } => Ok(()),
+        UserOp::Post { to, letter } => {
+            account::check_user_name(to).map_err(|e| e.to_string())?;
+            mailbox::check_posted(letter)
+        }
         UserOp::Share { name, .. } => ledger::check_image_name(name),
         UserOp::Grant { viewer, change, .. } => {
             account::check_user_name(viewer).map_err(|e| e.to_string())?;
@@ -488,5 +553,90 @@ mod tests {
         });
         assert!(matches!(state.apply(&at(long)).0, Reply::Refused(why) if why.contains("lease")));
         assert!(state.users.is_empty());
+    }
+
+    #[test]
+    fn letters_wait_until_acknowledged_and_a_crash_before_the_ack_loses_none() {
+        let (alice, bob) = (
+            Credential::derive("alice", "pw").unwrap(),
+            Credential::derive("bob", "pw").unwrap(),
+        );
+        let mut state = State::default();
+        state.apply(&at(register(&alice)));
+        state.apply(&at(register(&bob)));
+        let image = ImageId([9; 16]);
+        let share = alice.sign(UserOp::Share {
+            name: "cat".into(),
+            file: [1; 32],
+        });
+        let sealed = Sealed {
+            image,
+            owner: "alice".into(),
+            viewers: vec![],
+            bytes: 10,
+        };
+        let mut command = at(share);
+        command.sealed = Some(sealed.clone());
+        assert_eq!(state.apply(&command).0, Reply::Done);
+        // bob asks while alice is offline; a request for an image she lacks is refused.
+        let ask = |image| Posted::Request {
+            id: "r1".into(),
+            image,
+            views: 3,
+        };
+        let post = |letter| UserOp::Post {
+            to: "alice".into(),
+            letter,
+        };
+        let (reply, changed) = state.apply(&at(bob.sign(post(ask(image)))));
+        assert_eq!(reply, Reply::Done);
+        assert_eq!(
+            changed,
+            vec![RowKey::User("bob".into()), RowKey::Mail("alice".into())]
+        );
+        let bogus = state.apply(&at(bob.sign(post(ask(ImageId([7; 16]))))));
+        assert!(matches!(bogus.0, Reply::Refused(why) if why.contains("shares no image")));
+        // alice reads, "crashes" before acknowledging, reads again: the letter is still there.
+        let letters = |s: &State| s.mail["alice"].letters.clone();
+        assert_eq!(letters(&state).len(), 1);
+        assert_eq!(letters(&state).len(), 1);
+        // Her approval posts bob's grant letter; a quota change replaces it.
+        let grant = |change| {
+            let mut c = at(alice.sign(UserOp::Grant {
+                image,
+                viewer: "bob".into(),
+                change,
+                file: [1; 32],
+            }));
+            c.sealed = Some(sealed.clone());
+            c
+        };
+        state.apply(&grant(Change::Add(3)));
+        state.apply(&grant(Change::Set(5)));
+        let bob_letters: Vec<_> = state.mail["bob"].letters.values().cloned().collect();
+        assert!(matches!(
+            bob_letters.as_slice(),
+            [Letter::Grant {
+                views_left: 5,
+                version: 2,
+                ..
+            }]
+        ));
+        // The ack removes what was read, once, even when retried.
+        let (n, _) = state.mail["alice"].letters.iter().next_back().unwrap();
+        let ack = at(alice.sign(UserOp::Ack { upto: *n }));
+        assert_eq!(state.apply(&ack).0, Reply::Done);
+        assert!(letters(&state).is_empty());
+        state.apply(&at(bob.sign(post(Posted::Denied { id: "r9".into() }))));
+        assert_eq!(
+            state.apply(&ack),
+            (Reply::Done, Vec::new()),
+            "a retried ack"
+        );
+        assert_eq!(
+            letters(&state).len(),
+            1,
+            "the retried ack removed a newer letter"
+        );
     }
 }

@@ -66,3 +66,60 @@ pub struct ViewAnswer {
     #[serde(with = "serde_bytes")]
     pub copy: Option<Vec<u8>>,
 }
+
+/// The answer to a [`super::Query`] (the postcard body of `POST /query`'s reply).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// The letters in the asker's mailbox, by number.
+    Mail(Vec<(u64, super::Letter)>),
+    /// The asker's images and grants.
+    Holdings(Holdings),
+    /// A file: a fresh copy, or the asker's own encrypted image.
+    File(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// What the ledger holds of one user: what they own and what they were granted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holdings {
+    /// The user's own images, with receipts.
+    pub own: Vec<OwnHolding>,
+    /// The images the user may view.
+    pub granted: Vec<GrantHolding>,
+}
+
+/// One of the user's own images.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnHolding {
+    /// The image's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Each viewer's receipt.
+    pub viewers: Vec<Receipt>,
+}
+
+/// One viewer's use of one image, as the owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The viewer.
+    pub viewer: String,
+    /// Views spent.
+    pub views_used: u64,
+    /// Views left.
+    pub views_left: u32,
+}
+
+/// One grant the user holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantHolding {
+    /// The image's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: String,
+    /// Views left.
+    pub views_left: u32,
+    /// The grant's version.
+    pub version: u64,
+}

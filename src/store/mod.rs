@@ -14,6 +14,7 @@
 //! - [`disk`]: the redb file and its single writer thread (group commit, ordered writes).
 //! - [`log`]: the Raft log store; [`machine`]: the state machine and its snapshots.
 //! - [`network`]: the store's RPCs over authenticated, multiplexed TCP links.
+//! - [`files`]: users' encrypted images, kept by digest beside the log on a majority.
 //!
 //! The Raft leader and the phase-1 load coordinator are separate roles: the coordinator is
 //! elected by load, the leader by Raft, and `/status` shows both. Membership is the
@@ -28,6 +29,7 @@
 //! for such a node is a membership change, which this fixed-membership cluster does not make.
 
 mod disk;
+mod files;
 mod log;
 mod machine;
 mod network;
@@ -133,6 +135,7 @@ struct Inner {
         oneshot::Sender<std::result::Result<Reply, NotDone>>,
     )>,
     silent: Silence,
+    files: files::Files,
     /// The state digest and the applied index it was computed at (the state changes only
     /// when that index does).
     digest: std::sync::Mutex<(Option<u64>, String)>,
@@ -166,6 +169,7 @@ impl Store {
             cluster: cluster_fingerprint(config),
         };
         let disk = disk::Disk::open(data_dir, &identity)?;
+        let files = files::Files::open(data_dir)?;
         let log = log::LogStore::load(disk.clone())?;
         let machine = machine::Machine::load(disk)?;
         let fresh = log.is_fresh()?;
@@ -221,6 +225,7 @@ impl Store {
                 reads,
                 writes,
                 silent,
+                files,
                 digest: Default::default(),
             }),
         };
@@ -457,7 +462,87 @@ impl Store {
             Request::Snapshot(r) => Response::Snapshot(raft.install_snapshot(r).await),
             Request::Write(command) => Response::Write(self.write_as_leader(command).await),
             Request::ReadIndex => Response::ReadIndex(self.read_index_as_leader().await),
+            Request::Keep(bytes) => Response::Kept(
+                self.put_file(bytes)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
+            Request::Fetch(digest) => {
+                let files = self.inner.files.clone();
+                let found = tokio::task::spawn_blocking(move || files.get(&digest)).await;
+                Response::Fetched(match found {
+                    Ok(Ok(bytes)) => bytes.map(serde_bytes::ByteBuf::from),
+                    _ => None,
+                })
+            }
         }
+    }
+
+    async fn put_file(&self, bytes: Vec<u8>) -> Result<[u8; 32]> {
+        let files = self.inner.files.clone();
+        tokio::task::spawn_blocking(move || files.put(&bytes))
+            .await
+            .map_err(|e| Error::Storage(format!("keeping a file failed: {e}")))?
+    }
+
+    /// Keeps `bytes` on a majority of the nodes (this one and others), durably; their digest
+    /// once it is. A node that missed it fetches it when it needs it ([`Store::kept`]).
+    pub async fn keep(&self, bytes: Vec<u8>) -> Result<[u8; 32]> {
+        let majority = (self.inner.channels.len() + 1) / 2 + 1;
+        let shared = std::sync::Arc::new(bytes);
+        let mut sends: tokio::task::JoinSet<bool> = tokio::task::JoinSet::new();
+        for channel in self.inner.channels.values() {
+            let (channel, bytes) = (channel.clone(), shared.clone());
+            sends.spawn(async move {
+                let request = Request::Keep(bytes.as_ref().clone());
+                matches!(
+                    channel.call(request, MAJORITY_DEADLINE).await,
+                    Ok(Response::Kept(Ok(())))
+                )
+            });
+        }
+        let digest = self.put_file(shared.as_ref().clone()).await?;
+        let mut held = 1;
+        while held < majority {
+            match sends.join_next().await {
+                Some(Ok(true)) => held += 1,
+                Some(_) => {}
+                None => {
+                    return Err(Error::Unavailable(format!(
+                        "the file reached {held} of {} nodes; a majority must keep it",
+                        self.inner.channels.len() + 1
+                    )))
+                }
+            }
+        }
+        // The rest finish in the background.
+        sends.detach_all();
+        Ok(digest)
+    }
+
+    /// The kept file with `digest`: from this node, or fetched from another (and kept here).
+    pub async fn kept(&self, digest: [u8; 32]) -> Result<Vec<u8>> {
+        let files = self.inner.files.clone();
+        let local = tokio::task::spawn_blocking(move || files.get(&digest))
+            .await
+            .map_err(|e| Error::Storage(format!("reading a kept file failed: {e}")))??;
+        if let Some(bytes) = local {
+            return Ok(bytes);
+        }
+        for channel in self.inner.channels.values() {
+            let answer = channel.call(Request::Fetch(digest), ATTEMPT_TIMEOUT).await;
+            if let Ok(Response::Fetched(Some(bytes))) = answer {
+                let bytes = bytes.into_vec();
+                if Sha256::digest(&bytes).as_slice() == digest {
+                    self.put_file(bytes.clone()).await?;
+                    return Ok(bytes);
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "no reachable node keeps that file now; try again".into(),
+        ))
     }
 
     /// Stops the Raft node.

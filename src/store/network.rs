@@ -61,6 +61,10 @@ pub(super) enum Request {
     Write(Command),
     /// The leader's commit index after confirming its leadership (a linearizable read).
     ReadIndex,
+    /// Keep this file (see [`super::files`]).
+    Keep(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The kept file with this digest, if the node has it.
+    Fetch([u8; 32]),
 }
 
 /// Why a leader-only request was not done.
@@ -85,6 +89,8 @@ pub(super) enum Response {
     ),
     Write(std::result::Result<Reply, NotDone>),
     ReadIndex(std::result::Result<u64, NotDone>),
+    Kept(std::result::Result<(), String>),
+    Fetched(Option<serde_bytes::ByteBuf>),
 }
 
 /// A request or response with the id that pairs them.
