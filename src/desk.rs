@@ -213,7 +213,7 @@ impl Desk {
             }
             Ask::Copy { image } => {
                 let viewer = user.clone();
-                let (file, left) = self
+                let (file, grant) = self
                     .store
                     .read(move |s| {
                         let record = s
@@ -227,14 +227,18 @@ impl Desk {
                                 record.owner, record.name
                             )
                         })?;
-                        Ok::<_, String>((record.file, grant.left))
+                        Ok::<_, String>((record.file, *grant))
                     })
                     .await?
                     .map_err(Error::InvalidInput)?;
                 let kept = self.store.kept(file).await?;
                 let (encrypted, meta, secret) = self.open(kept, "the kept image").await?;
-                let copy_meta = copy_meta(&meta, &viewer, left);
-                Ok(Answer::File(self.seal(secret, encrypted, copy_meta).await?))
+                let copy_meta = copy_meta(&meta, &viewer, grant.left);
+                Ok(Answer::Copy {
+                    copy: self.seal(secret, encrypted, copy_meta).await?,
+                    views_left: grant.left,
+                    version: grant.version,
+                })
             }
         }
     }

@@ -8,120 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cluster, PeerProc};
-
-/// A photo-like PNG (gradients and a pattern), `w` x `h`.
-fn photo(w: u32, h: u32, seed: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let v = (x * 7 + y * 3 + seed * 11) % 256;
-        image::Rgb([v as u8, ((x ^ y) % 256) as u8, ((x * y + seed) % 256) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
-/// A user with a running peer.
-struct User {
-    config_path: PathBuf,
-    /// Whether the peer runs with `--approve auto`.
-    auto: bool,
-    name: String,
-    password: String,
-    proc: PeerProc,
-}
-
-impl User {
-    fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> User {
-        let password = format!("{name}'s password");
-        let proc = cluster.peer(name, &password, extra);
-        assert!(
-            proc.addr.is_some(),
-            "{name}'s peer did not come online; node 1 log:\n{}",
-            cluster.log(1)
-        );
-        User {
-            config_path: cluster.config_path.clone(),
-            auto: extra.windows(2).any(|w| w == ["--approve", "auto"]),
-            name: name.into(),
-            password,
-            proc,
-        }
-    }
-
-    /// The `peer` command of this user with `args` and `--json`.
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_peer"));
-        command
-            .args(["--user", &self.name, "--dir"])
-            .arg(&self.proc.dir)
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .arg("--json")
-            .env("IMGCLOUD_PASSWORD", &self.password)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null());
-        command
-    }
-
-    /// Runs `peer --user NAME ARGS --json`; Ok(JSON) on success, Err(stderr) on failure.
-    fn run(&self, args: &[&str]) -> Result<Value, String> {
-        parse(args, self.command(args).output().unwrap())
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        self.run(args)
-            .unwrap_or_else(|e| panic!("{} {args:?} failed: {e}", self.name))
-    }
-
-    fn err(&self, args: &[&str]) -> String {
-        match self.run(args) {
-            Ok(v) => panic!("{} {args:?} succeeded but must fail: {v}", self.name),
-            Err(e) => e,
-        }
-    }
-}
-
-/// A subcommand's JSON on success, its standard error on failure (exit code 1).
-fn parse(args: &[&str], output: std::process::Output) -> Result<Value, String> {
-    if output.status.success() {
-        Ok(serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{args:?} printed no JSON ({e}): {:?}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        }))
-    } else {
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{args:?} must exit 1 on an error: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
-/// The file's path in a test's temp dir.
-fn temp_file(cluster: &Cluster, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = cluster.dir.path().join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// Waits (at most 20 s) for `user`'s copy of `image` to arrive; its `images` entry.
-fn copy_of(user: &User, image: &str) -> Value {
-    let found = support::poll(Duration::from_secs(20), || {
-        let images = user.ok(&["images"]);
-        images
-            .as_array()?
-            .iter()
-            .find(|i| i["id"] == image && i["owner"] != user.name.as_str())
-            .cloned()
-    });
-    found.unwrap_or_else(|| panic!("{}'s copy of {image} never arrived", user.name))
-}
+use support::users::{
+    copy_of, every_node_follows_one_leader, parse, photo, shared_and_granted, temp_file, User,
+};
+use support::Cluster;
 
 #[test]
 fn alice_shares_bob_views_twice_then_sees_the_default_and_carol_never_sees_it() {
@@ -243,52 +133,6 @@ fn alice_shares_bob_views_twice_then_sees_the_default_and_carol_never_sees_it() 
         );
     }
     drop((alice, bob, carol));
-}
-
-/// Shares a photo as `owner`, has `viewer` ask for `views`, approves (unless the owner's
-/// peer approves by itself); the image id, the original bytes and the viewer's copy entry.
-fn shared_and_granted(
-    cluster: &Cluster,
-    owner: &User,
-    viewer: &User,
-    name: &str,
-    views: u32,
-) -> (String, Vec<u8>, Value) {
-    let original = photo(96, 64, views);
-    let path = temp_file(cluster, &format!("{name}.png"), &original);
-    let shared = owner.ok(&["share", path.to_str().unwrap()]);
-    let id = shared["id"].as_str().unwrap().to_string();
-    let views = views.to_string();
-    let request = viewer.ok(&["request", &owner.name, name, "--views", &views]);
-    if !owner.auto {
-        owner.ok(&["approve", request["id"].as_str().unwrap()]);
-    }
-    let copy = copy_of(viewer, &id);
-    (id, original, copy)
-}
-
-/// Waits (at most 30 s) until every node names the same consensus leader, and it has
-/// applied what it committed before (a restarted cloud takes writes again).
-fn every_node_follows_one_leader(cluster: &Cluster) {
-    let agreed = support::wait_for(Duration::from_secs(30), || {
-        let stores: Vec<Value> = cluster
-            .statuses()
-            .values()
-            .flatten()
-            .map(|s| s["store"].clone())
-            .collect();
-        stores.len() == cluster.config.ids().len()
-            && stores
-                .iter()
-                .all(|s| s["leader"].is_u64() && s["leader"] == stores[0]["leader"])
-            && stores.iter().all(|s| s["applied"] == s["last_log"])
-    });
-    agreed.unwrap_or_else(|| {
-        panic!(
-            "no common leader after the restart: {:?}",
-            cluster.statuses()
-        )
-    });
 }
 
 /// The node that is the consensus leader now, by node 1's (or any node's) status.

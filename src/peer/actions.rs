@@ -67,6 +67,8 @@ pub struct Peer {
     pub approve: Approve,
     /// Serialises signed writes (see the module docs).
     writes: tokio::sync::Mutex<()>,
+    /// Whether event lines ("received a copy ...") stay unprinted (a one-off command).
+    quiet: bool,
     /// One mailbox reading at a time ([`super::mail`]).
     pub(super) reading: tokio::sync::Mutex<()>,
     /// Requests being decided now (an approval and a second one, or a denial, must not
@@ -188,7 +190,23 @@ impl Peer {
             approve,
             writes: tokio::sync::Mutex::new(()),
             reading: tokio::sync::Mutex::new(()),
+            quiet: false,
             deciding: Default::default(),
+        }
+    }
+
+    /// The same peer, printing no event lines.
+    pub fn quiet(self) -> Peer {
+        Peer {
+            quiet: true,
+            ..self
+        }
+    }
+
+    /// Prints an event line (what happened, for the user watching the peer).
+    pub(super) fn say(&self, line: String) {
+        if !self.quiet {
+            println!("{line}");
         }
     }
 
@@ -296,9 +314,7 @@ impl Peer {
     /// Fetches `owner`'s previews from her peer and saves them in `out` (default:
     /// `DIR/previews/OWNER`).
     pub async fn previews(&self, owner: &str, out: Option<PathBuf>) -> Result<Vec<PreviewFile>> {
-        let addr = self.directory.address(owner).await?;
-        let previews: Vec<Preview> =
-            p2p::send(&self.credential, owner, &addr, Msg::Previews).await?;
+        let previews: Vec<Preview> = self.send_to(owner, Msg::Previews).await?;
         let dir = out.unwrap_or_else(|| self.library.root().join("previews").join(owner));
         let mut files = Vec::new();
         for preview in previews {
@@ -362,10 +378,7 @@ impl Peer {
             image: shared.id.clone(),
             views,
         };
-        let sent = match self.directory.address(owner).await {
-            Ok(addr) => p2p::send::<RequestAnswer>(&self.credential, owner, &addr, msg).await,
-            Err(e) => Err(e),
-        };
+        let sent = self.send_to::<RequestAnswer>(owner, msg).await;
         let answer = match sent {
             Ok(answer) => answer,
             // Offline, or gone since the directory said otherwise: the request waits in her
@@ -385,10 +398,10 @@ impl Peer {
                     self.forget_request(&id)?;
                     return Err(e);
                 }
-                println!(
+                self.say(format!(
                     "[peer {}] {owner} is offline: request {id} waits in {owner}'s mailbox",
                     self.user
-                );
+                ));
                 RequestAnswer {
                     id: id.clone(),
                     state: "pending".into(),
@@ -448,10 +461,10 @@ impl Peer {
             views_left: None,
         };
         self.library.update(|r| r.requests.push(record))?;
-        println!(
+        self.say(format!(
             "[peer {}] {from} asks for {views} view(s) of {:?} (request {id})",
             self.user, own.name
-        );
+        ));
         if self.approve == Approve::Auto {
             let peer = self.clone();
             let id = id.to_string();
@@ -498,10 +511,10 @@ impl Peer {
             q.views = views;
             q.views_left = Some(answer.views_left);
         })?;
-        println!(
+        self.say(format!(
             "[peer {}] approved {} view(s) of {:?} for {}",
             self.user, views, request.name, request.from
-        );
+        ));
         let delivery = Delivery {
             viewer: &request.from,
             request: Some(id),
@@ -520,14 +533,10 @@ impl Peer {
     pub async fn deny(&self, id: &str) -> Result<RequestRecord> {
         let (request, _turn) = self.decide(id)?;
         self.set_request(id, &request.from, |q| q.state = RequestState::Denied)?;
-        let told = async {
-            let addr = self.directory.address(&request.from).await?;
-            let msg = Msg::Denied {
-                request: id.to_string(),
-            };
-            p2p::send::<()>(&self.credential, &request.from, &addr, msg).await
+        let msg = Msg::Denied {
+            request: id.to_string(),
         };
-        if let Err(e) = told.await {
+        if let Err(e) = self.send_to::<()>(&request.from, msg).await {
             info!(
                 "[peer {}] {} not reachable ({e}); mailing the denial",
                 self.user, request.from
@@ -541,33 +550,49 @@ impl Peer {
     /// Sends a copy to its viewer directly; whether it arrived. One that did not waits in
     /// the viewer's mailbox (the cloud posted the grant there), for the viewer's return.
     pub(super) async fn deliver(&self, to: Delivery<'_>, copy: Vec<u8>) -> bool {
-        let sent = async {
-            let addr = self.directory.address(to.viewer).await?;
-            let msg = Msg::Copy {
-                request: to.request.map(str::to_string),
-                image: to.image.to_string(),
-                name: to.name.to_string(),
-                views_left: to.views_left,
-                version: to.version,
-                copy,
-            };
-            p2p::send::<()>(&self.credential, to.viewer, &addr, msg).await
+        let msg = Msg::Copy {
+            request: to.request.map(str::to_string),
+            image: to.image.to_string(),
+            name: to.name.to_string(),
+            views_left: to.views_left,
+            version: to.version,
+            copy,
         };
-        match sent.await {
+        match self.send_to::<()>(to.viewer, msg).await {
             Ok(()) => {
-                println!(
+                self.say(format!(
                     "[peer {}] delivered {}'s copy of {:?} ({} view(s) left)",
                     self.user, to.viewer, to.name, to.views_left
-                );
+                ));
                 true
             }
             Err(e) => {
-                println!(
+                self.say(format!(
                     "[peer {}] {} is not reachable ({e}): the update waits in {}'s mailbox",
                     self.user, to.viewer, to.viewer
-                );
+                ));
                 false
             }
+        }
+    }
+
+    /// Sends `msg` to `to`'s peer directly; when the address the directory gave does not
+    /// answer, asks the directory afresh once (the peer may have come back elsewhere).
+    pub(super) async fn send_to<T: serde::de::DeserializeOwned>(
+        &self,
+        to: &str,
+        msg: Msg,
+    ) -> Result<T> {
+        let addr = self.directory.address(to).await?;
+        match p2p::send::<T>(&self.credential, to, &addr, msg.clone()).await {
+            Err(Error::Unavailable(why)) => {
+                self.directory.forget();
+                match self.directory.address(to).await? {
+                    fresh if fresh != addr => p2p::send(&self.credential, to, &fresh, msg).await,
+                    _ => Err(Error::Unavailable(why)),
+                }
+            }
+            sent => sent,
         }
     }
 
@@ -627,10 +652,10 @@ impl Peer {
                 }
             }
         })?;
-        println!(
+        self.say(format!(
             "[peer {}] received a copy of {from}'s {name:?} ({views_left} view(s))",
             self.user
-        );
+        ));
         Ok(())
     }
 

@@ -397,7 +397,7 @@ async fn rebuild_here(args: &PeerArgs) -> Result<Rebuilt> {
         library,
         Approve::Ask,
     );
-    std::sync::Arc::new(peer).rebuild().await
+    std::sync::Arc::new(peer.quiet()).rebuild().await
 }
 
 fn print_changed(changed: &Changed) {

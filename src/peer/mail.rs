@@ -126,11 +126,8 @@ impl Peer {
                         }
                     });
                 }
-                let Answer::File(copy) = self.ask(Ask::Copy { image }).await? else {
-                    return Err(Error::Protocol(
-                        "the cloud answered Copy with something else".into(),
-                    ));
-                };
+                // The copy as the ledger has it now (a view since the letter counts).
+                let (copy, views_left, version) = self.fresh_copy(image).await?;
                 self.take_copy(&owner, None, &id, &name, views_left, version, &copy)
             }
         }

@@ -130,10 +130,26 @@ impl Peer {
         }
     }
 
-    async fn file(&self, ask: Ask) -> Result<Vec<u8>> {
-        match self.ask(ask).await? {
+    async fn own_file(&self, image: ImageId) -> Result<Vec<u8>> {
+        match self.ask(Ask::Own { image }).await? {
             Answer::File(bytes) => Ok(bytes),
-            _ => Err(Error::Protocol("the cloud answered with no file".into())),
+            _ => Err(Error::Protocol(
+                "the cloud answered Own with something else".into(),
+            )),
+        }
+    }
+
+    /// A fresh copy of `image` for this user: the copy, its views left and version.
+    pub(super) async fn fresh_copy(&self, image: ImageId) -> Result<(Vec<u8>, u32, u64)> {
+        match self.ask(Ask::Copy { image }).await? {
+            Answer::Copy {
+                copy,
+                views_left,
+                version,
+            } => Ok((copy, views_left, version)),
+            _ => Err(Error::Protocol(
+                "the cloud answered Copy with something else".into(),
+            )),
         }
     }
 
@@ -149,7 +165,7 @@ impl Peer {
                 continue;
             }
             let image: ImageId = own.id.parse()?;
-            let encrypted = self.file(Ask::Own { image }).await?;
+            let encrypted = self.own_file(image).await?;
             let op = UserOp::View {
                 file: digest(&encrypted),
             };
@@ -181,23 +197,16 @@ impl Peer {
                 continue;
             }
             let image: ImageId = granted.id.parse()?;
-            let copy = self.file(Ask::Copy { image }).await?;
-            self.take_copy(
-                &granted.owner,
-                None,
-                &granted.id,
-                &granted.name,
-                granted.views_left,
-                granted.version,
-                &copy,
-            )?;
+            let (copy, views_left, version) = self.fresh_copy(image).await?;
+            let (owner, name) = (&granted.owner, &granted.name);
+            self.take_copy(owner, None, &granted.id, name, views_left, version, &copy)?;
             rebuilt.copies += 1;
         }
         if rebuilt.own + rebuilt.copies > 0 {
-            println!(
+            self.say(format!(
                 "[peer {}] rebuilt from the cloud: {} own image(s), {} copy(ies)",
                 self.user, rebuilt.own, rebuilt.copies
-            );
+            ));
         }
         Ok(rebuilt)
     }

@@ -179,8 +179,24 @@ impl Directory {
         Ok(entry)
     }
 
-    /// Where `user`'s peer is, or why it cannot be reached.
+    /// Where `user`'s peer is, or why it cannot be reached. "Offline" is never taken from
+    /// the cache: a user who has just come back is looked up afresh.
     pub async fn address(&self, user: &str) -> Result<String> {
+        match self.known_address(user).await {
+            Err(Error::Unavailable(_)) => {
+                self.forget();
+                self.known_address(user).await
+            }
+            known => known,
+        }
+    }
+
+    /// Drops the cached copy (an address it gave did not answer).
+    pub fn forget(&self) {
+        *self.cached.lock().expect("directory lock") = None;
+    }
+
+    async fn known_address(&self, user: &str) -> Result<String> {
         match self.entry(user).await? {
             None => Err(Error::InvalidInput(format!("unknown user {user}"))),
             Some(DirectoryEntry {

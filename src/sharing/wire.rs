@@ -74,8 +74,18 @@ pub enum Answer {
     Mail(Vec<(u64, super::Letter)>),
     /// The asker's images and grants.
     Holdings(Holdings),
-    /// A file: a fresh copy, or the asker's own encrypted image.
+    /// The asker's own encrypted image.
     File(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A fresh copy, with the grant as the ledger has it now.
+    Copy {
+        /// The copy.
+        #[serde(with = "serde_bytes")]
+        copy: Vec<u8>,
+        /// Views left.
+        views_left: u32,
+        /// The grant's version.
+        version: u64,
+    },
 }
 
 /// What the ledger holds of one user: what they own and what they were granted.

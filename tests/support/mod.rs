@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod users;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
