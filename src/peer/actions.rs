@@ -612,6 +612,7 @@ impl Peer {
     }
 
     /// Takes a copy `from` an owner: keeps it and marks the request it answers delivered.
+    #[allow(clippy::too_many_arguments)]
     pub fn take_copy(
         &self,
         from: &str,

@@ -489,7 +489,8 @@ impl Store {
     /// Keeps `bytes` on a majority of the nodes (this one and others), durably; their digest
     /// once it is. A node that missed it fetches it when it needs it ([`Store::kept`]).
     pub async fn keep(&self, bytes: Vec<u8>) -> Result<[u8; 32]> {
-        let majority = (self.inner.channels.len() + 1) / 2 + 1;
+        let nodes = self.inner.channels.len() + 1;
+        let majority = nodes / 2 + 1;
         let shared = std::sync::Arc::new(bytes);
         let mut sends: tokio::task::JoinSet<bool> = tokio::task::JoinSet::new();
         for channel in self.inner.channels.values() {
