@@ -7,8 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use imgcloud::metadata::ImageId;
+use imgcloud::sharing::{Ask, Credential};
 use serde_json::Value;
-use support::users::{copy_of, every_node_follows_one_leader, photo, temp_file, User};
+use support::users::{copy_of, every_node_follows_one_leader, photo, post, temp_file, User};
 use support::Cluster;
 
 /// Stops a user's peer cleanly (it unregisters: the directory shows it offline at once).
@@ -215,6 +217,25 @@ fn users_who_lose_their_folders_get_their_images_and_views_back_from_their_passw
     assert_eq!(previews[0]["id"], cat.as_str());
     // Her receipts came back with the ledger: bob used 2 of 3.
     assert_eq!(receipt(&alice, &cat, "bob"), (2, 1));
+    // Queries about someone else's records, from the wrong key, or not queries at all,
+    // get a clear refusal.
+    let node = format!("http://{}/query", cluster.config.nodes[0].http);
+    let ask = |who: &Credential, ask| postcard::to_stdvec(&who.query(ask)).unwrap();
+    let bob_key = Credential::derive("bob", &bob.password).unwrap();
+    let image: ImageId = cat.parse().unwrap();
+    let (status, body) = post(&node, ask(&bob_key, Ask::Own { image }));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("does not own"), "{body}");
+    let impostor = Credential::derive("alice", "a guess").unwrap();
+    let (status, body) = post(&node, ask(&impostor, Ask::Mail));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("wrong password"), "{body}");
+    let (status, body) = post(&node, b"not a query".to_vec());
+    assert_eq!(
+        (status, body.contains("not a query")),
+        (400, true),
+        "{body}"
+    );
     // Rebuilding a whole folder again brings nothing twice.
     let twice = alice.ok(&["rebuild"]);
     assert_eq!(

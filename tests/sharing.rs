@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::users::{
-    copy_of, every_node_follows_one_leader, parse, photo, shared_and_granted, temp_file, User,
+    copy_of, every_node_follows_one_leader, parse, photo, post, shared_and_granted, temp_file, User,
 };
 use support::Cluster;
 
@@ -198,19 +198,6 @@ fn twenty_views_racing_over_five_while_the_leader_is_killed_show_exactly_five_im
 }
 
 /// POSTs `body` to `url`; the status code and the body as text.
-fn post(url: &str, body: Vec<u8>) -> (u16, String) {
-    support::runtime().block_on(async {
-        let response = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    })
-}
-
 /// Sends a view of `file` signed by `who` straight to node 1; the status and body.
 fn view_at_node(
     cluster: &Cluster,

@@ -1,5 +1,5 @@
 //! The user's mailbox in the cloud ([`crate::sharing::mailbox`]): read when the peer starts
-//! and every [`MAIL_EVERY`] after, each new letter applied to the folder, then all of them
+//! (after rebuilding a folder that starts empty) and every [`MAIL_EVERY`] after, each new letter applied to the folder, then all of them
 //! acknowledged.
 //!
 //! ```text
@@ -30,8 +30,15 @@ use crate::{Error, Result};
 pub const MAIL_EVERY: Duration = Duration::from_secs(2);
 
 impl Peer {
-    /// Reads the mailbox every [`MAIL_EVERY`], for as long as the peer runs.
+    /// Rebuilds a folder that starts empty (it may be a lost one), then reads the mailbox at
+    /// once and every [`MAIL_EVERY`], for as long as the peer runs.
     pub async fn follow_mail(self: &Arc<Self>) {
+        let records = self.library.records();
+        if records.own.is_empty() && records.copies.is_empty() && records.last_letter == 0 {
+            if let Err(e) = self.rebuild().await {
+                warn!("[peer {}] could not rebuild the folder: {e}", self.user);
+            }
+        }
         let mut every = tokio::time::interval(MAIL_EVERY);
         loop {
             every.tick().await;

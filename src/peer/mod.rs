@@ -123,16 +123,6 @@ pub async fn run(
         running.gallery_url()
     );
     info!(user = %user, %addr, "[peer {user}] registered");
-    // A folder that starts empty may be a lost one: what the cloud holds comes back.
-    let records = peer.library.records();
-    if records.own.is_empty() && records.copies.is_empty() && records.last_letter == 0 {
-        if let Err(e) = peer.rebuild().await {
-            warn!(user = %user, "[peer {user}] could not rebuild the folder: {e}");
-        }
-    }
-    if let Err(e) = peer.read_mail().await {
-        warn!(user = %user, "[peer {user}] could not read the mailbox: {e}");
-    }
 
     let renewals = async {
         let mut every = tokio::time::interval(RENEW);

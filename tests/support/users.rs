@@ -166,3 +166,17 @@ pub fn every_node_follows_one_leader(cluster: &Cluster) {
         )
     });
 }
+
+/// POSTs `body` as octets; the status and the body of the answer.
+pub fn post(url: &str, body: Vec<u8>) -> (u16, String) {
+    super::runtime().block_on(async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
