@@ -20,34 +20,28 @@ fn stop(user: &mut User) {
     assert!(exited.is_some(), "{}'s peer did not stop", user.name);
 }
 
-/// Waits (at most 20 s) until `user`'s entry for image `id` satisfies `check`.
-fn image_entry(user: &User, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+/// Waits (at most 20 s) until the entry with `id` in what `user`'s `listing` subcommand
+/// prints (`images`, `requests`) satisfies `check`; that entry.
+fn entry_of(user: &User, listing: &str, id: &str, check: impl Fn(&Value) -> bool) -> Value {
     support::poll(Duration::from_secs(20), || {
-        let images = user.ok(&["images"]);
-        let entry = images.as_array()?.iter().find(|i| i["id"] == id)?.clone();
+        let entries = user.ok(&[listing]);
+        let entry = entries.as_array()?.iter().find(|e| e["id"] == id)?.clone();
         check(&entry).then_some(entry)
     })
     .unwrap_or_else(|| {
         panic!(
-            "{}'s image {id} never reached the expected state",
+            "{}'s {listing} {id} never reached the expected state",
             user.name
         )
     })
 }
 
-/// The request `id` as `user` lists it, once it satisfies `check` (at most 20 s).
+fn image_entry(user: &User, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+    entry_of(user, "images", id, check)
+}
+
 fn request_entry(user: &User, id: &str, check: impl Fn(&Value) -> bool) -> Value {
-    support::poll(Duration::from_secs(20), || {
-        let requests = user.ok(&["requests"]);
-        let entry = requests.as_array()?.iter().find(|q| q["id"] == id)?.clone();
-        check(&entry).then_some(entry)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "{}'s request {id} never reached the expected state",
-            user.name
-        )
-    })
+    entry_of(user, "requests", id, check)
 }
 
 fn share(cluster: &Cluster, owner: &User, name: &str, seed: u32) -> (String, Vec<u8>) {

@@ -486,22 +486,8 @@ impl Peer {
         let (request, _turn) = self.decide(id)?;
         let views = views.unwrap_or(request.views);
         check_views(views)?;
-        let image: ImageId = request.image.parse()?;
-        let encrypted = std::fs::read(self.library.own_file(&request.image))?;
-        let op = UserOp::Grant {
-            image,
-            viewer: request.from.clone(),
-            change: Change::Add(views),
-            file: digest(&encrypted),
-        };
         let answer = self
-            .signed(op, |op| async {
-                let request = WithFile {
-                    op,
-                    file: encrypted.clone(),
-                };
-                self.cloud.grant(&request).await
-            })
+            .grant(&request.image, &request.from, Change::Add(views))
             .await?;
         let copy = answer
             .copy
@@ -545,6 +531,32 @@ impl Peer {
             self.post(&request.from, letter).await?;
         }
         Ok(self.request_record(id, &request.from).unwrap_or(request))
+    }
+
+    /// Changes `viewer`'s views of own image `image` (its id) in the ledger, sending the
+    /// owner's encrypted image for the cloud to seal the viewer's copy from.
+    pub(super) async fn grant(
+        &self,
+        image: &str,
+        viewer: &str,
+        change: Change,
+    ) -> Result<crate::sharing::wire::GrantAnswer> {
+        let id: ImageId = image.parse()?;
+        let encrypted = std::fs::read(self.library.own_file(image))?;
+        let op = UserOp::Grant {
+            image: id,
+            viewer: viewer.to_string(),
+            change,
+            file: digest(&encrypted),
+        };
+        self.signed(op, |op| async {
+            let request = WithFile {
+                op,
+                file: encrypted.clone(),
+            };
+            self.cloud.grant(&request).await
+        })
+        .await
     }
 
     /// Sends a copy to its viewer directly; whether it arrived. One that did not waits in

@@ -62,23 +62,7 @@ impl Peer {
                     self.user
                 ))
             })?;
-        let id: ImageId = own.id.parse()?;
-        let encrypted = std::fs::read(self.library.own_file(&own.id))?;
-        let op = UserOp::Grant {
-            image: id,
-            viewer: viewer.to_string(),
-            change,
-            file: digest(&encrypted),
-        };
-        let answer = self
-            .signed(op, |op| async {
-                let request = WithFile {
-                    op,
-                    file: encrypted.clone(),
-                };
-                self.cloud.grant(&request).await
-            })
-            .await?;
+        let answer = self.grant(&own.id, viewer, change).await?;
         let delivered = match answer.copy {
             Some(copy) => {
                 let to = Delivery {
