@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tracing::{info, warn};
 
-use crate::config::{ClusterConfig, NodeAddr, NodeId};
+use crate::config::{ClusterConfig, NodeAddr};
+use crate::ids::NodeId;
 use crate::launcher::LocalCluster;
 use crate::message::NodeState;
 use crate::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};

@@ -33,10 +33,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
-use crate::config::{NodeAddr, NodeId};
+use crate::config::NodeAddr;
 use crate::connection::{encode, split};
-use crate::dispatch::RequestId;
 use crate::handshake::{Hello, HelloReply};
+use crate::ids::{NodeId, RequestId};
 use crate::message::PROTOCOL_VERSION;
 use crate::metadata::Viewer;
 use crate::request::{EncryptReply, EncryptRequest, Outcome, Refusal};

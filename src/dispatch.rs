@@ -42,11 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeId;
-use crate::node::Millis;
-
-/// A client-chosen request id, unique per request (e.g. `c7-42`).
-pub type RequestId = String;
+use crate::ids::{Millis, NodeId, RequestId};
 
 /// A node holding an unassigned request this long reports it to the coordinator.
 pub const REPORT_AFTER_MS: u64 = 300;

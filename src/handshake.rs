@@ -23,8 +23,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::config::NodeId;
 use crate::connection::{FrameReader, FrameWriter};
+use crate::ids::NodeId;
 use crate::message::PROTOCOL_VERSION;
 use crate::{Error, Result};
 

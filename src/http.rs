@@ -24,8 +24,8 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::NodeId;
 use crate::desk::Desk;
+use crate::ids::NodeId;
 use crate::message::NodeState;
 use crate::metadata::Viewer;
 use crate::request::{EncryptRequest, Outcome, Refusal};

@@ -63,6 +63,7 @@ pub mod dispatch;
 pub mod error;
 pub mod handshake;
 pub mod http;
+pub mod ids;
 pub mod launcher;
 pub mod message;
 pub mod metadata;

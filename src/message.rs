@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeId;
-use crate::dispatch::{Assignment, RequestId};
+use crate::dispatch::Assignment;
+use crate::ids::{Epoch, NodeId, RequestId};
 use crate::request::{EncryptReply, EncryptRequest};
 use crate::state::{Counters, FailureRecord, ReplicatedState};
 
@@ -15,9 +15,6 @@ use crate::state::{Counters, FailureRecord, ReplicatedState};
 /// Version 2: `Served` became the batched `Claims` (claim quorum before a reply). Version 3:
 /// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
 pub const PROTOCOL_VERSION: u16 = 3;
-
-/// An election epoch: increases with every election, fences stale coordinators.
-pub type Epoch = u64;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -50,20 +50,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use crate::dispatch::{Claims, Verdict};
+use crate::ids::{Epoch, Millis, NodeId, RequestId};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{FailureSim, NodeId, Timing};
+use crate::config::{FailureSim, Timing};
 use crate::detector::Detector;
-use crate::dispatch::{Assignment, Candidate, Dispatcher, RequestId, Serve};
+use crate::dispatch::{Assignment, Candidate, Dispatcher, Serve};
 use crate::message::{
-    ClaimBatch, Envelope, Epoch, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION,
+    ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION,
 };
 use crate::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
-
-/// Milliseconds since the driver's start: the only notion of time in the core.
-pub type Millis = u64;
 
 /// Delay per rank before a node without a coordinator starts an election.
 pub const ELECTION_STAGGER_MS: u64 = 150;

@@ -30,7 +30,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle, RGBColor};
 
-use crate::config::NodeId;
+use crate::ids::NodeId;
 use crate::metrics::Slice;
 use crate::report::FailureWindow;
 use crate::{Error, Result};

@@ -46,7 +46,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::NodeId;
+use crate::ids::NodeId;
 use crate::metrics::{mean_ci95, Interval, LatencyMs, Slice, Summary, SLICE};
 
 /// Width of the rule lines of the console summary.

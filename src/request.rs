@@ -6,8 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeId;
-use crate::dispatch::RequestId;
+use crate::ids::{NodeId, RequestId};
 use crate::metadata::Viewer;
 use crate::Error;
 

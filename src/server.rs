@@ -49,13 +49,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::oneshot;
 
-use crate::config::{ClusterConfig, NodeId};
+use crate::config::ClusterConfig;
 use crate::connection::{decode_envelope, split, FrameReader, FrameWriter};
-use crate::dispatch::RequestId;
 use crate::handshake::{Accepted, LinkKind, PeerAuth};
 use crate::http;
+use crate::ids::{Millis, NodeId, RequestId};
 use crate::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
-use crate::node::{CoreStatus, Event, Millis, Node, NodeConfig, Output};
+use crate::node::{CoreStatus, Event, Node, NodeConfig, Output};
 use crate::pool::Pool;
 use crate::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
 use crate::seal::SealKey;

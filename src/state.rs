@@ -28,9 +28,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::NodeId;
-use crate::dispatch::RequestId;
-use crate::message::Epoch;
+use crate::ids::{Epoch, NodeId, RequestId};
 
 /// A node's own counters; only that node increments them, everyone merges them by maximum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::client::{cluster_status, Client};
-use crate::config::{NodeAddr, NodeId};
+use crate::config::NodeAddr;
 use crate::cover::DefaultCovers;
+use crate::ids::NodeId;
 use crate::message::NodeState;
 use crate::metadata::{ImageMeta, Viewer};
 use crate::metrics::{Cause, Outcome, Sample};

@@ -8,7 +8,7 @@ mod sim;
 
 use std::collections::BTreeMap;
 
-use imgcloud::config::NodeId;
+use imgcloud::ids::NodeId;
 use imgcloud::message::Message;
 use imgcloud::node::Event;
 use sim::Sim;

@@ -14,10 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use imgcloud::client::Client;
-use imgcloud::config::NodeId;
 use imgcloud::connection::{split, MAX_FRAME_BYTES};
 use imgcloud::handshake::{Hello, PeerAuth};
 use imgcloud::http::MAX_UPLOAD_BYTES;
+use imgcloud::ids::NodeId;
 use imgcloud::message::{Envelope, Message, PROTOCOL_VERSION};
 use support::{runtime, wait_for, Cluster};
 

@@ -47,9 +47,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
-use crate::config::{ClusterConfig, NodeId};
+use crate::config::ClusterConfig;
 use crate::connection::{FrameReader, FrameWriter};
 use crate::handshake::PeerAuth;
+use crate::ids::NodeId;
 use crate::sharing::{unix_millis, Command, Reply, Sealed, SignedOp, State};
 use crate::{Error, Result};
 

@@ -32,9 +32,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::timeout;
 
 use super::TypeConfig;
-use crate::config::NodeId;
 use crate::connection::{split, FrameReader, FrameWriter};
 use crate::handshake::{LinkKind, PeerAuth};
+use crate::ids::NodeId;
 use crate::sharing::{Command, Reply};
 use crate::{Error, Result};
 
