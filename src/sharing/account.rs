@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ledger::Change;
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 use crate::{Error, Result};
 
 /// Argon2id memory cost in KiB (OWASP's first recommended setting: 19 MiB, 2 passes).

@@ -36,7 +36,7 @@ pub use account::{Credential, SignedOp, UserOp};
 pub use directory::{DirectoryEntry, SharedImage, UserRecord};
 pub use ledger::{Change, Grant, ImageRecord, Ledger, Spent};
 
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 use directory::{MAX_ADDR_LEN, MAX_LEASE_MS};
 
 /// The most accounts the cloud keeps (each costs about 150 bytes plus what it shares).
@@ -73,7 +73,7 @@ pub struct Sealed {
 
 impl Sealed {
     /// What `meta` says.
-    pub fn of(meta: &crate::metadata::ImageMeta) -> Sealed {
+    pub fn of(meta: &crate::codec::metadata::ImageMeta) -> Sealed {
         Sealed {
             image: meta.image_id,
             owner: meta.owner.clone(),

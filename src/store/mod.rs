@@ -48,10 +48,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
 use crate::config::ClusterConfig;
-use crate::connection::{FrameReader, FrameWriter};
-use crate::handshake::PeerAuth;
 use crate::ids::NodeId;
 use crate::sharing::{unix_millis, Command, Reply, Sealed, SignedOp, State};
+use crate::wire::framing::{FrameReader, FrameWriter};
+use crate::wire::handshake::PeerAuth;
 use crate::{Error, Result};
 
 pub use network::Silence;

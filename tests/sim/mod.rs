@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imgcloud::cluster::node::{Event, Node, NodeConfig, Output};
 use imgcloud::config::{FailureSim, Timing};
 use imgcloud::ids::{Epoch, Millis, NodeId};
-use imgcloud::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
-use imgcloud::node::{Event, Node, NodeConfig, Output};
+use imgcloud::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -1,7 +1,7 @@
 //! The node's protocol core: a synchronous state machine driven by [`Node::step`] (a message
 //! arrived) and [`Node::tick`] (time passed). It never touches a socket or a clock: the caller
 //! passes the time in and sends the [`Output`]s it returns. The async shell
-//! ([`crate::server`]) and the deterministic simulator of the scenario tests both drive it.
+//! ([`crate::node::server`]) and the deterministic simulator of the scenario tests both drive it.
 //!
 //! ## Lifecycle
 //! A node starts **Recovering**: it asks every peer for its [`Snapshot`] and becomes **Active**
@@ -31,7 +31,7 @@
 //!   timeout steps down, before the majority can suspect it and elect another.
 //!
 //! ## Requests: assignment, claim, reply
-//! See [`crate::dispatch`]. The coordinator assigns each request to one server
+//! See [`crate::cluster::dispatch`]. The coordinator assigns each request to one server
 //! ([`Output::Serve`]). When the job is done the driver keeps the result and calls
 //! [`Node::job_finished`]; the core claims the request from every peer and answers with
 //! [`Output::Reply`] once a majority (this node included) holds it as the winner, or
@@ -49,19 +49,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
-use crate::dispatch::{Claims, Verdict};
+use crate::cluster::dispatch::{Claims, Verdict};
 use crate::ids::{Epoch, Millis, NodeId, RequestId};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::cluster::detector::Detector;
+use crate::cluster::dispatch::{Assignment, Candidate, Dispatcher, Serve};
+use crate::cluster::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 use crate::config::{FailureSim, Timing};
-use crate::detector::Detector;
-use crate::dispatch::{Assignment, Candidate, Dispatcher, Serve};
-use crate::message::{
+use crate::wire::message::{
     ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION,
 };
-use crate::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 
 /// Delay per rank before a node without a coordinator starts an election.
 pub const ELECTION_STAGGER_MS: u64 = 150;
@@ -436,7 +436,7 @@ impl Node {
     }
 
     /// Sets the load this node reports and its cost per request per worker, in seconds (both
-    /// measured by the driver; see [`crate::dispatch`]).
+    /// measured by the driver; see [`crate::cluster::dispatch`]).
     pub fn set_load(&mut self, load: f64, cost: f64) {
         let sane = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
         self.load = sane(load);

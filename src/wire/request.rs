@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::metadata::Viewer;
 use crate::ids::{NodeId, RequestId};
-use crate::metadata::Viewer;
 use crate::Error;
 
 /// The longest request id accepted.
