@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageBuffer, Rgb};
-use imgcloud::cover::DefaultCovers;
-use imgcloud::metadata::ImageMeta;
-use imgcloud::seal::SealKey;
-use imgcloud::stego::{self, decrypt_image, encrypt_image, Cover};
+use imgcloud::codec::cover::DefaultCovers;
+use imgcloud::codec::metadata::ImageMeta;
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::{self, decrypt_image, encrypt_image, Cover};
 
 /// Timed runs per figure.
 const ITERATIONS: usize = 30;

@@ -24,7 +24,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use imgcloud::metadata::ImageId;
+use imgcloud::codec::metadata::ImageId;
 use imgcloud::sharing::wire::{GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
 use imgcloud::sharing::{Change, Credential, UserOp};
 use serde_json::Value;
@@ -482,25 +482,25 @@ fn breakdown(
         }
         (all, started.elapsed())
     });
-    let key = imgcloud::seal::SealKey::from_secret(cluster.config.secret.as_bytes());
-    let meta = imgcloud::metadata::ImageMeta {
-        version: imgcloud::metadata::FORMAT_VERSION,
+    let key = imgcloud::codec::seal::SealKey::from_secret(cluster.config.secret.as_bytes());
+    let meta = imgcloud::codec::metadata::ImageMeta {
+        version: imgcloud::codec::metadata::FORMAT_VERSION,
         image_id: ImageId::random(),
         owner: "owner".into(),
-        viewers: vec![imgcloud::metadata::Viewer {
+        viewers: vec![imgcloud::codec::metadata::Viewer {
             name: "viewer0".into(),
             quota: 39,
         }],
     };
     let rounds = 200;
     // As the desk seals copies: stored rows, the previous copy as the cover.
-    let stored = imgcloud::stego::HideOptions {
+    let stored = imgcloud::codec::stego::HideOptions {
         bits: None,
         stored: true,
     };
-    let copy = imgcloud::stego::encrypt_image_with(
+    let copy = imgcloud::codec::stego::encrypt_image_with(
         secret,
-        imgcloud::stego::Cover::Image(encrypted),
+        imgcloud::codec::stego::Cover::Image(encrypted),
         &meta,
         &key,
         stored,
@@ -508,14 +508,14 @@ fn breakdown(
     .unwrap();
     let started = Instant::now();
     for _ in 0..rounds {
-        imgcloud::stego::decrypt_image(&copy, &key).unwrap();
+        imgcloud::codec::stego::decrypt_image(&copy, &key).unwrap();
     }
     let open = started.elapsed() / rounds;
     let started = Instant::now();
     for _ in 0..rounds {
-        imgcloud::stego::encrypt_image_with(
+        imgcloud::codec::stego::encrypt_image_with(
             secret,
-            imgcloud::stego::Cover::Image(&copy),
+            imgcloud::codec::stego::Cover::Image(&copy),
             &meta,
             &key,
             stored,

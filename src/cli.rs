@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, ValueEnum};
 use serde::Serialize;
 
+use crate::codec::seal::{DEV_SECRET, DEV_SECRET_WARNING};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
-use crate::seal::{DEV_SECRET, DEV_SECRET_WARNING};
 
 /// One node of the imgcloud cluster.
 ///
@@ -115,8 +115,12 @@ impl LoadArgs {
     }
 
     /// The stress options for clients numbered from `first_client`.
-    pub fn options(&self, image: Vec<u8>, first_client: u64) -> crate::stress::StressOptions {
-        crate::stress::StressOptions {
+    pub fn options(
+        &self,
+        image: Vec<u8>,
+        first_client: u64,
+    ) -> crate::bench::stress::StressOptions {
+        crate::bench::stress::StressOptions {
             clients: self.clients,
             requests: self.requests,
             image,
@@ -188,7 +192,7 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
         if watch {
             tokio::select! {
                 _ = shutdown_signal() => {}
-                _ = crate::server::stdin_closed() => {}
+                _ = crate::node::server::stdin_closed() => {}
             }
         } else {
             shutdown_signal().await
@@ -198,7 +202,7 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| config.node_data_dir(args.id));
-    let result = runtime.block_on(crate::server::run(
+    let result = runtime.block_on(crate::node::server::run(
         config, args.id, seed, data_dir, shutdown,
     ));
     // The blocking thread reading stdin for `--parent-watch` never returns by itself.

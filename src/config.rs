@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::NodeId;
 use crate::{Error, Result};
-
-/// A node's identity in the cluster: a small positive number, unique per node.
-pub type NodeId = u32;
 
 /// Port of node 1's peer/client listener in the default cluster; node `i` uses `BASE + i - 1`.
 pub const DEFAULT_BASE_PORT: u16 = 8001;

@@ -25,12 +25,12 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::metadata::{ImageMeta, Viewer, FORMAT_VERSION};
-use crate::seal::SealKey;
+use crate::codec::metadata::{ImageMeta, Viewer, FORMAT_VERSION};
+use crate::codec::seal::SealKey;
+use crate::codec::stego::{decrypt_image, encrypt_image_with, Cover, HideOptions};
 use crate::sharing::ledger::MAX_KEPT_FILE;
 use crate::sharing::wire::{Answer, GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
 use crate::sharing::{unix_millis, Ask, Change, Query, Reply, Sealed, SignedOp, UserOp};
-use crate::stego::{decrypt_image, encrypt_image_with, Cover, HideOptions};
 use crate::store::Store;
 use crate::{Error, Result};
 

@@ -11,38 +11,24 @@
 //! with a majority before it serves again. `docs/DESIGN.md` explains every decision.
 //!
 //! ## Layout
-//! The codec (pure, synchronous):
-//! - [`stego`]: hiding a sealed payload in a cover's low bits (PNG out) and revealing it.
-//! - [`seal`]: key derivation from the cluster secret, the payload header, and authenticated encryption.
-//! - [`metadata`]: owner, viewers with view quotas, image id and format version hidden with an image.
-//! - [`cover`]: the default procedural landscape cover and its cache.
+//! One folder per subsystem; each `mod.rs` explains how its parts fit.
+//! - [`ids`]: the ids every part shares (`NodeId`, `Epoch`, `Millis`, `RequestId`).
+//! - [`wire`]: framing, the handshake, the node-to-node messages, the client's request types.
+//! - [`codec`]: pure and synchronous: stego (hiding in a cover, PNG out, revealing), seal
+//!   (keys, header, authenticated encryption), metadata (owner, viewers, quotas), the default
+//!   cover.
+//! - [`cluster`]: the protocol core, synchronous state machines driven by messages and ticks:
+//!   the node (lifecycle, election, failure simulation, recovery), the failure detector,
+//!   dispatch (who serves each request, the claim quorum), the replicated state.
+//! - [`node`]: a node process's async shell: the server (node loop, node links, accept loop,
+//!   client connections), the bounded encryption pool, the HTTP API.
+//! - [`client`]: the multicast client library and the status table.
+//! - [`bench`]: the stress test, its metrics, report and plot, the process launcher, the demo
+//!   and the chaos scenarios.
+//! - [`config`]: the cluster configuration (TOML, defaults); [`cli`]: flags shared by the
+//!   binaries; [`error`]: the one error type.
 //!
-//! The node's protocol core (synchronous state machines, driven by messages and ticks):
-//! - [`node`]: lifecycle, election, failure simulation, recovery; routes to the parts below.
-//! - [`detector`]: the phi-accrual-style failure detector.
-//! - [`dispatch`]: which node serves each request, reassignment after failures.
-//! - [`state`]: the replicated record (a CRDT) and its digest.
-//! - [`message`]: the peer protocol's messages in their envelope.
-//!
-//! The node's async shell:
-//! - [`server`]: the node loop, peer links, accept loop, client connections.
-//! - [`connection`]: framing; [`handshake`]: peer authentication.
-//! - [`pool`]: the bounded encryption workers and the measured load.
-//! - [`http`]: `POST /encrypt`, `GET /status`, `GET /metrics`.
-//! - [`config`]: the cluster configuration (TOML, defaults).
-//!
-//! Clients, the stress test and the demo:
-//! - [`client`]: the multicast client library and the status table; [`request`]: its wire types.
-//! - [`stress`]: concurrent verified load, cluster watching, the machine's limit.
-//! - [`metrics`]: stress-test samples, whole-run figures, the 100 ms timeline, confidence intervals.
-//! - [`report`]: the stress-test report as JSON and as the console summary, and trial combination.
-//! - [`plot`]: the stress-test PNG: throughput, latency and per-node load over time, failures shaded.
-//! - [`launcher`]: node processes started and stopped by the demo and benchmarks.
-//! - [`demo`]: the demo's orchestration; [`cli`]: flags shared by the binaries.
-//! - [`chaos`]: real faults (kill, stop, restarts, a partition) against node processes under load.
-//! - [`error`]: the one error type.
-//!
-//! Phase 2 (users, the directory), one folder per subsystem:
+//! Phase 2 (users, the directory):
 //! - [`store`]: the durable consensus store, openraft over one redb file per node.
 //! - [`sharing`]: accounts, the directory and the view ledger: the state machine the store
 //!   replicates, and the bodies peers send nodes.
@@ -50,36 +36,20 @@
 //! - [`peer`]: a user's peer process: registration, lease, sharing, P2P messages, its HTTP
 //!   port, the `peer` CLI.
 
-pub mod chaos;
+pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
+pub mod codec;
 pub mod config;
-pub mod connection;
-pub mod cover;
-pub mod demo;
 pub mod desk;
-pub mod detector;
-pub mod dispatch;
 pub mod error;
-pub mod handshake;
-pub mod http;
-pub mod launcher;
-pub mod message;
-pub mod metadata;
-pub mod metrics;
+pub mod ids;
 pub mod node;
 pub mod peer;
-pub mod plot;
-pub mod pool;
-pub mod report;
-pub mod request;
-pub mod seal;
-pub mod server;
 pub mod sharing;
-pub mod state;
-pub mod stego;
 pub mod store;
-pub mod stress;
+pub mod wire;
 
 pub use error::{Error, Result};
 

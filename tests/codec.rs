@@ -3,10 +3,12 @@
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
-use imgcloud::cover::DefaultCovers;
-use imgcloud::metadata::{ImageMeta, Viewer};
-use imgcloud::seal::SealKey;
-use imgcloud::stego::{self, decrypt_image, encrypt_image, encrypt_image_with, Cover, HideOptions};
+use imgcloud::codec::cover::DefaultCovers;
+use imgcloud::codec::metadata::{ImageMeta, Viewer};
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::{
+    self, decrypt_image, encrypt_image, encrypt_image_with, Cover, HideOptions,
+};
 use imgcloud::Error;
 use proptest::prelude::*;
 

@@ -356,8 +356,8 @@ fn a_node_far_behind_installs_a_snapshot_and_a_stopped_one_catches_up() {
 
 #[test]
 fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
-    use imgcloud::connection::split;
-    use imgcloud::handshake::PeerAuth;
+    use imgcloud::wire::framing::split;
+    use imgcloud::wire::handshake::PeerAuth;
 
     let cluster = Cluster::start(3, &[]);
     assert!(support::poll(Duration::from_secs(10), || cluster.directory(1)).is_some());
@@ -369,7 +369,13 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
         let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
         let (mut r, mut w) = split(stream);
         let refused = PeerAuth::new("not the secret")
-            .connect(imgcloud::handshake::LinkKind::Store, &mut r, &mut w, 2, 1)
+            .connect(
+                imgcloud::wire::handshake::LinkKind::Store,
+                &mut r,
+                &mut w,
+                2,
+                1,
+            )
             .await;
         assert!(refused.is_err(), "a wrong secret got a store link");
         // A frame that is no store request (the framing is shared with the node links, whose
@@ -378,7 +384,13 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
             let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
             let (mut r, mut w) = split(stream);
             PeerAuth::new(&secret)
-                .connect(imgcloud::handshake::LinkKind::Store, &mut r, &mut w, 2, 1)
+                .connect(
+                    imgcloud::wire::handshake::LinkKind::Store,
+                    &mut r,
+                    &mut w,
+                    2,
+                    1,
+                )
                 .await
                 .unwrap();
             w.write_bytes(garbage.into()).await.unwrap();

@@ -8,9 +8,9 @@ mod sim;
 
 use std::collections::BTreeMap;
 
-use imgcloud::config::NodeId;
-use imgcloud::message::Message;
-use imgcloud::node::Event;
+use imgcloud::cluster::node::Event;
+use imgcloud::ids::NodeId;
+use imgcloud::wire::message::Message;
 use sim::Sim;
 
 /// Asserts that every request got exactly one reply.

@@ -8,13 +8,13 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat};
-use imgcloud::connection::{decode, decode_envelope, encode};
-use imgcloud::handshake::Hello;
-use imgcloud::message::{Envelope, Heartbeat, Message, NodeState, PROTOCOL_VERSION};
-use imgcloud::metadata::{ImageMeta, Viewer};
-use imgcloud::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
-use imgcloud::seal::SealKey;
-use imgcloud::stego::{decrypt_image, encrypt_image, Cover};
+use imgcloud::codec::metadata::{ImageMeta, Viewer};
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::{decrypt_image, encrypt_image, Cover};
+use imgcloud::wire::framing::{decode, decode_envelope, encode};
+use imgcloud::wire::handshake::Hello;
+use imgcloud::wire::message::{Envelope, Heartbeat, Message, NodeState, PROTOCOL_VERSION};
+use imgcloud::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 
 /// The fuzz targets' key (`SealKey::from_secret(b"fuzz")`).
 fn key() -> SealKey {

@@ -14,11 +14,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use imgcloud::client::Client;
-use imgcloud::config::NodeId;
-use imgcloud::connection::{split, MAX_FRAME_BYTES};
-use imgcloud::handshake::{Hello, PeerAuth};
-use imgcloud::http::MAX_UPLOAD_BYTES;
-use imgcloud::message::{Envelope, Message, PROTOCOL_VERSION};
+use imgcloud::ids::NodeId;
+use imgcloud::node::http::MAX_UPLOAD_BYTES;
+use imgcloud::wire::framing::{split, MAX_FRAME_BYTES};
+use imgcloud::wire::handshake::{Hello, PeerAuth};
+use imgcloud::wire::message::{Envelope, Message, PROTOCOL_VERSION};
 use support::{runtime, wait_for, Cluster};
 
 /// One cluster at a time.
@@ -141,7 +141,7 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
                 let handshake = tokio::time::timeout(
                     Duration::from_secs(3),
                     wrong.connect(
-                        imgcloud::handshake::LinkKind::Node,
+                        imgcloud::wire::handshake::LinkKind::Node,
                         &mut reader,
                         &mut writer,
                         posing_as,
@@ -229,7 +229,7 @@ fn an_oversized_frame_or_garbage_closes_only_that_connection() {
     let oversized = (MAX_FRAME_BYTES as u32 + 1).to_be_bytes().to_vec();
     let mut garbage = 8u32.to_be_bytes().to_vec();
     garbage.extend([0xff; 8]);
-    let client_hello = imgcloud::connection::encode(&Hello::Client {
+    let client_hello = imgcloud::wire::framing::encode(&Hello::Client {
         version: PROTOCOL_VERSION,
     })
     .unwrap();
@@ -393,7 +393,7 @@ fn a_body_sent_one_byte_a_second_is_timed_out_without_blocking_others() {
     }
     client_request_succeeds(&cluster, &rt, Duration::from_secs(5));
 
-    let limit = imgcloud::http::BODY_DEADLINE + Duration::from_secs(8);
+    let limit = imgcloud::node::http::BODY_DEADLINE + Duration::from_secs(8);
     let status = response_status(&mut slow, limit.saturating_sub(started.elapsed()));
     let waited = started.elapsed();
     assert!(
@@ -405,7 +405,7 @@ fn a_body_sent_one_byte_a_second_is_timed_out_without_blocking_others() {
         "the slow upload was neither answered nor closed within {waited:?}"
     );
     assert!(
-        waited >= imgcloud::http::BODY_DEADLINE - Duration::from_secs(1),
+        waited >= imgcloud::node::http::BODY_DEADLINE - Duration::from_secs(1),
         "timed out early, after {waited:?}"
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

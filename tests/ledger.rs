@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use imgcloud::metadata::ImageId;
+use imgcloud::codec::metadata::ImageId;
 use imgcloud::sharing::{
     unix_millis, Change, Command, Credential, Reply, Sealed, SignedOp, State, UserOp,
 };

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imgcloud::config::NodeId;
+use imgcloud::ids::NodeId;
 use imgcloud::sharing::{unix_millis, Credential, DirectoryEntry, SignedOp, UserOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

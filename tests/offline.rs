@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use imgcloud::metadata::ImageId;
+use imgcloud::codec::metadata::ImageId;
 use imgcloud::sharing::{Ask, Credential};
 use serde_json::Value;
 use support::users::{copy_of, every_node_follows_one_leader, photo, post, temp_file, User};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgcloud::client::Client;
-use imgcloud::seal::SealKey;
-use imgcloud::stego::decrypt_image;
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::decrypt_image;
 use support::{runtime, wait_for, Cluster};
 
 #[test]

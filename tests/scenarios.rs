@@ -5,8 +5,8 @@
 
 mod sim;
 
-use imgcloud::message::{Message, NodeState};
-use imgcloud::node::Event;
+use imgcloud::cluster::node::Event;
+use imgcloud::wire::message::{Message, NodeState};
 use sim::Sim;
 
 /// A started, settled three-node cluster.

@@ -214,7 +214,7 @@ fn view_at_node(
 
 #[test]
 fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
-    use imgcloud::metadata::{ImageMeta, Viewer};
+    use imgcloud::codec::metadata::{ImageMeta, Viewer};
     use imgcloud::peer::p2p::{self, Msg};
     use imgcloud::sharing::Credential;
 
@@ -234,12 +234,12 @@ fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
         }],
     )
     .unwrap();
-    let covers = imgcloud::cover::DefaultCovers::new();
-    let foreign = imgcloud::stego::encrypt_image(
+    let covers = imgcloud::codec::cover::DefaultCovers::new();
+    let foreign = imgcloud::codec::stego::encrypt_image(
         &original,
-        imgcloud::stego::Cover::Default(&covers),
+        imgcloud::codec::stego::Cover::Default(&covers),
         &meta,
-        &imgcloud::seal::SealKey::from_secret(b"another cluster"),
+        &imgcloud::codec::seal::SealKey::from_secret(b"another cluster"),
     )
     .unwrap();
     let foreign_path = temp_file(&cluster, "foreign.png", &foreign);

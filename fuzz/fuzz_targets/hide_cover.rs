@@ -5,9 +5,9 @@
 use std::io::Cursor;
 use std::sync::OnceLock;
 
-use imgcloud::metadata::{ImageMeta, Viewer};
-use imgcloud::seal::SealKey;
-use imgcloud::stego::{decrypt_image, encrypt_image, Cover};
+use imgcloud::codec::metadata::{ImageMeta, Viewer};
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::{decrypt_image, encrypt_image, Cover};
 use libfuzzer_sys::fuzz_target;
 
 struct Fixed {

@@ -3,9 +3,9 @@
 //! length more than the frame itself could hold.
 #![no_main]
 
-use imgcloud::connection::{decode, decode_envelope, encode};
-use imgcloud::handshake::Hello;
-use imgcloud::request::{EncryptReply, EncryptRequest};
+use imgcloud::wire::framing::{decode, decode_envelope, encode};
+use imgcloud::wire::handshake::Hello;
+use imgcloud::wire::request::{EncryptReply, EncryptRequest};
 use libfuzzer_sys::fuzz_target;
 
 /// Decodes `data` as `T`; whatever decodes must encode again and decode to the same value.

@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use imgcloud::seal::SealKey;
-use imgcloud::stego::decrypt_image;
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::decrypt_image;
 use libfuzzer_sys::fuzz_target;
 
 fn key() -> &'static SealKey {

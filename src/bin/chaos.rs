@@ -2,7 +2,7 @@
 //! per scenario; exits non-zero if any scenario failed.
 
 use clap::Parser;
-use imgcloud::chaos::{run, ChaosArgs};
+use imgcloud::bench::chaos::{run, ChaosArgs};
 use imgcloud::cli::init_logging;
 
 fn main() {

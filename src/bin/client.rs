@@ -7,15 +7,15 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write as _;
 use std::time::Duration;
 
+use imgcloud::bench::report::Report;
+use imgcloud::bench::stress;
 use imgcloud::cli::LoadArgs;
 use imgcloud::client::{self, Client};
+use imgcloud::codec::cover::DefaultCovers;
+use imgcloud::codec::metadata::{ImageMeta, Viewer};
+use imgcloud::codec::seal::{resolve_secret, SealKey, SecretSource, DEV_SECRET_WARNING};
+use imgcloud::codec::stego::{self, Cover, HideOptions};
 use imgcloud::config::{ClusterConfig, DEFAULT_BASE_PORT};
-use imgcloud::cover::DefaultCovers;
-use imgcloud::metadata::{ImageMeta, Viewer};
-use imgcloud::report::Report;
-use imgcloud::seal::{resolve_secret, SealKey, SecretSource, DEV_SECRET_WARNING};
-use imgcloud::stego::{self, Cover, HideOptions};
-use imgcloud::stress;
 
 /// Client of the imgcloud cluster: encrypt images, decrypt them, and (later) drive load.
 #[derive(Debug, Parser)]
@@ -286,7 +286,7 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
         }
         let report = Report::combine_trials(reports);
         println!("{}", report.console());
-        imgcloud::demo::write_outputs(&report, &args.load).map_err(|e| e.to_string())?;
+        imgcloud::bench::demo::write_outputs(&report, &args.load).map_err(|e| e.to_string())?;
         Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

@@ -1,8 +1,8 @@
 //! `demo`: the whole imgcloud system on this machine, on embedded defaults (see `--help`).
 
 use clap::Parser;
+use imgcloud::bench::demo::{DemoArgs, DemoCommand};
 use imgcloud::cli::{init_logging, run_node};
-use imgcloud::demo::{DemoArgs, DemoCommand};
 
 fn main() {
     let mut args = DemoArgs::parse();
@@ -24,7 +24,7 @@ fn main() {
     // Ctrl-C drops the demo's future, which stops every node it started.
     let code = runtime.block_on(async {
         tokio::select! {
-            result = imgcloud::demo::run(args) => match result {
+            result = imgcloud::bench::demo::run(args) => match result {
                 Ok(_) => 0,
                 Err(e) => {
                     eprintln!("demo: {e}");

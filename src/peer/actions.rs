@@ -33,8 +33,8 @@ use super::library::{
 };
 use super::p2p::{self, Directory, Inbox, Msg, Preview, RequestAnswer};
 use crate::client::Client;
+use crate::codec::metadata::ImageId;
 use crate::config::ClusterConfig;
-use crate::metadata::ImageId;
 use crate::sharing::ledger::MAX_VIEWS;
 use crate::sharing::wire::{SharedAnswer, Shown, WithFile};
 use crate::sharing::{Change, Credential, Posted, SignedOp, UserOp};
@@ -228,7 +228,7 @@ impl Peer {
             })
         };
         let secret = read(&args.path, "photo")?;
-        let photo = crate::stego::decode_image(&secret, "photo")?;
+        let photo = crate::codec::stego::decode_image(&secret, "photo")?;
         let cover = args
             .cover
             .as_deref()
@@ -275,8 +275,8 @@ impl Peer {
         photo: &image::DynamicImage,
     ) -> Result<()> {
         let preview = photo.thumbnail(PREVIEW_SIDE, PREVIEW_SIDE);
-        let preview_png = crate::stego::encode_png(&preview)?;
-        let ext = crate::stego::image_extension(secret).unwrap_or("bin");
+        let preview_png = crate::codec::stego::encode_png(&preview)?;
+        let ext = crate::codec::stego::image_extension(secret).unwrap_or("bin");
         let original = format!("{id}.original.{ext}");
         let lib = &self.library;
         write_atomic(&lib.own_file(id), encrypted)?;
@@ -324,7 +324,7 @@ impl Peer {
                     preview.width, preview.height
                 )));
             }
-            crate::stego::decode_image(&preview.png, "preview")?;
+            crate::codec::stego::decode_image(&preview.png, "preview")?;
             let short = preview.id.get(..8).unwrap_or(&preview.id);
             let path = dir.join(format!("{}-{short}.png", file_safe(&preview.name)));
             write_atomic(&path, &preview.png)?;
@@ -638,7 +638,7 @@ impl Peer {
         let id: ImageId = image.parse()?;
         let id = id.to_string();
         crate::sharing::ledger::check_image_name(name).map_err(Error::InvalidInput)?;
-        if crate::stego::image_extension(copy) != Some("png") {
+        if crate::codec::stego::image_extension(copy) != Some("png") {
             return Err(Error::InvalidInput(
                 "a copy must be a PNG made by the cloud".into(),
             ));
@@ -734,7 +734,7 @@ impl Peer {
                 self.cloud.view(&request).await
             })
             .await?;
-        let ext = crate::stego::image_extension(&answer.image).unwrap_or("png");
+        let ext = crate::codec::stego::image_extension(&answer.image).unwrap_or("png");
         let out = out.unwrap_or_else(|| {
             let suffix = if answer.shown == Shown::Default {
                 ".default"

@@ -72,7 +72,7 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/api/revoke", post(revoke))
         .route("/api/rebuild", post(rebuild))
         .route("/p2p", post(p2p));
-    let app = crate::http::limit_bodies(app, MAX_MESSAGE_BYTES).with_state(peer);
+    let app = crate::node::http::limit_bodies(app, MAX_MESSAGE_BYTES).with_state(peer);
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -227,7 +227,7 @@ pub fn main(args: PeerArgs) -> Result<()> {
                     if watch {
                         tokio::select! {
                             _ = crate::cli::shutdown_signal() => {}
-                            _ = crate::server::stdin_closed() => {}
+                            _ = crate::node::server::stdin_closed() => {}
                         }
                     } else {
                         crate::cli::shutdown_signal().await

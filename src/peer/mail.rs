@@ -144,8 +144,8 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::metadata::ImageId;
     use crate::config::ClusterConfig;
-    use crate::metadata::ImageId;
     use crate::peer::cli::Approve;
     use crate::peer::cloud::Cloud;
     use crate::peer::library::{CopyRecord, Library, OwnImage, RequestState};

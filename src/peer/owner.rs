@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{digest, Delivery, ImageEntry, Peer};
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 use crate::sharing::wire::{Answer, Holdings, Shown, WithFile};
 use crate::sharing::{Ask, Change, UserOp};
 use crate::{Error, Result};
@@ -168,7 +168,7 @@ impl Peer {
                     self.user, own.id
                 )));
             }
-            let photo = crate::stego::decode_image(&shown.image, "the hidden image")?;
+            let photo = crate::codec::stego::decode_image(&shown.image, "the hidden image")?;
             self.keep_own(&own.id, &own.name, &encrypted, &shown.image, &photo)?;
             rebuilt.own += 1;
         }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::ledger::Change;
 use super::mailbox::Posted;
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 use crate::{Error, Result};
 
 /// Argon2id memory cost in KiB (OWASP's first recommended setting: 19 MiB, 2 passes).

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{GrantHolding, Holdings, OwnHolding, Receipt};
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 
 /// The most images one user may share.
 pub const MAX_IMAGES_PER_USER: usize = 256;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 
 /// The most letters from users one mailbox holds.
 pub const MAX_POSTED: usize = 256;

@@ -38,7 +38,7 @@ pub use directory::{DirectoryEntry, SharedImage, UserRecord};
 pub use ledger::{Change, Grant, ImageRecord, Ledger, Spent};
 pub use mailbox::{Letter, Mailbox, Posted};
 
-use crate::metadata::ImageId;
+use crate::codec::metadata::ImageId;
 use directory::{MAX_ADDR_LEN, MAX_LEASE_MS};
 
 /// The most accounts the cloud keeps (each costs about 150 bytes plus what it shares).
@@ -79,7 +79,7 @@ pub struct Sealed {
 
 impl Sealed {
     /// What `meta` says of a file of `bytes` bytes.
-    pub fn of(meta: &crate::metadata::ImageMeta, bytes: usize) -> Sealed {
+    pub fn of(meta: &crate::codec::metadata::ImageMeta, bytes: usize) -> Sealed {
         Sealed {
             image: meta.image_id,
             owner: meta.owner.clone(),

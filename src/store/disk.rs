@@ -20,7 +20,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::config::NodeId;
+use crate::ids::NodeId;
 use crate::{Error, Result};
 
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

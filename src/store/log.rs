@@ -18,7 +18,7 @@ use openraft::{
 
 use super::disk::{Disk, Write};
 use super::TypeConfig;
-use crate::config::NodeId;
+use crate::ids::NodeId;
 
 type StoreResult<T> = std::result::Result<T, StorageError<NodeId>>;
 

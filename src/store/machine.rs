@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::disk::{Disk, Write};
 use super::log::io_error;
 use super::TypeConfig;
-use crate::config::NodeId;
+use crate::ids::NodeId;
 use crate::sharing::{Reply, State};
 
 type StoreResult<T> = std::result::Result<T, StorageError<NodeId>>;

@@ -49,10 +49,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
-use crate::config::{ClusterConfig, NodeId};
-use crate::connection::{FrameReader, FrameWriter};
-use crate::handshake::PeerAuth;
+use crate::config::ClusterConfig;
+use crate::ids::NodeId;
 use crate::sharing::{unix_millis, Command, Reply, Sealed, SignedOp, State};
+use crate::wire::framing::{FrameReader, FrameWriter};
+use crate::wire::handshake::PeerAuth;
 use crate::{Error, Result};
 
 pub use network::Silence;

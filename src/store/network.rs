@@ -32,10 +32,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::timeout;
 
 use super::TypeConfig;
-use crate::config::NodeId;
-use crate::connection::{split, FrameReader, FrameWriter};
-use crate::handshake::{LinkKind, PeerAuth};
+use crate::ids::NodeId;
 use crate::sharing::{Command, Reply};
+use crate::wire::framing::{split, FrameReader, FrameWriter};
+use crate::wire::handshake::{LinkKind, PeerAuth};
 use crate::{Error, Result};
 
 /// Requests one store connection handles at once.

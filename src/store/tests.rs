@@ -25,7 +25,7 @@ use super::disk::{Disk, Identity, FILE_NAME};
 use super::log::{io_error, LogStore};
 use super::machine::{Builder, Machine};
 use super::{Batch, TypeConfig};
-use crate::config::NodeId;
+use crate::ids::NodeId;
 use crate::sharing::{unix_millis, Command, Credential, Reply, State, UserOp};
 use crate::Error;
 

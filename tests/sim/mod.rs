@@ -13,9 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use imgcloud::config::{FailureSim, NodeId, Timing};
-use imgcloud::message::{Envelope, Epoch, Message, NodeState, PROTOCOL_VERSION};
-use imgcloud::node::{Event, Millis, Node, NodeConfig, Output};
+use imgcloud::cluster::node::{Event, Node, NodeConfig, Output};
+use imgcloud::config::{FailureSim, Timing};
+use imgcloud::ids::{Epoch, Millis, NodeId};
+use imgcloud::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

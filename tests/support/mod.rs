@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imgcloud::config::{ClusterConfig, NodeAddr, NodeId};
+use imgcloud::config::{ClusterConfig, NodeAddr};
+use imgcloud::ids::NodeId;
 use serde_json::Value;
 
 /// Free loopback addresses, found by binding port 0 (the listeners are dropped on return).

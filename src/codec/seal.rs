@@ -30,8 +30,8 @@ use hkdf::Hkdf;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::codec::metadata::{ImageMeta, FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::metadata::{ImageMeta, FORMAT_VERSION};
 
 /// The four bytes every imgcloud payload starts with.
 pub const MAGIC: [u8; 4] = *b"IMGC";

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::node::Millis;
+use crate::ids::Millis;
 
 /// Suspicion level at which a peer is declared suspected.
 pub const PHI_THRESHOLD: f64 = 3.0;

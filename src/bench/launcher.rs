@@ -18,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{ClusterConfig, NodeId};
+use crate::config::ClusterConfig;
+use crate::ids::NodeId;
 use crate::{Error, Result};
 
 /// Where the lines that nodes print on stdout go (besides their logs).

@@ -49,17 +49,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::oneshot;
 
-use crate::config::{ClusterConfig, NodeId};
-use crate::connection::{decode_envelope, split, FrameReader, FrameWriter};
-use crate::dispatch::RequestId;
-use crate::handshake::{Accepted, LinkKind, PeerAuth};
-use crate::http;
-use crate::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
-use crate::node::{CoreStatus, Event, Millis, Node, NodeConfig, Output};
-use crate::pool::Pool;
-use crate::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
-use crate::seal::SealKey;
+use crate::cluster::node::{CoreStatus, Event, Node, NodeConfig, Output};
+use crate::codec::seal::SealKey;
+use crate::config::ClusterConfig;
+use crate::ids::{Millis, NodeId, RequestId};
+use crate::node::http;
+use crate::node::pool::Pool;
 use crate::store::{Silence, Store};
+use crate::wire::framing::{decode_envelope, split, FrameReader, FrameWriter};
+use crate::wire::handshake::{Accepted, LinkKind, PeerAuth};
+use crate::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
+use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
 use crate::{Error, Result};
 
 /// How often the node loop ticks the core.

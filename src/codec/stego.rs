@@ -5,7 +5,7 @@
 //! become RGB (or RGBA when they have transparency), 1/2/4-bit gray becomes 8-bit gray, and
 //! floating-point images become 16-bit RGB(A). The "carriers" are the colour samples in raster
 //! order (row by row, pixel by pixel, channel by channel), skipping alpha, which is never
-//! changed. The 48-byte header ([`crate::seal`]) goes into the lowest bit of the first 384
+//! changed. The 48-byte header ([`crate::codec::seal`]) goes into the lowest bit of the first 384
 //! carriers, most significant bit first; the sealed body follows at 1 or 2 bits per carrier (the
 //! header says which). For 16-bit samples the low bits of the 16-bit value are used, so the
 //! output stays 16-bit. Hiding streams: a PNG cover is decoded row by row, each row gets its
@@ -27,10 +27,10 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader};
 
-use crate::cover::DefaultCovers;
+use crate::codec::cover::DefaultCovers;
+use crate::codec::metadata::ImageMeta;
+use crate::codec::seal::{encode_plaintext, SealKey, HEADER_LEN, TAG_LEN};
 use crate::error::{Error, Result};
-use crate::metadata::ImageMeta;
-use crate::seal::{encode_plaintext, SealKey, HEADER_LEN, TAG_LEN};
 
 /// PNG filter of every output: as small as adaptive on photos within 5 %, and 20 % faster (see DESIGN.md).
 pub const PNG_FILTER: png::Filter = png::Filter::Up;
@@ -1122,8 +1122,8 @@ mod tests {
     #[test]
     fn a_header_announcing_more_than_the_file_is_refused_before_allocating() {
         let key = SealKey::from_secret(b"k");
-        let header = crate::seal::Header {
-            version: crate::metadata::FORMAT_VERSION,
+        let header = crate::codec::seal::Header {
+            version: crate::codec::metadata::FORMAT_VERSION,
             bits: 1,
             body_len: 20_000_000,
             fingerprint: key.fingerprint(),

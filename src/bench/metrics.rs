@@ -32,7 +32,7 @@ use hdrhistogram::Histogram;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::NodeId;
+use crate::ids::NodeId;
 use crate::Error;
 
 /// Largest latency the histogram tracks, in microseconds (one hour); larger values saturate.

@@ -1,5 +1,4 @@
-//! Request dispatch: which node serves each client request, so that exactly one does, and
-//! the claim quorum that makes sure at most one node replies.
+//! Request dispatch: which node serves each client request, so that exactly one does.
 //!
 //! A client sends every request to every node (or one node forwards it to the others), so every
 //! node holds every request. The coordinator picks one server per request and broadcasts the
@@ -22,31 +21,16 @@
 //! assigned to a node that is gone. A node that holds an unassigned request for
 //! [`REPORT_AFTER_MS`] reports it to the coordinator, which may never have received it.
 //!
-//! **Claims: at most one reply.** Reassignment means two nodes may finish the same request (a
-//! slow server that was suspected, an isolated coordinator that went on serving). [`Claims`]
-//! keeps, on every node, one vote per request: the first claimant it hears of (itself
-//! included) is the winner it holds, and it never changes its mind. A server replies only when
-//! a majority (itself included) names it; it drops its result as soon as enough nodes name
-//! another that it can no longer reach a majority. Two servers cannot both collect a majority,
-//! since the majorities would share a node, which votes once. Committed requests are in the
-//! request log, which then answers for the vote (and the vote is forgotten).
+//! **Claims: at most one reply.** Reassignment means two nodes may finish the same request;
+//! the claim quorum in [`crate::cluster::claims`] makes sure only one of them replies.
 //!
-//! Implementation caveats: votes live in memory, so a node that restarts forgets them (it
-//! votes again only once it has merged a majority's log, which holds every commit that
-//! majority heard of); a server that wins and dies before replying leaves its request
-//! unanswered (the others hold another winner); if every node claims the same request at once
-//! (each votes for itself), nobody wins and the request is lost; held requests expire after
-//! [`PENDING_TTL_MS`].
+//! Implementation caveats: held requests expire after [`PENDING_TTL_MS`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeId;
-use crate::node::Millis;
-
-/// A client-chosen request id, unique per request (e.g. `c7-42`).
-pub type RequestId = String;
+use crate::ids::{Millis, NodeId, RequestId};
 
 /// A node holding an unassigned request this long reports it to the coordinator.
 pub const REPORT_AFTER_MS: u64 = 300;
@@ -57,13 +41,6 @@ pub const DECLINE_AFTER_MS: u64 = 200;
 pub const PENDING_TTL_MS: u64 = 120_000;
 /// The smallest per-request cost assumed for a node (seconds), so idle nodes still compare.
 pub const MIN_COST_S: f64 = 0.000_1;
-/// A claim that has no majority yet is sent again to the peers that have not answered after
-/// this long (the first copy may have been lost with a link).
-pub const CLAIM_RETRY_MS: u64 = 500;
-/// A claim still undecided after this long is given up (its result dropped, logged).
-pub const CLAIM_TTL_MS: u64 = PENDING_TTL_MS;
-/// At most this many finished results wait for a majority; beyond, the oldest is dropped.
-pub const MAX_OPEN_CLAIMS: usize = 1_000;
 
 /// One decision of the coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,237 +320,6 @@ pub enum Serve {
     Cannot,
 }
 
-/// What a claim's answers decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// A majority holds this node as the winner: reply.
-    Won,
-    /// So many nodes hold another winner that this node cannot reach a majority: drop.
-    Lost,
-}
-
-/// What [`Claims::due`] found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DueClaims {
-    /// Claims to send again to the peers that have not answered.
-    pub resend: Vec<RequestId>,
-    /// Claims undecided for [`CLAIM_TTL_MS`]: given up.
-    pub expired: Vec<RequestId>,
-    /// The oldest claims beyond [`MAX_OPEN_CLAIMS`]: given up.
-    pub evicted: Vec<RequestId>,
-}
-
-/// One of this node's finished requests, waiting for a majority.
-#[derive(Clone, Debug)]
-struct Open {
-    /// When the job finished.
-    since: Millis,
-    /// When the claim was last sent (its key in the retry queue).
-    sent: Millis,
-    /// Every node that answered (this one included), and whether it named this node.
-    answers: Vec<(NodeId, bool)>,
-}
-
-/// Votes (first writer wins, one per request) and this node's own claims awaiting a majority.
-///
-/// Costs: a vote or an answer is a map operation; the retry queue is ordered by sending time,
-/// so each tick looks only at the claims that are due; votes are swept for expiry once per
-/// [`CLAIM_TTL_MS`] / 10 (they are removed at commit, so the sweep finds only leftovers).
-#[derive(Clone, Debug, Default)]
-pub struct Claims {
-    /// The winner this node holds for each uncommitted request, and since when.
-    votes: BTreeMap<RequestId, (NodeId, Millis)>,
-    /// This node's own claims without a verdict.
-    open: BTreeMap<RequestId, Open>,
-    /// `(sent, id)` of the open claims, oldest first; entries whose claim was decided or sent
-    /// again since are skipped when they reach the front.
-    retry: VecDeque<(Millis, RequestId)>,
-    next_sweep: Millis,
-}
-
-impl Claims {
-    /// The winner this node holds for `id`, if any.
-    pub fn vote_of(&self, id: &str) -> Option<NodeId> {
-        self.votes.get(id).map(|&(w, _)| w)
-    }
-
-    /// Records `claimant` as the winner of `id` unless another is held; returns the winner held.
-    pub fn vote(&mut self, now: Millis, id: &str, claimant: NodeId) -> NodeId {
-        if let Some(&(winner, _)) = self.votes.get(id) {
-            return winner;
-        }
-        self.votes.insert(id.to_string(), (claimant, now));
-        claimant
-    }
-
-    /// The request log now records `id`: the vote is no longer needed.
-    pub fn forget_vote(&mut self, id: &str) {
-        self.votes.remove(id);
-    }
-
-    /// Forgets every vote for `node`: its process is gone (its connection closed). Safe because
-    /// a server writes its commit to every peer link before it writes a reply, and a peer
-    /// reads everything a connection carried before it sees the connection close: a peer that
-    /// has no commit from `node` when `node`'s connection closes knows `node` never replied.
-    pub fn release(&mut self, node: NodeId) -> Vec<RequestId> {
-        let released: Vec<RequestId> = self
-            .votes
-            .iter()
-            .filter(|(_, &(winner, _))| winner == node)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &released {
-            self.votes.remove(id);
-        }
-        released
-    }
-
-    /// Forgets the vote for `id` if it is held for `node`, which withdrew its claim.
-    pub fn withdraw(&mut self, id: &str, node: NodeId) {
-        if self
-            .votes
-            .get(id)
-            .is_some_and(|&(winner, _)| winner == node)
-        {
-            self.votes.remove(id);
-        }
-    }
-
-    /// Votes held (uncommitted requests).
-    pub fn votes(&self) -> usize {
-        self.votes.len()
-    }
-
-    /// Own claims waiting for a majority.
-    pub fn open(&self) -> usize {
-        self.open.len()
-    }
-
-    /// The ids of the undecided claims.
-    pub fn open_ids(&self) -> Vec<RequestId> {
-        self.open.keys().cloned().collect()
-    }
-
-    /// Opens a claim of `me` for `id` (a job finished); `own` is this node's own vote, if it may
-    /// vote. Returns the verdict if this node's answer alone decides (a one-node cluster), and
-    /// whether the claim is new (false: it was already open, and stays as it was).
-    pub fn open_claim(
-        &mut self,
-        now: Millis,
-        id: &str,
-        me: NodeId,
-        own: Option<NodeId>,
-        members: usize,
-    ) -> (bool, Option<Verdict>) {
-        if self.open.contains_key(id) {
-            return (false, None);
-        }
-        let answers = own.map(|w| vec![(me, w == me)]).unwrap_or_default();
-        self.open.insert(
-            id.to_string(),
-            Open {
-                since: now,
-                sent: now,
-                answers,
-            },
-        );
-        self.retry.push_back((now, id.to_string()));
-        (true, self.verdict(id, members))
-    }
-
-    /// Records `from`'s answer to this node's claim of `id` (`for_me`: it named this node);
-    /// returns the verdict once there is one. Repeated answers count once.
-    pub fn answer(
-        &mut self,
-        id: &str,
-        from: NodeId,
-        for_me: bool,
-        members: usize,
-    ) -> Option<Verdict> {
-        let open = self.open.get_mut(id)?;
-        if open.answers.iter().any(|&(n, _)| n == from) {
-            return None;
-        }
-        open.answers.push((from, for_me));
-        self.verdict(id, members)
-    }
-
-    fn verdict(&self, id: &str, members: usize) -> Option<Verdict> {
-        let open = self.open.get(id)?;
-        let majority = members / 2 + 1;
-        let yes = open.answers.iter().filter(|(_, y)| *y).count();
-        let no = open.answers.len() - yes;
-        if yes >= majority {
-            Some(Verdict::Won)
-        } else if no > members - majority {
-            Some(Verdict::Lost)
-        } else {
-            None
-        }
-    }
-
-    /// Closes the claim of `id` (decided); returns whether it was open.
-    pub fn close(&mut self, id: &str) -> bool {
-        self.open.remove(id).is_some()
-    }
-
-    /// The peers among `peers` that have not answered the claim of `id`.
-    pub fn unanswered(&self, id: &str, peers: &[NodeId]) -> Vec<NodeId> {
-        let Some(open) = self.open.get(id) else {
-            return Vec::new();
-        };
-        peers
-            .iter()
-            .copied()
-            .filter(|p| !open.answers.iter().any(|&(n, _)| n == *p))
-            .collect()
-    }
-
-    /// The claims to send again now (each is rescheduled), and those given up (closed here):
-    /// older than [`CLAIM_TTL_MS`], or the oldest beyond [`MAX_OPEN_CLAIMS`].
-    pub fn due(&mut self, now: Millis) -> DueClaims {
-        let mut due = DueClaims::default();
-        while let Some((sent, id)) = self.retry.front().cloned() {
-            let current = self.open.get(&id).map(|o| (o.sent, o.since));
-            match current {
-                // Decided, or queued again since: a stale entry.
-                None => {}
-                Some((s, _)) if s != sent => {}
-                Some((_, since)) => {
-                    if self.open.len() > MAX_OPEN_CLAIMS {
-                        self.open.remove(&id);
-                        due.evicted.push(id);
-                    } else if now.saturating_sub(since) >= CLAIM_TTL_MS {
-                        self.open.remove(&id);
-                        due.expired.push(id);
-                    } else if now.saturating_sub(sent) >= CLAIM_RETRY_MS {
-                        if let Some(o) = self.open.get_mut(&id) {
-                            o.sent = now;
-                        }
-                        self.retry.push_back((now, id.clone()));
-                        due.resend.push(id);
-                    } else {
-                        break;
-                    }
-                }
-            }
-            self.retry.pop_front();
-        }
-        due
-    }
-
-    /// Drops votes older than [`CLAIM_TTL_MS`] (requests nobody committed: nobody serves them
-    /// any more); at most once per tenth of it.
-    pub fn sweep(&mut self, now: Millis) {
-        if now < self.next_sweep {
-            return;
-        }
-        self.next_sweep = now + CLAIM_TTL_MS / 10;
-        self.votes
-            .retain(|_, &mut (_, at)| now.saturating_sub(at) < CLAIM_TTL_MS);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,91 +425,5 @@ mod tests {
         assert_eq!(d.due_reports(REPORT_AFTER_MS), vec!["a".to_string()]);
         assert!(d.due_reports(REPORT_AFTER_MS + 10).is_empty());
         assert_eq!(d.due_reports(2 * REPORT_AFTER_MS).len(), 1);
-    }
-
-    #[test]
-    fn the_first_claimant_keeps_the_vote_until_released() {
-        let mut c = Claims::default();
-        assert_eq!(c.vote(0, "a", 2), 2);
-        assert_eq!(c.vote(1, "a", 3), 2, "first writer wins");
-        assert_eq!(c.vote_of("a"), Some(2));
-        assert!(c.release(3).is_empty());
-        assert_eq!(
-            c.release(2),
-            vec!["a".to_string()],
-            "node 2's connection closed"
-        );
-        assert_eq!(c.vote(2, "a", 3), 3);
-        c.forget_vote("a");
-        assert_eq!(c.votes(), 0);
-    }
-
-    #[test]
-    fn a_claim_wins_with_a_majority_and_loses_once_it_cannot_reach_one() {
-        // Three nodes: own vote plus one answer wins; two answers for others lose.
-        let mut c = Claims::default();
-        assert_eq!(c.open_claim(0, "a", 1, Some(1), 3), (true, None));
-        assert_eq!(c.answer("a", 2, true, 3), Some(Verdict::Won));
-        assert!(c.close("a"));
-        c.open_claim(0, "b", 1, Some(1), 3);
-        assert_eq!(
-            c.answer("b", 2, false, 3),
-            None,
-            "one answer against is not enough"
-        );
-        assert_eq!(
-            c.answer("b", 2, false, 3),
-            None,
-            "a repeated answer counts once"
-        );
-        assert_eq!(c.answer("b", 3, false, 3), Some(Verdict::Lost));
-        // Own vote already for another node: two answers against, nothing can save it.
-        c.open_claim(0, "c", 1, Some(2), 3);
-        assert_eq!(c.answer("c", 2, false, 3), Some(Verdict::Lost));
-        // Five nodes: one answer against does not decide; three for win.
-        c.open_claim(0, "d", 1, Some(1), 5);
-        assert_eq!(c.answer("d", 2, false, 5), None);
-        assert_eq!(c.answer("d", 3, true, 5), None);
-        assert_eq!(c.answer("d", 4, true, 5), Some(Verdict::Won));
-        // One node: its own vote decides at once.
-        assert_eq!(
-            c.open_claim(0, "e", 1, Some(1), 1),
-            (true, Some(Verdict::Won))
-        );
-    }
-
-    #[test]
-    fn undecided_claims_are_sent_again_then_given_up_oldest_first() {
-        let mut c = Claims::default();
-        c.open_claim(0, "a", 1, Some(1), 3);
-        c.open_claim(10, "b", 1, Some(1), 3);
-        assert_eq!(c.due(CLAIM_RETRY_MS - 1), DueClaims::default());
-        let due = c.due(CLAIM_RETRY_MS);
-        assert_eq!(due.resend, vec!["a".to_string()]);
-        assert_eq!(c.unanswered("a", &[2, 3]), vec![2, 3]);
-        c.answer("a", 2, false, 3);
-        assert_eq!(c.unanswered("a", &[2, 3]), vec![3]);
-        assert_eq!(c.due(CLAIM_RETRY_MS + 10).resend, vec!["b".to_string()]);
-        c.close("b");
-        let due = c.due(CLAIM_TTL_MS);
-        assert_eq!(due.expired, vec!["a".to_string()]);
-        assert_eq!(c.open(), 0);
-        // Over the limit, the oldest go first.
-        for i in 0..MAX_OPEN_CLAIMS + 2 {
-            c.open_claim(CLAIM_TTL_MS + i as u64, &format!("r{i}"), 1, Some(1), 3);
-        }
-        let due = c.due(CLAIM_TTL_MS + 1);
-        assert_eq!(due.evicted, vec!["r0".to_string(), "r1".to_string()]);
-        assert_eq!(c.open(), MAX_OPEN_CLAIMS);
-    }
-
-    #[test]
-    fn old_votes_are_swept() {
-        let mut c = Claims::default();
-        c.vote(0, "a", 2);
-        c.sweep(1);
-        c.vote(CLAIM_TTL_MS, "b", 2);
-        c.sweep(CLAIM_TTL_MS + 1);
-        assert_eq!((c.vote_of("a"), c.vote_of("b")), (None, Some(2)));
     }
 }

@@ -15,7 +15,7 @@
 //! timeline[{t_s ok p50_ms p99_ms served_per_node{node: n}}]
 //! ```
 //!
-//! `timeline` has one entry per 100 ms slice of the run ([`crate::metrics::timeline`], by
+//! `timeline` has one entry per 100 ms slice of the run ([`crate::bench::metrics::timeline`], by
 //! completion time, from 0 to the last completion, empty slices included): the data the plot
 //! draws. [`Report::failure_dip`] reads from it the worst slice inside a failure window against
 //! the mean outside, which the console summary prints.
@@ -46,8 +46,8 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::NodeId;
-use crate::metrics::{mean_ci95, Interval, LatencyMs, Slice, Summary, SLICE};
+use crate::bench::metrics::{mean_ci95, Interval, LatencyMs, Slice, Summary, SLICE};
+use crate::ids::NodeId;
 
 /// Width of the rule lines of the console summary.
 const RULE: usize = 60;

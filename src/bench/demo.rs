@@ -25,15 +25,15 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::bench::launcher::{LineSink, LocalCluster};
+use crate::bench::report::Report;
+use crate::bench::stress::{self, Progress};
 use crate::cli::{LoadArgs, NodeArgs, OnOff};
 use crate::client::cluster_status;
+use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
+use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, NodeAddr, DEFAULT_BASE_PORT};
-use crate::launcher::{LineSink, LocalCluster};
-use crate::message::NodeState;
-use crate::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
-use crate::report::Report;
-use crate::seal::SealKey;
-use crate::stress::{self, Progress};
+use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
 /// How often the observation phase prints a status line.
@@ -282,10 +282,10 @@ pub fn write_outputs(report: &Report, load: &LoadArgs) -> Result<()> {
         "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
         report.summary.total, report.summary.throughput_rps, report.summary.latency_ms.p99
     );
-    crate::plot::render(
+    crate::bench::plot::render(
         &title,
         &report.timeline,
-        crate::metrics::SLICE,
+        crate::bench::metrics::SLICE,
         &report.failure_windows,
         &load.plot,
     )?;

@@ -33,13 +33,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
-use crate::config::{NodeAddr, NodeId};
-use crate::connection::{encode, split};
-use crate::dispatch::RequestId;
-use crate::handshake::{Hello, HelloReply};
-use crate::message::PROTOCOL_VERSION;
-use crate::metadata::Viewer;
-use crate::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
+use crate::codec::metadata::Viewer;
+use crate::config::NodeAddr;
+use crate::ids::{NodeId, RequestId};
+use crate::wire::framing::{encode, split};
+use crate::wire::handshake::{Hello, HelloReply};
+use crate::wire::message::PROTOCOL_VERSION;
+use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::{Error, Result};
 
 /// How long a request waits for its reply by default.
@@ -418,7 +418,7 @@ async fn link(
 /// Every node's `/status` (or why it could not be read), in node order.
 pub async fn cluster_status(
     nodes: &[NodeAddr],
-) -> Vec<(NodeAddr, Result<crate::server::NodeStatus>)> {
+) -> Vec<(NodeAddr, Result<crate::node::server::NodeStatus>)> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()
@@ -447,7 +447,7 @@ pub async fn cluster_status(
 }
 
 /// One table of every node's status, as `client status` prints it.
-pub fn status_table(rows: &[(NodeAddr, Result<crate::server::NodeStatus>)]) -> String {
+pub fn status_table(rows: &[(NodeAddr, Result<crate::node::server::NodeStatus>)]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

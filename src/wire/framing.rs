@@ -14,7 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::message::{Envelope, PROTOCOL_VERSION};
+use crate::wire::message::{Envelope, PROTOCOL_VERSION};
 use crate::{Error, Result};
 
 /// The largest frame accepted: an image request plus its cover, with room to spare.
@@ -136,7 +136,7 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Message;
+    use crate::wire::message::Message;
 
     #[test]
     fn envelopes_round_trip_and_versions_are_checked() {

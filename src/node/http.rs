@@ -24,15 +24,15 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::NodeId;
+use crate::codec::metadata::Viewer;
 use crate::desk::Desk;
-use crate::message::NodeState;
-use crate::metadata::Viewer;
-use crate::request::{EncryptRequest, Outcome, Refusal};
-use crate::server::{Input, NodeStatus};
+use crate::ids::NodeId;
+use crate::node::server::{Input, NodeStatus};
 use crate::sharing::wire::WithFile;
 use crate::sharing::SignedOp;
 use crate::store::Store;
+use crate::wire::message::NodeState;
+use crate::wire::request::{EncryptRequest, Outcome, Refusal};
 use crate::Result;
 
 /// The largest `POST /encrypt` body accepted.

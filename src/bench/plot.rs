@@ -17,7 +17,7 @@
 //! with no success leave a gap in the latency lines rather than dropping to zero; the node
 //! palette repeats after eight nodes; y axes are linear, so one huge p99 flattens the rest.
 //!
-//! [`timeline`]: crate::metrics::timeline
+//! [`timeline`]: crate::bench::metrics::timeline
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -30,9 +30,9 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle, RGBColor};
 
-use crate::config::NodeId;
-use crate::metrics::Slice;
-use crate::report::FailureWindow;
+use crate::bench::metrics::Slice;
+use crate::bench::report::FailureWindow;
+use crate::ids::NodeId;
 use crate::{Error, Result};
 
 /// Width of the rendered image in pixels.
@@ -40,7 +40,7 @@ pub const WIDTH: u32 = 1400;
 /// Height of the rendered image in pixels.
 pub const HEIGHT: u32 = 900;
 /// The embedded font (DejaVu Sans; see `assets/README.md`).
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 /// The family name under which the embedded font is registered.
 const FAMILY: &str = "sans-serif";
 /// Height of the title band at the top of the image.
@@ -357,7 +357,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::metrics::{timeline, Cause, Outcome, Sample};
+    use crate::bench::metrics::{timeline, Cause, Outcome, Sample};
 
     /// The synthetic run's slice width.
     const SECOND: Duration = Duration::from_secs(1);

@@ -38,13 +38,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tracing::{info, warn};
 
-use crate::config::{ClusterConfig, NodeAddr, NodeId};
-use crate::launcher::LocalCluster;
-use crate::message::NodeState;
-use crate::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};
-use crate::seal::SealKey;
-use crate::server::NodeStatus;
-use crate::stress::{self, Progress, StressOptions};
+use crate::bench::launcher::LocalCluster;
+use crate::bench::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};
+use crate::bench::stress::{self, Progress, StressOptions};
+use crate::codec::seal::SealKey;
+use crate::config::{ClusterConfig, NodeAddr};
+use crate::ids::NodeId;
+use crate::node::server::NodeStatus;
+use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
 /// How often the watch reads every node's `/status`.
@@ -366,7 +367,8 @@ async fn drive(
     args: &ChaosArgs,
 ) -> Result<Outcome> {
     let nodes = config.nodes.clone();
-    let Some((coordinator, epoch)) = crate::demo::wait_for_agreement(&nodes, AGREE_WAIT).await
+    let Some((coordinator, epoch)) =
+        crate::bench::demo::wait_for_agreement(&nodes, AGREE_WAIT).await
     else {
         return Err(Error::Unavailable(format!(
             "the nodes did not agree on a coordinator within {} s; logs in {}",
@@ -536,7 +538,7 @@ async fn restart_loop(ctx: Ctx<'_>) -> Vec<String> {
                 problems.push(format!("round {round}: cannot restart node {id}: {e}"));
                 return problems;
             }
-            if crate::demo::wait_for_agreement(&ctx.nodes, AGREE_WAIT)
+            if crate::bench::demo::wait_for_agreement(&ctx.nodes, AGREE_WAIT)
                 .await
                 .is_none()
             {

@@ -13,7 +13,7 @@
 //! - counters: each node's own counters, written only by that node, merged by maximum;
 //! - the request log: which node served each request. Only **commits** enter it: a server
 //!   records itself once a majority of the cluster held it as the request's winner (see
-//!   [`crate::dispatch`]), and tells the others. Since every node votes for one winner per
+//!   [`crate::cluster::dispatch`]), and tells the others. Since every node votes for one winner per
 //!   request, two majorities for two servers cannot exist, so two different entries for one id
 //!   never arise and the log names exactly the node that replied. The merge still needs a rule
 //!   for the case it cannot see (a node that restarts forgets its votes): the lower id, so
@@ -28,9 +28,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::NodeId;
-use crate::dispatch::RequestId;
-use crate::message::Epoch;
+use crate::ids::{Epoch, NodeId, RequestId};
 
 /// A node's own counters; only that node increments them, everyone merges them by maximum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,22 +2,19 @@
 //! its election epoch.
 //!
 //! Every variant says who sends it and why. Bytes never appear here: framing and encoding live
-//! in [`crate::connection`], authentication in [`crate::handshake`].
+//! in [`crate::wire::framing`], authentication in [`crate::wire::handshake`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeId;
-use crate::dispatch::{Assignment, RequestId};
-use crate::request::{EncryptReply, EncryptRequest};
-use crate::state::{Counters, FailureRecord, ReplicatedState};
+use crate::cluster::dispatch::Assignment;
+use crate::cluster::state::{Counters, FailureRecord, ReplicatedState};
+use crate::ids::{Epoch, NodeId, RequestId};
+use crate::wire::request::{EncryptReply, EncryptRequest};
 
 /// The version of this protocol; a peer speaking another one is refused.
 /// Version 2: `Served` became the batched `Claims` (claim quorum before a reply). Version 3:
 /// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
 pub const PROTOCOL_VERSION: u16 = 3;
-
-/// An election epoch: increases with every election, fences stale coordinators.
-pub type Epoch = u64;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,7 +76,7 @@ pub struct Snapshot {
     pub replicated: ReplicatedState,
 }
 
-/// Claims, answers and commits of finished requests, for one peer (see [`crate::dispatch`]).
+/// Claims, answers and commits of finished requests, for one peer (see [`crate::cluster::dispatch`]).
 /// They flow at thousands per second, so the core gathers them per peer and sends them as one
 /// message per flush (after each burst of inputs, and every tick); at idle a flush follows every
 /// input, so batching adds no latency. Claims are not fenced by epoch: a node's vote, not its
@@ -139,7 +136,7 @@ pub enum Message {
     },
     /// The coordinator to every peer: the named victim fails now for the given time.
     Fail(FailureRecord),
-    /// The coordinator to every peer: who serves a request (see [`crate::dispatch`]).
+    /// The coordinator to every peer: who serves a request (see [`crate::cluster::dispatch`]).
     Assign(Assignment),
     /// Claims of finished requests, answers to claims, and commits, batched per peer
     /// ([`ClaimBatch`]). A server replies to a client only once a majority names it.

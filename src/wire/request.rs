@@ -6,9 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeId;
-use crate::dispatch::RequestId;
-use crate::metadata::Viewer;
+use crate::codec::metadata::Viewer;
+use crate::ids::{NodeId, RequestId};
 use crate::Error;
 
 /// The longest request id accepted.

@@ -26,15 +26,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::bench::metrics::{Cause, Outcome, Sample};
+use crate::bench::report::FailureWindow;
 use crate::client::{cluster_status, Client};
-use crate::config::{NodeAddr, NodeId};
-use crate::cover::DefaultCovers;
-use crate::message::NodeState;
-use crate::metadata::{ImageMeta, Viewer};
-use crate::metrics::{Cause, Outcome, Sample};
-use crate::report::FailureWindow;
-use crate::seal::SealKey;
-use crate::stego::{decrypt_image, encrypt_image, Cover};
+use crate::codec::cover::DefaultCovers;
+use crate::codec::metadata::{ImageMeta, Viewer};
+use crate::codec::seal::SealKey;
+use crate::codec::stego::{decrypt_image, encrypt_image, Cover};
+use crate::config::NodeAddr;
+use crate::ids::NodeId;
+use crate::wire::message::NodeState;
 use crate::Result;
 
 /// How often [`ClusterWatch`] polls the nodes.
@@ -477,14 +478,14 @@ pub fn report(
     verified: bool,
     limit_rps: Option<f64>,
     config: serde_json::Value,
-) -> crate::report::Report {
-    let summary = crate::metrics::summarize(&trial.run.samples, trial.run.duration);
+) -> crate::bench::report::Report {
+    let summary = crate::bench::metrics::summarize(&trial.run.samples, trial.run.duration);
     let lost = summary
         .failed_by_cause
         .get(Cause::Timeout.name())
         .copied()
         .unwrap_or(0);
-    let extras = crate::report::Extras {
+    let extras = crate::bench::report::Extras {
         lb_decisions: trial.counters.lb_decisions,
         elections: trial.counters.elections,
         duplicates: trial.run.duplicates,
@@ -494,9 +495,9 @@ pub fn report(
         limit_rps,
         config,
         failure_windows: trial.windows.clone(),
-        timeline: crate::metrics::timeline(&trial.run.samples, crate::metrics::SLICE),
+        timeline: crate::bench::metrics::timeline(&trial.run.samples, crate::bench::metrics::SLICE),
     };
-    let mut report = crate::report::Report::from_summary(summary, extras);
+    let mut report = crate::bench::report::Report::from_summary(summary, extras);
     report.failures_injected = trial.counters.failures;
     report
 }

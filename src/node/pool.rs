@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::cover::DefaultCovers;
-use crate::metadata::ImageMeta;
-use crate::request::{EncryptRequest, Outcome, Refusal};
-use crate::seal::SealKey;
-use crate::stego::{encrypt_image, Cover};
+use crate::codec::cover::DefaultCovers;
+use crate::codec::metadata::ImageMeta;
+use crate::codec::seal::SealKey;
+use crate::codec::stego::{encrypt_image, Cover};
+use crate::wire::request::{EncryptRequest, Outcome, Refusal};
 
 /// Weight of the newest sample in the service-time mean.
 const EWMA_ALPHA: f64 = 0.1;

@@ -23,9 +23,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::config::NodeId;
-use crate::connection::{FrameReader, FrameWriter};
-use crate::message::PROTOCOL_VERSION;
+use crate::ids::NodeId;
+use crate::wire::framing::{FrameReader, FrameWriter};
+use crate::wire::message::PROTOCOL_VERSION;
 use crate::{Error, Result};
 
 /// The first frame on every connection.
@@ -313,7 +313,7 @@ impl PeerAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::split;
+    use crate::wire::framing::split;
     use tokio::net::{TcpListener, TcpStream};
 
     async fn handshake(

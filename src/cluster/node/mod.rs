@@ -1,0 +1,782 @@
+//! The node's protocol core: a synchronous state machine driven by [`Node::step`] (a message
+//! arrived) and [`Node::tick`] (time passed). It never touches a socket or a clock: the caller
+//! passes the time in and sends the [`Output`]s it returns. The async shell
+//! ([`crate::node::server`]) and the deterministic simulator of the scenario tests both drive it.
+//!
+//! ## Lifecycle
+//! A node starts **Recovering**: it asks every peer for its [`Snapshot`] and becomes **Active**
+//! once it has merged the state of a majority (itself included). An Active node that loses
+//! contact with the majority goes back to Recovering, so a node cut off from the majority never
+//! acts, and catches up before it serves again. A node elected as the victim of the failure
+//! simulation is **Failed**: it drops every message and sends nothing until its time is up,
+//! then recovers.
+//!
+//! ## Parts
+//! This file holds the node's state and the two entry points, [`Node::step`] and [`Node::tick`],
+//! which route to the parts:
+//! - `election`: the modified Bully by load (votes, rounds, the coordinator's re-elections);
+//! - `serving`: requests, assignment, the claim quorum and its replies;
+//! - `recovery`: catching up with a majority, anti-entropy;
+//! - `victim`: the failure simulation;
+//! - `outputs`: what the core asks its driver to do ([`Output`], [`Event`]) and its status.
+//!
+//! Implementation caveats: votes are kept in memory only (the start-up quarantine stands in
+//! for persisting them); loads are compared rounded to two decimals, as printed; the victim
+//! schedule restarts when the coordinator changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use crate::cluster::claims::{Claims, Verdict};
+use crate::ids::{Epoch, Millis, NodeId, RequestId};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cluster::detector::Detector;
+use crate::cluster::dispatch::{Assignment, Candidate, Dispatcher, Serve};
+use crate::cluster::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
+use crate::config::{FailureSim, Timing};
+use crate::wire::message::{
+    ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION,
+};
+
+mod election;
+mod outputs;
+mod recovery;
+mod serving;
+mod victim;
+
+use election::Round;
+pub use election::{
+    COLLECT_WINDOW_MS, ELECTION_STAGGER_MS, LEASE_FRACTION, LOAD_HOLD_MS, LOAD_MARGIN,
+    LOAD_REELECTION_MS, RETURN_REELECTION_MS, RETURN_SETTLE_MS,
+};
+pub use outputs::{CoreStatus, Event, Output, PeerStatus};
+pub use recovery::{ANTI_ENTROPY_MS, SYNC_RETRY_MS};
+pub use serving::RESEND_WINDOW_MS;
+pub use victim::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
+
+/// What the core needs to know about its cluster.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every node of the cluster, this one included.
+    pub members: Vec<NodeId>,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// Failure simulation.
+    pub failures: FailureSim,
+    /// Seed of the node's random choices (victims, durations, back-off).
+    pub seed: u64,
+}
+
+/// One peer as this node sees it.
+#[derive(Clone, Debug)]
+struct Peer {
+    detector: Detector,
+    state: NodeState,
+    load: f64,
+    cost: f64,
+    epoch: Epoch,
+    coordinator: Option<NodeId>,
+    digest: String,
+    /// Since when this peer has been up without a break (None: not up).
+    up_since: Option<Millis>,
+    /// Whether the coordinator already counted this peer's current up period.
+    return_seen: bool,
+    digest_differs_since: Option<Millis>,
+    last_sync_request: Option<Millis>,
+}
+
+/// The protocol core of one node.
+pub struct Node {
+    id: NodeId,
+    members: Vec<NodeId>,
+    timing: Timing,
+    failures: FailureSim,
+    rng: StdRng,
+    started_at: Millis,
+    state: NodeState,
+    failed_until: Millis,
+    epoch: Epoch,
+    coordinator: Option<NodeId>,
+    /// Highest epoch this node voted in (it votes at most once per epoch).
+    voted: Epoch,
+    /// Highest epoch seen in any message.
+    max_epoch_seen: Epoch,
+    round: Option<Round>,
+    election_due: Option<Millis>,
+    failed_rounds: u32,
+    peers: BTreeMap<NodeId, Peer>,
+    load: f64,
+    cost: f64,
+    dispatcher: Dispatcher,
+    claims: Claims,
+    /// Claims, answers and commits per peer, until the next flush.
+    outbox: BTreeMap<NodeId, ClaimBatch>,
+    /// Whether this process has been Active (merged a majority's state) since it started: only
+    /// then does it vote on claims (votes given before a restart are lost).
+    synced: bool,
+    /// Requests the log says this node won, learned from others: commits of a previous run of
+    /// this node (this process makes its own commits itself), with when they were learned.
+    inherited: HashSet<RequestId>,
+    inherited_order: VecDeque<(Millis, RequestId)>,
+    replicated: ReplicatedState,
+    digest: Option<String>,
+    recovery_heard: BTreeSet<NodeId>,
+    recovering_since: Millis,
+    last_recovery_ms: Option<u64>,
+    next_sync_request: Millis,
+    next_heartbeat: Millis,
+    next_victim_at: Millis,
+    victim_seq: u32,
+    last_election_at: Millis,
+    last_return_reelection: Option<Millis>,
+    imbalance_since: Option<Millis>,
+    out: Vec<Output>,
+}
+
+/// Loads are compared as printed: rounded to two decimals.
+fn rounded(load: f64) -> f64 {
+    (load * 100.0).round() / 100.0
+}
+
+impl Node {
+    /// A node that starts Recovering at `now`.
+    pub fn new(config: NodeConfig, now: Millis) -> Self {
+        let mut members = config.members.clone();
+        if !members.contains(&config.id) {
+            members.push(config.id);
+        }
+        members.sort_unstable();
+        members.dedup();
+        let t = config.timing;
+        let peers = members
+            .iter()
+            .filter(|&&m| m != config.id)
+            .map(|&m| {
+                let peer = Peer {
+                    detector: Detector::new(t.suspect_ms, t.suspect_max_ms),
+                    state: NodeState::Recovering,
+                    load: 0.0,
+                    cost: 0.0,
+                    epoch: 0,
+                    coordinator: None,
+                    digest: String::new(),
+                    up_since: None,
+                    return_seen: false,
+                    digest_differs_since: None,
+                    last_sync_request: None,
+                };
+                (m, peer)
+            })
+            .collect();
+        let mut node = Node {
+            id: config.id,
+            members,
+            timing: t,
+            failures: config.failures,
+            rng: StdRng::seed_from_u64(
+                config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9),
+            ),
+            started_at: now,
+            state: NodeState::Recovering,
+            failed_until: 0,
+            epoch: 0,
+            coordinator: None,
+            voted: 0,
+            max_epoch_seen: 0,
+            round: None,
+            election_due: None,
+            failed_rounds: 0,
+            peers,
+            load: 0.0,
+            cost: 0.0,
+            dispatcher: Dispatcher::default(),
+            claims: Claims::default(),
+            outbox: BTreeMap::new(),
+            synced: false,
+            inherited: HashSet::new(),
+            inherited_order: VecDeque::new(),
+            replicated: ReplicatedState::default(),
+            digest: None,
+            recovery_heard: BTreeSet::new(),
+            recovering_since: now,
+            last_recovery_ms: None,
+            next_sync_request: now,
+            next_heartbeat: now,
+            next_victim_at: u64::MAX,
+            victim_seq: 0,
+            last_election_at: now,
+            last_return_reelection: None,
+            imbalance_since: None,
+            out: Vec::new(),
+        };
+        node.replicated
+            .counters
+            .insert(node.id, Counters::default());
+        node
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's state.
+    pub fn state(&self) -> NodeState {
+        self.state
+    }
+
+    /// This node's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The coordinator this node follows.
+    pub fn coordinator(&self) -> Option<NodeId> {
+        self.coordinator
+    }
+
+    /// Whether this node is the coordinator.
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator == Some(self.id) && self.state == NodeState::Active
+    }
+
+    /// The replicated state.
+    pub fn replicated(&self) -> &ReplicatedState {
+        &self.replicated
+    }
+
+    /// Sets the load this node reports and its cost per request per worker, in seconds (both
+    /// measured by the driver; see [`crate::cluster::dispatch`]).
+    pub fn set_load(&mut self, load: f64, cost: f64) {
+        let sane = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+        self.load = sane(load);
+        self.cost = sane(cost);
+    }
+
+    /// Switches the failure simulation on or off.
+    pub fn set_failures_enabled(&mut self, enabled: bool) {
+        self.failures.enabled = enabled;
+    }
+
+    /// The digest of the replicated state.
+    pub fn digest(&mut self) -> String {
+        if self.digest.is_none() {
+            self.digest = Some(self.replicated.digest());
+        }
+        self.digest.clone().unwrap_or_default()
+    }
+
+    fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    fn peer_alive(&self, id: NodeId, now: Millis) -> bool {
+        self.peers
+            .get(&id)
+            .is_some_and(|p| p.detector.is_alive(now))
+    }
+
+    /// A peer is up when it is alive and says it is Active.
+    fn peer_up(&self, id: NodeId, now: Millis) -> bool {
+        self.peers
+            .get(&id)
+            .is_some_and(|p| p.detector.is_alive(now) && p.state == NodeState::Active)
+    }
+
+    /// The peers this node hears from (its failure detector's view).
+    pub fn live_peers(&self, now: Millis) -> Vec<NodeId> {
+        self.peers
+            .keys()
+            .copied()
+            .filter(|&p| self.peer_alive(p, now))
+            .collect()
+    }
+
+    fn up_or_self(&self, id: NodeId, now: Millis) -> bool {
+        id == self.id || self.peer_up(id, now)
+    }
+
+    /// Peers heard from within `window` milliseconds.
+    fn heard_within(&self, now: Millis, window: u64) -> usize {
+        self.peers
+            .values()
+            .filter(|p| {
+                p.detector
+                    .last_heard()
+                    .is_some_and(|t| now.saturating_sub(t) <= window)
+            })
+            .count()
+    }
+
+    fn has_quorum(&self, now: Millis) -> bool {
+        1 + self
+            .peers
+            .keys()
+            .filter(|&&p| self.peer_alive(p, now))
+            .count()
+            >= self.majority()
+    }
+
+    fn changed(&mut self) {
+        self.digest = None;
+    }
+
+    fn bump_counters(&mut self, f: impl FnOnce(&mut Counters)) {
+        let entry = self.replicated.counters.entry(self.id).or_default();
+        f(entry);
+        self.changed();
+    }
+
+    // ----- input ---------------------------------------------------------------------------
+
+    /// Tells the core that the (latest) connection from `peer` closed: the peer is suspected
+    /// at once, and the votes for its claims are released ([`Node::release_votes`]).
+    pub fn peer_disconnected(&mut self, now: Millis, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.detector.disconnected();
+        }
+        self.release_votes(now, peer);
+    }
+
+    /// Handles one message from a peer.
+    pub fn step(&mut self, now: Millis, envelope: Envelope) -> Vec<Output> {
+        let from = envelope.from;
+        if self.state == NodeState::Failed || from == self.id || !self.peers.contains_key(&from) {
+            return Vec::new();
+        }
+        let epoch = envelope.epoch;
+        self.max_epoch_seen = self.max_epoch_seen.max(epoch);
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.detector.heard(now);
+        }
+        match envelope.message {
+            Message::Heartbeat(hb) => self.on_heartbeat(now, from, epoch, hb),
+            Message::Election => self.on_election(now, from, epoch),
+            Message::ElectionOk {
+                round,
+                granted,
+                load,
+            } => self.on_election_ok(now, from, round, granted, load),
+            Message::Coordinator { coordinator, loads } => {
+                self.on_coordinator(now, from, epoch, coordinator, loads)
+            }
+            Message::Fail(record) => self.on_fail(now, from, epoch, record),
+            Message::Assign(a) => self.on_assign(now, from, epoch, a),
+            Message::Claims(batch) => self.on_claims(now, from, batch),
+            Message::Decline { id } => self.on_decline(now, &id, from),
+            Message::Unassigned { ids } => self.on_unassigned(now, ids, from),
+            // Payload-carrying messages are the shell's business (it holds the payloads).
+            Message::Forward(_) | Message::Reply(_) => {}
+            Message::SyncRequest => self.on_sync_request(from),
+            Message::SyncResponse(snapshot) => self.on_sync_response(now, from, epoch, *snapshot),
+        }
+        self.take_output()
+    }
+
+    fn on_heartbeat(&mut self, now: Millis, from: NodeId, epoch: Epoch, hb: Heartbeat) {
+        if self.replicated.merge_counters(from, &hb.counters) {
+            self.changed();
+        }
+        let my_digest = self.digest();
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.state = hb.state;
+            p.load = hb.load;
+            p.cost = hb.cost;
+            p.epoch = epoch;
+            p.coordinator = hb.coordinator;
+            if hb.digest != my_digest && hb.state == NodeState::Active {
+                p.digest_differs_since.get_or_insert(now);
+            } else {
+                p.digest_differs_since = None;
+            }
+            p.digest = hb.digest;
+        }
+        if hb.state != NodeState::Active {
+            return;
+        }
+        if let Some(c) = hb.coordinator {
+            let newer = epoch > self.epoch;
+            let same_and_lost = epoch == self.epoch && self.coordinator.is_none();
+            if (newer || same_and_lost) && self.up_or_self(c, now) {
+                self.adopt(now, epoch, c);
+            }
+        }
+    }
+
+    // ----- time ----------------------------------------------------------------------------
+
+    /// Advances the core to `now`.
+    pub fn tick(&mut self, now: Millis) -> Vec<Output> {
+        if self.state == NodeState::Failed {
+            if now < self.failed_until {
+                return Vec::new();
+            }
+            for p in self.peers.values_mut() {
+                p.detector.reset();
+                p.up_since = None;
+            }
+            self.enter_recovering(now, "simulated failure over");
+        }
+        self.track_peers(now);
+        self.maintain_claims(now);
+        while let Some((at, _)) = self.inherited_order.front() {
+            if now.saturating_sub(*at) < RESEND_WINDOW_MS {
+                break;
+            }
+            if let Some((_, id)) = self.inherited_order.pop_front() {
+                self.inherited.remove(&id);
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.timing.heartbeat_ms;
+            let hb = Heartbeat {
+                state: self.state,
+                load: self.load,
+                cost: self.cost,
+                coordinator: self.coordinator,
+                digest: self.digest(),
+                counters: self.replicated.counters(self.id),
+            };
+            self.broadcast_at(self.epoch, Message::Heartbeat(hb));
+        }
+        match self.state {
+            NodeState::Recovering => self.drive_recovery(now),
+            NodeState::Active => self.drive_active(now),
+            NodeState::Failed => {}
+        }
+        self.flush()
+    }
+
+    fn track_peers(&mut self, now: Millis) {
+        for p in self.peers.values_mut() {
+            let up = p.detector.is_alive(now) && p.state == NodeState::Active;
+            match (up, p.up_since) {
+                (true, None) => {
+                    p.up_since = Some(now);
+                    p.return_seen = false;
+                }
+                (false, Some(_)) => p.up_since = None,
+                _ => {}
+            }
+        }
+    }
+
+    fn drive_active(&mut self, now: Millis) {
+        if !self.has_quorum(now) {
+            self.enter_recovering(now, "lost contact with the majority");
+            return;
+        }
+        match self.coordinator {
+            Some(c) if c == self.id => {
+                let lease = (self.timing.suspect_ms as f64 * LEASE_FRACTION) as u64;
+                if 1 + self.heard_within(now, lease) < self.majority() {
+                    self.lose_coordinator(
+                        "stepping down: no majority heard within the lease".into(),
+                    );
+                }
+            }
+            Some(c) if !self.peer_up(c, now) => {
+                self.lose_coordinator(format!("coordinator {c} suspected"));
+            }
+            _ => {}
+        }
+        if self.round.is_some() {
+            self.drive_round(now);
+        } else if self.coordinator.is_none() {
+            self.maybe_start_election(now);
+        }
+        if self.is_coordinator() {
+            self.assign_waiting(now);
+            if self.round.is_none() {
+                self.coordinator_duties(now);
+            }
+        } else if let Some(c) = self.coordinator.filter(|&c| self.peer_up(c, now)) {
+            let ids = self.dispatcher.due_reports(now);
+            if !ids.is_empty() {
+                self.send(c, Message::Unassigned { ids });
+            }
+        }
+        for id in self.dispatcher.due_declines(now) {
+            if self.is_coordinator() {
+                self.assign(now, &id, Some(self.id));
+            } else if let Some(c) = self.coordinator {
+                self.send(c, Message::Decline { id });
+            }
+        }
+        for id in self.dispatcher.expire(now) {
+            self.out.push(Output::Forget(id));
+        }
+        self.anti_entropy(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: NodeId) -> NodeConfig {
+        NodeConfig {
+            id,
+            members: vec![1, 2, 3],
+            timing: Timing::default(),
+            failures: FailureSim {
+                enabled: false,
+                ..FailureSim::default()
+            },
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn a_new_node_recovers_before_it_acts() {
+        let mut n = Node::new(config(1), 0);
+        let out = n.tick(0);
+        assert_eq!(n.state(), NodeState::Recovering);
+        let asks = out
+            .iter()
+            .filter(|o| matches!(o, Output::Send { envelope, .. } if envelope.message == Message::SyncRequest))
+            .count();
+        assert_eq!(asks, 2, "asks both peers for their state");
+    }
+
+    #[test]
+    fn a_single_node_cluster_elects_itself() {
+        let mut n = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        for t in 0..100 {
+            n.tick(t * 10);
+        }
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(n.coordinator(), Some(1));
+    }
+
+    fn from(peer: NodeId, message: Message) -> Envelope {
+        Envelope {
+            version: PROTOCOL_VERSION,
+            from: peer,
+            epoch: 0,
+            message,
+        }
+    }
+
+    /// Node 2's answer to a sync request: an Active node with this request log.
+    fn synced_from_2(replicated: ReplicatedState) -> Envelope {
+        let snapshot = Snapshot {
+            state: NodeState::Active,
+            coordinator: None,
+            members: vec![],
+            replicated,
+        };
+        from(2, Message::SyncResponse(Box::new(snapshot)))
+    }
+
+    /// A claim of request `a` from `peer`; returns the answers sent back.
+    fn claim_a(n: &mut Node, now: Millis, peer: NodeId) -> Vec<(RequestId, NodeId)> {
+        let batch = ClaimBatch {
+            claims: vec!["a".into()],
+            ..ClaimBatch::default()
+        };
+        n.step(now, from(peer, Message::Claims(batch)));
+        n.flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } if to == peer => match envelope.message {
+                    Message::Claims(b) => Some(b.acks),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn votes_go_to_the_first_claimant_once_caught_up_and_are_released_when_it_dies() {
+        let mut n = Node::new(config(1), 0);
+        n.tick(0);
+        assert!(
+            claim_a(&mut n, 10, 2).is_empty(),
+            "a new process does not vote before it has merged a majority's state"
+        );
+        n.step(20, synced_from_2(ReplicatedState::default()));
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(claim_a(&mut n, 30, 2), vec![("a".to_string(), 2)]);
+        assert_eq!(
+            claim_a(&mut n, 40, 3),
+            vec![("a".to_string(), 2)],
+            "the second claimant is told the first one's name"
+        );
+        n.peer_disconnected(50, 2);
+        assert_eq!(
+            claim_a(&mut n, 60, 3),
+            vec![("a".to_string(), 3)],
+            "node 2's connection closed without a commit: its vote is released"
+        );
+        // A commit answers for the vote from then on.
+        let commit = ClaimBatch {
+            served: vec![("a".into(), 3)],
+            ..ClaimBatch::default()
+        };
+        n.step(70, from(3, Message::Claims(commit)));
+        assert_eq!(n.replicated().served.get("a"), Some(&3));
+        assert_eq!(claim_a(&mut n, 80, 2), vec![("a".to_string(), 3)]);
+    }
+
+    #[test]
+    fn a_finished_job_is_replied_only_with_a_majority_and_dropped_when_another_wins() {
+        let mut n = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        n.tick(0);
+        assert_eq!(n.state(), NodeState::Active);
+        assert_eq!(n.job_finished(10, "x"), vec![Output::Reply("x".into())]);
+        assert_eq!(
+            n.job_finished(20, "x"),
+            vec![Output::Drop("x".into())],
+            "a second job for a committed request is never replied"
+        );
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(ReplicatedState::default()));
+        assert!(n.job_finished(10, "y").is_empty(), "waits for a majority");
+        let claims: Vec<NodeId> = n
+            .flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => match envelope.message {
+                    Message::Claims(b) if b.claims == vec!["y".to_string()] => Some(to),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(claims, vec![2, 3], "claimed from every peer");
+        let answer = |winner| ClaimBatch {
+            acks: vec![("y".into(), winner)],
+            ..ClaimBatch::default()
+        };
+        assert!(n.step(20, from(2, Message::Claims(answer(3)))).is_empty());
+        assert_eq!(
+            n.step(21, from(3, Message::Claims(answer(3)))),
+            vec![Output::Drop("y".into())],
+            "two of three name node 3"
+        );
+        assert!(n.job_finished(30, "z").is_empty());
+        assert_eq!(
+            n.step(31, from(3, Message::Claims(answer_z(1)))),
+            vec![Output::Reply("z".into())]
+        );
+        assert_eq!(n.replicated().served.get("z"), Some(&1));
+    }
+
+    #[test]
+    fn a_node_entering_a_simulated_failure_withdraws_its_open_claims() {
+        let caught_up = || synced_from_2(ReplicatedState::default());
+        // The victim drops its undecided result and says so in its last batch.
+        let mut victim = Node::new(config(1), 0);
+        victim.step(5, caught_up());
+        assert!(
+            victim.job_finished(10, "y").is_empty(),
+            "waits for a majority"
+        );
+        victim.flush();
+        let record = FailureRecord {
+            epoch: 0,
+            seq: 1,
+            victim: 1,
+            duration_ms: 5_000,
+        };
+        let out = victim.step(20, from(2, Message::Fail(record)));
+        assert_eq!(victim.state(), NodeState::Failed);
+        assert!(out.contains(&Output::Drop("y".into())), "{out:?}");
+        let last: Vec<(NodeId, Vec<RequestId>)> = victim
+            .flush()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => match envelope.message {
+                    Message::Claims(b) => Some((to, b.withdrawn)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(last, vec![(2, vec!["y".into()]), (3, vec!["y".into()])]);
+
+        // A peer forgets its vote for the claimant that withdrew, and only for that one.
+        let mut peer = Node::new(config(1), 0);
+        peer.step(5, caught_up());
+        assert_eq!(claim_a(&mut peer, 10, 2), vec![("a".to_string(), 2)]);
+        let withdraw = || {
+            Message::Claims(ClaimBatch {
+                withdrawn: vec!["a".into()],
+                ..ClaimBatch::default()
+            })
+        };
+        peer.step(20, from(3, withdraw()));
+        assert_eq!(
+            claim_a(&mut peer, 30, 3),
+            vec![("a".to_string(), 2)],
+            "node 3 cannot withdraw node 2's claim"
+        );
+        peer.step(40, from(2, withdraw()));
+        assert_eq!(claim_a(&mut peer, 50, 3), vec![("a".to_string(), 3)]);
+    }
+
+    #[test]
+    fn a_restarted_node_answers_a_resent_request_its_previous_run_won_once() {
+        let mut previous = ReplicatedState::default();
+        previous.record_served("a", 1);
+        previous.record_served("b", 2);
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(previous));
+        assert!(!n.take_unanswered_commit("b"), "another node's commit");
+        assert!(n.take_unanswered_commit("a"));
+        assert!(!n.take_unanswered_commit("a"), "once");
+        // Its own commits in this run are never served again.
+        let mut single = Node::new(
+            NodeConfig {
+                members: vec![1],
+                ..config(1)
+            },
+            0,
+        );
+        single.tick(0);
+        assert_eq!(
+            single.job_finished(10, "c"),
+            vec![Output::Reply("c".into())]
+        );
+        assert!(!single.take_unanswered_commit("c"));
+        // And what it learned is forgotten after the window.
+        let mut m = Node::new(config(1), 0);
+        let mut log = ReplicatedState::default();
+        log.record_served("d", 1);
+        m.step(5, synced_from_2(log));
+        m.tick(5 + RESEND_WINDOW_MS);
+        assert!(!m.take_unanswered_commit("d"));
+    }
+
+    fn answer_z(winner: NodeId) -> ClaimBatch {
+        ClaimBatch {
+            acks: vec![("z".into(), winner)],
+            ..ClaimBatch::default()
+        }
+    }
+
+    #[test]
+    fn loads_are_compared_as_printed() {
+        assert_eq!(rounded(0.504), 0.5);
+        assert_eq!(rounded(0.506), 0.51);
+    }
+}

@@ -1,0 +1,161 @@
+//! Recovery: a node that was silent catches up with a majority before it acts, and
+//! anti-entropy repairs any gap later.
+//!
+//! A Recovering node asks every peer for its `Snapshot` (every [`SYNC_RETRY_MS`]) and becomes
+//! Active once it has merged the state of a majority, itself included. An Active node whose
+//! digest has differed from a peer's for [`ANTI_ENTROPY_MS`] asks that peer for its state.
+
+use super::*;
+
+/// How often a recovering node asks its peers for their state.
+pub const SYNC_RETRY_MS: u64 = 200;
+/// Digests must differ this long before a node asks a peer for its state.
+pub const ANTI_ENTROPY_MS: u64 = 1_000;
+
+impl Node {
+    pub(super) fn enter_recovering(&mut self, now: Millis, reason: &str) {
+        self.lose_coordinator(reason.to_string());
+        self.state = NodeState::Recovering;
+        self.round = None;
+        self.election_due = None;
+        self.recovery_heard.clear();
+        self.recovering_since = now;
+        self.next_sync_request = now;
+        self.emit(Event::StateChanged {
+            to: NodeState::Recovering,
+            reason: reason.to_string(),
+        });
+    }
+
+    pub(super) fn enter_active(&mut self, now: Millis) {
+        self.state = NodeState::Active;
+        self.synced = true;
+        self.last_recovery_ms = Some(now.saturating_sub(self.recovering_since));
+        self.bump_counters(|c| c.recoveries += 1);
+        let reason = format!(
+            "state merged from {} of {} nodes",
+            self.recovery_heard.len() + 1,
+            self.members.len()
+        );
+        self.emit(Event::StateChanged {
+            to: NodeState::Active,
+            reason,
+        });
+        for p in self.peers.values_mut() {
+            p.return_seen = true;
+        }
+        self.last_election_at = now;
+    }
+
+    pub(super) fn snapshot(&self, now: Millis) -> Snapshot {
+        let mut members = vec![(self.id, self.state)];
+        for (&id, p) in &self.peers {
+            members.push((
+                id,
+                if p.detector.is_alive(now) {
+                    p.state
+                } else {
+                    NodeState::Failed
+                },
+            ));
+        }
+        Snapshot {
+            state: self.state,
+            coordinator: self.coordinator,
+            members,
+            replicated: self.replicated.clone(),
+        }
+    }
+
+    pub(super) fn on_sync_request(&mut self, from: NodeId) {
+        // The snapshot's member view does not depend on timing precision; use the last tick.
+        let now = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.detector.last_heard())
+            .unwrap_or(0);
+        let snapshot = self.snapshot(now);
+        self.send(from, Message::SyncResponse(Box::new(snapshot)));
+    }
+
+    pub(super) fn on_sync_response(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        epoch: Epoch,
+        snapshot: Snapshot,
+    ) {
+        let me = self.id;
+        let mut mine = Vec::new();
+        let merged = self
+            .replicated
+            .merge_with(&snapshot.replicated, |id, server| {
+                if server == me {
+                    mine.push(id.to_string());
+                }
+            });
+        for id in mine {
+            self.inherit(now, id);
+        }
+        if merged {
+            self.changed();
+            self.settle_open_claims();
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.digest_differs_since = None;
+            p.state = snapshot.state;
+        }
+        if let Some(c) = snapshot.coordinator {
+            if snapshot.state == NodeState::Active
+                && (epoch > self.epoch || (epoch == self.epoch && self.coordinator.is_none()))
+            {
+                self.adopt(now, epoch, c);
+            }
+        }
+        if self.state == NodeState::Recovering {
+            self.recovery_heard.insert(from);
+            if self.recovery_heard.len() + 1 >= self.majority() {
+                self.enter_active(now);
+            }
+        }
+    }
+
+    pub(super) fn drive_recovery(&mut self, now: Millis) {
+        if self.majority() == 1 {
+            self.enter_active(now);
+            return;
+        }
+        if now >= self.next_sync_request {
+            self.next_sync_request = now + SYNC_RETRY_MS;
+            let missing: Vec<NodeId> = self
+                .peers
+                .keys()
+                .copied()
+                .filter(|p| !self.recovery_heard.contains(p))
+                .collect();
+            for p in missing {
+                self.send(p, Message::SyncRequest);
+            }
+        }
+    }
+
+    pub(super) fn anti_entropy(&mut self, now: Millis) {
+        let due: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.digest_differs_since
+                    .is_some_and(|t| now >= t + ANTI_ENTROPY_MS)
+                    && p.last_sync_request
+                        .is_none_or(|t| now >= t + ANTI_ENTROPY_MS)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.last_sync_request = Some(now);
+            }
+            self.send(id, Message::SyncRequest);
+        }
+    }
+}

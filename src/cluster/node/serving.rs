@@ -1,0 +1,335 @@
+//! Serving: assignment, claim, reply.
+//!
+//! See [`crate::cluster::dispatch`]. The coordinator assigns each request to one server
+//! ([`Output::Serve`]). When the job is done the driver keeps the result and calls
+//! [`Node::job_finished`]; the core claims the request from every peer and answers with
+//! [`Output::Reply`] once a majority (this node included) holds it as the winner, or
+//! [`Output::Drop`] once it cannot win (or the request log names another server). Claims,
+//! answers and commits are gathered per peer and leave on [`Node::flush`] (and every tick).
+
+use super::*;
+
+/// How long a restarted node remembers the commits of its previous run (see
+/// [`Node::take_unanswered_commit`]); longer than clients wait for a reply.
+pub const RESEND_WINDOW_MS: u64 = 60_000;
+
+impl Node {
+    /// Tells the core that a connection from `peer` closed (any, not only the latest): every
+    /// uncommitted vote for `peer` is forgotten, so that a request it claimed and did not
+    /// commit can be won by another server. The driver must have handed the core everything
+    /// that connection carried first (it did: one reader per connection, in order), and must
+    /// write a commit to every peer before the reply it allows (see [`Output::Reply`]).
+    ///
+    /// A coordinator then assigns those requests again unless they are assigned to `peer`
+    /// (which `assign_waiting` does): their server may have lost its claim to these votes,
+    /// dropped its result, and be waiting for nothing.
+    pub fn release_votes(&mut self, now: Millis, peer: NodeId) {
+        if peer == self.id {
+            return;
+        }
+        let released = self.claims.release(peer);
+        if !self.is_coordinator() {
+            return;
+        }
+        for id in released {
+            let stranded = self
+                .dispatcher
+                .assignment(&id)
+                .is_some_and(|a| a.server != peer);
+            if stranded && !self.already_served(&id) {
+                self.assign(now, &id, None);
+            }
+        }
+    }
+
+    /// Whether the request log says `id` was served.
+    pub fn already_served(&self, id: &str) -> bool {
+        self.replicated.served.contains_key(id)
+    }
+
+    /// Whether this node can take part in serving requests now: Active, with a coordinator.
+    pub fn accepting(&self) -> bool {
+        self.state == NodeState::Active && self.coordinator.is_some()
+    }
+
+    /// A client's request reached this node; the driver holds its payload until it is told
+    /// to serve ([`Output::Serve`]) or to forget it ([`Output::Forget`]).
+    pub fn request_arrived(&mut self, now: Millis, id: &str) -> Vec<Output> {
+        if self.state == NodeState::Failed || self.already_served(id) {
+            return vec![Output::Forget(id.to_string())];
+        }
+        if !self.dispatcher.arrived(now, id) {
+            return Vec::new();
+        }
+        if let Some(a) = self.dispatcher.assignment(id) {
+            // The assignment came before the payload did.
+            self.on_assign(now, a.server, self.epoch, a);
+        } else if self.is_coordinator() {
+            self.assign(now, id, None);
+        }
+        self.take_output()
+    }
+
+    /// The driver's job for request `id` finished and it keeps the result: the core claims
+    /// the request, and later says [`Output::Reply`] or [`Output::Drop`] for it (exactly one of
+    /// them, unless the driver is told the same in this call's output).
+    pub fn job_finished(&mut self, now: Millis, id: &str) -> Vec<Output> {
+        if self.state == NodeState::Failed {
+            return vec![Output::Drop(id.to_string())];
+        }
+        self.bump_counters(|c| c.served += 1);
+        if self.replicated.served.contains_key(id) {
+            // Committed already (by another node, or by this one for an earlier job).
+            self.out.push(Output::Drop(id.to_string()));
+            return self.take_output();
+        }
+        let own = self.synced.then(|| self.claims.vote(now, id, self.id));
+        let members = self.members.len();
+        let (new, verdict) = self.claims.open_claim(now, id, self.id, own, members);
+        if new {
+            for p in self.peer_ids() {
+                self.outbox
+                    .entry(p)
+                    .or_default()
+                    .claims
+                    .push(id.to_string());
+            }
+        }
+        if let Some(verdict) = verdict {
+            self.decide_claim(id, verdict);
+        }
+        self.take_output()
+    }
+
+    /// The nodes that may serve: this one and every up peer, with their costs.
+    pub(super) fn candidates(&self, now: Millis) -> Vec<Candidate> {
+        let mut candidates = vec![Candidate {
+            id: self.id,
+            cost: self.cost,
+        }];
+        for (&id, p) in &self.peers {
+            if self.peer_up(id, now) {
+                candidates.push(Candidate { id, cost: p.cost });
+            }
+        }
+        candidates
+    }
+
+    /// The coordinator's load-balancing decision for one request.
+    pub(super) fn assign(&mut self, now: Millis, id: &str, exclude: Option<NodeId>) {
+        let candidates = self.candidates(now);
+        let loads: Vec<(NodeId, f64)> = candidates
+            .iter()
+            .map(|c| (c.id, self.dispatcher.score(c)))
+            .collect();
+        let Some(assignment) = self.dispatcher.assign(now, id, &candidates, exclude) else {
+            return;
+        };
+        self.bump_counters(|c| c.lb_decisions += 1);
+        self.emit(Event::Dispatched {
+            assignment: assignment.clone(),
+            loads,
+        });
+        self.broadcast_at(self.epoch, Message::Assign(assignment.clone()));
+        if assignment.server == self.id
+            && self.dispatcher.assigned(now, self.id, &assignment) == Serve::Yes
+        {
+            self.out.push(Output::Serve(id.to_string()));
+        }
+    }
+
+    /// Assigns what nobody serves: new requests, and those of servers that are gone.
+    pub(super) fn assign_waiting(&mut self, now: Millis) {
+        let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
+        for id in self.dispatcher.needing_assignment(&live) {
+            if self.already_served(&id) {
+                self.dispatcher.served(&id);
+                self.out.push(Output::Forget(id));
+            } else {
+                self.assign(now, &id, None);
+            }
+        }
+    }
+
+    pub(super) fn on_assign(&mut self, now: Millis, from: NodeId, epoch: Epoch, a: Assignment) {
+        if epoch < self.epoch {
+            self.emit(Event::StaleIgnored {
+                from,
+                epoch,
+                kind: "Assign",
+            });
+            return;
+        }
+        if self.already_served(&a.id) {
+            return;
+        }
+        // Cannot (the payload has not come yet) waits; `due_declines` gives up on it later.
+        if self.dispatcher.assigned(now, self.id, &a) == Serve::Yes {
+            self.out.push(Output::Serve(a.id));
+        }
+    }
+
+    /// A commit: `server` won `id` (a majority held it) and replied.
+    pub(super) fn on_served(&mut self, now: Millis, id: &str, server: NodeId) {
+        if self.replicated.record_served(id, server) {
+            self.changed();
+            if server == self.id {
+                self.inherit(now, id.to_string());
+            }
+        }
+        self.claims.forget_vote(id);
+        if self.dispatcher.served(id) {
+            self.out.push(Output::Forget(id.to_string()));
+        }
+        if self.claims.close(id) {
+            // Someone else's commit decided this node's open claim.
+            self.out.push(Output::Drop(id.to_string()));
+        }
+    }
+
+    pub(super) fn on_claims(&mut self, now: Millis, from: NodeId, batch: ClaimBatch) {
+        for (id, server) in batch.served {
+            self.on_served(now, &id, server);
+        }
+        for id in batch.withdrawn {
+            self.claims.withdraw(&id, from);
+        }
+        for id in batch.claims {
+            let winner = match self.replicated.served.get(&id) {
+                Some(&server) => server,
+                None if self.synced => self.claims.vote(now, &id, from),
+                // Restarted and not caught up: votes given before are lost, so give none yet
+                // (the claimant asks again).
+                None => continue,
+            };
+            self.outbox.entry(from).or_default().acks.push((id, winner));
+        }
+        let members = self.members.len();
+        for (id, winner) in batch.acks {
+            if let Some(verdict) = self.claims.answer(&id, from, winner == self.id, members) {
+                self.decide_claim(&id, verdict);
+            }
+        }
+    }
+
+    /// Applies the verdict on this node's claim of `id`.
+    pub(super) fn decide_claim(&mut self, id: &str, verdict: Verdict) {
+        if !self.claims.close(id) {
+            return;
+        }
+        match verdict {
+            Verdict::Won => {
+                if self.replicated.record_served(id, self.id) {
+                    self.changed();
+                }
+                self.claims.forget_vote(id);
+                self.dispatcher.served(id);
+                self.out.push(Output::Reply(id.to_string()));
+                let me = self.id;
+                for p in self.peer_ids() {
+                    self.outbox
+                        .entry(p)
+                        .or_default()
+                        .served
+                        .push((id.to_string(), me));
+                }
+            }
+            Verdict::Lost => {
+                self.dispatcher.lost(id);
+                self.out.push(Output::Drop(id.to_string()));
+            }
+        }
+    }
+
+    /// Remembers a commit of a previous run of this node.
+    pub(super) fn inherit(&mut self, now: Millis, id: RequestId) {
+        if self.inherited.insert(id.clone()) {
+            self.inherited_order.push_back((now, id));
+        }
+    }
+
+    /// Whether this node should answer request `id`, which a client sent it **again** over a
+    /// new connection, by serving it once more without a claim: true (once) when the request
+    /// log says this node won it but the commit was made by a previous run of this node, which
+    /// died between its commit and its reply. Sound because a client re-sends only the
+    /// requests it still waits for, and the winner's reply travels only on the winner's own
+    /// connection to that client, which the client has read to its end before reconnecting:
+    /// the dead run's reply never arrived, and no other node may reply. The log already names
+    /// this node, so it stays true.
+    pub fn take_unanswered_commit(&mut self, id: &str) -> bool {
+        self.inherited.remove(id) && self.replicated.served.get(id) == Some(&self.id)
+    }
+
+    /// Drops the open claims that the request log (just merged) decided for another node.
+    pub(super) fn settle_open_claims(&mut self) {
+        if self.claims.open() == 0 {
+            return;
+        }
+        for id in self.claims.open_ids() {
+            if self.replicated.served.contains_key(&id) {
+                self.claims.close(&id);
+                self.claims.forget_vote(&id);
+                self.out.push(Output::Drop(id));
+            }
+        }
+    }
+
+    /// Sends claims that have waited too long again, and gives up those beyond the limits.
+    pub(super) fn maintain_claims(&mut self, now: Millis) {
+        let due = self.claims.due(now);
+        if !due.resend.is_empty() {
+            let peers = self.peer_ids();
+            for id in due.resend {
+                for p in self.claims.unanswered(&id, &peers) {
+                    self.outbox.entry(p).or_default().claims.push(id.clone());
+                }
+            }
+        }
+        let given_up = due
+            .expired
+            .into_iter()
+            .map(|id| (id, "no majority answered its claim in time"))
+            .chain(due.evicted.into_iter().map(|id| {
+                (
+                    id,
+                    "too many results wait for a majority; dropped the oldest",
+                )
+            }));
+        for (id, reason) in given_up.collect::<Vec<_>>() {
+            self.out.push(Output::Drop(id.clone()));
+            self.emit(Event::ResultDropped {
+                id,
+                reason: reason.to_string(),
+            });
+        }
+        self.claims.sweep(now);
+    }
+
+    pub(super) fn on_decline(&mut self, now: Millis, id: &str, from: NodeId) {
+        if self.is_coordinator() && !self.already_served(id) {
+            self.assign(now, id, Some(from));
+        }
+    }
+
+    pub(super) fn on_unassigned(&mut self, now: Millis, ids: Vec<RequestId>, from: NodeId) {
+        if !self.is_coordinator() {
+            return;
+        }
+        let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
+        for id in ids {
+            if let Some(&server) = self.replicated.served.get(&id) {
+                self.outbox
+                    .entry(from)
+                    .or_default()
+                    .served
+                    .push((id, server));
+                continue;
+            }
+            match self.dispatcher.assignment(&id) {
+                // The reporter missed the assignment: tell it again.
+                Some(a) if live.contains(&a.server) => self.send(from, Message::Assign(a)),
+                _ => self.assign(now, &id, None),
+            }
+        }
+    }
+}

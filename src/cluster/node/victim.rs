@@ -1,0 +1,99 @@
+//! The failure simulation: the coordinator elects a victim, which fails for a while.
+//!
+//! The coordinator elects a victim every period, when every node has been up for a while, and
+//! announces it with `Fail`; the record joins the replicated state. Only the coordinator picks,
+//! and only when all are up, so never two victims at once.
+
+use super::*;
+
+/// Every node must have been up this long before a victim is elected.
+pub const VICTIM_SETTLE_MS: u64 = 2_000;
+/// The shortest simulated failure.
+pub const MIN_FAILURE_MS: u64 = 1_000;
+
+impl Node {
+    pub(super) fn enter_failed(&mut self, now: Millis, duration_ms: u64) {
+        self.coordinator = None;
+        self.round = None;
+        self.election_due = None;
+        self.state = NodeState::Failed;
+        self.failed_until = now.saturating_add(duration_ms);
+        for id in self.dispatcher.clear() {
+            self.out.push(Output::Forget(id));
+        }
+        // It goes silent after one last batch: the commits of claims it has won (their replies
+        // may already be on their way) and the withdrawal of its undecided claims, whose
+        // results it drops, so that the peers' votes for it go and a survivor can win them
+        // (otherwise those requests would wait for its return).
+        let withdrawn = self.claims.open_ids();
+        for id in &withdrawn {
+            self.claims.close(id);
+            self.out.push(Output::Drop(id.clone()));
+        }
+        for p in self.peer_ids() {
+            let batch = self.outbox.entry(p).or_default();
+            batch.claims.clear();
+            batch.acks.clear();
+            batch.withdrawn.extend(withdrawn.iter().cloned());
+        }
+        self.bump_counters(|c| c.failures += 1);
+        let reason = format!("for {:.1} s", duration_ms as f64 / 1000.0);
+        self.emit(Event::StateChanged {
+            to: NodeState::Failed,
+            reason,
+        });
+    }
+
+    pub(super) fn on_fail(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        epoch: Epoch,
+        record: FailureRecord,
+    ) {
+        if epoch < self.epoch {
+            self.emit(Event::StaleIgnored {
+                from,
+                epoch,
+                kind: "Fail",
+            });
+            return;
+        }
+        if self.replicated.record_failure(record) {
+            self.changed();
+        }
+        if record.victim == self.id {
+            self.enter_failed(now, record.duration_ms);
+        }
+    }
+
+    pub(super) fn maybe_elect_victim(&mut self, now: Millis) {
+        if !self.failures.enabled || now < self.next_victim_at {
+            return;
+        }
+        let settled = self.peers.values().all(|p| {
+            p.state == NodeState::Active && p.up_since.is_some_and(|t| now >= t + VICTIM_SETTLE_MS)
+        });
+        if !settled {
+            return;
+        }
+        let victim = self.members[self.rng.gen_range(0..self.members.len())];
+        let max_ms = (self.failures.max().as_millis() as u64).max(MIN_FAILURE_MS);
+        let duration_ms = self.rng.gen_range(MIN_FAILURE_MS..=max_ms);
+        self.victim_seq += 1;
+        let record = FailureRecord {
+            epoch: self.epoch,
+            seq: self.victim_seq,
+            victim,
+            duration_ms,
+        };
+        self.replicated.record_failure(record);
+        self.changed();
+        self.next_victim_at = now + self.failures.period().as_millis() as u64;
+        self.emit(Event::VictimElected(record));
+        self.broadcast_at(self.epoch, Message::Fail(record));
+        if victim == self.id {
+            self.enter_failed(now, duration_ms);
+        }
+    }
+}
