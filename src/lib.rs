@@ -49,6 +49,7 @@
 //! - [`desk`]: a node's share, grant and view (the only place a sealed file is opened for a user).
 //! - [`peer`]: a user's peer process: registration, lease, sharing, P2P messages, its HTTP
 //!   port, the `peer` CLI.
+//! - [`web`]: the user's gallery and the node's live dashboard (embedded HTML, CSS, JS).
 
 pub mod chaos;
 pub mod cli;
@@ -80,6 +81,7 @@ pub mod state;
 pub mod stego;
 pub mod store;
 pub mod stress;
+pub mod web;
 
 pub use error::{Error, Result};
 
