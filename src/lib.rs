@@ -35,6 +35,7 @@
 //! - [`desk`]: a node's share, grant and view (the only place a sealed file is opened for a user).
 //! - [`peer`]: a user's peer process: registration, lease, sharing, P2P messages, its HTTP
 //!   port, the `peer` CLI.
+//! - [`web`]: the user's gallery and the node's live dashboard (embedded HTML, CSS, JS).
 
 pub mod bench;
 pub mod cli;
@@ -49,6 +50,7 @@ pub mod node;
 pub mod peer;
 pub mod sharing;
 pub mod store;
+pub mod web;
 pub mod wire;
 
 pub use error::{Error, Result};

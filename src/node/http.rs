@@ -1,5 +1,5 @@
-//! Each node's HTTP API (axum): `POST /encrypt`, `GET /status` (JSON) and `GET /metrics`
-//! (Prometheus text).
+//! Each node's HTTP API (axum): `POST /encrypt`, `GET /status` (JSON), `GET /metrics`
+//! (Prometheus text), `GET /cluster` (every node's status, for the dashboard at `/`).
 //!
 //! `/status` and `/metrics` read the latest [`NodeStatus`] that the node loop publishes every
 //! tick, so they never wait for the protocol core; `/status` answers even while the node is in
@@ -57,6 +57,10 @@ pub(crate) struct Api {
     pub store: Store,
     /// The sharing desk (share, grant, view).
     pub desk: Desk,
+    /// Every node of the configuration (for `/cluster`).
+    pub nodes: Vec<crate::config::NodeAddr>,
+    /// Asks the other nodes for their `/status` (for `/cluster`).
+    pub client: reqwest::Client,
 }
 
 /// Serves the API on `listener` until the task is dropped.
@@ -64,6 +68,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route("/status", get(get_status))
+        .route("/cluster", get(get_cluster))
         .route("/metrics", get(get_metrics))
         .route("/encrypt", post(post_encrypt))
         .route("/directory", get(get_directory))
@@ -77,6 +82,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
                 .route("/view", post(post_view)),
             MAX_SHARING_BYTES,
         ))
+        .merge(crate::web::dashboard::routes())
         .with_state((api, counter));
     axum::serve(listener, app).await?;
     Ok(())
@@ -85,13 +91,25 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
 type AppState = (Api, Arc<AtomicU64>);
 
 async fn get_status(State((api, _)): State<AppState>) -> Response {
+    Json(status_json(&api)).into_response()
+}
+
+/// This node's status as `/status` answers it: the node's, with the store's under `store`.
+fn status_json(api: &Api) -> serde_json::Value {
     let status = api.status.borrow().clone();
     let mut json = serde_json::to_value(status).unwrap_or_default();
     if let Some(map) = json.as_object_mut() {
         let store = serde_json::to_value(api.store.status()).unwrap_or_default();
         map.insert("store".into(), store);
     }
-    Json(json).into_response()
+    json
+}
+
+/// `GET /cluster`: every node's `/status` as this node gets them (the dashboard's one source).
+async fn get_cluster(State((api, _)): State<AppState>) -> Response {
+    let own = status_json(&api);
+    Json(crate::web::dashboard::gather(&api.client, &api.nodes, api.node, own).await)
+        .into_response()
 }
 
 /// The status code and JSON error for a store failure.

@@ -256,6 +256,8 @@ pub async fn run(
                 store.clone(),
                 SealKey::from_secret(config.secret.as_bytes()),
             ),
+            nodes: config.nodes.clone(),
+            client: reqwest::Client::new(),
         },
     ));
 

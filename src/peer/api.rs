@@ -1,5 +1,10 @@
-//! The peer's HTTP port: the user's local API (what the `peer` subcommands call) behind the
-//! login token, and the page at `/`.
+//! The peer's HTTP port: the user's local API (what the `peer` subcommands and the gallery
+//! call) behind the login token, and the gallery at `/` ([`crate::web::gallery`]).
+//!
+//! The gallery's extra routes are API routes like the others: `GET /api/events` (server-sent
+//! events: `library` on every library save, `tick` every [`TICK`] for the online list),
+//! `GET /api/file?kind=...` (an image from the folder by kind and id, never by path) and
+//! `POST /api/upload?name=NAME` (a photo's bytes, shared as `POST /api/share` shares a path).
 //!
 //! Every `/api/...` route needs the token, as `Authorization: Bearer TOKEN` or `?token=TOKEN`;
 //! without it the answer is 401 and nothing private. `POST /p2p` is for other peers: each
@@ -10,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use std::path::PathBuf;
 
 use axum::routing::{get, post};
@@ -56,7 +61,6 @@ struct TokenQuery {
 /// Serves the port until the task is dropped.
 pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Result<()> {
     let app = Router::new()
-        .route("/", get(page))
         .route("/api/whoami", get(whoami))
         .route("/api/online", get(online))
         .route("/api/share", post(share))
@@ -71,7 +75,11 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/api/quota", post(quota))
         .route("/api/revoke", post(revoke))
         .route("/api/rebuild", post(rebuild))
-        .route("/p2p", post(p2p));
+        .route("/api/events", get(events))
+        .route("/api/file", get(file))
+        .route("/api/upload", post(upload))
+        .route("/p2p", post(p2p))
+        .merge(crate::web::gallery::routes());
     let app = crate::node::http::limit_bodies(app, MAX_MESSAGE_BYTES).with_state(peer);
     axum::serve(listener, app).await?;
     Ok(())
@@ -320,11 +328,125 @@ async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Respons
     }
 }
 
-async fn page(State(peer): State<Arc<Peer>>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{user}'s peer</title></head>\
-         <body><h1>{user}'s peer</h1><p>This peer is registered with the cloud. Its API is under \
-         <code>/api/</code> (login token required).</p></body></html>",
-        user = peer.user
-    ))
+/// How often `/api/events` sends a `tick` (the page re-reads who is online).
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /api/events`: `library` each time the library is saved, `tick` every [`TICK`].
+async fn events(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let changes = peer.library.changes();
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures::stream::unfold((changes, every), |(mut changes, mut every)| async {
+        let event = tokio::select! {
+            changed = changes.changed() => match changed {
+                Ok(()) => Event::default().event("library").data(changes.borrow_and_update().to_string()),
+                Err(_) => return None,
+            },
+            _ = every.tick() => Event::default().event("tick").data(""),
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), (changes, every)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct FileArgs {
+    /// `preview` (an own image's, by `id`), `peer-preview` (a file that `previews` saved from
+    /// `owner`) or `view` (a file that `view` wrote).
+    kind: String,
+    id: Option<String>,
+    owner: Option<String>,
+    file: Option<String>,
+}
+
+/// `GET /api/file`: an image from the folder, named by kind and id or file name (a plain
+/// name inside the folder that kind means, never a path).
+async fn file(
+    State(peer): State<Arc<Peer>>,
+    _: LoggedIn,
+    Query(args): Query<FileArgs>,
+) -> Response {
+    let lib = &peer.library;
+    let plain = |name: &Option<String>, what: &str| match name {
+        Some(n) if !n.is_empty() && super::library::file_safe(n) == *n => Ok(n.clone()),
+        _ => Err(format!("give {what} as a plain file name")),
+    };
+    let path = match args.kind.as_str() {
+        "preview" => {
+            let id = args.id.unwrap_or_default();
+            match lib.records().own.iter().any(|o| o.id == id) {
+                true => Ok(lib.preview_file(&id)),
+                false => Err(format!("no own image {id:?}")),
+            }
+        }
+        "peer-preview" => plain(&args.owner, "owner").and_then(|owner| {
+            plain(&args.file, "file").map(|f| lib.root().join("previews").join(owner).join(f))
+        }),
+        "view" => plain(&args.file, "file").map(|f| lib.root().join("views").join(f)),
+        other => Err(format!(
+            "unknown kind {other:?} (expected preview, peer-preview or view)"
+        )),
+    };
+    let path = match path {
+        Ok(path) => path,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(_) => return error(StatusCode::NOT_FOUND, "no such file in the folder"),
+    };
+    let kind = match crate::codec::stego::image_extension(&bytes) {
+        Some("jpg") => "image/jpeg".to_string(),
+        Some(ext) => format!("image/{ext}"),
+        None => "application/octet-stream".to_string(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct UploadArgs {
+    name: Option<String>,
+}
+
+/// `POST /api/upload?name=NAME`: the photo's bytes as the body; shared like `POST /api/share`.
+async fn upload(
+    State(peer): State<Arc<Peer>>,
+    _: LoggedIn,
+    Query(args): Query<UploadArgs>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    if bytes.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be the photo's bytes",
+        );
+    }
+    let dir = peer.library.root().join("uploads");
+    let path = dir.join(format!("{}.upload", hex::encode(rand::random::<[u8; 8]>())));
+    let written = tokio::fs::create_dir_all(&dir)
+        .await
+        .and(tokio::fs::write(&path, &bytes).await);
+    if let Err(e) = written {
+        return error_of(e.into());
+    }
+    let name = args.name.filter(|n| !n.trim().is_empty());
+    let shared = peer
+        .share(ShareArgs {
+            path: path.clone(),
+            name: Some(name.unwrap_or_else(|| "photo".into())),
+            cover: None,
+        })
+        .await;
+    let _ = tokio::fs::remove_file(&path).await;
+    json(shared)
 }

@@ -73,6 +73,8 @@ pub enum Approve {
 pub enum PeerCommand {
     /// Who is registered with the cloud: online or not, where, what they share.
     Online,
+    /// The running peer's gallery URL (with its login token), as the peer printed it.
+    Gallery,
     /// Encrypt PHOTO through the cloud with you as owner and share it (a preview goes in the
     /// directory; the original and the encrypted image stay in your folder).
     Share {
@@ -257,6 +259,14 @@ async fn subcommand(args: &PeerArgs, command: &PeerCommand) -> Result<()> {
     let running = &running;
     let json = args.json;
     match command {
+        PeerCommand::Gallery => {
+            // Asking the peer proves that the URL in the folder is the running peer's.
+            let _: serde_json::Value = super::local_get(running, "/api/whoami").await?;
+            let url = running.gallery_url();
+            show(json, &serde_json::json!({ "url": url }), || {
+                println!("{url}")
+            });
+        }
         PeerCommand::Online => {
             let entries: Vec<OnlineEntry> = super::local_get(running, "/api/online").await?;
             show(json, &entries, || print_online(&entries));

@@ -1,0 +1,108 @@
+//! The dashboard's page: `/` on each node's HTTP port, with its script and style, and the
+//! `/cluster` aggregate it polls: this node's status beside every other node's, fetched here
+//! over HTTP with a short timeout, so the page talks to one origin only.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{asset, web_css};
+use crate::config::NodeAddr;
+use crate::ids::NodeId;
+
+const HTML: &str = include_str!("assets/dashboard.html");
+const JS: &str = include_str!("assets/dashboard.js");
+
+/// How long `/cluster` waits for another node's `/status`.
+pub const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The page's routes (`/`, `/dashboard.js`, `/web.css`), for the node's router.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", HTML) }),
+        )
+        .route(
+            "/dashboard.js",
+            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+        )
+        .route("/web.css", get(web_css))
+}
+
+/// One node as `/cluster` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeReport {
+    /// The node.
+    pub id: NodeId,
+    /// Its HTTP address.
+    pub http: String,
+    /// Its `/status`, when it answered in time.
+    pub status: Option<Value>,
+    /// Why there is no status.
+    pub error: Option<String>,
+}
+
+/// `GET /cluster`'s answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterReport {
+    /// The node that answered.
+    pub from: NodeId,
+    /// Every node of the configuration, in id order.
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Every node's status: `own` for node `me`, the others asked over HTTP at once (each within
+/// [`PEER_STATUS_TIMEOUT`]).
+pub async fn gather(
+    client: &reqwest::Client,
+    nodes: &[NodeAddr],
+    me: NodeId,
+    own: Value,
+) -> ClusterReport {
+    let asks = nodes.iter().map(|node| {
+        let own = (node.id == me).then(|| own.clone());
+        async move {
+            let (status, error) = match own {
+                Some(own) => (Some(own), None),
+                None => match ask(client, node).await {
+                    Ok(status) => (Some(status), None),
+                    Err(why) => (None, Some(why)),
+                },
+            };
+            NodeReport {
+                id: node.id,
+                http: node.http.to_string(),
+                status,
+                error,
+            }
+        }
+    });
+    ClusterReport {
+        from: me,
+        nodes: futures::future::join_all(asks).await,
+    }
+}
+
+async fn ask(client: &reqwest::Client, node: &NodeAddr) -> Result<Value, String> {
+    let url = format!("http://{}/status", node.http);
+    let answer = client
+        .get(url)
+        .timeout(PEER_STATUS_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| match e.is_timeout() {
+            true => format!("no answer within {} ms", PEER_STATUS_TIMEOUT.as_millis()),
+            false => "does not answer".to_string(),
+        })?;
+    if !answer.status().is_success() {
+        return Err(format!("answered {}", answer.status()));
+    }
+    answer
+        .json()
+        .await
+        .map_err(|e| format!("sent a bad status: {e}"))
+}

@@ -1,0 +1,47 @@
+//! The two web front ends: each user's gallery (on the peer's HTTP port) and each node's live
+//! dashboard (on the node's HTTP port). Both are hand-written HTML, CSS and JavaScript embedded
+//! in the binary with `include_str!`: no build step, nothing fetched at run time, no CDN.
+//!
+//! ```text
+//! browser ── GET / ──────────────> gallery.html + gallery.js + web.css   (no token needed)
+//!    │        GET /api/* ?token ─> peer::api (the same JSON API the `peer` CLI calls)
+//!    │        GET /api/events ───> server-sent events: the library changed, or a tick
+//!    │
+//!    └─── GET / on a node ───────> dashboard.html + dashboard.js + web.css
+//!             GET /cluster ──────> this node's /status and every other node's, fetched
+//!             GET /directory         server-side with a short timeout (no CORS)
+//! ```
+//!
+//! - [`gallery`]: the gallery's page and assets. Everything private comes from `/api/*`,
+//!   which needs the login token the peer printed; the page alone shows nothing private.
+//! - [`dashboard`]: the dashboard's page and assets, and the `/cluster` aggregate.
+//!
+//! Implementation caveats: the dashboard's failure timeline is kept by the page from its polls
+//! (a page opened later does not see earlier failures); the gallery re-fetches whole lists on
+//! each event rather than applying deltas.
+
+pub mod dashboard;
+pub mod gallery;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+/// The style both pages share.
+const WEB_CSS: &str = include_str!("assets/web.css");
+
+/// An embedded asset with its content type (never cached: a new binary serves new assets).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /web.css`.
+async fn web_css() -> Response {
+    asset("text/css; charset=utf-8", WEB_CSS)
+}

@@ -1,0 +1,467 @@
+//! The web pages in a real browser: headless Chromium driven by chromedriver over WebDriver
+//! (fantoccini), against real node processes and real peer processes on free ports. Each test
+//! starts its own chromedriver and kills it when it ends; every wait polls with a deadline.
+//! Screenshots go to `target/tmp/browser/` (`gallery.png`, `dashboard.png`, ...).
+//!
+//! Needs `chromium` and `chromedriver` on PATH (Debian: `apt-get install chromium
+//! chromium-driver`; `.ci/run` installs them).
+
+mod support;
+
+use std::future::Future;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use support::{Cluster, PeerProc};
+
+/// One browser at a time: the machine's cores are shared with the clusters under test.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// How long a page may take to show what a step waits for.
+const STEP: Duration = Duration::from_secs(30);
+
+/// A chromedriver process on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = support::free_addrs(1)[0].port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts (apt-get install chromium chromium-driver)");
+        let driver = Driver { child, port };
+        let up = support::wait_for(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up.is_some(),
+            "chromedriver did not listen on {port} in 20 s"
+        );
+        driver
+    }
+
+    /// A headless Chromium session.
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        let mut options = json!({
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", "--hide-scrollbars", "--force-device-scale-factor=1",
+            ]
+        });
+        // Debian's /usr/bin/chromium is a wrapper script; the binary is beside its libraries.
+        let binary = PathBuf::from("/usr/lib/chromium/chromium");
+        if binary.exists() {
+            options["binary"] = json!(binary);
+        }
+        caps.insert("goog:chromeOptions".into(), options);
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Calls `probe` every 100 ms until it gives a value or `limit` passes (then panics, naming
+/// `what`).
+async fn until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "waited {} s for {what}",
+            limit.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `script` (a function body) in the page; its return value.
+async fn js(browser: &Client, script: &str) -> Value {
+    browser.execute(script, vec![]).await.unwrap_or(Value::Null)
+}
+
+/// Waits for `css` to match an element and clicks it (a real WebDriver click).
+async fn click(browser: &Client, what: &str, css: &str) {
+    until(what, STEP, || async {
+        let element = browser.find(Locator::Css(css)).await.ok()?;
+        element.click().await.ok()
+    })
+    .await
+}
+
+/// The visible text of the page.
+async fn text(browser: &Client) -> String {
+    js(browser, "return document.body.innerText;")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Writes a screenshot of the page to `target/tmp/browser/NAME.png`.
+async fn screenshot(browser: &Client, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, browser.screenshot().await.unwrap()).unwrap();
+    path
+}
+
+/// A photo-like PNG (soft gradients and circles), `w` x `h`.
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        let sun = ((fx - 0.7).powi(2) + (fy - 0.35).powi(2)).sqrt();
+        let hill = fy > 0.62 + 0.08 * (fx * 9.0).sin();
+        if hill {
+            image::Rgb([(40.0 + 60.0 * fx) as u8, (110.0 + 50.0 * fy) as u8, 60])
+        } else if sun < 0.12 {
+            image::Rgb([255, 214, 90])
+        } else {
+            let v = 1.0 - fy;
+            image::Rgb([
+                (250.0 - 120.0 * v) as u8,
+                (150.0 + 40.0 * v) as u8,
+                (120.0 + 130.0 * v) as u8,
+            ])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// `user`'s peer and its gallery URL, as `peer --user USER gallery --json` prints it.
+fn peer_with_url(cluster: &Cluster, user: &str) -> (PeerProc, String) {
+    let password = format!("{user}'s password");
+    let peer = cluster.peer(user, &password, &[]);
+    assert!(
+        peer.addr.is_some(),
+        "{user}'s peer did not come online:\n{}",
+        cluster.log(1)
+    );
+    let out = cluster
+        .peer_command(user, &password, &peer.dir, &["gallery", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "peer gallery failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = answer["url"].as_str().unwrap().to_string();
+    let addr = peer.addr.clone().unwrap();
+    assert!(
+        url.starts_with(&format!("http://{addr}/?token=")),
+        "gallery URL {url} is not at {addr}"
+    );
+    (peer, url)
+}
+
+/// Opens `url` and waits for the gallery of `user` to show its lists.
+async fn open_gallery(browser: &Client, url: &str, user: &str) {
+    browser.goto(url).await.unwrap();
+    let title = format!("{user}'s gallery");
+    until(&title, STEP, || async {
+        let shown = js(
+            browser,
+            "return document.title + '|' + !document.getElementById('own').hidden;",
+        )
+        .await;
+        (shown == json!(format!("{title}|true"))).then_some(())
+    })
+    .await;
+}
+
+/// What the viewer shows: (shown, natural width, caption).
+async fn viewer(browser: &Client) -> (String, u64, String) {
+    let v = js(
+        browser,
+        "const i = document.getElementById('viewer-img');
+         return [i.dataset.shown || '', i.complete ? i.naturalWidth : 0,
+                 document.getElementById('viewer-caption').textContent];",
+    )
+    .await;
+    (
+        v[0].as_str().unwrap_or_default().to_string(),
+        v[1].as_u64().unwrap_or(0),
+        v[2].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn share_request_approve_and_view_to_zero_by_clicks_in_the_galleries() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3, &[]);
+    cluster
+        .wait_agreed(Duration::from_secs(15))
+        .expect("the cluster agrees on a coordinator");
+    let (alice, alice_url) = peer_with_url(&cluster, "alice");
+    let (bob, bob_url) = peer_with_url(&cluster, "bob");
+    let photo_path = cluster.dir.path().join("sunset.png");
+    std::fs::write(&photo_path, photo(480, 320)).unwrap();
+    let driver = Driver::start();
+    let rt = support::runtime();
+    rt.block_on(async {
+        let browser = driver.browser().await;
+
+        // Alice shares a photo from the form.
+        open_gallery(&browser, &alice_url, "alice").await;
+        let input = browser.find(Locator::Id("share-file")).await.unwrap();
+        input.send_keys(photo_path.to_str().unwrap()).await.unwrap();
+        let name = browser.find(Locator::Id("share-name")).await.unwrap();
+        name.send_keys("sunset").await.unwrap();
+        click(&browser, "the share button", "#share-submit").await;
+        until("alice's preview of sunset", STEP * 2, || async {
+            let w = js(
+                &browser,
+                "const i = document.querySelector('#own-list img');
+                 return i && i.complete ? i.naturalWidth : 0;",
+            )
+            .await;
+            (w.as_u64().unwrap_or(0) > 0).then_some(())
+        })
+        .await;
+        assert!(text(&browser).await.contains("sunset"));
+
+        // Bob sees alice online with her preview and asks for 2 views.
+        open_gallery(&browser, &bob_url, "bob").await;
+        until("alice's preview in bob's list of peers", STEP, || async {
+            let w = js(
+                &browser,
+                "const i = document.querySelector('[data-peer=alice] img');
+                 return i && i.complete ? i.naturalWidth : 0;",
+            )
+            .await;
+            (w.as_u64().unwrap_or(0) > 0).then_some(())
+        })
+        .await;
+        let views = browser
+            .find(Locator::Css("[data-peer=alice] input[type=number]"))
+            .await
+            .unwrap();
+        views.clear().await.unwrap();
+        views.send_keys("2").await.unwrap();
+        click(
+            &browser,
+            "bob's request button",
+            "button[data-action=request][data-owner=alice]",
+        )
+        .await;
+        until("bob's request to show as pending", STEP, || async {
+            text(&browser).await.contains("pending").then_some(())
+        })
+        .await;
+
+        // Alice approves it with a click.
+        open_gallery(&browser, &alice_url, "alice").await;
+        click(
+            &browser,
+            "alice's approve button",
+            "button[data-action=approve]",
+        )
+        .await;
+        until("the request to be approved", STEP, || async {
+            let t = text(&browser).await;
+            (t.contains("delivered") || t.contains("approved")).then_some(())
+        })
+        .await;
+
+        // Bob views twice: the image, 1 then 0 views left; then the default image.
+        open_gallery(&browser, &bob_url, "bob").await;
+        let view = "#copies-list button[data-action=view]";
+        until("bob's copy with 2 views left", STEP, || async {
+            let left = js(
+                &browser,
+                "const b = document.querySelector('#copies-list [data-views-left]');
+                 return b ? b.dataset.viewsLeft : null;",
+            )
+            .await;
+            (left == json!("2")).then_some(())
+        })
+        .await;
+        for left in [1, 0] {
+            click(&browser, "bob's view button", view).await;
+            let words = format!("{left} views left");
+            let words = if left == 1 {
+                "1 view left".into()
+            } else {
+                words
+            };
+            let (shown, width, caption) = until(&words, STEP, || async {
+                let v = viewer(&browser).await;
+                (v.2.contains(&words) && v.1 > 0).then_some(v)
+            })
+            .await;
+            assert_eq!(shown, "image", "view with {left} left: {caption}");
+            assert_eq!(width, 480, "the image itself, at its own width");
+            if left == 1 {
+                screenshot(&browser, "gallery").await;
+            }
+        }
+        click(&browser, "bob's view button", view).await;
+        let (_, width, caption) = until("the default image", STEP, || async {
+            let v = viewer(&browser).await;
+            (v.0 == "default" && v.1 > 0).then_some(v)
+        })
+        .await;
+        assert!(caption.contains("No views left"), "caption: {caption}");
+        assert_ne!(width, 480, "the default image is not the photo");
+        screenshot(&browser, "gallery-default").await;
+
+        // Without the token, bob's gallery shows only how to log in.
+        let addr = bob.addr.clone().unwrap();
+        browser.goto(&format!("http://{addr}/")).await.unwrap();
+        until("the login message", STEP, || async {
+            let shown = js(&browser, "return !document.getElementById('login').hidden;").await;
+            (shown == json!(true)).then_some(())
+        })
+        .await;
+        let page = text(&browser).await;
+        assert!(
+            page.contains("Log in with the URL the peer printed"),
+            "{page}"
+        );
+        for private in ["sunset", "alice", "views left", "bob's gallery"] {
+            assert!(
+                !page.contains(private),
+                "{private:?} shows without the token:\n{page}"
+            );
+        }
+        let wrong = format!("http://{addr}/?token=0000");
+        browser.goto(&wrong).await.unwrap();
+        until("the login message with a wrong token", STEP, || async {
+            let shown = js(&browser, "return !document.getElementById('login').hidden;").await;
+            (shown == json!(true)).then_some(())
+        })
+        .await;
+        assert!(!text(&browser).await.contains("sunset"));
+        screenshot(&browser, "gallery-logged-out").await;
+        browser.close().await.unwrap();
+    });
+    drop((alice, bob));
+}
+
+#[test]
+fn the_dashboard_names_every_node_and_the_coordinator_and_shows_a_failure_and_recovery() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(
+        3,
+        &[
+            "--failures",
+            "on",
+            "--failure-period",
+            "3",
+            "--failure-max",
+            "2",
+        ],
+    );
+    cluster
+        .wait_agreed(Duration::from_secs(15))
+        .expect("the cluster agrees on a coordinator");
+    let password = "carol's password";
+    let carol = cluster.peer("carol", password, &[]);
+    assert!(carol.addr.is_some(), "carol's peer did not come online");
+    let node1 = cluster.config.node(1).unwrap().http;
+    let driver = Driver::start();
+    let rt = support::runtime();
+    rt.block_on(async {
+        let browser = driver.browser().await;
+        browser.goto(&format!("http://{node1}/")).await.unwrap();
+
+        // Every node, the coordinator and the consensus leader, by name.
+        until("three nodes and a coordinator", STEP, || async {
+            let v = js(
+                &browser,
+                "return [document.querySelectorAll('[data-node]').length,
+                         document.getElementById('coordinator').textContent,
+                         document.getElementById('leader').textContent];",
+            )
+            .await;
+            let named = |i: usize| v[i].as_str().unwrap_or_default().starts_with("node ");
+            (v[0] == json!(3) && named(1) && named(2)).then_some(())
+        })
+        .await;
+        let page = text(&browser).await;
+        for id in 1..=3 {
+            assert!(page.contains(&format!("node {id}")), "node {id} missing:\n{page}");
+        }
+        let coordinator = js(&browser, "return document.getElementById('coordinator').textContent;")
+            .await;
+        let roles = js(
+            &browser,
+            "return [...document.querySelectorAll('[data-node] .roles')].map(r => r.textContent).join('|');",
+        )
+        .await;
+        assert!(roles.as_str().unwrap().contains("coordinator"), "{roles}");
+        assert!(roles.as_str().unwrap().contains("consensus leader"), "{roles}");
+
+        // The directory lists carol.
+        until("carol online in the directory", STEP, || async {
+            let v = js(
+                &browser,
+                "const r = document.querySelector('[data-user=carol]'); return r ? r.innerText : '';",
+            )
+            .await;
+            v.as_str().unwrap_or_default().contains("online").then_some(())
+        })
+        .await;
+
+        // The elected victim enters FAILED and comes back, on the timeline.
+        let victim = until("a node in the Failed state", STEP * 2, || async {
+            let v = js(
+                &browser,
+                "const n = document.querySelector('[data-node][data-state=Failed]');
+                 return n ? n.dataset.node : null;",
+            )
+            .await;
+            v.as_str().map(str::to_string)
+        })
+        .await;
+        until("the victim back on the timeline", STEP, || async {
+            let v = js(
+                &browser,
+                "return document.getElementById('events').innerText;",
+            )
+            .await;
+            let t = v.as_str().unwrap_or_default().to_string();
+            (t.contains(&format!("node {victim} entered FAILED"))
+                && t.contains(&format!("node {victim} is back")))
+            .then_some(())
+        })
+        .await;
+        screenshot(&browser, "dashboard").await;
+        assert!(coordinator.as_str().unwrap().starts_with("node "));
+        browser.close().await.unwrap();
+    });
+    drop(carol);
+}
