@@ -1,6 +1,8 @@
 //! Failover and recovery benchmark with real `cloud-node` processes on loopback.
 //!
 //! `cargo bench --bench failover` prints:
+//! - cold start: three processes started at once; time until every `/status` names the same
+//!   coordinator (10 trials; `tests/cluster.rs` checks agreement, this measures it);
 //! - failover: the coordinator is SIGKILLed; time until every survivor's `/status` names the
 //!   same new coordinator (20 trials; the killed node is restarted between trials);
 //! - restart: a restarted process's recovery, from start to Active (its own measurement);
@@ -31,6 +33,17 @@ fn print(name: &str, mut values: Vec<f64>) {
 }
 
 fn main() {
+    let mut cold = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let cluster = Cluster::start(3, &[]);
+        cluster
+            .wait_agreed(Duration::from_secs(10))
+            .expect("a cold cluster agrees");
+        cold.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    print("cold start (3 processes -> agreement)", cold);
+
     let trials = 20;
     let mut cluster = Cluster::start(3, &[]);
     cluster

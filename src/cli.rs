@@ -205,9 +205,16 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     let result = runtime.block_on(crate::node::server::run(
         config, args.id, seed, data_dir, shutdown,
     ));
-    // The blocking thread reading stdin for `--parent-watch` never returns by itself.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    stop_runtime(runtime);
     result
+}
+
+/// Ends a binary's runtime once its work has returned, without waiting for blocking threads:
+/// the one reading standard input for `--parent-watch` never returns by itself, and waiting
+/// for it (as `shutdown_timeout` does) only delays the exit. Everything the process had to
+/// finish (the store's shutdown, a peer's unregistration) was awaited before.
+pub fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_background();
 }
 
 /// The async runtime of every binary: one thread runs all tasks (network I/O, the protocol,

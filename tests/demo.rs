@@ -15,7 +15,7 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         dir.path().join("r.png"),
         dir.path().join("run"),
     );
-    let base = support::free_base_port(20000).to_string();
+    let base = support::free_base_port().to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(["--clients", "5", "--requests", "60", "--delay-ms", "20"])
         .args([

@@ -20,7 +20,7 @@ const DEMO_LIMIT: Duration = Duration::from_secs(50);
 fn run_demo(dir: &Path, args: &[&str]) -> (String, Value) {
     let (report, run_dir) = (dir.join("r.json"), dir.join("run"));
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let base = support::free_base_port(21000).to_string();
+    let base = support::free_base_port().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(args)
         .args(["--observe", "0", "--limit-secs", "0", "--base-port", &base])

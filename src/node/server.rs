@@ -66,6 +66,10 @@ use crate::{Error, Result};
 pub const TICK: Duration = Duration::from_millis(10);
 /// A connection must finish its handshake within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest a node waits, once told to stop, for its consensus engine to stop: the node's
+/// whole exit is bounded by it (its tasks are aborted, blocking threads are not waited for).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait between two attempts to reach a peer.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Envelopes queued for one peer before new ones are dropped.
@@ -270,7 +274,13 @@ pub async fn run(
         }
     }
     tasks.shutdown().await;
-    store.shutdown().await;
+    if timeout(SHUTDOWN_GRACE, store.shutdown()).await.is_err() {
+        // Every acknowledged write is on disk already (durable commits): nothing is lost.
+        warn!(
+            node = id,
+            "[Node {id}] the consensus engine did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
+        );
+    }
     Ok(())
 }
 

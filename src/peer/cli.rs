@@ -240,8 +240,7 @@ pub fn main(args: PeerArgs) -> Result<()> {
             Some(command) => subcommand(&args, command).await,
         }
     });
-    // The blocking thread reading stdin for `--parent-watch` never returns by itself.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    crate::cli::stop_runtime(runtime);
     result
 }
 

@@ -12,18 +12,58 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imgcloud::config::{ClusterConfig, NodeAddr};
 use imgcloud::ids::NodeId;
 use serde_json::Value;
 
-/// Free loopback addresses, found by binding port 0 (the listeners are dropped on return).
+/// Free loopback addresses for the nodes of a test cluster.
+///
+/// Ports come from [`next_free_port`]: below the kernel's ephemeral range, so no outgoing
+/// connection of a test running beside this one can take a port between the check and the
+/// node's bind (ports found by binding port 0 are ephemeral ones, and were taken so).
 pub fn free_addrs(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    (0..count)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], next_free_port())))
+        .collect()
+}
+
+/// Ports handed out by this test process, from a random start in `PORTS` (tests of one binary
+/// run as threads of one process, so no two get the same port; processes running side by
+/// side start apart).
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The ports tests take: under the ephemeral range (32768-60999 on Linux).
+const PORTS: std::ops::Range<u32> = 20000..32000;
+
+/// The next port of this process's sequence that nothing listens on now.
+pub fn next_free_port() -> u16 {
+    let span = PORTS.end - PORTS.start;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        1 + std::process::id()
+            .wrapping_mul(7919)
+            .wrapping_add(rand_seed())
+            % span,
+        std::sync::atomic::Ordering::SeqCst,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = (PORTS.start + n % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
+}
+
+fn rand_seed() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 /// A cluster of real node processes.
@@ -75,6 +115,8 @@ impl Cluster {
     }
 
     /// Starts (or restarts) node `id`; its output goes to `node-ID.log` in the cluster's folder.
+    /// The node watches its standard input (`--parent-watch`), a pipe this process holds: if
+    /// the test binary dies, killed or aborted, its nodes exit with it.
     pub fn spawn(&mut self, id: NodeId) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -85,12 +127,13 @@ impl Cluster {
             .arg(id.to_string())
             .arg("--config")
             .arg(&self.config_path)
+            .arg("--parent-watch")
             .args(&self.extra)
             .env(
                 "RUST_LOG",
                 std::env::var("IMGCLOUD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -288,13 +331,79 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A user's peer process (`peer --user NAME`) on a test cluster, killed on drop.
+/// A user's peer process (`peer --user NAME`) on a test cluster, killed on drop; it watches
+/// its standard input (`--parent-watch`), so it also ends with the test binary.
 pub struct PeerProc {
     pub user: String,
     pub dir: PathBuf,
     pub child: Child,
     /// The address it printed when it came online.
     pub addr: Option<String>,
+    /// Its standard error so far, read all along (a full pipe would block the peer).
+    stderr: Drained,
+}
+
+/// The text a child writes to one of its pipes, read by a thread until the pipe closes.
+#[derive(Clone, Default)]
+pub struct Drained(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Drained {
+    /// Reads `pipe` on a thread until it closes; `line` sees each complete line.
+    pub fn start(
+        pipe: impl Read + Send + 'static,
+        mut line: impl FnMut(&str) + Send + 'static,
+    ) -> (Drained, std::thread::JoinHandle<()>) {
+        let drained = Drained::default();
+        let sink = drained.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut pipe = std::io::BufReader::new(pipe);
+            let mut buf = Vec::new();
+            while matches!(pipe.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                line(String::from_utf8_lossy(&buf).trim_end());
+                sink.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .append(&mut buf);
+            }
+        });
+        (drained, reader)
+    }
+
+    /// What was read so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Runs `command` to its end with its output captured, killing it if it has not ended within
+/// `limit` (then it panics with what it printed so far, naming `what`).
+pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let (out, out_reader) = Drained::start(child.stdout.take().unwrap(), |_| {});
+    let (err, err_reader) = Drained::start(child.stderr.take().unwrap(), |_| {});
+    let status = poll(limit, || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} still running after {limit:?}; killed. Output:\n{}\n{}",
+            out.text(),
+            err.text()
+        );
+    };
+    // The pipes close when the child ends (unless it left a process holding them).
+    let _ = out_reader.join();
+    let _ = err_reader.join();
+    std::process::Output {
+        status,
+        stdout: out.text().into_bytes(),
+        stderr: err.text().into_bytes(),
+    }
 }
 
 impl Cluster {
@@ -308,33 +417,28 @@ impl Cluster {
     pub fn peer_at(&self, user: &str, password: &str, folder: &str, extra: &[&str]) -> PeerProc {
         let dir = self.dir.path().join("peers").join(folder);
         let mut child = self
-            .peer_command(user, password, &dir, &[])
+            .peer_command(user, password, &dir, &["--parent-watch"])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("peer starts");
-        let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(rest) = line.split(" online at ").nth(1) {
-                    let addr = rest.split(';').next().unwrap_or_default().to_string();
-                    let _ = tx.send(addr);
-                }
+        let (_, _) = Drained::start(child.stdout.take().unwrap(), move |line| {
+            if let Some(rest) = line.split(" online at ").nth(1) {
+                let addr = rest.split(';').next().unwrap_or_default().to_string();
+                let _ = tx.send(addr);
             }
         });
+        let (stderr, _) = Drained::start(child.stderr.take().unwrap(), |_| {});
         let addr = rx.recv_timeout(Duration::from_secs(20)).ok();
         PeerProc {
             user: user.to_string(),
             dir,
             child,
             addr,
+            stderr,
         }
     }
 
@@ -373,18 +477,19 @@ impl PeerProc {
 
     /// Waits (at most `limit`) for the peer to exit; its exit code and standard error.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<(i32, String)> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut stderr) = self.child.stderr.take() {
-                    let _ = stderr.read_to_string(&mut err);
-                }
-                return Some((status.code().unwrap_or(-1), err));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let status = poll(limit, || self.child.try_wait().ok().flatten())?;
+        // The reading thread may still hold the last lines: wait (bounded) for the pipe's end.
+        let text = poll(Duration::from_secs(2), || {
+            let t = self.stderr.text();
+            (Arc::strong_count(&self.stderr.0) == 1).then_some(t)
+        })
+        .unwrap_or_else(|| self.stderr.text());
+        Some((status.code().unwrap_or(-1), text))
+    }
+
+    /// Its standard error so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
     }
 }
 
@@ -405,10 +510,11 @@ pub fn signal_child(child: &Child, signal: &str) {
 }
 
 /// A base port from which the six ports a 3-node demo needs (P..P+2 and P+1000..P+1002) are
-/// free; `from` keeps tests that run at the same time apart.
-pub fn free_base_port(from: u16) -> u16 {
-    for attempt in 0..200u16 {
-        let base = from + (std::process::id() as u16 % 89) * 100 + attempt * 7;
+/// free. Bases come from 10000-10999 (so P+1000 is in 11000-11999), apart from
+/// [`next_free_port`]'s range, in the same per-process sequence.
+pub fn free_base_port() -> u16 {
+    for _ in 0..400 {
+        let base = 10000 + (next_free_port() as u32 % 333) as u16 * 3;
         let ports = [
             base,
             base + 1,
