@@ -168,10 +168,11 @@ fn peer_with_url(cluster: &Cluster, user: &str) -> (PeerProc, String) {
         "{user}'s peer did not come online:\n{}",
         cluster.log(1)
     );
-    let out = cluster
-        .peer_command(user, &password, &peer.dir, &["gallery", "--json"])
-        .output()
-        .unwrap();
+    let out = support::output_within(
+        &mut cluster.peer_command(user, &password, &peer.dir, &["gallery", "--json"]),
+        support::COMMAND_LIMIT,
+        "peer gallery",
+    );
     assert!(
         out.status.success(),
         "peer gallery failed: {}",

@@ -1,5 +1,7 @@
 //! Round trips, tamper detection and error cases of the stego codec, on fixtures generated here.
 
+mod support;
+
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
@@ -522,11 +524,13 @@ fn cli_encrypt_then_decrypt_gives_the_exact_secret() {
     std::fs::write(&secret_path, &secret_bytes).unwrap();
     let client = env!("CARGO_BIN_EXE_client");
     let run = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(client)
-            .args(args)
-            .env("IMGCLOUD_SECRET", "cli test secret")
-            .output()
-            .unwrap()
+        support::output_within(
+            std::process::Command::new(client)
+                .args(args)
+                .env("IMGCLOUD_SECRET", "cli test secret"),
+            support::COMMAND_LIMIT,
+            "client",
+        )
     };
     let enc = run(&[
         "encrypt".as_ref(),

@@ -16,8 +16,8 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         dir.path().join("run"),
     );
     let base = support::free_base_port().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--clients", "5", "--requests", "60", "--delay-ms", "20"])
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_demo"));
+    demo.args(["--clients", "5", "--requests", "60", "--delay-ms", "20"])
         .args([
             "--failure-period",
             "1",
@@ -35,8 +35,8 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         .arg(&plot)
         .arg("--run-dir")
         .arg(&run_dir)
-        .output()
-        .expect("the demo runs");
+        .stdin(std::process::Stdio::null());
+    let output = support::output_within(&mut demo, Duration::from_secs(300), "the demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
@@ -66,16 +66,7 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
     let png = std::fs::read(&plot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the plot is a PNG");
 
-    // No node outlives the demo.
-    std::thread::sleep(Duration::from_millis(300));
-    let leftover = Command::new("pgrep")
-        .arg("-f")
-        .arg(run_dir.to_str().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        leftover.stdout.is_empty(),
-        "processes left behind: {}",
-        String::from_utf8_lossy(&leftover.stdout)
-    );
+    // No node outlives the demo (they exit with it; a bounded moment for the last to go).
+    let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));
+    assert_eq!(leftover, "", "processes left behind");
 }

@@ -56,20 +56,9 @@ fn run_demo(dir: &Path, args: &[&str]) -> (String, Value) {
     );
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
 
-    // No node outlives the demo (they exit with it; give them a bounded moment).
-    let leftover = || {
-        let out = Command::new("pgrep")
-            .arg("-f")
-            .arg(run_dir.to_str().unwrap())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !leftover().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(leftover(), "", "processes left behind");
+    // No node outlives the demo (they exit with it; a bounded moment for the last to go).
+    let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));
+    assert_eq!(leftover, "", "processes left behind");
     (stdout, report)
 }
 

@@ -49,15 +49,16 @@ fn a_registration_is_visible_from_every_node_at_once_and_a_killed_peer_goes_offl
             .map(|&id| cluster.directory(id))
             .collect::<Vec<_>>()
     );
-    let online = cluster
-        .peer_command(
+    let online = support::output_within(
+        &mut cluster.peer_command(
             "alice",
             "alice's password",
             &alice.dir,
             &["online", "--json"],
-        )
-        .output()
-        .unwrap();
+        ),
+        support::COMMAND_LIMIT,
+        "peer online",
+    );
     assert!(
         online.status.success(),
         "{}",
@@ -69,13 +70,13 @@ fn a_registration_is_visible_from_every_node_at_once_and_a_killed_peer_goes_offl
     assert_eq!(listed[0]["addr"], addr.as_str());
 
     alice.kill();
-    let offline = support::wait_for(Duration::from_secs(8), || {
+    let offline = support::wait_for(Duration::from_secs(30), || {
         cluster.config.ids().into_iter().all(|id| {
             entry(&cluster, id, "alice")
                 .is_some_and(|e| e["online"] == false && e["addr"].is_null())
         })
     });
-    let took = offline.expect("alice still online on some node 8 s after kill -9");
+    let took = offline.expect("alice still online on some node 30 s after kill -9");
     assert!(
         took >= Duration::from_millis(1000),
         "offline too early ({took:?}): the lease is 3 s"
@@ -167,8 +168,17 @@ fn a_replayed_registration_changes_nothing_and_an_old_one_is_refused() {
         lease_ms: 5000,
     });
     stolen.user = "dave".into();
-    assert!(rt.block_on(cloud.submit(&stolen)).is_err());
-    assert!(entry(&cluster, 1, "dave").is_none());
+    let refused = rt.block_on(cloud.submit(&stolen)).unwrap_err();
+    assert!(
+        matches!(&refused, imgcloud::Error::Unauthorized(why) if why.contains("signature")),
+        "a lease signed by carol's key for dave: {refused:?}"
+    );
+    let listed = support::poll(Duration::from_secs(20), || cluster.directory(1))
+        .expect("node 1 answers /directory");
+    assert!(
+        !listed.to_string().contains("\"dave\""),
+        "a lease signed by carol's key registered dave: {listed}"
+    );
 }
 
 #[test]
@@ -236,15 +246,17 @@ fn a_data_dir_of_another_node_or_a_damaged_store_stops_the_node_with_a_sentence(
     cluster.kill(2);
     let config_path = cluster.config_path.clone();
     let run = |dir: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cloud-node"))
-            .arg("2")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(dir)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+        support::output_within(
+            std::process::Command::new(env!("CARGO_BIN_EXE_cloud-node"))
+                .arg("2")
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--data-dir")
+                .arg(dir)
+                .stdin(std::process::Stdio::null()),
+            support::COMMAND_LIMIT,
+            "a cloud-node on a wrong data dir",
+        )
     };
     let busy = run(&data.join("node-1"));
     assert_eq!(busy.status.code(), Some(1));
@@ -377,7 +389,11 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
                 1,
             )
             .await;
-        assert!(refused.is_err(), "a wrong secret got a store link");
+        let refused = refused.expect_err("a wrong secret got a store link");
+        assert!(
+            refused.to_string().contains("failed to prove"),
+            "refused for another reason than the secret: {refused}"
+        );
         // A frame that is no store request (the framing is shared with the node links, whose
         // oversized-frame handling tests/hostile.rs checks).
         for garbage in [vec![0xff; 64], vec![7; 100_000]] {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use imgcloud::client::Client;
 use imgcloud::ids::NodeId;
 use imgcloud::node::http::MAX_UPLOAD_BYTES;
+use imgcloud::node::server::HANDSHAKE_TIMEOUT;
 use imgcloud::wire::framing::{split, MAX_FRAME_BYTES};
 use imgcloud::wire::handshake::{Hello, PeerAuth};
 use imgcloud::wire::message::{Envelope, Message, PROTOCOL_VERSION};
@@ -28,31 +29,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A started cluster of three whose nodes agree; returns it with (coordinator, epoch).
+/// A started cluster of three whose nodes agree on a view that holds (no late joiner's
+/// re-election to come); returns it with (coordinator, epoch).
 fn agreed_cluster() -> (Cluster, (u64, u64)) {
     let cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(10), || cluster.agreed().is_some())
-        .unwrap_or_else(|| panic!("no agreement: {:?}", cluster.statuses()));
-    // Let a late joiner's re-election settle before recording the view.
-    std::thread::sleep(Duration::from_millis(1500));
-    let view = wait_for(Duration::from_secs(5), || cluster.agreed().is_some())
-        .and_then(|_| cluster.agreed())
-        .expect("agreement after settling");
+    let view = cluster
+        .wait_stable(Duration::from_secs(30), Duration::from_millis(1500))
+        .unwrap_or_else(|| panic!("no lasting agreement: {:?}", cluster.statuses()));
     (cluster, view)
 }
 
-/// Whether the cluster still agrees on `view` (checked a few times over `how_long`).
+/// Whether the cluster still agrees on `view`: no node names another one over `how_long`.
 fn keeps_view(cluster: &Cluster, view: (u64, u64), how_long: Duration) -> bool {
-    let end = Instant::now() + how_long;
-    loop {
-        if cluster.agreed() != Some(view) {
-            return false;
-        }
-        if Instant::now() >= end {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(how_long, || cluster.left_view(view)).is_none()
 }
 
 /// One request through the multicast client succeeds within `limit`.
@@ -73,8 +62,8 @@ fn client_request_succeeds(cluster: &Cluster, rt: &tokio::runtime::Runtime, limi
     }
 }
 
-/// A plain HTTP `POST /encrypt` to `addr`: the status and how long it took.
-async fn http_encrypt(addr: SocketAddr, limit: Duration) -> (u16, Duration) {
+/// A plain HTTP `POST /encrypt` to `addr`: its status (0: no answer within `limit`).
+async fn http_encrypt(addr: SocketAddr, limit: Duration) -> u16 {
     let http = reqwest::Client::builder().timeout(limit).build().unwrap();
     let form = reqwest::multipart::Form::new()
         .part(
@@ -82,15 +71,12 @@ async fn http_encrypt(addr: SocketAddr, limit: Duration) -> (u16, Duration) {
             reqwest::multipart::Part::bytes(imgcloud::SAMPLE_IMAGE.to_vec()).file_name("s.png"),
         )
         .text("owner", "alice");
-    let started = Instant::now();
-    let status = http
-        .post(format!("http://{addr}/encrypt"))
+    http.post(format!("http://{addr}/encrypt"))
         .multipart(form)
         .send()
         .await
         .map(|r| r.status().as_u16())
-        .unwrap_or(0);
-    (status, started.elapsed())
+        .unwrap_or(0)
 }
 
 /// Reads until the peer closes the connection (EOF or reset) or `limit` passes; true if closed.
@@ -139,7 +125,7 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
                 let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
                 let (mut reader, mut writer) = split(stream);
                 let handshake = tokio::time::timeout(
-                    Duration::from_secs(3),
+                    Duration::from_secs(20),
                     wrong.connect(
                         imgcloud::wire::handshake::LinkKind::Node,
                         &mut reader,
@@ -149,10 +135,10 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
                     ),
                 )
                 .await
-                .expect("the handshake ends within 3 s");
+                .expect("the handshake ends within 20 s");
                 // Whatever the handshake said, try the coup: the node must not act on it.
                 let _ = writer.write(&coup(posing_as)).await;
-                let closed = tokio::time::timeout(Duration::from_secs(3), async {
+                let closed = tokio::time::timeout(Duration::from_secs(20), async {
                     loop {
                         match reader.next_frame().await {
                             Ok(Some(_)) => continue,
@@ -193,7 +179,7 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
             .unwrap();
         let _welcome = reader.next_frame().await;
         let _ = writer.write(&coup(2)).await;
-        tokio::time::timeout(Duration::from_secs(3), async {
+        tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(_)) = reader.next_frame().await {}
         })
         .await
@@ -254,20 +240,30 @@ fn an_oversized_frame_or_garbage_closes_only_that_connection() {
     ];
     for (what, bytes) in cases {
         let mut stream = TcpStream::connect(target).unwrap();
+        let local = stream.local_addr().unwrap();
         stream.write_all(&bytes).unwrap();
         // Some more bytes, as a sender of a huge frame would; the node may have closed already.
         let _ = stream.write_all(&[0u8; 1024]);
-        let started = Instant::now();
         assert!(
-            closed_within(&mut stream, Duration::from_secs(5)),
+            closed_within(&mut stream, Duration::from_secs(20)),
             "{what}: connection still open"
         );
-        // Closed for the bad frame, not by the 2 s handshake timeout.
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{what}: closed only after {:?}",
-            started.elapsed()
-        );
+        // Closed for the bad frame, not by the 2 s handshake timeout: the node's log says why
+        // (a client connection's end is logged at debug level only).
+        let log = cluster.log(view.0 as NodeId);
+        let reason = log
+            .lines()
+            .find(|l| l.contains(&format!("remote={local}")) && l.contains("refused"));
+        match reason {
+            Some(line) => assert!(
+                !line.contains("no handshake within"),
+                "{what}: closed by the handshake timeout, not for the bad frame: {line}"
+            ),
+            None => assert!(
+                what.contains("after a client hello"),
+                "{what}: no reason logged for {local}:\n{log}"
+            ),
+        }
     }
     assert!(
         keeps_view(&cluster, view, Duration::from_secs(2)),
@@ -293,30 +289,37 @@ fn five_hundred_idle_connections_do_not_stop_a_node_and_are_closed_by_the_handsh
         .collect();
     let opened = Instant::now();
 
-    client_request_succeeds(&cluster, &rt, Duration::from_secs(5));
-    let (status, took) = rt.block_on(http_encrypt(node.http, Duration::from_secs(5)));
+    client_request_succeeds(&cluster, &rt, Duration::from_secs(30));
+    let status = rt.block_on(http_encrypt(node.http, Duration::from_secs(30)));
     assert_eq!(
         status, 200,
         "HTTP /encrypt to the node with 500 idle connections"
     );
-    assert!(took < Duration::from_secs(5), "HTTP took {took:?}");
     assert!(
         keeps_view(&cluster, view, Duration::from_millis(500)),
         "agreement changed: {:?}",
         cluster.statuses()
     );
 
-    // Every idle connection is closed by the 2 s handshake timeout.
+    // Every idle connection is closed by the 2 s handshake timeout (the bound leaves room for
+    // a machine busy with other tests; a node that never closes them still fails it).
+    let limit = HANDSHAKE_TIMEOUT + Duration::from_secs(20);
     let mut still_open = 0;
     for stream in idle.iter_mut() {
-        let left = Duration::from_secs(6).saturating_sub(opened.elapsed());
+        let left = limit.saturating_sub(opened.elapsed());
         if !closed_within(stream, left.max(Duration::from_millis(10))) {
             still_open += 1;
         }
     }
-    assert_eq!(still_open, 0, "idle connections still open after 6 s");
+    assert_eq!(still_open, 0, "idle connections still open after {limit:?}");
+    let log = cluster.log(1);
+    let timed_out = log.matches("no handshake within").count();
     assert!(
-        wait_for(Duration::from_secs(2), || cluster.status(1).is_some()).is_some(),
+        timed_out >= 500,
+        "{timed_out} connections closed for their silence:\n{log}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || cluster.status(1).is_some()).is_some(),
         "node 1 stopped answering /status"
     );
 }
@@ -368,7 +371,8 @@ fn a_body_sent_one_byte_a_second_is_timed_out_without_blocking_others() {
         .unwrap();
     let started = Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_writing = stop.clone();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop_writing, sent_so_far) = (stop.clone(), sent.clone());
     let dribble = std::thread::spawn(move || {
         // One byte a second, never the whole body within the deadline; stops when answered.
         for byte in body.bytes() {
@@ -377,21 +381,30 @@ fn a_body_sent_one_byte_a_second_is_timed_out_without_blocking_others() {
             {
                 return;
             }
+            sent_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             std::thread::sleep(Duration::from_secs(1));
         }
     });
 
-    // Meanwhile, normal requests to the same node are served quickly.
-    std::thread::sleep(Duration::from_secs(2));
+    // Meanwhile (the slow body has begun), normal requests to the same node are served, and
+    // served before the slow one ends: they did not wait behind it.
+    wait_for(Duration::from_secs(10), || {
+        sent.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    })
+    .expect("the slow body has begun");
     for _ in 0..3 {
-        let (status, took) = rt.block_on(http_encrypt(node.http, Duration::from_secs(5)));
+        let status = rt.block_on(http_encrypt(node.http, Duration::from_secs(30)));
         assert_eq!(status, 200, "a normal request during the slow upload");
-        assert!(
-            took < Duration::from_secs(3),
-            "a normal request took {took:?}"
-        );
     }
-    client_request_succeeds(&cluster, &rt, Duration::from_secs(5));
+    client_request_succeeds(&cluster, &rt, Duration::from_secs(30));
+    slow.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let answered = slow.read(&mut byte).is_ok();
+    slow.set_nonblocking(false).unwrap();
+    assert!(
+        !answered,
+        "the slow upload was answered before the normal requests were: they waited behind it"
+    );
 
     let limit = imgcloud::node::http::BODY_DEADLINE + Duration::from_secs(8);
     let status = response_status(&mut slow, limit.saturating_sub(started.elapsed()));
@@ -461,6 +474,6 @@ fn bodies_over_the_limit_get_413_whether_declared_or_chunked() {
     sender.join().unwrap();
 
     // The node still serves normal requests.
-    let (status, _) = rt.block_on(http_encrypt(node.http, Duration::from_secs(5)));
+    let status = rt.block_on(http_encrypt(node.http, Duration::from_secs(30)));
     assert_eq!(status, 200);
 }

@@ -18,7 +18,7 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
     const CLIENTS: u64 = 20;
     const PER_CLIENT: usize = 50;
     let mut cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("agreement");
+    wait_for(Duration::from_secs(30), || cluster.agreed().is_some()).expect("agreement");
     let nodes = cluster.config.nodes.clone();
     let key = SealKey::from_secret(cluster.config.secret.as_bytes());
     let rt = runtime();
@@ -114,7 +114,7 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
 fn an_http_request_waiting_on_a_node_that_loses_its_majority_gets_503_at_once() {
     // Jobs take 4 s, so the request is still waiting when the majority goes silent.
     let cluster = Cluster::start(3, &["--delay-ms", "4000"]);
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("agreement");
+    wait_for(Duration::from_secs(30), || cluster.agreed().is_some()).expect("agreement");
     let url = format!("http://{}/encrypt", cluster.config.node(2).unwrap().http);
     let rt = runtime();
     let request = rt.spawn(async move {
@@ -137,7 +137,13 @@ fn an_http_request_waiting_on_a_node_that_loses_its_majority_gets_503_at_once() 
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         (status, body, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // Once its 4 s job runs somewhere (its simulated delay counts as queued), the majority
+    // goes silent.
+    cluster
+        .wait_any(Duration::from_secs(30), |s| {
+            s["queued"].as_u64().unwrap_or(0) + s["in_flight"].as_u64().unwrap_or(0) >= 1
+        })
+        .unwrap_or_else(|| panic!("the request never ran: {:?}", cluster.statuses()));
     cluster.signal(1, "STOP");
     cluster.signal(3, "STOP");
     let (status, body, took) = rt.block_on(request).unwrap();
@@ -150,16 +156,18 @@ fn an_http_request_waiting_on_a_node_that_loses_its_majority_gets_503_at_once() 
             .is_some_and(|e| e.contains("lost contact")),
         "{body}"
     );
+    // "lost contact" names the cause (the 30 s HTTP deadline says otherwise); the time only
+    // shows it came well before that deadline.
     assert!(
-        took < Duration::from_secs(10),
-        "503 after {took:?}, not at once (the HTTP deadline is 30 s)"
+        took < imgcloud::node::http::ENCRYPT_DEADLINE - Duration::from_secs(5),
+        "503 after {took:?}, not at once"
     );
 }
 
 #[test]
 fn http_requests_to_one_node_are_dispatched_by_the_cluster_and_bad_ones_refused() {
     let cluster = Cluster::start(3, &[]);
-    wait_for(Duration::from_secs(5), || cluster.agreed().is_some()).expect("agreement");
+    wait_for(Duration::from_secs(30), || cluster.agreed().is_some()).expect("agreement");
     let url = format!("http://{}/encrypt", cluster.config.node(2).unwrap().http);
     let rt = runtime();
     rt.block_on(async {

@@ -157,27 +157,34 @@ fn twenty_views_racing_over_five_while_the_leader_is_killed_show_exactly_five_im
     let outs: Vec<PathBuf> = (0..20)
         .map(|k| cluster.dir.path().join(format!("race-{k}.png")))
         .collect();
-    let mut views: Vec<std::process::Child> = outs
+    let mut views: Vec<support::Running> = outs
         .iter()
         .map(|out| {
-            bob.command(&["view", &id, "-o", out.to_str().unwrap()])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            support::Running::start(
+                &mut bob.command(&["view", &id, "-o", out.to_str().unwrap()]),
+                "bob's view",
+            )
         })
         .collect();
-    // Mid-way: once the first view has finished, the leader dies.
-    support::wait_for(Duration::from_secs(30), || {
-        views.iter_mut().any(|v| v.try_wait().unwrap().is_some())
+    // Mid-way: once the first view has finished, the leader dies, with views still running.
+    support::wait_for(Duration::from_secs(60), || {
+        views.iter_mut().any(|v| v.ended())
     })
-    .expect("no view finished within 30 s");
+    .expect("no view finished within 60 s");
     let killed = leader(&cluster);
     cluster.kill(killed);
+    let running = views
+        .iter_mut()
+        .filter_map(|v| (!v.ended()).then_some(()))
+        .count();
+    assert!(
+        running > 0,
+        "every view had ended when node {killed} was killed: nothing raced the failure"
+    );
 
     let mut images = 0;
     for (view, out) in views.into_iter().zip(&outs) {
-        let result = parse(&["view"], view.wait_with_output().unwrap())
+        let result = parse(&["view"], view.finish(support::COMMAND_LIMIT))
             .unwrap_or_else(|e| panic!("a view failed while node {killed} was down: {e}"));
         match result["shown"].as_str() {
             Some("image") => {
@@ -327,19 +334,12 @@ fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
     // Two approvals of one request at once: one grants, the other is refused.
     let request = bob.ok(&["request", "alice", "guarded", "--views", "1"]);
     let req = request["id"].as_str().unwrap();
-    let both: Vec<std::process::Child> = (0..2)
-        .map(|_| {
-            alice
-                .command(&["approve", req])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    let both: Vec<support::Running> = (0..2)
+        .map(|_| support::Running::start(&mut alice.command(&["approve", req]), "alice's approve"))
         .collect();
     let results: Vec<Result<Value, String>> = both
         .into_iter()
-        .map(|c| parse(&["approve"], c.wait_with_output().unwrap()))
+        .map(|c| parse(&["approve"], c.finish(support::COMMAND_LIMIT)))
         .collect();
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),

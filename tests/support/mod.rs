@@ -217,6 +217,27 @@ impl Cluster {
         seen
     }
 
+    /// Whether some running node that answers names another (coordinator, epoch) than `view`
+    /// (a node that does not answer within its budget, on a busy machine, says nothing).
+    pub fn left_view(&self, view: (u64, u64)) -> bool {
+        self.statuses().values().flatten().any(|s| {
+            (s["coordinator"].as_u64(), s["epoch"].as_u64()) != (Some(view.0), Some(view.1))
+        })
+    }
+
+    /// Waits up to `limit` for a view that every node agrees on and that no node leaves for
+    /// `quiet` (a late joiner's re-election comes 1 s after it is up); returns that view.
+    pub fn wait_stable(&self, limit: Duration, quiet: Duration) -> Option<(u64, u64)> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let view = self.wait_agreed(limit.saturating_sub(start.elapsed()))?;
+            if wait_for(quiet, || self.left_view(view)).is_none() {
+                return Some(view);
+            }
+        }
+        None
+    }
+
     /// Waits up to `limit` for [`Cluster::agreed`]; returns the view it saw.
     pub fn wait_agreed(&self, limit: Duration) -> Option<(u64, u64)> {
         poll(limit, || self.agreed())
@@ -376,34 +397,81 @@ impl Drained {
     }
 }
 
+/// A child process whose output is read all along (no full pipe can block it); killed on
+/// drop if it is still running.
+pub struct Running {
+    child: Child,
+    what: String,
+    out: Drained,
+    err: Drained,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `command` with its stdout and stderr captured; `what` names it in failures.
+    pub fn start(command: &mut Command, what: &str) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let (out, out_reader) = Drained::start(child.stdout.take().unwrap(), |_| {});
+        let (err, err_reader) = Drained::start(child.stderr.take().unwrap(), |_| {});
+        Running {
+            child,
+            what: what.to_string(),
+            out,
+            err,
+            readers: vec![out_reader, err_reader],
+        }
+    }
+
+    /// Whether it has ended.
+    pub fn ended(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for its end, at most `limit` (then kills it and panics with what it printed).
+    pub fn finish(mut self, limit: Duration) -> std::process::Output {
+        let Some(status) = poll(limit, || self.child.try_wait().ok().flatten()) else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "{} still running after {limit:?}; killed. Output:\n{}\n{}",
+                self.what,
+                self.out.text(),
+                self.err.text()
+            );
+        };
+        // The pipes close when the child ends (unless it left a process holding them).
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        std::process::Output {
+            status,
+            stdout: self.out.text().into_bytes(),
+            stderr: self.err.text().into_bytes(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The longest a one-shot command of the project (a peer subcommand, a client call) may take
+/// in a test: its own network waits are bounded well under this.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs `command` to its end with its output captured, killing it if it has not ended within
 /// `limit` (then it panics with what it printed so far, naming `what`).
 pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> std::process::Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
-    let (out, out_reader) = Drained::start(child.stdout.take().unwrap(), |_| {});
-    let (err, err_reader) = Drained::start(child.stderr.take().unwrap(), |_| {});
-    let status = poll(limit, || child.try_wait().ok().flatten());
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "{what} still running after {limit:?}; killed. Output:\n{}\n{}",
-            out.text(),
-            err.text()
-        );
-    };
-    // The pipes close when the child ends (unless it left a process holding them).
-    let _ = out_reader.join();
-    let _ = err_reader.join();
-    std::process::Output {
-        status,
-        stdout: out.text().into_bytes(),
-        stderr: err.text().into_bytes(),
-    }
+    Running::start(command, what).finish(limit)
 }
 
 impl Cluster {
@@ -531,6 +599,22 @@ pub fn free_base_port() -> u16 {
         }
     }
     panic!("no free base port found");
+}
+
+/// The processes whose command line contains `pattern` (`pgrep -a -f`), one a line.
+pub fn processes(pattern: &str) -> String {
+    let out = output_within(
+        Command::new("pgrep").arg("-a").arg("-f").arg(pattern),
+        Duration::from_secs(10),
+        "pgrep",
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits up to `limit` for no process to match `pattern`; what still matches then.
+pub fn wait_gone(pattern: &str, limit: Duration) -> String {
+    poll(limit, || processes(pattern).is_empty().then_some(()))
+        .map_or_else(|| processes(pattern), |_| String::new())
 }
 
 /// CPU seconds (user + system) that process `pid` has used.

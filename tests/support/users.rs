@@ -65,7 +65,11 @@ impl User {
 
     /// Runs `peer --user NAME ARGS --json`; Ok(JSON) on success, Err(stderr) on failure.
     pub fn run(&self, args: &[&str]) -> Result<Value, String> {
-        parse(args, self.command(args).output().unwrap())
+        let what = format!("{} {args:?}", self.name);
+        parse(
+            args,
+            super::output_within(&mut self.command(args), super::COMMAND_LIMIT, &what),
+        )
     }
 
     pub fn ok(&self, args: &[&str]) -> Value {
