@@ -1,11 +1,13 @@
 //! The fuzz targets' inputs, run through the same functions as the targets in `fuzz/`:
-//! reproducers of fixed bugs (`fuzz/regressions/<target>/`) must not panic, and an ignored test
-//! writes the small seed corpora (`fuzz/corpus/<target>/`).
+//! reproducers of fixed bugs (`fuzz/regressions/<target>/`, at least one a target) must be
+//! refused within a bound, the corpora (`fuzz/corpus/<target>/`) must not panic, and an
+//! ignored test writes the small seed corpora.
 //!
 //! `cargo test --test fuzz -- --ignored write_fuzz_seeds` regenerates the seeds.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use image::{DynamicImage, ImageFormat};
 use imgcloud::codec::metadata::{ImageMeta, Viewer};
@@ -45,10 +47,23 @@ fn fuzz_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(sub)
 }
 
-/// Every file under `fuzz/regressions/<target>/`.
+/// Every file under `fuzz/regressions/<target>/` (there is at least one: a loop over an empty
+/// folder would check nothing).
 fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = fuzz_dir("regressions").join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let files = files_in(&fuzz_dir("regressions").join(target));
+    assert!(!files.is_empty(), "no regression input for {target}");
+    files
+}
+
+/// Every file under `fuzz/corpus/<target>/` (the seeds and what fuzzing kept).
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let files = files_in(&fuzz_dir("corpus").join(target));
+    assert!(!files.is_empty(), "no corpus for {target}");
+    files
+}
+
+fn files_in(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
@@ -62,36 +77,70 @@ fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// How long one input may take. Each takes milliseconds now; the slow reproducers took
+/// minutes before their fixes, so this bound tells a regression from a busy machine.
+const PER_INPUT: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a thread and waits at most [`PER_INPUT`] for it (a panic in it fails the test).
+fn bounded<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(PER_INPUT) {
+        Ok(value) => value,
+        Err(_) if worker.is_finished() => panic!("{} panicked", path.display()),
+        Err(_) => panic!("{} took longer than {PER_INPUT:?}", path.display()),
+    }
+}
+
+/// The `peer_frame` target's body: every decoder the network feeds; whether the request
+/// decoder accepted the bytes.
+fn peer_frame(data: &[u8]) -> bool {
+    let _ = decode_envelope(data);
+    let _ = decode::<Hello>(data);
+    let _ = decode::<EncryptReply>(data);
+    decode::<EncryptRequest>(data).is_ok()
+}
+
 #[test]
-fn peer_frame_regressions_do_not_panic() {
+fn peer_frame_regressions_are_refused_and_the_corpus_does_not_panic() {
     for (path, data) in regressions("peer_frame") {
-        eprintln!("{}", path.display());
-        let _ = decode_envelope(&data);
-        let _ = decode::<Hello>(&data);
-        let _ = decode::<EncryptRequest>(&data);
-        let _ = decode::<EncryptReply>(&data);
+        let accepted = bounded(&path, move || peer_frame(&data));
+        assert!(!accepted, "{}: a bad frame was accepted", path.display());
+    }
+    for (path, data) in corpus("peer_frame") {
+        bounded(&path, move || peer_frame(&data));
     }
 }
 
 #[test]
-fn reveal_regressions_do_not_panic() {
-    let key = key();
+fn reveal_regressions_are_refused_and_the_corpus_does_not_panic() {
     for (path, data) in regressions("reveal") {
-        let result = decrypt_image(&data, &key);
-        eprintln!("{}: {:?}", path.display(), result.as_ref().map(|_| ()));
+        let result = bounded(&path, move || decrypt_image(&data, &key()).map(|_| ()));
+        assert!(result.is_err(), "{}: revealed something", path.display());
+    }
+    for (path, data) in corpus("reveal") {
+        bounded(&path, move || decrypt_image(&data, &key()).map(|_| ()));
     }
 }
 
 #[test]
-fn hide_cover_regressions_do_not_panic() {
-    let (key, meta, secret) = (key(), meta(), secret());
+fn hide_cover_regressions_are_refused_and_the_corpus_round_trips() {
     for (path, data) in regressions("hide_cover") {
-        let result = encrypt_image(&secret, Cover::Image(&data), &meta, &key);
-        eprintln!("{}: {:?}", path.display(), result.as_ref().map(|_| ()));
-        if let Ok(png) = result {
-            let (_, revealed) = decrypt_image(&png, &key).unwrap();
-            assert_eq!(revealed, secret);
-        }
+        let result = bounded(&path, move || {
+            encrypt_image(&secret(), Cover::Image(&data), &meta(), &key()).map(|_| ())
+        });
+        assert!(result.is_err(), "{}: took a bad cover", path.display());
+    }
+    for (path, data) in corpus("hide_cover") {
+        bounded(&path, move || {
+            let (key, secret) = (key(), secret());
+            if let Ok(png) = encrypt_image(&secret, Cover::Image(&data), &meta(), &key) {
+                let (_, revealed) = decrypt_image(&png, &key).unwrap();
+                assert_eq!(revealed, secret);
+            }
+        });
     }
 }
 

@@ -82,12 +82,15 @@ fn register(who: &Credential) -> Command {
     )
 }
 
-/// The owner's view of one grant: what she allowed in total, and what was seen.
+/// The owner's view of one grant: what she allowed in total, and what was seen (counted from
+/// the `Viewed` replies).
 #[derive(Clone, Copy, Debug, Default)]
 struct Account {
     allowed: u64,
     shown: u64,
     granted: bool,
+    /// Views shown under grants since revoked (the ledger drops a revoked grant's counts).
+    revoked_shown: u64,
 }
 
 impl Account {
@@ -187,6 +190,7 @@ proptest! {
                         prop_assert!(matches!(reply, Reply::Granted { views_left: 0, .. }), "{reply:?}");
                         a.granted = false;
                         a.allowed = a.shown;
+                        a.revoked_shown = a.shown;
                     } else {
                         prop_assert!(matches!(reply, Reply::Refused(_)), "{reply:?}");
                     }
@@ -229,20 +233,39 @@ proptest! {
                     state = reloaded;
                 }
             }
+            // The ledger's own rows against what the owner allowed and the replies showed.
             for ((v, i), a) in &accounts {
-                prop_assert!(a.shown <= a.allowed, "{} saw image {i} {} times, allowed {}", VIEWERS[*v], a.shown, a.allowed);
                 let record = &state.ledger.images[&image(*i)];
-                let left = record.grants.get(VIEWERS[*v]).map_or(0, |g| g.left as u64);
-                prop_assert_eq!(left, if a.granted { a.left() } else { 0 });
-                if let Some(g) = record.grants.get(VIEWERS[*v]) {
-                    prop_assert!(g.used <= a.allowed);
+                match record.grants.get(VIEWERS[*v]) {
+                    Some(g) => {
+                        prop_assert!(a.granted, "the ledger holds a grant for {} the owner never made or revoked", VIEWERS[*v]);
+                        // Views spent under this grant: the Viewed replies since it was made.
+                        prop_assert_eq!(g.used, a.shown - a.revoked_shown, "views of image {} by {}", i, VIEWERS[*v]);
+                        // Spent and left: never more than the owner allowed under this grant.
+                        prop_assert!(
+                            g.used + g.left as u64 <= a.allowed - a.revoked_shown,
+                            "{} may see image {i} {} + {} times, allowed {}",
+                            VIEWERS[*v], g.used, g.left, a.allowed - a.revoked_shown
+                        );
+                        prop_assert_eq!(g.left as u64, a.left());
+                    }
+                    None => prop_assert!(!a.granted, "the ledger lost the grant of {}", VIEWERS[*v]),
                 }
             }
         }
+        // Every image the ledger answered with is counted in its rows (or in a revoked grant).
         let shown: u64 = applied
             .iter()
             .filter(|(_, r)| matches!(r, Reply::Viewed { .. }))
             .count() as u64;
-        prop_assert_eq!(shown, accounts.values().map(|a| a.shown).sum::<u64>());
+        let in_ledger: u64 = state
+            .ledger
+            .images
+            .values()
+            .flat_map(|r| r.grants.values())
+            .map(|g| g.used)
+            .sum();
+        let revoked: u64 = accounts.values().map(|a| a.revoked_shown).sum();
+        prop_assert_eq!(shown, in_ledger + revoked);
     }
 }
