@@ -12,8 +12,12 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-# CHAOS_PROFILE=debug reuses the binaries `cargo test` built (CI); the default is release.
+# CHAOS_PROFILE=debug uses the debug binaries; the default is release. CHAOS_BUILD=0 builds
+# nothing and runs the binaries already there (CI: the ones `cargo test` built; a `cargo build`
+# after `cargo test` would rebuild much of the tree, since dev-dependencies unify features).
 PROFILE="${CHAOS_PROFILE:-release}"
+# The longest one scenario may run (the full ones take about a minute each).
+SCENARIO_LIMIT="${CHAOS_SCENARIO_LIMIT:-600}"
 if [[ "$PROFILE" == debug ]]; then BIN="$TARGET_DIR/debug"; BUILD_FLAGS=(); else BIN="$TARGET_DIR/release"; BUILD_FLAGS=(--release); fi
 NETNS=(imgc-h1 imgc-h2 imgc-h3 imgc-lb)
 CHAOS_PID=""
@@ -76,15 +80,25 @@ if [[ $needs_net == 1 ]]; then
     fi
 fi
 
-echo "chaos.sh: building the $PROFILE binaries" >&2
-cargo build "${BUILD_FLAGS[@]}" --bin chaos --bin cloud-node >&2 || exit 2
+if [[ "${CHAOS_BUILD:-1}" == 0 ]]; then
+    for bin in chaos cloud-node; do
+        [[ -x "$BIN/$bin" ]] || { echo "chaos.sh: $BIN/$bin is missing (CHAOS_BUILD=0)" >&2; exit 2; }
+    done
+else
+    echo "chaos.sh: building the $PROFILE binaries" >&2
+    cargo build "${BUILD_FLAGS[@]}" --bin chaos --bin cloud-node >&2 || exit 2
+fi
 
 status=0
 for s in "${SCENARIOS[@]}"; do
     started=$(date +%s)
-    RUST_LOG="${RUST_LOG:-warn,imgcloud::chaos=info}" "$BIN/chaos" "$s" "${FLAGS[@]}" &
+    RUST_LOG="${RUST_LOG:-warn,imgcloud::chaos=info}" \
+        timeout --kill-after=10 "$SCENARIO_LIMIT" "$BIN/chaos" "$s" "${FLAGS[@]}" &
     CHAOS_PID=$!
-    wait "$CHAOS_PID" || status=1
+    wait "$CHAOS_PID"
+    code=$?
+    [[ $code == 124 ]] && echo "chaos.sh: $s still running after $SCENARIO_LIMIT s; stopped" >&2
+    [[ $code != 0 ]] && status=1
     CHAOS_PID=""
     echo "chaos.sh: $s took $(( $(date +%s) - started )) s" >&2
     cleanup
