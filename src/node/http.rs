@@ -66,24 +66,26 @@ pub(crate) struct Api {
 /// Serves the API on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
-    let app = Router::new()
-        .route("/status", get(get_status))
-        .route("/cluster", get(get_cluster))
-        .route("/metrics", get(get_metrics))
-        .route("/encrypt", post(post_encrypt))
-        .route("/directory", get(get_directory))
-        .route("/users/op", post(post_user_op))
-        .route("/query", post(post_query))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .merge(limit_bodies(
-            Router::new()
-                .route("/share", post(post_share))
-                .route("/grant", post(post_grant))
-                .route("/view", post(post_view)),
-            MAX_SHARING_BYTES,
-        ))
-        .merge(crate::web::dashboard::routes())
-        .with_state((api, counter));
+    let app = limit_bodies(
+        Router::new()
+            .route("/status", get(get_status))
+            .route("/cluster", get(get_cluster))
+            .route("/metrics", get(get_metrics))
+            .route("/encrypt", post(post_encrypt))
+            .route("/directory", get(get_directory))
+            .route("/users/op", post(post_user_op))
+            .route("/query", post(post_query)),
+        MAX_UPLOAD_BYTES,
+    )
+    .merge(limit_bodies(
+        Router::new()
+            .route("/share", post(post_share))
+            .route("/grant", post(post_grant))
+            .route("/view", post(post_view)),
+        MAX_SHARING_BYTES,
+    ))
+    .merge(crate::web::dashboard::routes())
+    .with_state((api, counter));
     axum::serve(listener, app).await?;
     Ok(())
 }
