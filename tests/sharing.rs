@@ -464,3 +464,126 @@ fn huge_post(addr: std::net::SocketAddr, path: &str) -> u16 {
         Err(_) => 0,
     }
 }
+
+#[test]
+fn a_view_at_a_node_cut_off_from_the_majority_is_refused_and_shows_nothing() {
+    use imgcloud::sharing::wire::{Shown, ViewAnswer, WithFile};
+    use imgcloud::sharing::{Credential, UserOp};
+    let cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
+    let bob = User::start(&cluster, "bob", &[]);
+    let (id, original, copy) = shared_and_granted(&cluster, &alice, &bob, "island", 2);
+    let copy_bytes = std::fs::read(copy["path"].as_str().unwrap()).unwrap();
+    let bob_key = Credential::derive("bob", "bob's password").unwrap();
+
+    // The consensus leader alone: the other two are stopped while bob's view reaches it.
+    let island = leader(&cluster);
+    let others: Vec<u32> = cluster
+        .config
+        .ids()
+        .into_iter()
+        .filter(|&n| n != island)
+        .collect();
+    for &n in &others {
+        cluster.signal(n, "STOP");
+    }
+    let op = bob_key.sign(UserOp::View {
+        file: imgcloud::peer::actions::digest(&copy_bytes),
+    });
+    let body = postcard::to_stdvec(&WithFile {
+        op,
+        file: copy_bytes,
+    })
+    .unwrap();
+    let node = cluster.config.node(island).unwrap().http;
+    let (status, answer) = post(&format!("http://{node}/view"), body.clone());
+    for &n in &others {
+        cluster.signal(n, "CONT");
+    }
+    assert_eq!(status, 503, "a view at an isolated node: {answer}");
+    assert!(answer.contains("majority"), "{answer}");
+
+    // Healed: the refused view showed nothing, and whatever became of it, bob is shown the
+    // image no more than twice in all (the same signed view again, then his own views).
+    every_node_follows_one_leader(&cluster);
+    let mut shown = 0;
+    let again = support::runtime().block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("http://{node}/view"))
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap();
+        let bytes = response.bytes().await.unwrap();
+        postcard::from_bytes::<ViewAnswer>(&bytes).ok()
+    });
+    if let Some(answer) = again.filter(|a| a.shown == Shown::Image) {
+        assert_eq!(answer.image, original);
+        shown += 1;
+    }
+    for k in 0..3 {
+        let out = cluster.dir.path().join(format!("island-{k}.png"));
+        let view = bob.ok(&["view", &id, "-o", out.to_str().unwrap()]);
+        if view["shown"] == "image" {
+            assert_eq!(std::fs::read(&out).unwrap(), original);
+            shown += 1;
+        }
+    }
+    assert_eq!(
+        shown, 2,
+        "bob was shown the image {shown} times on a 2-view grant"
+    );
+}
+
+#[test]
+fn a_restored_old_copy_spends_what_the_ledger_says_while_views_remain_and_after_a_lower_quota() {
+    let cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
+    let bob = User::start(&cluster, "bob", &[]);
+    let (id, original, copy) = shared_and_granted(&cluster, &alice, &bob, "kept", 4);
+    // Bob keeps his copy as it came: it says 4 views.
+    let old_copy = std::fs::read(copy["path"].as_str().unwrap()).unwrap();
+    let restored = temp_file(&cluster, "kept-old.png", &old_copy);
+    let view_old = |k: u32| {
+        std::fs::write(&restored, &old_copy).unwrap();
+        let out = cluster.dir.path().join(format!("kept-{k}.png"));
+        let view = bob.ok(&[
+            "view",
+            restored.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        if view["shown"] == "image" {
+            assert_eq!(std::fs::read(&out).unwrap(), original);
+        }
+        view
+    };
+
+    // One view spent through his current copy (3 left); the old copy, which says 4, shows the
+    // image counted by the ledger: 2 left after it, not 3.
+    let first = bob.ok(&["view", &id]);
+    assert_eq!(first["shown"], "image", "{first}");
+    assert_eq!(first["views_left"], 3);
+    let old = view_old(1);
+    assert_eq!(old["shown"], "image", "{old}");
+    assert_eq!(
+        old["views_left"], 2,
+        "the old copy's own count was used: {old}"
+    );
+
+    // Alice lowers bob's quota to 1 left: the old copy (still saying 4) shows one image, then
+    // the default image, and so does his current copy.
+    let lowered = alice.ok(&["quota", "kept", "bob=1"]);
+    assert_eq!(lowered["views_left"], 1, "{lowered}");
+    let last = view_old(2);
+    assert_eq!(last["shown"], "image", "{last}");
+    assert_eq!(last["views_left"], 0, "{last}");
+    let after = view_old(3);
+    assert_eq!(
+        after["shown"], "default",
+        "after the lowered quota ran out: {after}"
+    );
+    let current = bob.ok(&["view", &id]);
+    assert_eq!(current["shown"], "default", "{current}");
+}
