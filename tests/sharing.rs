@@ -587,3 +587,117 @@ fn a_restored_old_copy_spends_what_the_ledger_says_while_views_remain_and_after_
     let current = bob.ok(&["view", &id]);
     assert_eq!(current["shown"], "default", "{current}");
 }
+
+#[test]
+fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
+    use imgcloud::peer::p2p::{self, Envelope, Msg};
+    use imgcloud::sharing::Credential;
+    let cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &[]);
+    let bob = User::start(&cluster, "bob", &[]);
+    let _carol = User::start(&cluster, "carol", &[]);
+    let (id, _, copy) = shared_and_granted(&cluster, &alice, &bob, "guarded", 2);
+    let copy_path = PathBuf::from(copy["path"].as_str().unwrap());
+    let bob_copy = std::fs::read(&copy_path).unwrap();
+    let (alice_key, carol_key) = (
+        Credential::derive("alice", "alice's password").unwrap(),
+        Credential::derive("carol", "carol's password").unwrap(),
+    );
+    let (alice_addr, bob_addr) = (
+        alice.proc.addr.clone().unwrap(),
+        bob.proc.addr.clone().unwrap(),
+    );
+    let rt = support::runtime();
+    let send = |from: &Credential, to: &str, addr: &str, msg: Msg| {
+        rt.block_on(p2p::send::<()>(from, to, addr, msg))
+            .map_err(|e| e.to_string())
+    };
+    let junk = photo(32, 32, 99);
+    let forged_copy = |version| Msg::Copy {
+        request: None,
+        image: id.clone(),
+        name: "guarded".into(),
+        views_left: 99,
+        version,
+        copy: junk.clone(),
+    };
+
+    // Carol, logged in, sends bob a "copy" of alice's image: refused, bob's copy unchanged.
+    let e = send(&carol_key, "bob", &bob_addr, forged_copy(1 << 40)).unwrap_err();
+    assert!(e.contains("carol shares no image"), "{e}");
+    assert_eq!(std::fs::read(&copy_path).unwrap(), bob_copy);
+    let kept = copy_of(&bob, &id);
+    assert_eq!(
+        (kept["owner"].as_str(), kept["views_left"].as_u64()),
+        (Some("alice"), Some(2))
+    );
+
+    // Alice's own older copy (version 0) does not replace bob's newer one.
+    send(&alice_key, "bob", &bob_addr, forged_copy(0)).unwrap();
+    assert_eq!(
+        std::fs::read(&copy_path).unwrap(),
+        bob_copy,
+        "an older copy replaced a newer one"
+    );
+
+    // Carol denies bob's pending request to alice: nothing changes.
+    let request = bob.ok(&["request", "alice", "guarded", "--views", "1"]);
+    let req = request["id"].as_str().unwrap().to_string();
+    send(
+        &carol_key,
+        "bob",
+        &bob_addr,
+        Msg::Denied {
+            request: req.clone(),
+        },
+    )
+    .unwrap();
+    let state = |u: &User| {
+        u.ok(&["requests"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == req.as_str())
+            .map(|q| q["state"].clone())
+    };
+    assert_eq!(
+        state(&bob),
+        Some(Value::from("pending")),
+        "carol denied bob's request to alice"
+    );
+
+    // A message sent twice (a replay) is refused the second time; one re-addressed is refused.
+    let envelope = Envelope::seal(
+        &carol_key,
+        "alice",
+        Msg::Request {
+            id: "carol-1".into(),
+            image: id.clone(),
+            views: 1,
+        },
+    );
+    let raw = |addr: &str, envelope: &Envelope| {
+        post(
+            &format!("http://{addr}/p2p"),
+            postcard::to_stdvec(envelope).unwrap(),
+        )
+    };
+    let (status, body) = raw(&alice_addr, &envelope);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw(&alice_addr, &envelope);
+    assert_eq!(status, 401, "a replayed request: {body}");
+    assert!(body.contains("replayed"), "{body}");
+    let (status, body) = raw(&bob_addr, &envelope);
+    assert!(
+        (400..500).contains(&status),
+        "a message for alice taken by bob: {body}"
+    );
+    let pending = alice.ok(&["requests"]);
+    let carols = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["from"] == "carol")
+        .count();
+    assert_eq!(carols, 1, "the replay made a second request: {pending}");
+}

@@ -623,7 +623,8 @@ impl Peer {
             .update(|r| r.requests.retain(|q| !(q.id == id && q.from == self.user)))
     }
 
-    /// Takes a copy `from` an owner: keeps it and marks the request it answers delivered.
+    /// Takes a copy `from` an owner (the caller checked that `from` owns it): keeps it and marks
+    /// the request it answers delivered; a copy older than the one kept changes nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn take_copy(
         &self,
@@ -642,6 +643,16 @@ impl Peer {
             return Err(Error::InvalidInput(
                 "a copy must be a PNG made by the cloud".into(),
             ));
+        }
+        // A newer copy replaces an older one, never the reverse (a late or replayed letter).
+        let newer = self
+            .library
+            .records()
+            .copies
+            .iter()
+            .any(|c| c.id == id && c.version > version);
+        if newer {
+            return Ok(());
         }
         write_atomic(&self.library.copy_file(&id), copy)?;
         self.library.update(|r| {

@@ -304,8 +304,14 @@ async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Respons
             views_left,
             version,
             copy,
-        } => peer
-            .take_copy(
+        } => match peer.directory.shares(from, &image).await {
+            // Only an image's owner sends copies of it: anyone else's would replace the
+            // viewer's copy with whatever they liked.
+            Ok(false) => Err(Error::Unauthorized(format!(
+                "{from} shares no image {image}: a copy comes from the image's owner"
+            ))),
+            Err(e) => Err(e),
+            Ok(true) => peer.take_copy(
                 from,
                 request.as_deref(),
                 &image,
@@ -313,8 +319,9 @@ async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Respons
                 views_left,
                 version,
                 &copy,
-            )
-            .map(|()| postcard::to_stdvec(&())),
+            ),
+        }
+        .map(|()| postcard::to_stdvec(&())),
         Msg::Denied { request } => peer
             .take_denied(from, &request)
             .map(|()| postcard::to_stdvec(&())),

@@ -179,6 +179,19 @@ impl Directory {
         Ok(entry)
     }
 
+    /// Whether `user` shares image `image` (its id) in the cloud's directory: the cached copy
+    /// if it says so, else a fresh one (an image shared a moment ago).
+    pub async fn shares(&self, user: &str, image: &str) -> Result<bool> {
+        let listed = |entry: Option<DirectoryEntry>| {
+            entry.is_some_and(|e| e.shared.iter().any(|s| s.id == image))
+        };
+        if listed(self.entry(user).await?) {
+            return Ok(true);
+        }
+        self.forget();
+        Ok(listed(self.entry(user).await?))
+    }
+
     /// Where `user`'s peer is, or why it cannot be reached. "Offline" is never taken from
     /// the cache: a user who has just come back is looked up afresh.
     pub async fn address(&self, user: &str) -> Result<String> {
