@@ -701,3 +701,99 @@ fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
         .count();
     assert_eq!(carols, 1, "the replay made a second request: {pending}");
 }
+
+#[test]
+fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_the_retry_gets_it() {
+    use imgcloud::sharing::wire::{Shown, ViewAnswer, WithFile};
+    use imgcloud::sharing::{Credential, UserOp};
+    let mut cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
+    let bob = User::start(&cluster, "bob", &[]);
+    // A large photo: resealing bob's copy after the commit takes long enough to kill the node
+    // in between.
+    let original = photo(1600, 1200, 5);
+    let path = temp_file(&cluster, "big.png", &original);
+    let id = alice.ok(&["share", path.to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    bob.ok(&["request", "alice", "big", "--views", "3"]);
+    let copy = std::fs::read(copy_of(&bob, &id)["path"].as_str().unwrap()).unwrap();
+    // No peer writes from now on (lease renewals): the next applied entry is the view.
+    drop((alice, bob));
+    let bob_key = Credential::derive("bob", "bob's password").unwrap();
+    let body = |copy: &[u8]| {
+        let op = bob_key.sign(UserOp::View {
+            file: imgcloud::peer::actions::digest(copy),
+        });
+        postcard::to_stdvec(&WithFile {
+            op,
+            file: copy.to_vec(),
+        })
+        .unwrap()
+    };
+    let view = body(&copy);
+    let nodes = cluster.config.clone();
+    let send = |node: u32, body: Vec<u8>| {
+        let http = nodes.node(node).unwrap().http;
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!("http://{http}/view"))
+                .body(body)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+            }
+            postcard::from_bytes::<ViewAnswer>(&bytes).map_err(|e| e.to_string())
+        }
+    };
+    let applied =
+        |c: &Cluster, node: u32| c.status(node).and_then(|s| s["store"]["applied"].as_u64());
+    let rt = support::runtime();
+    // A quiet log (nothing applied for 1.5 s), so that the next entry node 1 applies is the
+    // view's.
+    let mut before = 0;
+    support::wait_for(Duration::from_secs(30), || {
+        let Some(now) = applied(&cluster, 1) else {
+            return false;
+        };
+        before = now;
+        support::wait_for(Duration::from_millis(1500), || {
+            applied(&cluster, 1).is_some_and(|a| a != now)
+        })
+        .is_none()
+    })
+    .expect("the log never went quiet");
+    let started = std::time::Instant::now();
+    let first = rt.spawn(send(1, view.clone()));
+    let committed = support::wait_for(Duration::from_secs(30), || {
+        applied(&cluster, 1).is_some_and(|a| a > before)
+    });
+    let at = started.elapsed();
+    cluster.kill(1);
+    committed.expect("the view was never applied at node 1");
+    let first = rt.block_on(first).unwrap();
+    assert!(
+        first.is_err(),
+        "the reply came before the kill ({at:?} after the request): {:?}",
+        first.map(|a| a.views_left)
+    );
+
+    // The same signed view, retried at another node: the image, with the count of one view.
+    let again = rt.block_on(send(2, view)).expect("the retry is answered");
+    assert_eq!(again.shown, Shown::Image);
+    assert_eq!(
+        again.views_left,
+        Some(2),
+        "the view was counted twice or not at all"
+    );
+    assert_eq!(again.image, original);
+    // A new view: the second of three.
+    let next = rt.block_on(send(3, body(&copy))).expect("a new view");
+    assert_eq!(next.views_left, Some(1));
+}
