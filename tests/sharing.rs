@@ -204,19 +204,60 @@ fn twenty_views_racing_over_five_while_the_leader_is_killed_show_exactly_five_im
     assert_eq!(copy_of(&bob, &id)["views_left"], 0);
 }
 
-/// POSTs `body` to `url`; the status code and the body as text.
+/// The body of `POST /view`: a view of `file` (a copy) signed by `who`.
+fn view_body(who: &imgcloud::sharing::Credential, file: &[u8]) -> Vec<u8> {
+    use imgcloud::sharing::{wire::WithFile, UserOp};
+    let op = who.sign(UserOp::View {
+        file: imgcloud::peer::actions::digest(file),
+    });
+    postcard::to_stdvec(&WithFile {
+        op,
+        file: file.to_vec(),
+    })
+    .unwrap()
+}
+
+/// POSTs a view `body` to `node`: its answer, or the status and error text (a status of 0:
+/// no answer at all, e.g. the node died).
+fn view_at(
+    cluster: &Cluster,
+    node: u32,
+    body: Vec<u8>,
+) -> Result<imgcloud::sharing::wire::ViewAnswer, (u16, String)> {
+    view_to(cluster.config.node(node).unwrap().http, body)
+}
+
+/// The same to the node serving HTTP at `http`.
+fn view_to(
+    http: std::net::SocketAddr,
+    body: Vec<u8>,
+) -> Result<imgcloud::sharing::wire::ViewAnswer, (u16, String)> {
+    let (status, bytes) = support::runtime().block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("http://{http}/view"))
+            .body(body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await;
+        match response {
+            Ok(r) => (r.status().as_u16(), r.bytes().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string().into_bytes().into()),
+        }
+    });
+    match status {
+        200 => Ok(postcard::from_bytes(&bytes).expect("a view answer")),
+        _ => Err((status, String::from_utf8_lossy(&bytes).into_owned())),
+    }
+}
+
 /// Sends a view of `file` signed by `who` straight to node 1; the status and body.
 fn view_at_node(
     cluster: &Cluster,
     who: &imgcloud::sharing::Credential,
     file: Vec<u8>,
 ) -> (u16, String) {
-    use imgcloud::sharing::{wire::WithFile, UserOp};
-    let digest = imgcloud::peer::actions::digest(&file);
-    let op = who.sign(UserOp::View { file: digest });
-    let body = postcard::to_stdvec(&WithFile { op, file }).unwrap();
     let node = cluster.config.node(1).unwrap().http;
-    post(&format!("http://{node}/view"), body)
+    post(&format!("http://{node}/view"), view_body(who, &file))
 }
 
 #[test]
@@ -401,29 +442,11 @@ fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
 
     // A view retried (the same signed request, to another node) is counted once.
     {
-        use imgcloud::sharing::{wire::ViewAnswer, wire::WithFile, UserOp};
         let current = std::fs::read(copy_of(&bob, &id)["path"].as_str().unwrap()).unwrap();
-        let op = bob_key.sign(UserOp::View {
-            file: imgcloud::peer::actions::digest(&current),
-        });
-        let body = postcard::to_stdvec(&WithFile { op, file: current }).unwrap();
-        let answers: Vec<ViewAnswer> = [1, 2]
+        let body = view_body(&bob_key, &current);
+        let answers: Vec<_> = [1, 2]
             .iter()
-            .map(|&n| {
-                let node = cluster.config.node(n).unwrap().http;
-                let url = format!("http://{node}/view");
-                let bytes = support::runtime().block_on(async {
-                    let response = reqwest::Client::new()
-                        .post(url)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200);
-                    response.bytes().await.unwrap()
-                });
-                postcard::from_bytes(&bytes).unwrap()
-            })
+            .map(|&n| view_at(&cluster, n, body.clone()).expect("a view answer"))
             .collect();
         assert_eq!(answers[0].views_left, Some(3), "4 views, one spent");
         assert_eq!(
@@ -467,14 +490,13 @@ fn huge_post(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 #[test]
 fn a_view_at_a_node_cut_off_from_the_majority_is_refused_and_shows_nothing() {
-    use imgcloud::sharing::wire::{Shown, ViewAnswer, WithFile};
-    use imgcloud::sharing::{Credential, UserOp};
+    use imgcloud::sharing::wire::Shown;
     let cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
     let bob = User::start(&cluster, "bob", &[]);
     let (id, original, copy) = shared_and_granted(&cluster, &alice, &bob, "island", 2);
     let copy_bytes = std::fs::read(copy["path"].as_str().unwrap()).unwrap();
-    let bob_key = Credential::derive("bob", "bob's password").unwrap();
+    let bob_key = imgcloud::sharing::Credential::derive("bob", "bob's password").unwrap();
 
     // The consensus leader alone: the other two are stopped while bob's view reaches it.
     let island = leader(&cluster);
@@ -487,40 +509,25 @@ fn a_view_at_a_node_cut_off_from_the_majority_is_refused_and_shows_nothing() {
     for &n in &others {
         cluster.signal(n, "STOP");
     }
-    let op = bob_key.sign(UserOp::View {
-        file: imgcloud::peer::actions::digest(&copy_bytes),
-    });
-    let body = postcard::to_stdvec(&WithFile {
-        op,
-        file: copy_bytes,
-    })
-    .unwrap();
-    let node = cluster.config.node(island).unwrap().http;
-    let (status, answer) = post(&format!("http://{node}/view"), body.clone());
+    let body = view_body(&bob_key, &copy_bytes);
+    let refused = view_at(&cluster, island, body.clone());
     for &n in &others {
         cluster.signal(n, "CONT");
     }
-    assert_eq!(status, 503, "a view at an isolated node: {answer}");
-    assert!(answer.contains("majority"), "{answer}");
+    match refused {
+        Err((503, why)) => assert!(why.contains("majority"), "{why}"),
+        other => panic!("a view at an isolated node: {:?}", other.map(|a| a.shown)),
+    }
 
     // Healed: the refused view showed nothing, and whatever became of it, bob is shown the
     // image no more than twice in all (the same signed view again, then his own views).
     every_node_follows_one_leader(&cluster);
     let mut shown = 0;
-    let again = support::runtime().block_on(async {
-        let response = reqwest::Client::new()
-            .post(format!("http://{node}/view"))
-            .body(body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap();
-        let bytes = response.bytes().await.unwrap();
-        postcard::from_bytes::<ViewAnswer>(&bytes).ok()
-    });
-    if let Some(answer) = again.filter(|a| a.shown == Shown::Image) {
-        assert_eq!(answer.image, original);
-        shown += 1;
+    if let Ok(answer) = view_at(&cluster, island, body) {
+        if answer.shown == Shown::Image {
+            assert_eq!(answer.image, original);
+            shown += 1;
+        }
     }
     for k in 0..3 {
         let out = cluster.dir.path().join(format!("island-{k}.png"));
@@ -704,8 +711,7 @@ fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
 
 #[test]
 fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_the_retry_gets_it() {
-    use imgcloud::sharing::wire::{Shown, ViewAnswer, WithFile};
-    use imgcloud::sharing::{Credential, UserOp};
+    use imgcloud::sharing::wire::Shown;
     let mut cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
     let bob = User::start(&cluster, "bob", &[]);
@@ -721,40 +727,9 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
     let copy = std::fs::read(copy_of(&bob, &id)["path"].as_str().unwrap()).unwrap();
     // No peer writes from now on (lease renewals): the next applied entry is the view.
     drop((alice, bob));
-    let bob_key = Credential::derive("bob", "bob's password").unwrap();
-    let body = |copy: &[u8]| {
-        let op = bob_key.sign(UserOp::View {
-            file: imgcloud::peer::actions::digest(copy),
-        });
-        postcard::to_stdvec(&WithFile {
-            op,
-            file: copy.to_vec(),
-        })
-        .unwrap()
-    };
-    let view = body(&copy);
-    let nodes = cluster.config.clone();
-    let send = |node: u32, body: Vec<u8>| {
-        let http = nodes.node(node).unwrap().http;
-        async move {
-            let response = reqwest::Client::new()
-                .post(format!("http://{http}/view"))
-                .body(body)
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-            if !status.is_success() {
-                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-            }
-            postcard::from_bytes::<ViewAnswer>(&bytes).map_err(|e| e.to_string())
-        }
-    };
+    let bob_key = imgcloud::sharing::Credential::derive("bob", "bob's password").unwrap();
     let applied =
         |c: &Cluster, node: u32| c.status(node).and_then(|s| s["store"]["applied"].as_u64());
-    let rt = support::runtime();
     // A quiet log (nothing applied for 1.5 s), so that the next entry node 1 applies is the
     // view's.
     let mut before = 0;
@@ -769,23 +744,28 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
         .is_none()
     })
     .expect("the log never went quiet");
+
+    let view = view_body(&bob_key, &copy);
     let started = std::time::Instant::now();
-    let first = rt.spawn(send(1, view.clone()));
+    let first = std::thread::spawn({
+        let (http, view) = (cluster.config.node(1).unwrap().http, view.clone());
+        move || view_to(http, view)
+    });
     let committed = support::wait_for(Duration::from_secs(30), || {
         applied(&cluster, 1).is_some_and(|a| a > before)
     });
     let at = started.elapsed();
     cluster.kill(1);
     committed.expect("the view was never applied at node 1");
-    let first = rt.block_on(first).unwrap();
+    let first = first.join().unwrap();
     assert!(
-        first.is_err(),
+        matches!(first, Err((0, _))),
         "the reply came before the kill ({at:?} after the request): {:?}",
         first.map(|a| a.views_left)
     );
 
     // The same signed view, retried at another node: the image, with the count of one view.
-    let again = rt.block_on(send(2, view)).expect("the retry is answered");
+    let again = view_at(&cluster, 2, view).expect("the retry is answered");
     assert_eq!(again.shown, Shown::Image);
     assert_eq!(
         again.views_left,
@@ -794,6 +774,6 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
     );
     assert_eq!(again.image, original);
     // A new view: the second of three.
-    let next = rt.block_on(send(3, body(&copy))).expect("a new view");
+    let next = view_at(&cluster, 3, view_body(&bob_key, &copy)).expect("a new view");
     assert_eq!(next.views_left, Some(1));
 }
