@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The longest the demo may take here: the first election (at most 15 s) and a load that waits
-/// at most settle + period + longest failure + slack (2 + 2 + 6 + 5 s) at the defaults.
-const DEMO_LIMIT: Duration = Duration::from_secs(50);
+/// at most settle + period + longest failure + slack (2 + 2 + 6 + 5 s) at the defaults, twice
+/// over for a machine busy with other tests (it takes 4-5 s idle): it tells a hang.
+const DEMO_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the demo with `args` in `dir`, killed if it takes longer than [`DEMO_LIMIT`]; returns
 /// its stdout and the report. Asserts it succeeded and left no process behind.

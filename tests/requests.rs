@@ -73,7 +73,23 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
     .expect("a third of the requests served");
     let victim = last_server.load(std::sync::atomic::Ordering::Relaxed);
     cluster.kill(victim);
-    std::thread::sleep(Duration::from_secs(1));
+    // It stays down until both survivors see it down, then comes back.
+    let seen_down = wait_for(Duration::from_secs(30), || {
+        cluster.statuses().values().flatten().count() == 2
+            && cluster.statuses().values().flatten().all(|s| {
+                s["peers"].as_array().is_some_and(|peers| {
+                    peers
+                        .iter()
+                        .any(|p| p["id"] == victim && p["state"] != "Active")
+                })
+            })
+    });
+    seen_down.unwrap_or_else(|| {
+        panic!(
+            "node {victim}'s death went unseen: {:?}",
+            cluster.statuses()
+        )
+    });
     cluster.spawn(victim);
 
     let mut duplicates = 0;
