@@ -777,3 +777,47 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
     let next = view_at(&cluster, 3, view_body(&bob_key, &copy)).expect("a new view");
     assert_eq!(next.views_left, Some(1));
 }
+
+#[test]
+fn a_captured_view_request_replayed_after_a_revoke_shows_nothing_even_after_kill_9() {
+    use imgcloud::sharing::wire::Shown;
+    let mut cluster = Cluster::start(3, &[]);
+    let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
+    let bob = User::start(&cluster, "bob", &[]);
+    let (_, original, copy) = shared_and_granted(&cluster, &alice, &bob, "coffee", 1);
+    let copy = std::fs::read(copy["path"].as_str().unwrap()).unwrap();
+    let bob_key = imgcloud::sharing::Credential::derive("bob", "bob's password").unwrap();
+
+    // bob's view, as a recording proxy would capture it on its way to node 1.
+    let captured = view_body(&bob_key, &copy);
+    let seen = view_at(&cluster, 1, captured.clone()).expect("bob's view");
+    assert_eq!((seen.shown, seen.views_left), (Shown::Image, Some(0)));
+    assert_eq!(seen.image, original);
+
+    // alice revokes; the captured request, presented again to any node, shows nothing.
+    alice.ok(&["revoke", "coffee", "bob"]);
+    let refused = |cluster: &Cluster, when: &str| {
+        for node in cluster.config.ids() {
+            match view_at(cluster, node, captured.clone()) {
+                Err((403, why)) => assert!(why.contains("revoked"), "{when}, node {node}: {why}"),
+                Err(other) => panic!("{when}, node {node}: {other:?}"),
+                Ok(answer) => panic!(
+                    "{when}, node {node}: answered {:?} (the original image again: {})",
+                    answer.shown,
+                    answer.image == original
+                ),
+            }
+        }
+    };
+    refused(&cluster, "after the revoke");
+    // And after kill -9 of every node: the facts live in the ledger's store.
+    drop((alice, bob));
+    for id in cluster.config.ids() {
+        cluster.kill(id);
+    }
+    for id in cluster.config.ids() {
+        cluster.spawn(id);
+    }
+    every_node_follows_one_leader(&cluster);
+    refused(&cluster, "after kill -9 of every node");
+}

@@ -45,6 +45,11 @@ use directory::{MAX_ADDR_LEN, MAX_LEASE_MS};
 pub const MAX_USERS: usize = 100_000;
 /// How far ahead of the proposer's clock a sequence number may be, in microseconds.
 const MAX_SEQ_AHEAD_US: u64 = 60_000_000;
+
+/// How long after a view was signed its image is given again to a retry of it (the same signed
+/// request, after a lost reply): a peer tries the three nodes 5 s each, so one full round and a
+/// second fit. Later, the same request is a replay and shows nothing (docs/DESIGN.md).
+pub const VIEW_RETRY_MS: u64 = 30_000;
 /// The prefix of an image's row key in the store (user names cannot contain ':').
 const IMAGE_ROW: &str = "image:";
 /// The prefix of a mailbox's row key.
@@ -210,7 +215,10 @@ impl State {
             .get(&op.user)
             .and_then(|r| r.answer(op.seq, &digest))
         {
-            return (answer.clone(), Vec::new());
+            return match self.may_answer_again(command, answer) {
+                Ok(()) => (answer.clone(), Vec::new()),
+                Err(why) => (Reply::Forbidden(why), Vec::new()),
+            };
         }
         let (reply, mut changed) = match self.apply_op(command) {
             Ok(done) => done,
@@ -227,6 +235,41 @@ impl State {
         changed.sort();
         changed.dedup();
         (reply, changed)
+    }
+
+    /// Whether an operation's remembered answer may be given again (a retry changes nothing).
+    /// A view's image is given again only to a retry: within [`VIEW_RETRY_MS`] of the view's
+    /// signing, while the viewer still holds the grant with at least the views that view left.
+    /// Anything else is a replay of a captured request, and shows nothing.
+    fn may_answer_again(&self, command: &Command, answer: &Reply) -> Result<(), String> {
+        let Reply::Viewed { views_left } = answer else {
+            return Ok(());
+        };
+        let (op, user) = (&command.op, command.op.user.as_str());
+        let signed_ms = op.seq / 1000;
+        if command.at_ms > signed_ms + VIEW_RETRY_MS {
+            return Err(format!(
+                "a replayed or stale view from {user}: it was signed {} s ago, and a view is \
+                 answered again only within {} s",
+                (command.at_ms - signed_ms) / 1000,
+                VIEW_RETRY_MS / 1000
+            ));
+        }
+        let grant = command
+            .sealed
+            .as_ref()
+            .and_then(|sealed| self.ledger.images.get(&sealed.image))
+            .and_then(|record| record.grants.get(user));
+        match grant {
+            None => Err(format!(
+                "a replayed view from {user}: the grant was revoked since"
+            )),
+            Some(g) if g.left < *views_left => Err(format!(
+                "a replayed view from {user}: {} view(s) left now, fewer than that view left",
+                g.left
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// What the operation itself does, after the account checks.
@@ -638,5 +681,70 @@ mod tests {
             1,
             "the retried ack removed a newer letter"
         );
+    }
+
+    #[test]
+    fn a_view_is_answered_again_only_to_a_retry_in_time_while_the_grant_holds() {
+        let (alice, bob) = (
+            Credential::derive("alice", "pw").unwrap(),
+            Credential::derive("bob", "pw").unwrap(),
+        );
+        let mut state = State::default();
+        state.apply(&at(register(&alice)));
+        state.apply(&at(register(&bob)));
+        let image = ImageId([3; 16]);
+        let with = |op: SignedOp, viewers: &[&str]| Command {
+            sealed: Some(Sealed {
+                image,
+                owner: "alice".into(),
+                viewers: viewers.iter().map(|v| v.to_string()).collect(),
+                bytes: 10,
+            }),
+            ..at(op)
+        };
+        let share = alice.sign(UserOp::Share {
+            name: "cat".into(),
+            file: [1; 32],
+        });
+        assert_eq!(state.apply(&with(share, &[])).0, Reply::Done);
+        let grant = |change| {
+            let op = alice.sign(UserOp::Grant {
+                image,
+                viewer: "bob".into(),
+                change,
+                file: [1; 32],
+            });
+            with(op, &[])
+        };
+        state.apply(&grant(Change::Add(3)));
+        let view = with(bob.sign(UserOp::View { file: [2; 32] }), &["bob"]);
+        let viewed = Reply::Viewed { views_left: 2 };
+        assert_eq!(state.apply(&view).0, viewed);
+        // A retry within the window: the same answer, nothing spent.
+        let retry = Command {
+            at_ms: view.at_ms + VIEW_RETRY_MS,
+            ..view.clone()
+        };
+        assert_eq!(state.apply(&retry), (viewed.clone(), Vec::new()));
+        // Past the window: a replay.
+        let late = Command {
+            at_ms: view.at_ms + VIEW_RETRY_MS + 1000,
+            ..view.clone()
+        };
+        assert!(matches!(state.apply(&late).0, Reply::Forbidden(why) if why.contains("stale")));
+        // The owner sets fewer views than that view left: a replay in time shows nothing.
+        state.apply(&grant(Change::Set(1)));
+        assert!(matches!(state.apply(&view).0, Reply::Forbidden(why) if why.contains("fewer")));
+        // Revoked: nothing either.
+        state.apply(&grant(Change::Revoke));
+        assert!(matches!(state.apply(&view).0, Reply::Forbidden(why) if why.contains("revoked")));
+        // A retry of another operation is answered as before.
+        let leave = at(bob.sign(UserOp::Unregister));
+        assert_eq!(state.apply(&leave).0, Reply::Done);
+        let late_leave = Command {
+            at_ms: leave.at_ms + 10 * VIEW_RETRY_MS,
+            ..leave
+        };
+        assert_eq!(state.apply(&late_leave).0, Reply::Done);
     }
 }
