@@ -241,6 +241,15 @@ impl ClusterConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a ClusterConfig always serializes")
     }
+
+    /// The configuration to give users' peers: the nodes' addresses, and nothing a user must
+    /// not hold (no secret, no data folder).
+    pub fn for_users(&self) -> ClusterConfig {
+        ClusterConfig {
+            nodes: self.nodes.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]

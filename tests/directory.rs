@@ -421,3 +421,50 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
     let (_alice, addr) = started(&cluster, "alice", "pw");
     assert!(online_everywhere(&cluster, "alice", &addr));
 }
+
+#[test]
+fn a_peer_refuses_a_config_holding_the_cluster_secret_and_client_user_config_makes_one_without() {
+    let cluster = Cluster::start(3, &[]);
+    // The nodes' file, with the secret: refused before anything starts.
+    let dir = cluster.dir.path().join("peers").join("eve");
+    let out = support::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+            .args(["--user", "eve", "--dir"])
+            .arg(&dir)
+            .arg("--config")
+            .arg(&cluster.config_path)
+            .env("IMGCLOUD_PASSWORD", "pw")
+            .stdin(std::process::Stdio::null()),
+        support::COMMAND_LIMIT,
+        "peer with the nodes' config",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds the cluster secret"), "{err}");
+    assert!(err.contains("client user-config"), "{err}");
+    assert!(
+        !err.contains(&cluster.config.secret),
+        "the refusal shows the secret: {err}"
+    );
+
+    // `client user-config` writes the users' file: the nodes, no secret; a peer runs on it.
+    let out = support::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_client"))
+            .args(["user-config", "--config"])
+            .arg(&cluster.config_path),
+        support::COMMAND_LIMIT,
+        "client user-config",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(&cluster.config.secret), "{text}");
+    let users = imgcloud::config::ClusterConfig::parse(&text).unwrap();
+    assert_eq!(users.nodes, cluster.config.nodes);
+    assert_eq!(users.secret, "");
+    std::fs::write(&cluster.user_config_path, &text).unwrap();
+    let (_eve, _) = started(&cluster, "eve", "pw");
+}

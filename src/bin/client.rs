@@ -87,6 +87,8 @@ enum Command {
     Decrypt(DecryptArgs),
     /// Print one table of every node's status.
     Status(StatusArgs),
+    /// Print the configuration to give users' peers: the nodes' addresses without the secret.
+    UserConfig(StatusArgs),
     /// Stress-test a running cluster: many clients, verified replies, a report and a plot.
     Stress(StressArgs),
     /// One client process of `stress --client-processes` (prints one line per request).
@@ -185,6 +187,7 @@ fn main() -> ExitCode {
         Some(Command::Encrypt(args)) => encrypt(args),
         Some(Command::Decrypt(args)) => decrypt(args),
         Some(Command::Status(args)) => status(args),
+        Some(Command::UserConfig(args)) => user_config(args),
         Some(Command::Stress(args)) => stress_command(args),
         Some(Command::StressWorker(args)) => stress_worker(args),
         None => seed(cli.seed),
@@ -227,6 +230,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// `client status`.
+/// `client user-config`: the cluster's configuration for users' peers, on standard output.
+fn user_config(args: StatusArgs) -> Result<ExitCode, String> {
+    let config = args.cluster.load()?;
+    print!(
+        "# For users' peers: the nodes of the cloud, without its secret.\n{}",
+        config.for_users().to_toml()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn status(args: StatusArgs) -> Result<ExitCode, String> {
     let config = args.cluster.load()?;
     let rows = runtime()?.block_on(client::cluster_status(&config.nodes));

@@ -30,7 +30,8 @@ pub struct PeerArgs {
     /// The user's folder (default: imgcloud-peers/USER under the working directory).
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// TOML cluster configuration (the nodes' addresses); the peer never needs the secret.
+    /// TOML cluster configuration for users (`client user-config`: the nodes' addresses, no
+    /// secret); a file that holds the cluster secret is refused.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Size of the default loopback cluster (ignored with --config).
@@ -179,7 +180,19 @@ impl PeerArgs {
 
     fn cluster(&self) -> Result<ClusterConfig> {
         match &self.config {
-            Some(path) => ClusterConfig::load(path),
+            Some(path) => {
+                let config = ClusterConfig::load(path)?;
+                if !config.secret.is_empty() {
+                    return Err(Error::Config(format!(
+                        "{} holds the cluster secret, which a user's peer must never have (with \
+                         it any copy opens without the cloud counting the view); give users a \
+                         copy without it: client user-config --config {} > cloud.toml",
+                        path.display(),
+                        path.display()
+                    )));
+                }
+                Ok(config)
+            }
             None => Ok(ClusterConfig {
                 nodes: ClusterConfig::local_nodes(self.nodes, self.base_port),
                 ..Default::default()

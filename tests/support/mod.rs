@@ -71,6 +71,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config: ClusterConfig,
     pub config_path: PathBuf,
+    /// The configuration users' peers get: the nodes' addresses without the secret.
+    pub user_config_path: PathBuf,
     pub procs: BTreeMap<NodeId, Child>,
     extra: Vec<String>,
 }
@@ -96,10 +98,13 @@ impl Cluster {
         config.data_dir = Some(dir.path().join("data"));
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, config.to_toml()).unwrap();
+        let user_config_path = dir.path().join("cloud.toml");
+        std::fs::write(&user_config_path, config.for_users().to_toml()).unwrap();
         Cluster {
             dir,
             config,
             config_path,
+            user_config_path,
             procs: BTreeMap::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
@@ -519,7 +524,7 @@ impl Cluster {
             .arg("--dir")
             .arg(dir)
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(&self.user_config_path)
             .args(args)
             .env("IMGCLOUD_PASSWORD", password)
             .env("RUST_LOG", "warn")

@@ -39,7 +39,7 @@ impl User {
             cluster.log(1)
         );
         User {
-            config_path: cluster.config_path.clone(),
+            config_path: cluster.user_config_path.clone(),
             auto: extra.windows(2).any(|w| w == ["--approve", "auto"]),
             name: name.into(),
             password,
