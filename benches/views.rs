@@ -197,7 +197,11 @@ async fn view(
         op: viewer.sign(UserOp::View { file: sha256(copy) }),
         file: copy.to_vec(),
     };
-    post_postcard(http, node, "/view", &request).await
+    let mut answer: ViewAnswer = post_postcard(http, node, "/view", &request).await?;
+    answer.image = viewer
+        .open_sealed(&answer.image)
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
 }
 
 /// A viewer's load: `views` views, then one that must be the default image.

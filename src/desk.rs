@@ -123,8 +123,16 @@ impl Desk {
     }
 
     /// `POST /view`: spends one view of a copy (or shows the owner her image), or says why
-    /// not and gives the default image.
+    /// not and gives the default image; the image travels sealed to the signer's key, so a
+    /// reply captured or replayed is of no use to anyone else.
     pub async fn view(&self, request: WithFile) -> Result<ViewAnswer> {
+        let key = request.op.key;
+        let mut answer = self.view_unsealed(request).await?;
+        answer.image = crate::sharing::account::seal_to(&key, &answer.image)?;
+        Ok(answer)
+    }
+
+    async fn view_unsealed(&self, request: WithFile) -> Result<ViewAnswer> {
         let UserOp::View { file } = &request.op.op else {
             return Err(wrong_op("view", &request.op));
         };

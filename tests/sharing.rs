@@ -217,17 +217,23 @@ fn view_body(who: &imgcloud::sharing::Credential, file: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
-/// POSTs a view `body` to `node`: its answer, or the status and error text (a status of 0:
-/// no answer at all, e.g. the node died).
+/// POSTs a view `body` to `node`: its answer with the image opened by `who` (the cloud seals
+/// it to the signer), or the status and error text (a status of 0: no answer at all, e.g. the
+/// node died).
 fn view_at(
     cluster: &Cluster,
     node: u32,
     body: Vec<u8>,
+    who: &imgcloud::sharing::Credential,
 ) -> Result<imgcloud::sharing::wire::ViewAnswer, (u16, String)> {
-    view_to(cluster.config.node(node).unwrap().http, body)
+    let mut answer = view_to(cluster.config.node(node).unwrap().http, body)?;
+    answer.image = who
+        .open_sealed(&answer.image)
+        .expect("a reply sealed to the viewer");
+    Ok(answer)
 }
 
-/// The same to the node serving HTTP at `http`.
+/// The same to the node serving HTTP at `http`, the image left sealed.
 fn view_to(
     http: std::net::SocketAddr,
     body: Vec<u8>,
@@ -446,7 +452,7 @@ fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
         let body = view_body(&bob_key, &current);
         let answers: Vec<_> = [1, 2]
             .iter()
-            .map(|&n| view_at(&cluster, n, body.clone()).expect("a view answer"))
+            .map(|&n| view_at(&cluster, n, body.clone(), &bob_key).expect("a view answer"))
             .collect();
         assert_eq!(answers[0].views_left, Some(3), "4 views, one spent");
         assert_eq!(
@@ -510,7 +516,7 @@ fn a_view_at_a_node_cut_off_from_the_majority_is_refused_and_shows_nothing() {
         cluster.signal(n, "STOP");
     }
     let body = view_body(&bob_key, &copy_bytes);
-    let refused = view_at(&cluster, island, body.clone());
+    let refused = view_at(&cluster, island, body.clone(), &bob_key);
     for &n in &others {
         cluster.signal(n, "CONT");
     }
@@ -523,7 +529,7 @@ fn a_view_at_a_node_cut_off_from_the_majority_is_refused_and_shows_nothing() {
     // image no more than twice in all (the same signed view again, then his own views).
     every_node_follows_one_leader(&cluster);
     let mut shown = 0;
-    if let Ok(answer) = view_at(&cluster, island, body) {
+    if let Ok(answer) = view_at(&cluster, island, body, &bob_key) {
         if answer.shown == Shown::Image {
             assert_eq!(answer.image, original);
             shown += 1;
@@ -765,7 +771,7 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
     );
 
     // The same signed view, retried at another node: the image, with the count of one view.
-    let again = view_at(&cluster, 2, view).expect("the retry is answered");
+    let again = view_at(&cluster, 2, view, &bob_key).expect("the retry is answered");
     assert_eq!(again.shown, Shown::Image);
     assert_eq!(
         again.views_left,
@@ -774,7 +780,7 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
     );
     assert_eq!(again.image, original);
     // A new view: the second of three.
-    let next = view_at(&cluster, 3, view_body(&bob_key, &copy)).expect("a new view");
+    let next = view_at(&cluster, 3, view_body(&bob_key, &copy), &bob_key).expect("a new view");
     assert_eq!(next.views_left, Some(1));
 }
 
@@ -790,7 +796,17 @@ fn a_captured_view_request_replayed_after_a_revoke_shows_nothing_even_after_kill
 
     // bob's view, as a recording proxy would capture it on its way to node 1.
     let captured = view_body(&bob_key, &copy);
-    let seen = view_at(&cluster, 1, captured.clone()).expect("bob's view");
+    let raw = view_to(cluster.config.node(1).unwrap().http, captured.clone()).expect("bob's view");
+    // Captured off the wire, the reply opens for bob's password only.
+    let carol_key = imgcloud::sharing::Credential::derive("carol", "carol's password").unwrap();
+    let e = carol_key.open_sealed(&raw.image).unwrap_err().to_string();
+    assert!(e.contains("not sealed to carol"), "{e}");
+    let seen = imgcloud::sharing::wire::ViewAnswer {
+        image: bob_key
+            .open_sealed(&raw.image)
+            .expect("bob opens his reply"),
+        ..raw
+    };
     assert_eq!((seen.shown, seen.views_left), (Shown::Image, Some(0)));
     assert_eq!(seen.image, original);
 
@@ -798,7 +814,7 @@ fn a_captured_view_request_replayed_after_a_revoke_shows_nothing_even_after_kill
     alice.ok(&["revoke", "coffee", "bob"]);
     let refused = |cluster: &Cluster, when: &str| {
         for node in cluster.config.ids() {
-            match view_at(cluster, node, captured.clone()) {
+            match view_at(cluster, node, captured.clone(), &bob_key) {
                 Err((403, why)) => assert!(why.contains("revoked"), "{when}, node {node}: {why}"),
                 Err(other) => panic!("{when}, node {node}: {other:?}"),
                 Ok(answer) => panic!(

@@ -742,7 +742,7 @@ impl Peer {
         let answer = self
             .signed(op, |op| async {
                 let request = WithFile { op, file };
-                self.cloud.view(&request).await
+                self.cloud.view(&request, &self.credential).await
             })
             .await?;
         let ext = crate::codec::stego::image_extension(&answer.image).unwrap_or("png");

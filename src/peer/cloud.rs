@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::ClusterConfig;
 use crate::sharing::wire::{Answer, GrantAnswer, SharedAnswer, ViewAnswer, WithFile};
+use crate::sharing::Credential;
 use crate::sharing::{DirectoryEntry, Query, SignedOp};
 use crate::{Error, Result};
 
@@ -76,9 +77,11 @@ impl Cloud {
     }
 
     /// `POST /view`: spends one view (the same signed request may be retried: it is
-    /// counted once).
-    pub async fn view(&self, request: &WithFile) -> Result<ViewAnswer> {
-        self.post_file("view", request).await
+    /// counted once); the image, opened with `credential` (the cloud seals it to the signer).
+    pub async fn view(&self, request: &WithFile, credential: &Credential) -> Result<ViewAnswer> {
+        let mut answer: ViewAnswer = self.post_file("view", request).await?;
+        answer.image = credential.open_sealed(&answer.image)?;
+        Ok(answer)
     }
 
     /// `POST /query`: a signed question about the user's own records.

@@ -159,7 +159,7 @@ impl Peer {
                         op,
                         file: encrypted.clone(),
                     };
-                    self.cloud.view(&request).await
+                    self.cloud.view(&request, &self.credential).await
                 })
                 .await?;
             if shown.shown != Shown::Image {

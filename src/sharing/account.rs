@@ -99,6 +99,19 @@ impl Credential {
         self.key.verifying_key().to_bytes()
     }
 
+    /// Opens `sealed`, a reply the cloud sealed to this user's key ([`seal_to`]); an error if
+    /// it was sealed to another key or damaged.
+    pub fn open_sealed(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        crypto_box::SecretKey::from_bytes(self.key.to_scalar_bytes())
+            .unseal(sealed)
+            .map_err(|_| {
+                Error::Unauthorized(format!(
+                    "this reply is not sealed to {}'s key (or it was damaged on the way)",
+                    self.user
+                ))
+            })
+    }
+
     /// A fresh sequence number: the clock in microseconds, strictly increasing.
     pub fn next_seq(&self) -> u64 {
         use std::sync::atomic::Ordering;
@@ -129,6 +142,18 @@ impl Credential {
         signed.sig = self.key.sign(&signed.message()).to_bytes().to_vec();
         signed
     }
+}
+
+/// Seals `bytes` to the user whose signing key is `key`, so that only the holder of that
+/// user's password opens them ([`Credential::open_sealed`]): a libsodium sealed box
+/// (`crypto_box`: X25519, XSalsa20-Poly1305, a fresh ephemeral key per message) to the
+/// X25519 form of the user's Ed25519 key (as libsodium's `crypto_sign_ed25519_pk_to_curve25519`).
+pub fn seal_to(key: &PublicKey, bytes: &[u8]) -> Result<Vec<u8>> {
+    let key = VerifyingKey::from_bytes(key)
+        .map_err(|_| Error::InvalidInput("a malformed user key".into()))?;
+    crypto_box::PublicKey::from_bytes(key.to_montgomery().to_bytes())
+        .seal(&mut rand::rngs::OsRng, bytes)
+        .map_err(|_| Error::Protocol("sealing a reply failed".into()))
 }
 
 impl Credential {
@@ -372,6 +397,30 @@ mod tests {
         assert_eq!(a.public_key(), b.public_key());
         assert_ne!(a.public_key(), c.public_key());
         assert_ne!(a.public_key(), d.public_key());
+    }
+
+    #[test]
+    fn a_reply_sealed_to_a_user_opens_with_their_password_only() {
+        let bob = Credential::derive("bob", "pw").unwrap();
+        let carol = Credential::derive("carol", "pw").unwrap();
+        let sealed = seal_to(&bob.public_key(), b"the photo").unwrap();
+        assert_ne!(
+            seal_to(&bob.public_key(), b"the photo").unwrap(),
+            sealed,
+            "no fresh key"
+        );
+        assert_eq!(bob.open_sealed(&sealed).unwrap(), b"the photo");
+        assert!(carol.open_sealed(&sealed).is_err());
+        let again = Credential::derive("bob", "pw").unwrap();
+        assert_eq!(
+            again.open_sealed(&sealed).unwrap(),
+            b"the photo",
+            "the same password"
+        );
+        let mut damaged = sealed.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert!(bob.open_sealed(&damaged).is_err());
+        assert!(bob.open_sealed(&sealed[..20]).is_err());
     }
 
     #[test]

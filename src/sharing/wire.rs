@@ -59,7 +59,8 @@ pub struct ViewAnswer {
     pub reason: Option<String>,
     /// Views left after this one (none for the owner, who views freely).
     pub views_left: Option<u32>,
-    /// The image shown: the hidden image's own bytes, or the default image.
+    /// The image shown, the hidden image's own bytes or the default image, sealed to the
+    /// requesting user's key (`account::seal_to`; the peer opens it with its credential).
     #[serde(with = "serde_bytes")]
     pub image: Vec<u8>,
     /// The viewer's copy rewritten with the new count inside (after a spent view).
