@@ -229,7 +229,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     imgcloud::cli::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// `client status`.
 /// `client user-config`: the cluster's configuration for users' peers, on standard output.
 fn user_config(args: StatusArgs) -> Result<ExitCode, String> {
     let config = args.cluster.load()?;
@@ -240,6 +239,7 @@ fn user_config(args: StatusArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `client status`.
 fn status(args: StatusArgs) -> Result<ExitCode, String> {
     let config = args.cluster.load()?;
     let rows = runtime()?.block_on(client::cluster_status(&config.nodes));

@@ -598,8 +598,9 @@ mod tests {
         assert!(state.users.is_empty());
     }
 
-    #[test]
-    fn letters_wait_until_acknowledged_and_a_crash_before_the_ack_loses_none() {
+    /// alice and bob registered, and alice sharing "cat" as image `image`; the sealed
+    /// metadata of her file.
+    fn alice_shares_cat(image: ImageId) -> (Credential, Credential, State, Sealed) {
         let (alice, bob) = (
             Credential::derive("alice", "pw").unwrap(),
             Credential::derive("bob", "pw").unwrap(),
@@ -607,20 +608,28 @@ mod tests {
         let mut state = State::default();
         state.apply(&at(register(&alice)));
         state.apply(&at(register(&bob)));
-        let image = ImageId([9; 16]);
-        let share = alice.sign(UserOp::Share {
-            name: "cat".into(),
-            file: [1; 32],
-        });
         let sealed = Sealed {
             image,
             owner: "alice".into(),
             viewers: vec![],
             bytes: 10,
         };
-        let mut command = at(share);
-        command.sealed = Some(sealed.clone());
+        let share = alice.sign(UserOp::Share {
+            name: "cat".into(),
+            file: [1; 32],
+        });
+        let command = Command {
+            sealed: Some(sealed.clone()),
+            ..at(share)
+        };
         assert_eq!(state.apply(&command).0, Reply::Done);
+        (alice, bob, state, sealed)
+    }
+
+    #[test]
+    fn letters_wait_until_acknowledged_and_a_crash_before_the_ack_loses_none() {
+        let (alice, bob, mut state, sealed) = alice_shares_cat(ImageId([9; 16]));
+        let image = sealed.image;
         // bob asks while alice is offline; a request for an image she lacks is refused.
         let ask = |image| Posted::Request {
             id: "r1".into(),
@@ -685,28 +694,15 @@ mod tests {
 
     #[test]
     fn a_view_is_answered_again_only_to_a_retry_in_time_while_the_grant_holds() {
-        let (alice, bob) = (
-            Credential::derive("alice", "pw").unwrap(),
-            Credential::derive("bob", "pw").unwrap(),
-        );
-        let mut state = State::default();
-        state.apply(&at(register(&alice)));
-        state.apply(&at(register(&bob)));
-        let image = ImageId([3; 16]);
+        let (alice, bob, mut state, sealed) = alice_shares_cat(ImageId([3; 16]));
+        let image = sealed.image;
         let with = |op: SignedOp, viewers: &[&str]| Command {
             sealed: Some(Sealed {
-                image,
-                owner: "alice".into(),
                 viewers: viewers.iter().map(|v| v.to_string()).collect(),
-                bytes: 10,
+                ..sealed.clone()
             }),
             ..at(op)
         };
-        let share = alice.sign(UserOp::Share {
-            name: "cat".into(),
-            file: [1; 32],
-        });
-        assert_eq!(state.apply(&with(share, &[])).0, Reply::Done);
         let grant = |change| {
             let op = alice.sign(UserOp::Grant {
                 image,
