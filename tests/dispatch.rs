@@ -8,6 +8,7 @@ mod sim;
 
 use std::collections::BTreeMap;
 
+use imgcloud::cluster::log::{GEN_MS, LOG_RETENTION_MS};
 use imgcloud::cluster::node::Event;
 use imgcloud::ids::NodeId;
 use imgcloud::wire::message::Message;
@@ -15,8 +16,15 @@ use sim::Sim;
 
 /// Asserts that every request got exactly one reply.
 fn exactly_one_reply_each(sim: &Sim, ids: &[String]) {
+    let mut replies: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+    for (_, id, node) in &sim.replies {
+        replies.entry(id.as_str()).or_default().push(*node);
+    }
     for id in ids {
-        let replies = sim.replies_for(id);
+        let replies = replies
+            .get(id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         assert_eq!(
             replies.len(),
             1,
@@ -31,7 +39,7 @@ fn logs_name_the_repliers(sim: &Sim, ids: &[String]) {
         for id in ids {
             let replier = sim.replies_for(id);
             assert_eq!(
-                core.replicated().served.get(id),
+                core.replicated().log.server_of(id).as_ref(),
                 replier.first(),
                 "node {node}'s log for {id} (replies from {replier:?})"
             );
@@ -50,10 +58,43 @@ fn each_request_is_served_once_and_logged_everywhere() {
     sim.run(2_000);
     exactly_one_reply_each(&sim, &ids);
     assert_eq!(sim.serves.len(), ids.len(), "one encryption per request");
+    sim.seal_logs();
     assert!(sim.converged());
     for node in sim.nodes.values() {
-        assert_eq!(node.replicated().served.len(), ids.len());
+        assert_eq!(node.replicated().log.len(), ids.len());
     }
+}
+
+/// Issue 27: the request log grew by every request for the cluster's life, and the counters
+/// in the digest made a busy cluster's digests differ at every heartbeat, so anti-entropy sent
+/// the whole state about every second.
+#[test]
+fn under_steady_load_the_request_log_keeps_its_window_and_no_node_syncs() {
+    let mut sim = Sim::settled(3);
+    let syncs_before = sim.sent.get("SyncRequest").copied().unwrap_or(0);
+    let every_ms = 10;
+    let ids: Vec<String> = (0..25_000).map(|i| format!("c{}-{i}", i % 50)).collect();
+    for id in &ids {
+        sim.client_request(id);
+        sim.run(every_ms);
+    }
+    sim.run(2_000);
+    exactly_one_reply_each(&sim, &ids);
+    let syncs = sim.sent.get("SyncRequest").copied().unwrap_or(0) - syncs_before;
+    assert_eq!(syncs, 0, "a busy cluster whose logs agree never syncs");
+    let window = (LOG_RETENTION_MS + GEN_MS) / every_ms;
+    for (id, node) in &sim.nodes {
+        let kept = node.replicated().log.len() as u64;
+        assert!(
+            kept <= window && kept >= LOG_RETENTION_MS / every_ms / 2,
+            "node {id} keeps {kept} entries of {} (window {window})",
+            ids.len()
+        );
+    }
+    let recent = &ids[ids.len() - 1_000..];
+    sim.seal_logs();
+    assert!(sim.converged());
+    logs_name_the_repliers(&sim, recent);
 }
 
 #[test]
@@ -217,6 +258,7 @@ fn an_isolated_coordinator_serves_during_its_lease_but_no_request_gets_two_repli
             "seed {seed}: the isolated node never dropped a result"
         );
         assert!(sim.all_agree(), "seed {seed}: no agreement after the heal");
+        sim.seal_logs();
         assert!(
             sim.converged(),
             "seed {seed}: digests differ after the heal"
@@ -348,6 +390,7 @@ fn two_servers_claiming_one_request_at_once_give_exactly_one_reply() {
             sim.drops.iter().any(|(_, r, n)| *r == id && *n == loser),
             "seed {seed}: the loser kept its result"
         );
+        sim.seal_logs();
         logs_name_the_repliers(&sim, &[id]);
         assert!(sim.converged());
     }
@@ -394,6 +437,7 @@ fn a_reassignment_race_after_a_decline_gives_exactly_one_reply() {
         );
         let replies = sim.replies_for(&id);
         assert_eq!(replies.len(), 1, "seed {seed}: replies from {replies:?}");
+        sim.seal_logs();
         logs_name_the_repliers(&sim, &[id]);
         assert!(sim.converged());
     }

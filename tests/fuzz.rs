@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use image::{DynamicImage, ImageFormat};
+use imgcloud::cluster::log::GenSummary;
 use imgcloud::codec::metadata::{ImageMeta, Viewer};
 use imgcloud::codec::seal::SealKey;
 use imgcloud::codec::stego::{decrypt_image, encrypt_image, Cover};
@@ -222,6 +223,7 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         coordinator: Some(1),
         digest: "ab12".into(),
         counters: Default::default(),
+        log_gen: 3,
     };
     let mut out = vec![
         (
@@ -264,7 +266,14 @@ fn frames() -> Vec<(String, Vec<u8>)> {
         ),
         ("forward", Message::Forward(Box::new(request.clone()))),
         ("reply", Message::Reply(Box::new(reply.clone()))),
-        ("sync", Message::SyncRequest),
+        (
+            "sync",
+            Message::SyncRequest(vec![GenSummary {
+                gen: 3,
+                len: 2,
+                hash: 9,
+            }]),
+        ),
     ] {
         out.push((
             format!("envelope-{name}"),

@@ -93,6 +93,7 @@ fn coordinator_crash_elects_a_new_one_with_a_higher_epoch() {
         sim.run_until(3_000, |s| s.all_agree())
             .expect("the restarted node rejoins");
         sim.run(2_000);
+        sim.seal_logs();
         assert!(sim.converged(), "seed {seed}: digests differ after restart");
     }
 }
@@ -111,6 +112,7 @@ fn stopped_coordinator_is_replaced_and_catches_up_when_resumed() {
     sim.run_until(3_000, |s| s.all_agree())
         .expect("the resumed node follows the new coordinator");
     sim.run(2_000);
+    sim.seal_logs();
     assert!(sim.converged());
 }
 
@@ -147,6 +149,7 @@ fn elected_victim_is_silent_then_recovers_with_converged_state() {
     sim.failures_off();
     sim.run(25_000);
     assert!(sim.all_agree());
+    sim.seal_logs();
     assert!(sim.converged(), "digests differ after recovery");
 }
 
@@ -176,6 +179,7 @@ fn partitioned_minority_never_acts_and_the_majority_goes_on() {
         sim.run_until(3_000, |s| s.all_agree())
             .expect("one coordinator after healing");
         sim.run(2_000);
+        sim.seal_logs();
         assert!(sim.converged(), "seed {seed}: digests differ after healing");
     }
 }
@@ -235,6 +239,7 @@ fn a_flapping_node_does_not_cause_an_election_storm() {
     );
     sim.run(5_000);
     assert!(sim.all_agree());
+    sim.seal_logs();
     assert!(sim.converged());
 }
 

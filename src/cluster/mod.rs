@@ -16,5 +16,6 @@
 pub mod claims;
 pub mod detector;
 pub mod dispatch;
+pub mod log;
 pub mod node;
 pub mod state;

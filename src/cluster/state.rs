@@ -11,24 +11,28 @@
 //! - failures: one record per simulated failure, keyed by the epoch and sequence number of the
 //!   coordinator that elected the victim;
 //! - counters: each node's own counters, written only by that node, merged by maximum;
-//! - the request log: which node served each request. Only **commits** enter it: a server
-//!   records itself once a majority of the cluster held it as the request's winner (see
-//!   [`crate::cluster::dispatch`]), and tells the others. Since every node votes for one winner per
-//!   request, two majorities for two servers cannot exist, so two different entries for one id
-//!   never arise and the log names exactly the node that replied. The merge still needs a rule
-//!   for the case it cannot see (a node that restarts forgets its votes): the lower id, so
-//!   that every node keeps the same entry.
+//! - the request log: which node served each request, for a bounded window
+//!   ([`crate::cluster::log`]). Only **commits** enter it: a server records itself once a
+//!   majority of the cluster held it as the request's winner (see [`crate::cluster::dispatch`]),
+//!   and tells the others. Since every node votes for one winner per request, two majorities
+//!   for two servers cannot exist, so two different entries for one id never arise and the log
+//!   names exactly the node that replied.
 //!
-//! Implementation caveats: the log's digest is an XOR of entry hashes (fine against accidents,
-//! not against an adversary, who is kept out by peer authentication); the state grows without bound (a long-running cluster would need
-//! compaction by epoch); a whole state is sent on every sync, which is fine at this size.
+//! The digest that heartbeats carry covers the elections, the failures and the log's sealed
+//! generations, not the counters: they change with every request, and travel in every
+//! heartbeat anyway (each node's own), so a busy cluster whose logs agree compares equal.
+//!
+//! Implementation caveats: the digest is a hash over XORs of entry hashes (fine against
+//! accidents, not against an adversary, who is kept out by peer authentication); elections and
+//! failures are kept for the cluster's life (one record each, a few hundred an hour).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::ids::{Epoch, NodeId, RequestId};
+use crate::cluster::log::{GenSummary, LogKey, RequestLog};
+use crate::ids::{Epoch, NodeId};
 
 /// A node's own counters; only that node increments them, everyone merges them by maximum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,28 +97,7 @@ pub struct ReplicatedState {
     /// Every node's counters.
     pub counters: BTreeMap<NodeId, Counters>,
     /// The request log: which node served (won the claim of, and replied to) each request.
-    pub served: BTreeMap<RequestId, NodeId>,
-    /// Entries of the request log per node (derived from it, so not sent or hashed).
-    #[serde(skip)]
-    served_per_node: BTreeMap<NodeId, u64>,
-    /// XOR of the SHA-256 of every request-log entry (derived): the log's part of the digest,
-    /// kept up to date entry by entry so that a digest never rehashes the whole log.
-    #[serde(skip)]
-    served_hash: [u8; 32],
-}
-
-/// The hash of one request-log entry.
-fn entry_hash(id: &str, server: NodeId) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(server.to_be_bytes());
-    h.update(id.as_bytes());
-    h.finalize().into()
-}
-
-fn xor_into(acc: &mut [u8; 32], x: &[u8; 32]) {
-    for (a, b) in acc.iter_mut().zip(x) {
-        *a ^= b;
-    }
+    pub log: RequestLog,
 }
 
 impl ReplicatedState {
@@ -132,33 +115,6 @@ impl ReplicatedState {
         self.failures
             .insert((record.epoch, record.seq), record)
             .is_none()
-    }
-
-    /// Records the committed server of a request; returns whether the log changed. Commits do
-    /// not conflict (one winner per request); should two ever meet, the lower id is kept, so
-    /// every node keeps the same entry.
-    pub fn record_served(&mut self, id: &str, server: NodeId) -> bool {
-        match self.served.get_mut(id) {
-            Some(existing) if *existing <= server => return false,
-            Some(existing) => {
-                if let Some(n) = self.served_per_node.get_mut(existing) {
-                    *n -= 1;
-                }
-                xor_into(&mut self.served_hash, &entry_hash(id, *existing));
-                *existing = server;
-            }
-            None => {
-                self.served.insert(id.to_string(), server);
-            }
-        }
-        *self.served_per_node.entry(server).or_default() += 1;
-        xor_into(&mut self.served_hash, &entry_hash(id, server));
-        true
-    }
-
-    /// How many entries of the request log name `node` as the server.
-    pub fn served_by(&self, node: NodeId) -> u64 {
-        self.served_per_node.get(&node).copied().unwrap_or(0)
     }
 
     /// Merges a node's counters; returns whether anything grew.
@@ -180,7 +136,7 @@ impl ReplicatedState {
     pub fn merge_with(
         &mut self,
         other: &ReplicatedState,
-        mut added: impl FnMut(&str, NodeId),
+        added: impl FnMut(LogKey, NodeId),
     ) -> bool {
         let mut changed = false;
         for (epoch, record) in &other.elections {
@@ -189,28 +145,36 @@ impl ReplicatedState {
         for record in other.failures.values() {
             changed |= self.record_failure(*record);
         }
-        for (id, server) in &other.served {
-            if self.record_served(id, *server) {
-                added(id, *server);
-                changed = true;
-            }
-        }
+        changed |= self.log.merge_with(&other.log, added);
         for (node, counters) in &other.counters {
             changed |= self.merge_counters(*node, counters);
         }
         changed
     }
 
-    /// A short hash of the whole content: equal digests mean equal states. The small parts
-    /// are hashed whole; the request log contributes its running set hash and size.
+    /// A short hash of what anti-entropy repairs: equal digests mean equal elections,
+    /// failures and sealed log generations (see the module's notes).
     pub fn digest(&self) -> String {
-        let small = (&self.elections, &self.failures, &self.counters);
+        let small = (&self.elections, &self.failures);
         let bytes = postcard::to_stdvec(&small).expect("the replicated state always serializes");
         let mut h = Sha256::new();
         h.update(&bytes);
-        h.update(self.served_hash);
-        h.update((self.served.len() as u64).to_be_bytes());
+        for s in self.log.sealed() {
+            h.update(s.gen.to_be_bytes());
+            h.update(s.len.to_be_bytes());
+            h.update(s.hash.to_be_bytes());
+        }
         hex::encode(&h.finalize()[..8])
+    }
+
+    /// This state with only the log generations that differ from `theirs` (a sync's answer).
+    pub fn differing(&self, theirs: &[GenSummary]) -> ReplicatedState {
+        ReplicatedState {
+            elections: self.elections.clone(),
+            failures: self.failures.clone(),
+            counters: self.counters.clone(),
+            log: self.log.differing(theirs),
+        }
     }
 }
 
@@ -243,7 +207,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        s.record_served(&format!("r{node}"), node);
+        s.log.record(&format!("r{node}"), node, 0);
         s
     }
 
@@ -260,26 +224,36 @@ mod tests {
     }
 
     #[test]
-    fn the_request_log_counts_per_node_and_conflicting_commits_keep_the_lower_id() {
-        let mut s = ReplicatedState::default();
-        assert!(s.record_served("a", 3));
-        assert!(s.record_served("b", 2));
-        assert!(s.record_served("a", 1), "the lower id replaces the entry");
-        assert!(!s.record_served("a", 2));
-        assert_eq!((s.served_by(1), s.served_by(2), s.served_by(3)), (1, 1, 0));
-    }
-
-    #[test]
-    fn the_log_digest_depends_on_content_not_on_arrival_order() {
+    fn the_digest_covers_sealed_log_generations_and_not_the_counters() {
         let (mut a, mut b) = (ReplicatedState::default(), ReplicatedState::default());
         for (id, n) in [("x", 3), ("y", 1), ("x", 2)] {
-            a.record_served(id, n);
+            a.log.record(id, n, 0);
         }
         for (id, n) in [("x", 2), ("y", 1)] {
-            b.record_served(id, n);
+            b.log.record(id, n, 0);
         }
+        a.log.advance(2);
+        b.log.advance(2);
         assert_eq!(a.digest(), b.digest());
-        b.record_served("z", 1);
+        b.merge_counters(
+            1,
+            &Counters {
+                served: 7,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            a.digest(),
+            b.digest(),
+            "counters travel in heartbeats, not in the digest"
+        );
+        b.log.record("fresh", 1, 2);
+        assert_eq!(
+            a.digest(),
+            b.digest(),
+            "the current generation is still filling"
+        );
+        b.log.record("z", 1, 0);
         assert_ne!(a.digest(), b.digest());
     }
 
@@ -287,13 +261,12 @@ mod tests {
     fn digest_changes_with_content() {
         let mut s = sample(1, 3);
         let before = s.digest();
-        s.merge_counters(
-            1,
-            &Counters {
-                elections_won: 9,
-                failures: 1,
-                recoveries: 1,
-                ..Default::default()
+        s.record_election(
+            9,
+            ElectionRecord {
+                coordinator: 2,
+                initiator: 2,
+                loads: Vec::new(),
             },
         );
         assert_ne!(before, s.digest());

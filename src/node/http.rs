@@ -480,9 +480,9 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             peers,
         ),
         (
-            "served_total",
-            "counter",
-            "Requests the replicated log says this node served.",
+            "served_in_log",
+            "gauge",
+            "Entries of the request log's window (the commits it still remembers) that name this node.",
             one(s.served as f64),
         ),
         (
@@ -524,7 +524,7 @@ pub fn metrics_text(status: &NodeStatus) -> String {
         (
             "request_log_entries",
             "gauge",
-            "Entries in the replicated request log.",
+            "Entries in the replicated request log's window (bounded by its compaction).",
             one(s.request_log as f64),
         ),
         (

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::dispatch::Assignment;
+use crate::cluster::log::{Gen, GenSummary};
 use crate::cluster::state::{Counters, FailureRecord, ReplicatedState};
 use crate::ids::{Epoch, NodeId, RequestId};
 use crate::wire::request::{EncryptReply, EncryptRequest};
@@ -14,7 +15,9 @@ use crate::wire::request::{EncryptReply, EncryptRequest};
 /// The version of this protocol; a peer speaking another one is refused.
 /// Version 2: `Served` became the batched `Claims` (claim quorum before a reply). Version 3:
 /// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: the request log by generation (commits and heartbeats carry generations, a
+/// sync request the requester's summaries).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,6 +64,8 @@ pub struct Heartbeat {
     pub digest: String,
     /// The sender's own counters (they converge through heartbeats).
     pub counters: Counters,
+    /// The sender's current request-log generation (all nodes follow the highest).
+    pub log_gen: Gen,
 }
 
 /// What a node knows, sent to a recovering or diverged peer.
@@ -72,7 +77,8 @@ pub struct Snapshot {
     pub coordinator: Option<NodeId>,
     /// Every node's state as the sender sees it.
     pub members: Vec<(NodeId, NodeState)>,
-    /// The sender's replicated state.
+    /// The sender's replicated state, its request log reduced to the generations that differ
+    /// from the requester's.
     pub replicated: ReplicatedState,
 }
 
@@ -89,9 +95,9 @@ pub struct ClaimBatch {
     /// request log's entry if it is committed, else the sender's first-come vote).
     pub acks: Vec<(RequestId, NodeId)>,
     /// Committed requests, each with its server (a majority held it as the winner; it has
-    /// replied): log it, forget the request. Sent by the server, and by a coordinator to a
-    /// node that reports a request the log already has.
-    pub served: Vec<(RequestId, NodeId)>,
+    /// replied), and the log generation of the commit: log it, forget the request. Sent by
+    /// the server, and by a coordinator to a node that reports a request the log already has.
+    pub served: Vec<(RequestId, NodeId, Gen)>,
     /// Claims the sender gives up without a verdict (it is entering a simulated failure and
     /// dropped their results): it will never reply to them, so a vote for it can go.
     pub withdrawn: Vec<RequestId>,
@@ -156,8 +162,9 @@ pub enum Message {
     Forward(Box<EncryptRequest>),
     /// The server of a forwarded request to the node that received it: the answer.
     Reply(Box<EncryptReply>),
-    /// A recovering node, or one whose digest differs, to a peer: "send me what you know".
-    SyncRequest,
+    /// A recovering node, or one whose digest differs, to a peer: "send me what you know",
+    /// with the summaries of its request log's generations (the answer holds those that differ).
+    SyncRequest(Vec<GenSummary>),
     /// The answer to `SyncRequest`.
     SyncResponse(Box<Snapshot>),
 }
@@ -177,7 +184,7 @@ impl Message {
             Message::Unassigned { .. } => "Unassigned",
             Message::Forward(_) => "Forward",
             Message::Reply(_) => "Reply",
-            Message::SyncRequest => "SyncRequest",
+            Message::SyncRequest(_) => "SyncRequest",
             Message::SyncResponse(_) => "SyncResponse",
         }
     }

@@ -13,7 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use imgcloud::cluster::node::{Event, Node, NodeConfig, Output};
+use imgcloud::cluster::log::{GenSummary, GEN_MS};
+use imgcloud::cluster::node::{Event, Node, NodeConfig, Output, ANTI_ENTROPY_MS};
 use imgcloud::config::{FailureSim, Timing};
 use imgcloud::ids::{Epoch, Millis, NodeId};
 use imgcloud::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
@@ -69,6 +70,8 @@ pub struct Sim {
     pub events: Vec<(Millis, NodeId, Event)>,
     /// Every coordinator seen acting, per epoch.
     pub coordinators: BTreeMap<Epoch, BTreeSet<NodeId>>,
+    /// Messages sent, by kind.
+    pub sent: BTreeMap<&'static str, u64>,
     checked_events: usize,
 }
 
@@ -98,6 +101,7 @@ impl Sim {
             seed,
             events: Vec::new(),
             coordinators: BTreeMap::new(),
+            sent: BTreeMap::new(),
             checked_events: 0,
         }
     }
@@ -245,6 +249,7 @@ impl Sim {
         for output in outputs {
             match output {
                 Output::Send { to, envelope } => {
+                    *self.sent.entry(envelope.message.kind()).or_default() += 1;
                     if self.cut.contains(&(from, to)) {
                         continue;
                     }
@@ -445,13 +450,20 @@ impl Sim {
     /// Whether every running node has the same digest.
     pub fn converged(&mut self) -> bool {
         let stopped = self.stopped.clone();
-        let digests: BTreeSet<String> = self
+        let states: BTreeSet<(String, Vec<GenSummary>)> = self
             .nodes
             .iter_mut()
             .filter(|(id, _)| !stopped.contains(id))
-            .map(|(_, n)| n.digest())
+            .map(|(_, n)| (n.digest(), n.replicated().log.summaries()))
             .collect();
-        digests.len() == 1
+        states.len() == 1
+    }
+
+    /// Runs until every generation of the request log that holds a commit made so far is
+    /// sealed and anti-entropy has had time to repair it (commits lost with a cut link are
+    /// repaired only then; see `imgcloud::cluster::log`).
+    pub fn seal_logs(&mut self) {
+        self.run(2 * GEN_MS + 2 * ANTI_ENTROPY_MS + 500);
     }
 
     /// How many elections were decided (distinct epochs with a result).

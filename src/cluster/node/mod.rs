@@ -34,6 +34,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cluster::detector::Detector;
 use crate::cluster::dispatch::{Assignment, Candidate, Dispatcher, Serve};
+use crate::cluster::log::{gen_at, log_key, Gen, LogKey};
 use crate::cluster::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 use crate::config::{FailureSim, Timing};
 use crate::wire::message::{
@@ -120,8 +121,8 @@ pub struct Node {
     synced: bool,
     /// Requests the log says this node won, learned from others: commits of a previous run of
     /// this node (this process makes its own commits itself), with when they were learned.
-    inherited: HashSet<RequestId>,
-    inherited_order: VecDeque<(Millis, RequestId)>,
+    inherited: HashSet<LogKey>,
+    inherited_order: VecDeque<(Millis, LogKey)>,
     replicated: ReplicatedState,
     digest: Option<String>,
     recovery_heard: BTreeSet<NodeId>,
@@ -371,7 +372,7 @@ impl Node {
             Message::Unassigned { ids } => self.on_unassigned(now, ids, from),
             // Payload-carrying messages are the shell's business (it holds the payloads).
             Message::Forward(_) | Message::Reply(_) => {}
-            Message::SyncRequest => self.on_sync_request(from),
+            Message::SyncRequest(summaries) => self.on_sync_request(from, &summaries),
             Message::SyncResponse(snapshot) => self.on_sync_response(now, from, epoch, *snapshot),
         }
         self.take_output()
@@ -379,6 +380,9 @@ impl Node {
 
     fn on_heartbeat(&mut self, now: Millis, from: NodeId, epoch: Epoch, hb: Heartbeat) {
         if self.replicated.merge_counters(from, &hb.counters) {
+            self.changed();
+        }
+        if self.replicated.log.advance(hb.log_gen) {
             self.changed();
         }
         let my_digest = self.digest();
@@ -422,6 +426,9 @@ impl Node {
             self.enter_recovering(now, "simulated failure over");
         }
         self.track_peers(now);
+        if self.replicated.log.advance(gen_at(now)) {
+            self.changed();
+        }
         self.maintain_claims(now);
         while let Some((at, _)) = self.inherited_order.front() {
             if now.saturating_sub(*at) < RESEND_WINDOW_MS {
@@ -440,6 +447,7 @@ impl Node {
                 coordinator: self.coordinator,
                 digest: self.digest(),
                 counters: self.replicated.counters(self.id),
+                log_gen: self.replicated.log.current(),
             };
             self.broadcast_at(self.epoch, Message::Heartbeat(hb));
         }
@@ -538,7 +546,7 @@ mod tests {
         assert_eq!(n.state(), NodeState::Recovering);
         let asks = out
             .iter()
-            .filter(|o| matches!(o, Output::Send { envelope, .. } if envelope.message == Message::SyncRequest))
+            .filter(|o| matches!(o, Output::Send { envelope, .. } if matches!(envelope.message, Message::SyncRequest(_))))
             .count();
         assert_eq!(asks, 2, "asks both peers for their state");
     }
@@ -623,11 +631,11 @@ mod tests {
         );
         // A commit answers for the vote from then on.
         let commit = ClaimBatch {
-            served: vec![("a".into(), 3)],
+            served: vec![("a".into(), 3, 0)],
             ..ClaimBatch::default()
         };
         n.step(70, from(3, Message::Claims(commit)));
-        assert_eq!(n.replicated().served.get("a"), Some(&3));
+        assert_eq!(n.replicated().log.server_of("a"), Some(3));
         assert_eq!(claim_a(&mut n, 80, 2), vec![("a".to_string(), 3)]);
     }
 
@@ -678,7 +686,7 @@ mod tests {
             n.step(31, from(3, Message::Claims(answer_z(1)))),
             vec![Output::Reply("z".into())]
         );
-        assert_eq!(n.replicated().served.get("z"), Some(&1));
+        assert_eq!(n.replicated().log.server_of("z"), Some(1));
     }
 
     #[test]
@@ -737,8 +745,8 @@ mod tests {
     #[test]
     fn a_restarted_node_answers_a_resent_request_its_previous_run_won_once() {
         let mut previous = ReplicatedState::default();
-        previous.record_served("a", 1);
-        previous.record_served("b", 2);
+        previous.log.record("a", 1, 0);
+        previous.log.record("b", 2, 0);
         let mut n = Node::new(config(1), 0);
         n.step(5, synced_from_2(previous));
         assert!(!n.take_unanswered_commit("b"), "another node's commit");
@@ -761,7 +769,7 @@ mod tests {
         // And what it learned is forgotten after the window.
         let mut m = Node::new(config(1), 0);
         let mut log = ReplicatedState::default();
-        log.record_served("d", 1);
+        log.log.record("d", 1, 0);
         m.step(5, synced_from_2(log));
         m.tick(5 + RESEND_WINDOW_MS);
         assert!(!m.take_unanswered_commit("d"));

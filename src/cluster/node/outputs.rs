@@ -134,9 +134,9 @@ pub struct CoreStatus {
     pub counters: Counters,
     /// Requests this node holds (not yet known to be served).
     pub held: usize,
-    /// Entries in the replicated request log.
+    /// Entries in the replicated request log (its window, see [`crate::cluster::log`]).
     pub request_log: usize,
-    /// Entries of the request log that name this node as the server.
+    /// Entries of the request log's window that name this node as the server.
     pub served: u64,
     /// How long the last recovery took, from Recovering to Active, in milliseconds.
     pub last_recovery_ms: Option<u64>,
@@ -178,8 +178,8 @@ impl Node {
             failures: self.replicated.failures.len(),
             counters: self.replicated.counters(self.id),
             held: self.dispatcher.len(),
-            request_log: self.replicated.served.len(),
-            served: self.replicated.served_by(self.id),
+            request_log: self.replicated.log.len(),
+            served: self.replicated.log.served_by(self.id),
             last_recovery_ms: self.last_recovery_ms,
             awaiting_majority: self.claims.open(),
         }

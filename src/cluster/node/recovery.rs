@@ -6,6 +6,7 @@
 //! digest has differed from a peer's for [`ANTI_ENTROPY_MS`] asks that peer for its state.
 
 use super::*;
+use crate::cluster::log::GenSummary;
 
 /// How often a recovering node asks its peers for their state.
 pub const SYNC_RETRY_MS: u64 = 200;
@@ -47,7 +48,9 @@ impl Node {
         self.last_election_at = now;
     }
 
-    pub(super) fn snapshot(&self, now: Millis) -> Snapshot {
+    /// What this node knows, its request log reduced to the generations that differ from the
+    /// summaries `theirs`.
+    pub(super) fn snapshot(&self, now: Millis, theirs: &[GenSummary]) -> Snapshot {
         let mut members = vec![(self.id, self.state)];
         for (&id, p) in &self.peers {
             members.push((
@@ -63,18 +66,18 @@ impl Node {
             state: self.state,
             coordinator: self.coordinator,
             members,
-            replicated: self.replicated.clone(),
+            replicated: self.replicated.differing(theirs),
         }
     }
 
-    pub(super) fn on_sync_request(&mut self, from: NodeId) {
+    pub(super) fn on_sync_request(&mut self, from: NodeId, theirs: &[GenSummary]) {
         // The snapshot's member view does not depend on timing precision; use the last tick.
         let now = self
             .peers
             .get(&from)
             .and_then(|p| p.detector.last_heard())
             .unwrap_or(0);
-        let snapshot = self.snapshot(now);
+        let snapshot = self.snapshot(now, theirs);
         self.send(from, Message::SyncResponse(Box::new(snapshot)));
     }
 
@@ -89,13 +92,13 @@ impl Node {
         let mut mine = Vec::new();
         let merged = self
             .replicated
-            .merge_with(&snapshot.replicated, |id, server| {
+            .merge_with(&snapshot.replicated, |key, server| {
                 if server == me {
-                    mine.push(id.to_string());
+                    mine.push(key);
                 }
             });
-        for id in mine {
-            self.inherit(now, id);
+        for key in mine {
+            self.inherit(now, key);
         }
         if merged {
             self.changed();
@@ -133,8 +136,9 @@ impl Node {
                 .copied()
                 .filter(|p| !self.recovery_heard.contains(p))
                 .collect();
+            let summaries = self.replicated.log.summaries();
             for p in missing {
-                self.send(p, Message::SyncRequest);
+                self.send(p, Message::SyncRequest(summaries.clone()));
             }
         }
     }
@@ -151,11 +155,15 @@ impl Node {
             })
             .map(|(&id, _)| id)
             .collect();
+        if due.is_empty() {
+            return;
+        }
+        let summaries = self.replicated.log.summaries();
         for id in due {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.last_sync_request = Some(now);
             }
-            self.send(id, Message::SyncRequest);
+            self.send(id, Message::SyncRequest(summaries.clone()));
         }
     }
 }

@@ -44,7 +44,7 @@ impl Node {
 
     /// Whether the request log says `id` was served.
     pub fn already_served(&self, id: &str) -> bool {
-        self.replicated.served.contains_key(id)
+        self.replicated.log.contains(id)
     }
 
     /// Whether this node can take part in serving requests now: Active, with a coordinator.
@@ -78,7 +78,7 @@ impl Node {
             return vec![Output::Drop(id.to_string())];
         }
         self.bump_counters(|c| c.served += 1);
-        if self.replicated.served.contains_key(id) {
+        if self.already_served(id) {
             // Committed already (by another node, or by this one for an earlier job).
             self.out.push(Output::Drop(id.to_string()));
             return self.take_output();
@@ -169,12 +169,12 @@ impl Node {
         }
     }
 
-    /// A commit: `server` won `id` (a majority held it) and replied.
-    pub(super) fn on_served(&mut self, now: Millis, id: &str, server: NodeId) {
-        if self.replicated.record_served(id, server) {
+    /// A commit: `server` won `id` (a majority held it) and replied, in log generation `gen`.
+    pub(super) fn on_served(&mut self, now: Millis, id: &str, server: NodeId, gen: Gen) {
+        if self.replicated.log.record(id, server, gen) {
             self.changed();
             if server == self.id {
-                self.inherit(now, id.to_string());
+                self.inherit(now, log_key(id));
             }
         }
         self.claims.forget_vote(id);
@@ -188,15 +188,15 @@ impl Node {
     }
 
     pub(super) fn on_claims(&mut self, now: Millis, from: NodeId, batch: ClaimBatch) {
-        for (id, server) in batch.served {
-            self.on_served(now, &id, server);
+        for (id, server, gen) in batch.served {
+            self.on_served(now, &id, server, gen);
         }
         for id in batch.withdrawn {
             self.claims.withdraw(&id, from);
         }
         for id in batch.claims {
-            let winner = match self.replicated.served.get(&id) {
-                Some(&server) => server,
+            let winner = match self.replicated.log.server_of(&id) {
+                Some(server) => server,
                 None if self.synced => self.claims.vote(now, &id, from),
                 // Restarted and not caught up: votes given before are lost, so give none yet
                 // (the claimant asks again).
@@ -219,7 +219,8 @@ impl Node {
         }
         match verdict {
             Verdict::Won => {
-                if self.replicated.record_served(id, self.id) {
+                let gen = self.replicated.log.current();
+                if self.replicated.log.record(id, self.id, gen) {
                     self.changed();
                 }
                 self.claims.forget_vote(id);
@@ -231,7 +232,7 @@ impl Node {
                         .entry(p)
                         .or_default()
                         .served
-                        .push((id.to_string(), me));
+                        .push((id.to_string(), me, gen));
                 }
             }
             Verdict::Lost => {
@@ -242,9 +243,9 @@ impl Node {
     }
 
     /// Remembers a commit of a previous run of this node.
-    pub(super) fn inherit(&mut self, now: Millis, id: RequestId) {
-        if self.inherited.insert(id.clone()) {
-            self.inherited_order.push_back((now, id));
+    pub(super) fn inherit(&mut self, now: Millis, key: LogKey) {
+        if self.inherited.insert(key) {
+            self.inherited_order.push_back((now, key));
         }
     }
 
@@ -257,7 +258,7 @@ impl Node {
     /// the dead run's reply never arrived, and no other node may reply. The log already names
     /// this node, so it stays true.
     pub fn take_unanswered_commit(&mut self, id: &str) -> bool {
-        self.inherited.remove(id) && self.replicated.served.get(id) == Some(&self.id)
+        self.inherited.remove(&log_key(id)) && self.replicated.log.server_of(id) == Some(self.id)
     }
 
     /// Drops the open claims that the request log (just merged) decided for another node.
@@ -266,7 +267,7 @@ impl Node {
             return;
         }
         for id in self.claims.open_ids() {
-            if self.replicated.served.contains_key(&id) {
+            if self.already_served(&id) {
                 self.claims.close(&id);
                 self.claims.forget_vote(&id);
                 self.out.push(Output::Drop(id));
@@ -317,12 +318,12 @@ impl Node {
         }
         let live: BTreeSet<NodeId> = self.candidates(now).iter().map(|c| c.id).collect();
         for id in ids {
-            if let Some(&server) = self.replicated.served.get(&id) {
+            if let Some((server, gen)) = self.replicated.log.entry_of(&id) {
                 self.outbox
                     .entry(from)
                     .or_default()
                     .served
-                    .push((id, server));
+                    .push((id, server, gen));
                 continue;
             }
             match self.dispatcher.assignment(&id) {
