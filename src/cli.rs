@@ -95,7 +95,8 @@ pub struct LoadArgs {
     /// Where to write the plot of throughput and latency over time (PNG).
     #[arg(long, value_name = "FILE", default_value = "demo-report.png")]
     pub plot: PathBuf,
-    /// Seconds a request waits for its reply before it counts as lost.
+    /// Seconds a request waits for its reply before it counts as lost (at most 60: the cloud
+    /// remembers a served request for 70 s).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub deadline: f64,
     /// Seconds to measure the machine's limit (the codec alone on every core); 0 skips it.
@@ -125,7 +126,7 @@ impl LoadArgs {
             requests: self.requests,
             image,
             verify: !self.no_verify,
-            deadline: std::time::Duration::from_secs_f64(self.deadline.max(0.1)),
+            deadline: crate::client::deadline_from_secs(self.deadline),
             first_client,
         }
     }

@@ -121,7 +121,8 @@ pub struct ChaosArgs {
     /// Peer port of node 1 (node i uses BASE+i-1, HTTP 1000 above); default: free ports.
     #[arg(long)]
     pub base_port: Option<u16>,
-    /// Seconds a request waits for its reply before it counts as lost.
+    /// Seconds a request waits for its reply before it counts as lost (at most 60: the cloud
+    /// remembers a served request for 70 s).
     #[arg(long, value_name = "SECS", default_value_t = 20.0)]
     pub deadline: f64,
     /// Seconds between a kill and the restart.
@@ -335,7 +336,7 @@ fn stress_options(args: &ChaosArgs) -> StressOptions {
         requests: args.requests.max(1),
         image: crate::SAMPLE_IMAGE.to_vec(),
         verify: !args.no_verify,
-        deadline: secs(args.deadline.max(0.1)),
+        deadline: crate::client::deadline_from_secs(args.deadline),
         first_client: 1,
     }
 }

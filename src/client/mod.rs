@@ -44,6 +44,18 @@ use crate::{Error, Result};
 
 /// How long a request waits for its reply by default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// The longest a request waits for its reply (and so re-sends it): the cloud remembers a
+/// commit for [`crate::cluster::log::LOG_RETENTION_MS`], and a request sent again after that
+/// could be served twice.
+pub const MAX_DEADLINE: Duration = Duration::from_millis(crate::cluster::node::RESEND_WINDOW_MS);
+/// A deadline given in seconds (a flag), within 0.1 s and [`MAX_DEADLINE`].
+pub fn deadline_from_secs(secs: f64) -> Duration {
+    if secs.is_nan() {
+        return DEFAULT_DEADLINE;
+    }
+    Duration::from_secs_f64(secs.clamp(0.1, MAX_DEADLINE.as_secs_f64()))
+}
+
 /// How long [`Client::connect`] waits for the first node.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait between two connection attempts to a node.
@@ -166,9 +178,9 @@ impl Client {
         Ok(client)
     }
 
-    /// Sets how long a request waits for its reply.
+    /// Sets how long a request waits for its reply, at most [`MAX_DEADLINE`].
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.deadline = deadline.min(MAX_DEADLINE);
         self
     }
 
@@ -528,6 +540,16 @@ mod tests {
 
     fn counts(client: &Client) -> (u64, u64) {
         (client.late(), client.duplicates())
+    }
+
+    #[test]
+    fn a_deadline_flag_never_outlasts_the_clouds_memory_of_a_request() {
+        assert_eq!(deadline_from_secs(1e12), MAX_DEADLINE);
+        assert_eq!(deadline_from_secs(f64::INFINITY), MAX_DEADLINE);
+        assert_eq!(deadline_from_secs(f64::NAN), DEFAULT_DEADLINE);
+        assert_eq!(deadline_from_secs(-3.0), Duration::from_millis(100));
+        assert_eq!(deadline_from_secs(30.0), Duration::from_secs(30));
+        assert!(MAX_DEADLINE.as_millis() < u128::from(crate::cluster::log::LOG_RETENTION_MS));
     }
 
     #[tokio::test]

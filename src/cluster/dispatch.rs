@@ -37,8 +37,12 @@ pub const REPORT_AFTER_MS: u64 = 300;
 /// A node chosen to serve a request whose payload has not reached it yet (the assignment
 /// overtook the client's copy) waits this long for it before declining.
 pub const DECLINE_AFTER_MS: u64 = 200;
-/// A held request is forgotten after this long, served or not.
-pub const PENDING_TTL_MS: u64 = 120_000;
+/// A held request is forgotten after this long, served or not: longer than a node stays
+/// silent (a simulated failure lasts at most 20 s) and than a client waits (at most
+/// [`crate::cluster::node::RESEND_WINDOW_MS`]). The request log remembers commits a little
+/// longer ([`crate::cluster::log::LOG_RETENTION_MS`]), so a held request never outlives its
+/// commit's entry.
+pub const PENDING_TTL_MS: u64 = 60_000;
 /// The smallest per-request cost assumed for a node (seconds), so idle nodes still compare.
 pub const MIN_COST_S: f64 = 0.000_1;
 

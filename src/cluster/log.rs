@@ -10,8 +10,9 @@
 //! ones.
 //!
 //! The window is longer than anything that can still ask about a request: a node holds a
-//! request at most [`PENDING_TTL_MS`], a claim lives as long, and a client waits for its
-//! reply at most [`RESEND_WINDOW_MS`] (which bounds its re-sends).
+//! request at most [`PENDING_TTL_MS`] (60 s), a claim lives as long, and a client waits for its
+//! reply at most [`RESEND_WINDOW_MS`] (60 s; which bounds its re-sends). At 10,000 requests a
+//! second the window holds 700,000 entries, about 14 MB.
 //!
 //! Entries are keyed by a 64-bit hash of the request id ([`log_key`]): 16 bytes an entry
 //! instead of a string's 50 and more. Two ids of one window collide with probability about
