@@ -9,9 +9,10 @@
 //! publishes, plus the phase-2 user routes (see [`crate::desk`]).
 //!
 //! Implementation caveats: the node loop is one task that owns the core; links are one-way
-//! (each node dials every other), and while a link is down its messages are dropped, which the
-//! protocol tolerates.
+//! (each node dials every other), and while a link is down its envelopes are dropped, which the
+//! protocol tolerates; its commits are kept and written once it is up again ([`link`]).
 
 pub mod http;
+pub mod link;
 pub mod pool;
 pub mod server;

@@ -22,10 +22,11 @@
 //!   partition) must not hold the majority's replies.
 //! - While the node is not Active (it lost its majority, or is in a simulated failure), the
 //!   HTTP requests that came through it are answered 503 at once: it cannot finish them.
-//! - One **peer link** task per peer owns the outgoing connection to it: it connects,
-//!   authenticates ([`PeerAuth`]), writes queued envelopes, and reconnects with back-off.
-//!   While it is down, messages for that peer are dropped: the protocol tolerates loss. Each
-//!   time a link that was up comes up again it counts one re-connection
+//! - One **peer link** task per peer owns the outgoing connection to it
+//!   ([`crate::node::link`]): it connects, authenticates ([`PeerAuth`]), writes, and
+//!   reconnects with back-off. Envelopes that the protocol can lose are dropped when its queue
+//!   is full or it is down; claim batches (with the commits) are merged and never dropped.
+//!   Each time a link that was up comes up again it counts one re-connection
 //!   (`peer_link_reconnects` in [`NodeStatus`]); a link's first connection does not count.
 //! - The **accept loop** authenticates each inbound connection; a peer's connection gets a
 //!   reader task that decodes envelopes and hands them to the node loop, and reports its close
@@ -39,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
@@ -54,26 +55,22 @@ use crate::codec::seal::SealKey;
 use crate::config::ClusterConfig;
 use crate::ids::{Millis, NodeId, RequestId};
 use crate::node::http;
+use crate::node::link::{link, LinkHandle};
 use crate::node::pool::Pool;
 use crate::store::{Silence, Store};
 use crate::wire::framing::{decode_envelope, split, FrameReader, FrameWriter};
-use crate::wire::handshake::{Accepted, LinkKind, PeerAuth};
+use crate::wire::handshake::{Accepted, PeerAuth};
 use crate::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
 use crate::{Error, Result};
 
 /// How often the node loop ticks the core.
 pub const TICK: Duration = Duration::from_millis(10);
-/// A connection must finish its handshake within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::node::link::HANDSHAKE_TIMEOUT;
 
 /// The longest a node waits, once told to stop, for its consensus engine to stop: the node's
 /// whole exit is bounded by it (its tasks are aborted, blocking threads are not waited for).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Longest wait between two attempts to reach a peer.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// Envelopes queued for one peer before new ones are dropped.
-const LINK_QUEUE: usize = 4096;
 /// Inputs queued for the node loop.
 const INPUT_QUEUE: usize = 8192;
 /// Replies queued for one client connection.
@@ -86,15 +83,6 @@ const MAX_BURST: usize = 256;
 const BARRIER_WAIT: Duration = Duration::from_millis(200);
 /// Longest wait for room in a full client or peer queue for a reply that has been committed.
 const COMMITTED_REPLY_WAIT: Duration = Duration::from_secs(5);
-
-/// What a peer link task writes.
-enum Link {
-    /// An envelope for the peer.
-    Envelope(Envelope),
-    /// Fired once everything queued before it is written and flushed to the peer's socket
-    /// (dropped unfired if the link is down: the peer has seen the connection close).
-    Barrier(oneshot::Sender<()>),
-}
 
 /// What the node loop receives.
 pub(crate) enum Input {
@@ -116,7 +104,7 @@ pub(crate) enum Input {
 enum Delivery {
     Client(mpsc::Sender<EncryptReply>),
     Http(oneshot::Sender<EncryptReply>),
-    Peer(mpsc::Sender<Link>),
+    Peer(LinkHandle),
 }
 
 /// Where the answer to a held request goes.
@@ -207,17 +195,15 @@ pub async fn run(
     let mut links = BTreeMap::new();
     let reconnects = Arc::new(AtomicU64::new(0));
     for peer in config.nodes.iter().filter(|n| n.id != id) {
-        let (tx, rx) = mpsc::channel::<Link>(LINK_QUEUE);
-        links.insert(peer.id, tx);
-        let reconnects = Arc::clone(&reconnects);
-        tasks.spawn(peer_link(
+        let (handle, task) = link(
             id,
             peer.id,
             peer.addr,
             auth.clone(),
-            rx,
-            reconnects,
-        ));
+            Arc::clone(&reconnects),
+        );
+        links.insert(peer.id, handle);
+        tasks.spawn(task);
     }
     let members = Arc::new(config.ids());
     tasks.spawn(accept_loop(
@@ -319,7 +305,7 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
 struct Shell {
     core: Node,
     started: Instant,
-    links: BTreeMap<NodeId, mpsc::Sender<Link>>,
+    links: BTreeMap<NodeId, LinkHandle>,
     pool: Arc<Pool>,
     inputs: mpsc::Sender<Input>,
     held: HashMap<RequestId, Held>,
@@ -521,8 +507,9 @@ impl Shell {
             return Vec::new();
         }
         if let Some(client) = self.again.remove(&reply.id) {
+            // The only reply this request gets: waited for like any committed reply.
             self.held.remove(&reply.id);
-            let _ = client.try_send(reply);
+            send_committed(client, reply);
             return Vec::new();
         }
         let Some(held) = self.held.remove(&reply.id) else {
@@ -559,16 +546,12 @@ impl Shell {
         let epoch = self.core.epoch();
         // Only the links to peers heard from: a silent peer is dead (its votes died with it)
         // or cut off (its link is blocked, and it releases nothing without a close).
-        let mut barriers = Vec::new();
-        for peer in self.core.live_peers(self.now()) {
-            let Some(link) = self.links.get(&peer) else {
-                continue;
-            };
-            let (tx, rx) = oneshot::channel();
-            if link.try_send(Link::Barrier(tx)).is_ok() {
-                barriers.push(rx);
-            }
-        }
+        let barrier_links: Vec<LinkHandle> = self
+            .core
+            .live_peers(self.now())
+            .iter()
+            .filter_map(|peer| self.links.get(peer).cloned())
+            .collect();
         let mut deliveries = Vec::new();
         for Finished { reply, reply_to } in std::mem::take(&mut self.ready) {
             let to = match reply_to {
@@ -588,9 +571,13 @@ impl Shell {
         }
         tokio::spawn(async move {
             let written = async {
-                for barrier in barriers {
-                    // Err: the link is down, and the peer has seen the connection close.
-                    let _ = barrier.await;
+                for link in barrier_links {
+                    // A full queue is waited for (within the bound below): a barrier that
+                    // could not be queued would let the replies overtake their commits.
+                    if let Some(barrier) = link.barrier(BARRIER_WAIT).await {
+                        // Err: the link is down, and the peer has seen the connection close.
+                        let _ = barrier.await;
+                    }
                 }
             };
             if timeout(BARRIER_WAIT, written).await.is_err() {
@@ -612,7 +599,14 @@ impl Shell {
                             epoch,
                             message: Message::Reply(Box::new(reply)),
                         };
-                        send_committed(link, Link::Envelope(envelope));
+                        tokio::spawn(async move {
+                            if timeout(COMMITTED_REPLY_WAIT, link.send_waiting(envelope))
+                                .await
+                                .is_err()
+                            {
+                                warn!("a committed reply for a peer was dropped: its link took more than {COMMITTED_REPLY_WAIT:?}");
+                            }
+                        });
                     }
                 }
             }
@@ -621,7 +615,7 @@ impl Shell {
 
     fn send(&self, to: NodeId, envelope: Envelope) {
         if let Some(link) = self.links.get(&to) {
-            if link.try_send(Link::Envelope(envelope)).is_err() {
+            if !link.send(envelope) {
                 debug!(
                     node = self.id(),
                     peer = to,
@@ -816,93 +810,6 @@ pub fn election_block(epoch: u64, coordinator: NodeId, loads: &[(NodeId, Option<
         out.push_str(&format!("\n  Node {node}: {}{tag}", fmt(load)));
     }
     out
-}
-
-async fn peer_link(
-    me: NodeId,
-    peer: NodeId,
-    addr: std::net::SocketAddr,
-    auth: PeerAuth,
-    mut queue: mpsc::Receiver<Link>,
-    reconnects: Arc<AtomicU64>,
-) -> Result<()> {
-    let mut backoff = Duration::from_millis(20);
-    let mut reported = false;
-    let mut was_up = false;
-    loop {
-        // Whatever was queued while the link was down is stale now.
-        while queue.try_recv().is_ok() {}
-        let attempt = async {
-            let stream = TcpStream::connect(addr).await?;
-            let (mut reader, mut writer) = split(stream);
-            auth.connect(LinkKind::Node, &mut reader, &mut writer, me, peer)
-                .await?;
-            Ok::<_, Error>((reader, writer))
-        };
-        match timeout(HANDSHAKE_TIMEOUT, attempt).await {
-            Ok(Ok((reader, mut writer))) => {
-                if was_up {
-                    let n = reconnects.fetch_add(1, Ordering::Relaxed) + 1;
-                    info!(
-                        node = me,
-                        peer,
-                        reconnects = n,
-                        "[Node {me}] link to node {peer} up again"
-                    );
-                } else {
-                    info!(node = me, peer, "[Node {me}] link to node {peer} up");
-                }
-                was_up = true;
-                backoff = Duration::from_millis(20);
-                reported = false;
-                // Keep the read half alive so the connection stays open; peers never write on it.
-                let _reader: FrameReader = reader;
-                while let Some(item) = queue.recv().await {
-                    // Write everything queued, then flush once: batching under load. Barriers
-                    // fire after the flush (they are dropped unfired if it fails).
-                    let mut barriers = Vec::new();
-                    let mut next = Some(item);
-                    let mut sent = Ok(());
-                    while let Some(item) = next.take() {
-                        match item {
-                            Link::Envelope(envelope) => sent = writer.feed(&envelope).await,
-                            Link::Barrier(fire) => barriers.push(fire),
-                        }
-                        if sent.is_ok() {
-                            next = queue.try_recv().ok();
-                        }
-                    }
-                    if let Err(e) = sent.and(writer.flush().await) {
-                        debug!(node = me, peer, error = %e, "[Node {me}] link to node {peer} lost");
-                        break;
-                    }
-                    for fire in barriers {
-                        let _ = fire.send(());
-                    }
-                }
-                if queue.is_closed() {
-                    return Ok(());
-                }
-            }
-            Ok(Err(e)) => {
-                if !reported {
-                    debug!(node = me, peer, error = %e, "[Node {me}] cannot reach node {peer}");
-                    reported = true;
-                }
-            }
-            Err(_) => {
-                if !reported {
-                    debug!(
-                        node = me,
-                        peer, "[Node {me}] handshake with node {peer} timed out"
-                    );
-                    reported = true;
-                }
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
 }
 
 async fn accept_loop(
