@@ -96,6 +96,11 @@ impl Claims {
         self.votes.remove(id);
     }
 
+    /// Forgets the votes of the requests `committed` says the log holds.
+    pub fn forget_votes_where(&mut self, committed: impl Fn(&str) -> bool) {
+        self.votes.retain(|id, _| !committed(id));
+    }
+
     /// Forgets every vote for `node`: its process is gone (its connection closed). Safe because
     /// a server writes its commit to every peer link before it writes a reply, and a peer
     /// reads everything a connection carried before it sees the connection close: a peer that

@@ -185,7 +185,8 @@ impl Dispatcher {
         std::mem::take(&mut self.pending).into_keys().collect()
     }
 
-    /// Drops requests held longer than the TTL; returns them.
+    /// Drops requests held longer than the TTL (and their count against their server);
+    /// returns them.
     pub fn expire(&mut self, now: Millis) -> Vec<RequestId> {
         let old: Vec<RequestId> = self
             .pending
@@ -194,9 +195,14 @@ impl Dispatcher {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &old {
-            self.pending.remove(id);
+            self.served(id);
         }
         old
+    }
+
+    /// The ids of the held requests.
+    pub fn held_ids(&self) -> Vec<RequestId> {
+        self.pending.keys().cloned().collect()
     }
 
     /// Unassigned requests held for `REPORT_AFTER_MS` and not reported since; marks them.
@@ -330,6 +336,18 @@ mod tests {
 
     fn equal(n: u32) -> Vec<Candidate> {
         (1..=n).map(|id| Candidate { id, cost: 0.002 }).collect()
+    }
+
+    /// Issue 27: an expired request kept counting against its server, so a coordinator that
+    /// held requests past the TTL steered new work away from that server for good.
+    #[test]
+    fn an_expired_request_no_longer_counts_against_its_server() {
+        let mut d = Dispatcher::default();
+        let a = d.assign(0, "a", &equal(1), None).expect("a server");
+        assert_eq!(d.outstanding(a.server), 1);
+        assert_eq!(d.expire(PENDING_TTL_MS + 1), vec!["a".to_string()]);
+        assert_eq!(d.outstanding(a.server), 0);
+        assert!(d.is_empty());
     }
 
     #[test]

@@ -742,6 +742,52 @@ mod tests {
         assert_eq!(claim_a(&mut peer, 50, 3), vec![("a".to_string(), 3)]);
     }
 
+    /// Issue 27: a claim given up at its TTL kept the peers' votes for it, so no other node
+    /// could ever win the request.
+    #[test]
+    fn a_claim_given_up_is_withdrawn_from_every_peer() {
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(ReplicatedState::default()));
+        assert!(n.job_finished(10, "y").is_empty(), "waits for a majority");
+        n.flush();
+        let out = n.tick(10 + crate::cluster::claims::CLAIM_TTL_MS);
+        assert!(out.contains(&Output::Drop("y".into())), "{out:?}");
+        let withdrawn: Vec<(NodeId, Vec<RequestId>)> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => match envelope.message {
+                    Message::Claims(b) if !b.withdrawn.is_empty() => Some((to, b.withdrawn)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            withdrawn,
+            vec![(2, vec!["y".into()]), (3, vec!["y".into()])]
+        );
+    }
+
+    /// Issue 27: commits learned from a sync left their held requests and votes behind.
+    #[test]
+    fn commits_merged_from_a_sync_forget_held_requests_and_votes() {
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(ReplicatedState::default()));
+        assert!(n.request_arrived(10, "q").is_empty());
+        assert_eq!(claim_a(&mut n, 20, 2), vec![("a".to_string(), 2)]);
+        let mut log = ReplicatedState::default();
+        log.log.record("q", 3, 0);
+        log.log.record("a", 2, 0);
+        let out = n.step(30, synced_from_2(log));
+        assert!(out.contains(&Output::Forget("q".into())), "{out:?}");
+        assert_eq!(n.status(30).held, 0);
+        assert_eq!(
+            n.claims.votes(),
+            0,
+            "the vote for a is answered by the log now"
+        );
+    }
+
     #[test]
     fn a_restarted_node_answers_a_resent_request_its_previous_run_won_once() {
         let mut previous = ReplicatedState::default();

@@ -102,7 +102,7 @@ impl Node {
         }
         if merged {
             self.changed();
-            self.settle_open_claims();
+            self.settle_merged();
         }
         if let Some(p) = self.peers.get_mut(&from) {
             p.digest_differs_since = None;

@@ -261,18 +261,23 @@ impl Node {
         self.inherited.remove(&log_key(id)) && self.replicated.log.server_of(id) == Some(self.id)
     }
 
-    /// Drops the open claims that the request log (just merged) decided for another node.
-    pub(super) fn settle_open_claims(&mut self) {
-        if self.claims.open() == 0 {
-            return;
-        }
+    /// Applies what a merged request log decided: open claims of requests committed by
+    /// another node are dropped, and held requests and votes of committed ones forgotten, as a
+    /// commit message would have done.
+    pub(super) fn settle_merged(&mut self) {
         for id in self.claims.open_ids() {
             if self.already_served(&id) {
                 self.claims.close(&id);
-                self.claims.forget_vote(&id);
                 self.out.push(Output::Drop(id));
             }
         }
+        for id in self.dispatcher.held_ids() {
+            if self.already_served(&id) && self.dispatcher.served(&id) {
+                self.out.push(Output::Forget(id));
+            }
+        }
+        let log = &self.replicated.log;
+        self.claims.forget_votes_where(|id| log.contains(id));
     }
 
     /// Sends claims that have waited too long again, and gives up those beyond the limits.
@@ -297,13 +302,34 @@ impl Node {
                 )
             }));
         for (id, reason) in given_up.collect::<Vec<_>>() {
-            self.out.push(Output::Drop(id.clone()));
+            self.give_up(now, &id);
             self.emit(Event::ResultDropped {
                 id,
                 reason: reason.to_string(),
             });
         }
         self.claims.sweep(now);
+    }
+
+    /// Gives up this node's undecided claim of `id`: the result goes, the peers are told to
+    /// forget their votes for it (else nobody could ever win the request), and the coordinator
+    /// is asked to choose another server, as when a chosen node lacks the payload.
+    pub(super) fn give_up(&mut self, now: Millis, id: &str) {
+        self.out.push(Output::Drop(id.to_string()));
+        self.claims.forget_vote(id);
+        self.dispatcher.lost(id);
+        for p in self.peer_ids() {
+            self.outbox
+                .entry(p)
+                .or_default()
+                .withdrawn
+                .push(id.to_string());
+        }
+        if self.is_coordinator() {
+            self.assign(now, id, Some(self.id));
+        } else if let Some(c) = self.coordinator {
+            self.send(c, Message::Decline { id: id.to_string() });
+        }
     }
 
     pub(super) fn on_decline(&mut self, now: Millis, id: &str, from: NodeId) {
