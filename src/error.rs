@@ -57,6 +57,9 @@ pub enum Error {
     /// The node's durable store failed or is damaged.
     #[error("store error: {0}")]
     Storage(String),
+    /// A part of the process failed (a task panicked or ended when it must not).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

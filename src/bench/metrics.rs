@@ -133,7 +133,7 @@ impl From<&Error> for Cause {
             | Error::Config(_)
             | Error::Unauthorized(_)
             | Error::CoverTooSmall { .. } => Cause::Refused,
-            Error::Io(_) => Cause::Connection,
+            Error::Io(_) | Error::Internal(_) => Cause::Connection,
             Error::Protocol(_) => Cause::Protocol,
             Error::NotAnImage(_)
             | Error::Truncated(_)

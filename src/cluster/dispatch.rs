@@ -285,7 +285,7 @@ impl Dispatcher {
             .pending
             .entry(id.to_string())
             .or_insert_with(|| Pending::new(now, false));
-        let attempt = p.assigned.map_or(1, |(_, a)| a + 1);
+        let attempt = p.assigned.map_or(1, |(_, a)| a.saturating_add(1));
         if let Some((old, _)) = p.assigned {
             if let Some(count) = self.outstanding.get_mut(&old) {
                 *count = count.saturating_sub(1);

@@ -254,9 +254,13 @@ pub async fn run(
     tokio::select! {
         _ = shutdown => info!(node = id, "[Node {id}] shutting down"),
         Some(done) = tasks.join_next() => {
-            if let Ok(Err(e)) = done {
-                return Err(e);
-            }
+            // Every task runs for the node's life: one that ends took the node's purpose with
+            // it, and the node ends with an error (exit code 1), never as a clean stop.
+            return Err(match done {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => Error::Internal(format!("node {id}: a task ended before shutdown")),
+                Err(e) => Error::Internal(format!("node {id}: a task failed: {e}")),
+            });
         }
     }
     tasks.shutdown().await;

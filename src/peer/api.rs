@@ -98,7 +98,9 @@ fn error_of(e: Error) -> Response {
     let status = match &e {
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::Unavailable(_) | Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Io(_) | Error::Config(_) | Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Io(_) | Error::Config(_) | Error::Storage(_) | Error::Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         Error::Protocol(_) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::BAD_REQUEST,
     };

@@ -58,7 +58,9 @@ impl Refusal {
     pub fn of(error: &Error) -> Refusal {
         match error {
             Error::Unavailable(_) | Error::Timeout(_) => Refusal::Unavailable,
-            Error::Io(_) | Error::Protocol(_) | Error::Config(_) => Refusal::Internal,
+            Error::Io(_) | Error::Protocol(_) | Error::Config(_) | Error::Internal(_) => {
+                Refusal::Internal
+            }
             _ => Refusal::BadInput,
         }
     }

@@ -224,7 +224,12 @@ impl Node {
     }
 
     pub(super) fn start_election(&mut self, now: Millis, reason: String) {
-        let epoch = self.max_epoch_seen.max(self.epoch).max(self.voted) + 1;
+        // Epochs come from peers too: saturate rather than overflow on an absurd one.
+        let epoch = self
+            .max_epoch_seen
+            .max(self.epoch)
+            .max(self.voted)
+            .saturating_add(1);
         self.voted = epoch;
         self.max_epoch_seen = epoch;
         self.election_due = None;

@@ -788,6 +788,18 @@ mod tests {
         );
     }
 
+    /// Issue 27: epochs come from peers; the next election's epoch overflowed on the largest.
+    #[test]
+    fn an_absurd_epoch_from_a_peer_does_not_overflow_the_next_election() {
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(ReplicatedState::default()));
+        let mut hostile = from(3, Message::Election);
+        hostile.epoch = Epoch::MAX;
+        n.step(6, hostile);
+        n.start_election(7, "test".into());
+        assert_eq!(n.voted, Epoch::MAX);
+    }
+
     #[test]
     fn a_restarted_node_answers_a_resent_request_its_previous_run_won_once() {
         let mut previous = ReplicatedState::default();
