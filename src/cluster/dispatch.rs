@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Millis, NodeId, RequestId};
+use crate::ids::{Epoch, Millis, NodeId, RequestId};
 
 /// A node holding an unassigned request this long reports it to the coordinator.
 pub const REPORT_AFTER_MS: u64 = 300;
@@ -55,6 +55,9 @@ pub struct Assignment {
     pub server: NodeId,
     /// 1 for the first assignment, +1 for every reassignment.
     pub attempt: u32,
+    /// The epoch of the coordinator that decided it: a newer coordinator's decision wins over
+    /// an older one's, whatever their attempt numbers (it may not know the older attempts).
+    pub epoch: Epoch,
 }
 
 /// A request this node holds.
@@ -64,6 +67,8 @@ struct Pending {
     /// Whether this node has the request's payload.
     local: bool,
     assigned: Option<(NodeId, u32)>,
+    /// The epoch of the coordinator that made the assignment.
+    assigned_epoch: Epoch,
     /// Whether this node already started serving it.
     serving: bool,
     reported_at: Option<Millis>,
@@ -77,6 +82,7 @@ impl Pending {
             arrived,
             local,
             assigned: None,
+            assigned_epoch: 0,
             serving: false,
             reported_at: None,
             awaiting_payload: None,
@@ -140,10 +146,12 @@ impl Dispatcher {
             .pending
             .entry(a.id.clone())
             .or_insert_with(|| Pending::new(now, false));
-        if p.assigned.is_some_and(|(_, attempt)| attempt > a.attempt) {
+        let held = p.assigned.map(|(_, attempt)| (p.assigned_epoch, attempt));
+        if held.is_some_and(|held| held > (a.epoch, a.attempt)) {
             return Serve::No;
         }
         p.assigned = Some((a.server, a.attempt));
+        p.assigned_epoch = a.epoch;
         if a.server != me || p.serving {
             Serve::No
         } else if p.local {
@@ -223,11 +231,13 @@ impl Dispatcher {
 
     /// The current assignment of `id`, if any.
     pub fn assignment(&self, id: &str) -> Option<Assignment> {
-        let (server, attempt) = self.pending.get(id)?.assigned?;
+        let p = self.pending.get(id)?;
+        let (server, attempt) = p.assigned?;
         Some(Assignment {
             id: id.to_string(),
             server,
             attempt,
+            epoch: p.assigned_epoch,
         })
     }
 
@@ -276,6 +286,7 @@ impl Dispatcher {
     pub fn assign(
         &mut self,
         now: Millis,
+        epoch: Epoch,
         id: &str,
         candidates: &[Candidate],
         exclude: Option<NodeId>,
@@ -292,11 +303,13 @@ impl Dispatcher {
             }
         }
         p.assigned = Some((server, attempt));
+        p.assigned_epoch = epoch;
         *self.outstanding.entry(server).or_default() += 1;
         Some(Assignment {
             id: id.to_string(),
             server,
             attempt,
+            epoch,
         })
     }
 
@@ -343,7 +356,7 @@ mod tests {
     #[test]
     fn an_expired_request_no_longer_counts_against_its_server() {
         let mut d = Dispatcher::default();
-        let a = d.assign(0, "a", &equal(1), None).expect("a server");
+        let a = d.assign(0, 1, "a", &equal(1), None).expect("a server");
         assert_eq!(d.outstanding(a.server), 1);
         assert_eq!(d.expire(PENDING_TTL_MS + 1), vec!["a".to_string()]);
         assert_eq!(d.outstanding(a.server), 0);
@@ -355,7 +368,7 @@ mod tests {
         let mut d = Dispatcher::default();
         let mut counts = BTreeMap::new();
         for i in 0..300 {
-            let a = d.assign(0, &format!("r{i}"), &equal(3), None).unwrap();
+            let a = d.assign(0, 1, &format!("r{i}"), &equal(3), None).unwrap();
             *counts.entry(a.server).or_insert(0) += 1;
         }
         assert_eq!(
@@ -374,7 +387,7 @@ mod tests {
         ];
         let mut counts = BTreeMap::new();
         for i in 0..110 {
-            let a = d.assign(0, &format!("r{i}"), &candidates, None).unwrap();
+            let a = d.assign(0, 1, &format!("r{i}"), &candidates, None).unwrap();
             *counts.entry(a.server).or_insert(0) += 1;
         }
         assert_eq!((counts[&1], counts[&2], counts[&3]), (50, 50, 10));
@@ -384,7 +397,7 @@ mod tests {
     fn served_requests_free_their_server() {
         let mut d = Dispatcher::default();
         d.arrived(0, "a");
-        let a = d.assign(0, "a", &equal(2), None).unwrap();
+        let a = d.assign(0, 1, "a", &equal(2), None).unwrap();
         assert_eq!(d.outstanding(a.server), 1);
         assert!(d.served("a"));
         assert_eq!(d.outstanding(a.server), 0);
@@ -395,16 +408,44 @@ mod tests {
     fn reassignment_moves_work_and_counts_attempts() {
         let mut d = Dispatcher::default();
         d.arrived(0, "a");
-        let first = d.assign(0, "a", &equal(3), None).unwrap();
+        let first = d.assign(0, 1, "a", &equal(3), None).unwrap();
         let live: BTreeSet<NodeId> = [1, 2, 3]
             .into_iter()
             .filter(|&n| n != first.server)
             .collect();
         assert_eq!(d.needing_assignment(&live), vec!["a".to_string()]);
-        let second = d.assign(0, "a", &equal(3), Some(first.server)).unwrap();
+        let second = d.assign(0, 1, "a", &equal(3), Some(first.server)).unwrap();
         assert_ne!(second.server, first.server);
         assert_eq!(second.attempt, 2);
         assert_eq!(d.outstanding(first.server), 0);
+    }
+
+    /// Issue 27: a new coordinator's first assignment (attempt 1) lost to an older
+    /// coordinator's reassignment (attempt 2), so its chosen server never served.
+    #[test]
+    fn a_newer_coordinators_assignment_wins_over_a_higher_attempt_of_an_older_one() {
+        let mut d = Dispatcher::default();
+        d.arrived(0, "a");
+        let old = Assignment {
+            id: "a".into(),
+            server: 3,
+            attempt: 2,
+            epoch: 4,
+        };
+        assert_eq!(d.assigned(0, 2, &old), Serve::No);
+        let new = Assignment {
+            id: "a".into(),
+            server: 2,
+            attempt: 1,
+            epoch: 5,
+        };
+        assert_eq!(d.assigned(0, 2, &new), Serve::Yes);
+        assert_eq!(d.assignment("a"), Some(new));
+        assert_eq!(
+            d.assigned(0, 2, &old),
+            Serve::No,
+            "the older epoch's decision is stale"
+        );
     }
 
     #[test]
@@ -415,6 +456,7 @@ mod tests {
             id: "a".into(),
             server: 2,
             attempt: 1,
+            epoch: 1,
         };
         assert_eq!(d.assigned(0, 2, &a), Serve::Yes);
         assert_eq!(
@@ -426,6 +468,7 @@ mod tests {
             id: "b".into(),
             server: 1,
             attempt: 1,
+            epoch: 1,
         };
         assert_eq!(d.assigned(0, 1, &b), Serve::Cannot);
         assert!(

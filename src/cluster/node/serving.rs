@@ -122,7 +122,10 @@ impl Node {
             .iter()
             .map(|c| (c.id, self.dispatcher.score(c)))
             .collect();
-        let Some(assignment) = self.dispatcher.assign(now, id, &candidates, exclude) else {
+        let Some(assignment) = self
+            .dispatcher
+            .assign(now, self.epoch, id, &candidates, exclude)
+        else {
             return;
         };
         self.bump_counters(|c| c.lb_decisions += 1);
