@@ -59,6 +59,18 @@ struct Open {
     answers: Vec<(NodeId, bool)>,
 }
 
+/// The winner a node holds for one uncommitted request.
+#[derive(Clone, Copy, Debug)]
+struct Vote {
+    winner: NodeId,
+    /// When the vote was given (votes expire after [`CLAIM_TTL_MS`]).
+    at: Millis,
+    /// The connection the claim came over (the driver's number for it; 0 for this node's own
+    /// vote): a connection's close releases the votes given over it, not those given over a
+    /// newer connection of the same node (a restarted process).
+    link: u64,
+}
+
 /// Votes (first writer wins, one per request) and this node's own claims awaiting a majority.
 ///
 /// Costs: a vote or an answer is a map operation; the retry queue is ordered by sending time,
@@ -67,7 +79,7 @@ struct Open {
 #[derive(Clone, Debug, Default)]
 pub struct Claims {
     /// The winner this node holds for each uncommitted request, and since when.
-    votes: BTreeMap<RequestId, (NodeId, Millis)>,
+    votes: BTreeMap<RequestId, Vote>,
     /// This node's own claims without a verdict.
     open: BTreeMap<RequestId, Open>,
     /// `(sent, id)` of the open claims, oldest first; entries whose claim was decided or sent
@@ -79,15 +91,21 @@ pub struct Claims {
 impl Claims {
     /// The winner this node holds for `id`, if any.
     pub fn vote_of(&self, id: &str) -> Option<NodeId> {
-        self.votes.get(id).map(|&(w, _)| w)
+        self.votes.get(id).map(|v| v.winner)
     }
 
     /// Records `claimant` as the winner of `id` unless another is held; returns the winner held.
-    pub fn vote(&mut self, now: Millis, id: &str, claimant: NodeId) -> NodeId {
-        if let Some(&(winner, _)) = self.votes.get(id) {
-            return winner;
+    /// `link` is the connection the claim came over (see [`Claims::release`]).
+    pub fn vote(&mut self, now: Millis, id: &str, claimant: NodeId, link: u64) -> NodeId {
+        if let Some(v) = self.votes.get(id) {
+            return v.winner;
         }
-        self.votes.insert(id.to_string(), (claimant, now));
+        let vote = Vote {
+            winner: claimant,
+            at: now,
+            link,
+        };
+        self.votes.insert(id.to_string(), vote);
         claimant
     }
 
@@ -101,15 +119,17 @@ impl Claims {
         self.votes.retain(|id, _| !committed(id));
     }
 
-    /// Forgets every vote for `node`: its process is gone (its connection closed). Safe because
-    /// a server writes its commit to every peer link before it writes a reply, and a peer
-    /// reads everything a connection carried before it sees the connection close: a peer that
-    /// has no commit from `node` when `node`'s connection closes knows `node` never replied.
-    pub fn release(&mut self, node: NodeId) -> Vec<RequestId> {
+    /// Forgets every vote for `node` given over its connection `link` or an older one: that
+    /// connection closed, so the process behind it is gone. Safe because a server writes its
+    /// commit to every peer link before it writes a reply, and a peer reads everything a
+    /// connection carried before it sees the connection close: a peer that has no commit from
+    /// `node` when `node`'s connection closes knows `node` never replied over it. Votes given
+    /// over a newer connection (the same node, restarted) stay.
+    pub fn release(&mut self, node: NodeId, link: u64) -> Vec<RequestId> {
         let released: Vec<RequestId> = self
             .votes
             .iter()
-            .filter(|(_, &(winner, _))| winner == node)
+            .filter(|(_, v)| v.winner == node && v.link <= link)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &released {
@@ -120,11 +140,7 @@ impl Claims {
 
     /// Forgets the vote for `id` if it is held for `node`, which withdrew its claim.
     pub fn withdraw(&mut self, id: &str, node: NodeId) {
-        if self
-            .votes
-            .get(id)
-            .is_some_and(|&(winner, _)| winner == node)
-        {
+        if self.votes.get(id).is_some_and(|v| v.winner == node) {
             self.votes.remove(id);
         }
     }
@@ -260,7 +276,7 @@ impl Claims {
         }
         self.next_sweep = now + CLAIM_TTL_MS / 10;
         self.votes
-            .retain(|_, &mut (_, at)| now.saturating_sub(at) < CLAIM_TTL_MS);
+            .retain(|_, v| now.saturating_sub(v.at) < CLAIM_TTL_MS);
     }
 }
 
@@ -271,18 +287,30 @@ mod tests {
     #[test]
     fn the_first_claimant_keeps_the_vote_until_released() {
         let mut c = Claims::default();
-        assert_eq!(c.vote(0, "a", 2), 2);
-        assert_eq!(c.vote(1, "a", 3), 2, "first writer wins");
+        assert_eq!(c.vote(0, "a", 2, 7), 2);
+        assert_eq!(c.vote(1, "a", 3, 8), 2, "first writer wins");
         assert_eq!(c.vote_of("a"), Some(2));
-        assert!(c.release(3).is_empty());
+        assert!(c.release(3, 8).is_empty());
         assert_eq!(
-            c.release(2),
+            c.release(2, 7),
             vec!["a".to_string()],
             "node 2's connection closed"
         );
-        assert_eq!(c.vote(2, "a", 3), 3);
+        assert_eq!(c.vote(2, "a", 3, 8), 3);
         c.forget_vote("a");
         assert_eq!(c.votes(), 0);
+    }
+
+    /// Issue 27: the close of a restarted node's old connection released the votes its new
+    /// process had been given over the new one.
+    #[test]
+    fn an_old_connections_close_keeps_the_votes_given_over_a_newer_one() {
+        let mut c = Claims::default();
+        c.vote(0, "old", 2, 5);
+        c.vote(1, "new", 2, 9);
+        assert_eq!(c.release(2, 5), vec!["old".to_string()]);
+        assert_eq!(c.vote_of("new"), Some(2));
+        assert_eq!(c.release(2, 9), vec!["new".to_string()]);
     }
 
     #[test]
@@ -347,9 +375,9 @@ mod tests {
     #[test]
     fn old_votes_are_swept() {
         let mut c = Claims::default();
-        c.vote(0, "a", 2);
+        c.vote(0, "a", 2, 1);
         c.sweep(1);
-        c.vote(CLAIM_TTL_MS, "b", 2);
+        c.vote(CLAIM_TTL_MS, "b", 2, 1);
         c.sweep(CLAIM_TTL_MS + 1);
         assert_eq!((c.vote_of("a"), c.vote_of("b")), (None, Some(2)));
     }

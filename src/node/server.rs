@@ -86,8 +86,8 @@ const COMMITTED_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// What the node loop receives.
 pub(crate) enum Input {
-    /// An envelope from an authenticated peer connection.
-    Envelope(Envelope),
+    /// An envelope from an authenticated peer connection (with its connection number).
+    Envelope(Envelope, u64),
     /// A peer connection opened (with its connection number).
     PeerOpened(NodeId, u64),
     /// A peer connection closed.
@@ -401,7 +401,7 @@ impl Shell {
         let now = self.now();
         let failed = self.core.state() == NodeState::Failed;
         let outputs = match input {
-            Input::Envelope(envelope) => match envelope.message {
+            Input::Envelope(envelope, conn) => match envelope.message {
                 Message::Forward(request) if !failed => {
                     let origin = envelope.from;
                     self.hold(*request, ReplyTo::Origin(origin))
@@ -412,7 +412,7 @@ impl Shell {
                     }
                     Vec::new()
                 }
-                _ => self.core.step(now, envelope),
+                _ => self.core.step_on_link(now, envelope, conn),
             },
             Input::PeerOpened(peer, conn) => {
                 self.latest_conn.insert(peer, conn);
@@ -422,8 +422,9 @@ impl Shell {
                 if self.latest_conn.get(&peer) == Some(&conn) {
                     self.core.peer_disconnected(now, peer);
                 } else {
-                    // An older connection of the peer (a restarted process): its votes go too.
-                    self.core.release_votes(now, peer);
+                    // An older connection of the peer (a restarted process): the votes given
+                    // over it go, those given over the newer one stay.
+                    self.core.release_votes(now, peer, conn);
                 }
                 Vec::new()
             }
@@ -849,7 +850,7 @@ async fn accept_loop(
             match accepted {
                 Ok(Ok(Accepted::Peer(peer))) => {
                     let _ = inputs.send(Input::PeerOpened(peer, conn)).await;
-                    let reason = read_peer(&mut reader, peer, &inputs).await;
+                    let reason = read_peer(&mut reader, peer, conn, &inputs).await;
                     match reason {
                         Ok(()) => debug!(
                             node = me,
@@ -885,6 +886,7 @@ async fn accept_loop(
 async fn read_peer(
     reader: &mut FrameReader,
     peer: NodeId,
+    conn: u64,
     inputs: &mpsc::Sender<Input>,
 ) -> Result<()> {
     while let Some(frame) = reader.next_frame().await? {
@@ -895,7 +897,7 @@ async fn read_peer(
                 envelope.from
             )));
         }
-        if inputs.send(Input::Envelope(envelope)).await.is_err() {
+        if inputs.send(Input::Envelope(envelope, conn)).await.is_err() {
             return Ok(());
         }
     }

@@ -116,6 +116,8 @@ pub struct Node {
     claims: Claims,
     /// Claims, answers and commits per peer, until the next flush.
     outbox: BTreeMap<NodeId, ClaimBatch>,
+    /// The connection the message being handled came over (see [`Node::step_on_link`]).
+    link: u64,
     /// Whether this process has been Active (merged a majority's state) since it started: only
     /// then does it vote on claims (votes given before a restart are lost).
     synced: bool,
@@ -197,6 +199,7 @@ impl Node {
             dispatcher: Dispatcher::default(),
             claims: Claims::default(),
             outbox: BTreeMap::new(),
+            link: 0,
             synced: false,
             inherited: HashSet::new(),
             inherited_order: VecDeque::new(),
@@ -340,10 +343,22 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.detector.disconnected();
         }
-        self.release_votes(now, peer);
+        // The latest connection: every older one is gone too.
+        self.release_votes(now, peer, u64::MAX);
     }
 
-    /// Handles one message from a peer.
+    /// Handles one message from a peer that came over the driver's connection number `link`
+    /// (the votes it causes are released when that connection closes; see
+    /// [`Node::release_votes`]).
+    pub fn step_on_link(&mut self, now: Millis, envelope: Envelope, link: u64) -> Vec<Output> {
+        self.link = link;
+        let out = self.step(now, envelope);
+        self.link = 0;
+        out
+    }
+
+    /// Handles one message from a peer (over connection 0: a driver that does not number its
+    /// connections, such as the simulator, releases votes only with [`Node::peer_disconnected`]).
     pub fn step(&mut self, now: Millis, envelope: Envelope) -> Vec<Output> {
         let from = envelope.from;
         if self.state == NodeState::Failed || from == self.id || !self.peers.contains_key(&from) {

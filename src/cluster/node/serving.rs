@@ -14,8 +14,8 @@ use super::*;
 pub const RESEND_WINDOW_MS: u64 = 60_000;
 
 impl Node {
-    /// Tells the core that a connection from `peer` closed (any, not only the latest): every
-    /// uncommitted vote for `peer` is forgotten, so that a request it claimed and did not
+    /// Tells the core that connection `link` from `peer` closed (any, not only the latest):
+    /// every uncommitted vote for `peer` given over it (or an older one) is forgotten, so that a request it claimed and did not
     /// commit can be won by another server. The driver must have handed the core everything
     /// that connection carried first (it did: one reader per connection, in order), and must
     /// write a commit to every peer before the reply it allows (see [`Output::Reply`]).
@@ -23,11 +23,11 @@ impl Node {
     /// A coordinator then assigns those requests again unless they are assigned to `peer`
     /// (which `assign_waiting` does): their server may have lost its claim to these votes,
     /// dropped its result, and be waiting for nothing.
-    pub fn release_votes(&mut self, now: Millis, peer: NodeId) {
+    pub fn release_votes(&mut self, now: Millis, peer: NodeId, link: u64) {
         if peer == self.id {
             return;
         }
-        let released = self.claims.release(peer);
+        let released = self.claims.release(peer, link);
         if !self.is_coordinator() {
             return;
         }
@@ -83,7 +83,7 @@ impl Node {
             self.out.push(Output::Drop(id.to_string()));
             return self.take_output();
         }
-        let own = self.synced.then(|| self.claims.vote(now, id, self.id));
+        let own = self.synced.then(|| self.claims.vote(now, id, self.id, 0));
         let members = self.members.len();
         let (new, verdict) = self.claims.open_claim(now, id, self.id, own, members);
         if new {
@@ -200,7 +200,7 @@ impl Node {
         for id in batch.claims {
             let winner = match self.replicated.log.server_of(&id) {
                 Some(server) => server,
-                None if self.synced => self.claims.vote(now, &id, from),
+                None if self.synced => self.claims.vote(now, &id, from, self.link),
                 // Restarted and not caught up: votes given before are lost, so give none yet
                 // (the claimant asks again).
                 None => continue,
