@@ -11,6 +11,10 @@ use std::time::Duration;
 use imgcloud::client::Client;
 use imgcloud::codec::seal::SealKey;
 use imgcloud::codec::stego::decrypt_image;
+use imgcloud::wire::framing::split;
+use imgcloud::wire::handshake::{Hello, HelloReply};
+use imgcloud::wire::message::PROTOCOL_VERSION;
+use imgcloud::wire::request::{EncryptReply, EncryptRequest, Outcome};
 use support::{runtime, wait_for, Cluster};
 
 #[test]
@@ -279,4 +283,94 @@ fn http_requests_to_one_node_are_dispatched_by_the_cluster_and_bad_ones_refused(
             .unwrap();
         assert_eq!(response.status(), 200);
     });
+}
+
+/// Opens a client connection to `addr` and writes `request`; returns the connection.
+async fn send_raw(
+    addr: std::net::SocketAddr,
+    request: &EncryptRequest,
+) -> (
+    imgcloud::wire::framing::FrameReader,
+    imgcloud::wire::framing::FrameWriter,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = split(stream);
+    writer
+        .write(&Hello::Client {
+            version: PROTOCOL_VERSION,
+        })
+        .await
+        .unwrap();
+    let _welcome: HelloReply = reader.expect().await.unwrap();
+    writer.write(request).await.unwrap();
+    (reader, writer)
+}
+
+/// Issue 27: a winner whose connection to the client closes between its commit and its reply
+/// (it died, or the connection broke) took the only reply with it: the other nodes had
+/// forgotten the request at the commit, and ignored the client's copy sent again. Now the
+/// client marks that copy with the node whose connection closed, and a node whose log names
+/// that node as the server serves it again.
+#[test]
+fn a_request_whose_winner_lost_its_connection_to_the_client_is_answered_by_another_node() {
+    // Jobs take 300 ms: the client's connections are closed long before any reply.
+    let cluster = Cluster::start(3, &["--delay-ms", "300"]);
+    wait_for(Duration::from_secs(30), || cluster.agreed().is_some()).expect("agreement");
+    let key = SealKey::from_secret(cluster.config.secret.as_bytes());
+    let rt = runtime();
+    let secret = imgcloud::SAMPLE_IMAGE.to_vec();
+    let mut request = EncryptRequest {
+        id: "lost-reply-1".into(),
+        secret: secret.clone(),
+        cover: None,
+        owner: "alice".into(),
+        viewers: vec![],
+        resent_after: None,
+    };
+    // The request goes to every node, and every connection closes at once.
+    rt.block_on(async {
+        for node in &cluster.config.nodes {
+            drop(send_raw(node.addr, &request).await);
+        }
+    });
+    // One node wins it and commits it; its reply goes nowhere.
+    let winner = support::poll(Duration::from_secs(20), || {
+        cluster
+            .statuses()
+            .into_iter()
+            .find_map(|(id, s)| (s?["served"].as_u64()? == 1).then_some(id))
+    })
+    .expect("a node commits the request");
+    let other = cluster
+        .config
+        .ids()
+        .into_iter()
+        .find(|&id| id != winner)
+        .unwrap();
+    request.resent_after = Some(winner);
+    let addr = cluster.config.node(other).unwrap().addr;
+    let reply = rt.block_on(async {
+        let (mut reader, _writer) = send_raw(addr, &request).await;
+        tokio::time::timeout(Duration::from_secs(20), reader.read::<EncryptReply>()).await
+    });
+    let reply = reply
+        .expect("a reply within 20 s")
+        .expect("a readable reply")
+        .expect("a reply before the connection closed");
+    assert_eq!(
+        (reply.id.as_str(), reply.served_by),
+        ("lost-reply-1", other)
+    );
+    let Outcome::Encrypted(png) = reply.outcome else {
+        panic!("not encrypted: {:?}", reply.outcome);
+    };
+    let (meta, revealed) = decrypt_image(&png, &key).expect("the reply decrypts");
+    assert_eq!((meta.owner.as_str(), revealed), ("alice", secret));
+    // The log still names the winner, once.
+    let served: u64 = cluster
+        .statuses()
+        .values()
+        .map(|s| s.as_ref().unwrap()["served"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 1);
 }

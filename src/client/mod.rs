@@ -14,6 +14,9 @@
 //!
 //! A connection that comes back is given every request still waiting, so a request survives
 //! even the restart of every node that held it (nodes serve an id once, whatever its copies).
+//! A connection that closes sends every request still waiting to the other nodes, marked
+//! [`EncryptRequest::resent_after`] that node: had it won one and replied over the connection
+//! that is gone, the node that receives the copy serves it again.
 //!
 //! Implementation caveats: the cluster answers each request at most once (a server replies
 //! only after a majority has recorded it as the request's one winner: DESIGN.md, "At most one
@@ -36,7 +39,7 @@ use tokio::time::{timeout, Instant};
 use crate::codec::metadata::Viewer;
 use crate::config::NodeAddr;
 use crate::ids::{NodeId, RequestId};
-use crate::wire::framing::{encode, split};
+use crate::wire::framing::{decode, encode, split};
 use crate::wire::handshake::{Hello, HelloReply};
 use crate::wire::message::PROTOCOL_VERSION;
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
@@ -145,12 +148,23 @@ impl Client {
         let connected_tx = Arc::new(connected_tx);
         let mut tasks = JoinSet::new();
         let mut links = BTreeMap::new();
+        let mut receivers = Vec::new();
         for node in nodes {
             let (tx, rx) = mpsc::channel::<Bytes>(1024);
             links.insert(node.id, tx);
+            receivers.push((node, rx));
+        }
+        for (node, rx) in receivers {
+            // Weak: a link task must not keep the others' queues open after the client is gone.
+            let others = links
+                .iter()
+                .filter(|(&id, _)| id != node.id)
+                .map(|(_, tx)| tx.downgrade())
+                .collect();
             tasks.spawn(link(
                 node.clone(),
                 rx,
+                others,
                 Arc::clone(&book),
                 Arc::clone(&connected_tx),
                 nodes.len(),
@@ -223,6 +237,7 @@ impl Client {
             cover,
             owner: owner.to_string(),
             viewers,
+            resent_after: None,
         };
         self.send(request).await
     }
@@ -328,9 +343,14 @@ fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
 }
 
 /// Owns the connection to one node: connect, write requests, read replies, reconnect.
+///
+/// When a connection closes, the requests still waiting go to the other nodes again, marked
+/// [`EncryptRequest::resent_after`] this node: it may have won one and replied over the
+/// connection that is gone.
 async fn link(
     node: NodeAddr,
     mut requests: mpsc::Receiver<Bytes>,
+    others: Vec<mpsc::WeakSender<Bytes>>,
     book: Arc<Mutex<Book>>,
     connected: Arc<watch::Sender<usize>>,
     nodes: usize,
@@ -415,6 +435,7 @@ async fn link(
                 }
             }
             connected.send_modify(|n| *n -= 1);
+            resend_elsewhere(&book, node.id, &others);
             if started.elapsed() > Duration::from_secs(5) {
                 backoff = Duration::from_millis(50);
             }
@@ -425,6 +446,39 @@ async fn link(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Sends every request still waiting to the `others` nodes again, marked as re-sent after the
+/// connection to `gone` closed (whose reply, had it won one, is lost with the connection).
+/// Every reply that came over that connection was delivered before: its reader has ended.
+fn resend_elsewhere(book: &Mutex<Book>, gone: NodeId, others: &[mpsc::WeakSender<Bytes>]) {
+    let waiting: Vec<Bytes> = book
+        .lock()
+        .map(|b| {
+            b.waiting
+                .values()
+                .filter(|w| w.done.is_some())
+                .map(|w| w.bytes.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let others: Vec<mpsc::Sender<Bytes>> = others.iter().filter_map(|o| o.upgrade()).collect();
+    for bytes in waiting {
+        let Some(marked) = resent_after(&bytes, gone) else {
+            continue;
+        };
+        for other in &others {
+            // A full queue is a node that is not reading: it gets the request on reconnecting.
+            let _ = other.try_send(marked.clone());
+        }
+    }
+}
+
+/// The encoded request `bytes`, marked as re-sent after the connection to `gone` closed.
+fn resent_after(bytes: &[u8], gone: NodeId) -> Option<Bytes> {
+    let mut request: EncryptRequest = decode(bytes).ok()?;
+    request.resent_after = Some(gone);
+    encode(&request).ok()
 }
 
 /// Every node's `/status` (or why it could not be read), in node order.
@@ -527,6 +581,7 @@ mod tests {
             cover: None,
             owner: "alice".into(),
             viewers: Vec::new(),
+            resent_after: None,
         }
     }
 
@@ -579,6 +634,33 @@ mod tests {
         assert_eq!(answer.map(|e| e.served_by).ok(), Some(1));
         deliver(&client.book, png_reply("r2", 2), 3);
         assert_eq!(counts(&client), (0, 1), "(late, duplicates)");
+    }
+
+    /// Issue 27: a reply lost with its server's connection was never asked for again from the
+    /// other nodes (they answer a copy marked with the node whose connection closed).
+    #[test]
+    fn a_closed_connection_sends_the_waiting_requests_to_the_others_marked() {
+        let book = Mutex::new(Book::default());
+        let _waiting = book
+            .lock()
+            .unwrap()
+            .wait_for("w".into(), encode(&request("w")).unwrap());
+        let _answered = book
+            .lock()
+            .unwrap()
+            .wait_for("a".into(), encode(&request("a")).unwrap());
+        deliver(&book, png_reply("a", 1), 3);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let (tx3, mut rx3) = mpsc::channel(4);
+        resend_elsewhere(&book, 1, &[tx2.downgrade(), tx3.downgrade()]);
+        for rx in [&mut rx2, &mut rx3] {
+            let copy: EncryptRequest = decode(&rx.try_recv().expect("a copy")).unwrap();
+            assert_eq!((copy.id.as_str(), copy.resent_after), ("w", Some(1)));
+            assert!(
+                rx.try_recv().is_err(),
+                "the answered request is not sent again"
+            );
+        }
     }
 
     #[test]

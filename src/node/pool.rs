@@ -155,6 +155,7 @@ mod tests {
             cover: None,
             owner: "alice".into(),
             viewers: vec![],
+            resent_after: None,
         }
     }
 

@@ -317,8 +317,9 @@ struct Shell {
     results: HashMap<RequestId, Finished>,
     /// Results the core said to reply with, waiting for the commit's barrier.
     ready: Vec<Finished>,
-    /// Requests won by a previous run of this node and sent again by their client (see
-    /// [`Node::take_unanswered_commit`]): served once more and answered without a claim.
+    /// Requests whose reply was lost with their server's run or connection, sent again by
+    /// their client (see [`Node::answers_again`]): served once more and answered without a
+    /// claim.
     again: HashMap<RequestId, mpsc::Sender<EncryptReply>>,
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
@@ -431,7 +432,7 @@ impl Shell {
             // A failed node ignores its clients: the other nodes have the same request.
             Input::ClientRequest(..) if failed => Vec::new(),
             Input::ClientRequest(request, reply) => {
-                if self.core.take_unanswered_commit(&request.id) {
+                if self.core.answers_again(&request.id, request.resent_after) {
                     self.answer_again(request, reply);
                     Vec::new()
                 } else {
@@ -477,6 +478,11 @@ impl Shell {
                     held.reply_to = reply_to;
                 }
             }
+            // Sent again after the connection to another node closed: remembered for the
+            // request's commit, which may name that node (see `Output::Forget`).
+            if let (Some(held), Some(_)) = (&mut held.request, request.resent_after) {
+                held.resent_after = request.resent_after;
+            }
             return Vec::new();
         }
         let id = request.id.clone();
@@ -490,11 +496,17 @@ impl Shell {
         self.core.request_arrived(self.now(), &id)
     }
 
-    /// Serves a request that a previous run of this node won and never answered (its client
-    /// sent it again): the log already names this node, so the reply needs no claim.
+    /// Serves a request whose reply was lost (its client sent it again, see
+    /// [`Node::answers_again`]): the log already names its server, so the reply needs no claim.
     fn answer_again(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
         let id = request.id.clone();
-        info!(node = self.id(), request = %id, "[Node {}] serving {id} again: a previous run of this node won it and died before its reply", self.id());
+        let why = match request.resent_after {
+            Some(gone) if gone != self.id() => format!(
+                "node {gone} won it and its connection to the client closed before its reply"
+            ),
+            _ => "a previous run of this node won it and died before its reply".to_string(),
+        };
+        info!(node = self.id(), request = %id, "[Node {}] serving {id} again: {why}", self.id());
         self.again.insert(id.clone(), client);
         self.held.insert(
             id.clone(),
@@ -642,15 +654,16 @@ impl Shell {
                     }
                 }
                 Output::Forget(id) => {
-                    // The log names this node for a request a previous run of it won and never
-                    // answered, and the client's re-send arrived before this run caught up:
-                    // answer it now (the log was all it waited for).
+                    // A client's re-send arrived before the commit it needed: the log names this
+                    // node for a request a previous run of it won and never answered (and this
+                    // run caught up later), or a node whose connection to the client closed
+                    // before its reply. Answer it now (the log was all it waited for).
                     if let Some(Held {
                         request: Some(request),
                         reply_to: ReplyTo::Client(client),
                     }) = self.held.remove(&id)
                     {
-                        if self.core.take_unanswered_commit(&id) {
+                        if self.core.answers_again(&id, request.resent_after) {
                             self.answer_again(request, client);
                         }
                     }

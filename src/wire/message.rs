@@ -17,7 +17,7 @@ use crate::wire::request::{EncryptReply, EncryptRequest};
 /// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
 /// Version 4: the request log by generation (commits and heartbeats carry generations, a
 /// sync request the requester's summaries).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

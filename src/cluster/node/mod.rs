@@ -822,9 +822,9 @@ mod tests {
         previous.log.record("b", 2, 0);
         let mut n = Node::new(config(1), 0);
         n.step(5, synced_from_2(previous));
-        assert!(!n.take_unanswered_commit("b"), "another node's commit");
-        assert!(n.take_unanswered_commit("a"));
-        assert!(!n.take_unanswered_commit("a"), "once");
+        assert!(!n.answers_again("b", None), "another node's commit");
+        assert!(n.answers_again("a", None));
+        assert!(!n.answers_again("a", None), "once");
         // Its own commits in this run are never served again.
         let mut single = Node::new(
             NodeConfig {
@@ -838,14 +838,33 @@ mod tests {
             single.job_finished(10, "c"),
             vec![Output::Reply("c".into())]
         );
-        assert!(!single.take_unanswered_commit("c"));
+        assert!(!single.answers_again("c", None));
         // And what it learned is forgotten after the window.
         let mut m = Node::new(config(1), 0);
         let mut log = ReplicatedState::default();
         log.log.record("d", 1, 0);
         m.step(5, synced_from_2(log));
         m.tick(5 + RESEND_WINDOW_MS);
-        assert!(!m.take_unanswered_commit("d"));
+        assert!(!m.answers_again("d", None));
+    }
+
+    /// Issue 27: a winner that died (or whose client connection broke) between its commit and
+    /// its reply left the request unanswered: the survivors had forgotten it.
+    #[test]
+    fn a_survivor_answers_a_request_resent_after_the_connection_to_its_winner_closed() {
+        let mut state = ReplicatedState::default();
+        state.log.record("w2", 2, 0);
+        state.log.record("w3", 3, 0);
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(state));
+        assert!(!n.answers_again("w2", None), "no connection closed");
+        assert!(!n.answers_again("w2", Some(3)), "node 3 did not win w2");
+        assert!(
+            !n.answers_again("new", Some(2)),
+            "not committed: served as usual"
+        );
+        assert!(n.answers_again("w2", Some(2)));
+        assert!(n.answers_again("w3", Some(3)));
     }
 
     fn answer_z(winner: NodeId) -> ClaimBatch {

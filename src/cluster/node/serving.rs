@@ -10,7 +10,7 @@
 use super::*;
 
 /// How long a restarted node remembers the commits of its previous run (see
-/// [`Node::take_unanswered_commit`]); longer than clients wait for a reply.
+/// [`Node::answers_again`]); longer than clients wait for a reply.
 pub const RESEND_WINDOW_MS: u64 = 60_000;
 
 impl Node {
@@ -252,16 +252,29 @@ impl Node {
         }
     }
 
-    /// Whether this node should answer request `id`, which a client sent it **again** over a
-    /// new connection, by serving it once more without a claim: true (once) when the request
-    /// log says this node won it but the commit was made by a previous run of this node, which
-    /// died between its commit and its reply. Sound because a client re-sends only the
-    /// requests it still waits for, and the winner's reply travels only on the winner's own
-    /// connection to that client, which the client has read to its end before reconnecting:
-    /// the dead run's reply never arrived, and no other node may reply. The log already names
-    /// this node, so it stays true.
-    pub fn take_unanswered_commit(&mut self, id: &str) -> bool {
-        self.inherited.remove(&log_key(id)) && self.replicated.log.server_of(id) == Some(self.id)
+    /// Whether this node should serve request `id` once more, without a claim, for a client
+    /// that sent it **again**: the request log names a server whose reply cannot have reached
+    /// the client, so without a new one the request would go unanswered.
+    ///
+    /// - `resent_after` is the node whose connection to the client closed before the reply
+    ///   came ([`EncryptRequest::resent_after`]): if the log names that node (another one), the
+    ///   reply, which travels only over the server's own connection to the client, is lost
+    ///   with it. The winner died between its commit and its reply, or the client's connection
+    ///   to it broke.
+    /// - Otherwise, true (once) when the log names this node but the commit was made by a
+    ///   previous run of it, which died between its commit and its reply; a client re-sends
+    ///   over a new connection only the requests it still waits for.
+    ///
+    /// A client drops any reply after the first, so two nodes answering again (the survivor
+    /// and the restarted winner) costs a job, not a second answer.
+    ///
+    /// [`EncryptRequest::resent_after`]: crate::wire::request::EncryptRequest::resent_after
+    pub fn answers_again(&mut self, id: &str, resent_after: Option<NodeId>) -> bool {
+        match self.replicated.log.server_of(id) {
+            Some(server) if server == self.id => self.inherited.remove(&log_key(id)),
+            Some(server) => resent_after == Some(server),
+            None => false,
+        }
     }
 
     /// Applies what a merged request log decided: open claims of requests committed by
