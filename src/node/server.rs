@@ -84,6 +84,17 @@ const BARRIER_WAIT: Duration = Duration::from_millis(200);
 /// Longest wait for room in a full client or peer queue for a reply that has been committed.
 const COMMITTED_REPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// Why the node stops when one of its tasks ended before shutdown: every task runs for the
+/// node's life, so one that ends (returns, fails or panics) took the node's purpose with it,
+/// and the node ends with an error (exit code 1), never as a clean stop.
+fn task_ended(id: NodeId, done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match done {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => Error::Internal(format!("node {id}: a task ended before shutdown")),
+        Err(e) => Error::Internal(format!("node {id}: a task failed: {e}")),
+    }
+}
+
 /// What the node loop receives.
 pub(crate) enum Input {
     /// An envelope from an authenticated peer connection (with its connection number).
@@ -253,15 +264,7 @@ pub async fn run(
 
     tokio::select! {
         _ = shutdown => info!(node = id, "[Node {id}] shutting down"),
-        Some(done) = tasks.join_next() => {
-            // Every task runs for the node's life: one that ends took the node's purpose with
-            // it, and the node ends with an error (exit code 1), never as a clean stop.
-            return Err(match done {
-                Ok(Err(e)) => e,
-                Ok(Ok(())) => Error::Internal(format!("node {id}: a task ended before shutdown")),
-                Err(e) => Error::Internal(format!("node {id}: a task failed: {e}")),
-            });
-        }
+        Some(done) = tasks.join_next() => return Err(task_ended(id, done)),
     }
     tasks.shutdown().await;
     if timeout(SHUTDOWN_GRACE, store.shutdown()).await.is_err() {
@@ -956,4 +959,23 @@ async fn serve_client(
     // Replies still owed go out before the connection closes (the writer ends with the last sender).
     let _ = timeout(Duration::from_secs(1), writer_task).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 27: a panic in one of the node's tasks ended the process with exit code 0.
+    #[tokio::test]
+    async fn a_task_that_panics_or_ends_stops_the_node_with_an_error() {
+        let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+        tasks.spawn(async { panic!("a bug in a task") });
+        let done = tasks.join_next().await.expect("the task ends");
+        let error = task_ended(2, done);
+        assert!(
+            matches!(&error, Error::Internal(m) if m.contains("node 2") && m.contains("panicked")),
+            "{error}"
+        );
+        assert!(matches!(task_ended(2, Ok(Ok(()))), Error::Internal(_)));
+    }
 }
