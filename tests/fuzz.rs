@@ -201,7 +201,7 @@ fn frames() -> Vec<(String, Vec<u8>)> {
             name: "bob".into(),
             quota: 3,
         }],
-        resent_after: Some(2),
+        resent_after: vec![2],
     };
     let reply = EncryptReply {
         id: "c1-7".into(),

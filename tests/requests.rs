@@ -325,7 +325,7 @@ fn a_request_whose_winner_lost_its_connection_to_the_client_is_answered_by_anoth
         cover: None,
         owner: "alice".into(),
         viewers: vec![],
-        resent_after: None,
+        resent_after: Vec::new(),
     };
     // The request goes to every node, and every connection closes at once.
     rt.block_on(async {
@@ -347,7 +347,7 @@ fn a_request_whose_winner_lost_its_connection_to_the_client_is_answered_by_anoth
         .into_iter()
         .find(|&id| id != winner)
         .unwrap();
-    request.resent_after = Some(winner);
+    request.resent_after = vec![winner];
     let addr = cluster.config.node(other).unwrap().addr;
     let reply = rt.block_on(async {
         let (mut reader, _writer) = send_raw(addr, &request).await;

@@ -351,7 +351,7 @@ async fn read_form(
         cover: cover.filter(|c| !c.is_empty()),
         owner,
         viewers,
-        resent_after: None,
+        resent_after: Vec::new(),
     })
 }
 

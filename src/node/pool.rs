@@ -155,7 +155,7 @@ mod tests {
             cover: None,
             owner: "alice".into(),
             viewers: vec![],
-            resent_after: None,
+            resent_after: Vec::new(),
         }
     }
 

@@ -435,7 +435,7 @@ impl Shell {
             // A failed node ignores its clients: the other nodes have the same request.
             Input::ClientRequest(..) if failed => Vec::new(),
             Input::ClientRequest(request, reply) => {
-                if self.core.answers_again(&request.id, request.resent_after) {
+                if self.core.answers_again(&request.id, &request.resent_after) {
                     self.answer_again(request, reply);
                     Vec::new()
                 } else {
@@ -483,8 +483,10 @@ impl Shell {
             }
             // Sent again after the connection to another node closed: remembered for the
             // request's commit, which may name that node (see `Output::Forget`).
-            if let (Some(held), Some(_)) = (&mut held.request, request.resent_after) {
-                held.resent_after = request.resent_after;
+            if let Some(held) = &mut held.request {
+                if !request.resent_after.is_empty() {
+                    held.resent_after = request.resent_after;
+                }
             }
             return Vec::new();
         }
@@ -503,11 +505,13 @@ impl Shell {
     /// [`Node::answers_again`]): the log already names its server, so the reply needs no claim.
     fn answer_again(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
         let id = request.id.clone();
-        let why = match request.resent_after {
-            Some(gone) if gone != self.id() => format!(
-                "node {gone} won it and its connection to the client closed before its reply"
+        let why = match self.core.server_of(&id) {
+            Some(winner) if winner != self.id() => format!(
+                "node {winner} won it and its connection to the client closed before its reply"
             ),
-            _ => "a previous run of this node won it and died before its reply".to_string(),
+            _ => "this node (or a previous run of it) won it and its connection to the client \
+                  closed before its reply"
+                .to_string(),
         };
         info!(node = self.id(), request = %id, "[Node {}] serving {id} again: {why}", self.id());
         self.again.insert(id.clone(), client);
@@ -666,7 +670,7 @@ impl Shell {
                         reply_to: ReplyTo::Client(client),
                     }) = self.held.remove(&id)
                     {
-                        if self.core.answers_again(&id, request.resent_after) {
+                        if self.core.answers_again(&id, &request.resent_after) {
                             self.answer_again(request, client);
                         }
                     }

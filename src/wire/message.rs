@@ -16,8 +16,9 @@ use crate::wire::request::{EncryptReply, EncryptRequest};
 /// Version 2: `Served` became the batched `Claims` (claim quorum before a reply). Version 3:
 /// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
 /// Version 4: the request log by generation (commits and heartbeats carry generations, a
-/// sync request the requester's summaries).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// sync request the requester's summaries). Version 5: `EncryptRequest::resent_after`
+/// (a lost reply is served again). Version 6: it lists every node whose connection closed.
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -28,11 +28,11 @@ pub struct EncryptRequest {
     pub owner: String,
     /// Who may view it, with view quotas.
     pub viewers: Vec<Viewer>,
-    /// Set on a copy the client sends again because its connection to this node closed
-    /// before the request's reply came over it: should the request log name that node as
-    /// the request's server, its reply is lost, and the node that receives the copy serves it
-    /// again (DESIGN.md, "A winner that dies between its commit and its reply").
-    pub resent_after: Option<NodeId>,
+    /// On a copy the client sends again: the nodes whose connections to the client closed
+    /// while the request waited for its reply. Should the request log name one of them as
+    /// the request's server, its reply is lost with the connection, and the node that
+    /// receives the copy serves it again (DESIGN.md, "Winner dies after its commit").
+    pub resent_after: Vec<NodeId>,
 }
 
 /// Why a request was not served.

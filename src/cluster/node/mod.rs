@@ -822,9 +822,9 @@ mod tests {
         previous.log.record("b", 2, 0);
         let mut n = Node::new(config(1), 0);
         n.step(5, synced_from_2(previous));
-        assert!(!n.answers_again("b", None), "another node's commit");
-        assert!(n.answers_again("a", None));
-        assert!(!n.answers_again("a", None), "once");
+        assert!(!n.answers_again("b", &[]), "another node's commit");
+        assert!(n.answers_again("a", &[]));
+        assert!(!n.answers_again("a", &[]), "once");
         // Its own commits in this run are never served again.
         let mut single = Node::new(
             NodeConfig {
@@ -838,14 +838,14 @@ mod tests {
             single.job_finished(10, "c"),
             vec![Output::Reply("c".into())]
         );
-        assert!(!single.answers_again("c", None));
+        assert!(!single.answers_again("c", &[]));
         // And what it learned is forgotten after the window.
         let mut m = Node::new(config(1), 0);
         let mut log = ReplicatedState::default();
         log.log.record("d", 1, 0);
         m.step(5, synced_from_2(log));
         m.tick(5 + RESEND_WINDOW_MS);
-        assert!(!m.answers_again("d", None));
+        assert!(!m.answers_again("d", &[]));
     }
 
     /// Issue 27: a winner that died (or whose client connection broke) between its commit and
@@ -857,14 +857,17 @@ mod tests {
         state.log.record("w3", 3, 0);
         let mut n = Node::new(config(1), 0);
         n.step(5, synced_from_2(state));
-        assert!(!n.answers_again("w2", None), "no connection closed");
-        assert!(!n.answers_again("w2", Some(3)), "node 3 did not win w2");
+        assert!(!n.answers_again("w2", &[]), "no connection closed");
+        assert!(!n.answers_again("w2", &[3]), "node 3 did not win w2");
         assert!(
-            !n.answers_again("new", Some(2)),
+            !n.answers_again("new", &[2]),
             "not committed: served as usual"
         );
-        assert!(n.answers_again("w2", Some(2)));
-        assert!(n.answers_again("w3", Some(3)));
+        assert!(n.answers_again("w2", &[2]));
+        assert!(
+            n.answers_again("w3", &[2, 3]),
+            "the winner's and another's closed"
+        );
     }
 
     fn answer_z(winner: NodeId) -> ClaimBatch {

@@ -256,25 +256,32 @@ impl Node {
     /// that sent it **again**: the request log names a server whose reply cannot have reached
     /// the client, so without a new one the request would go unanswered.
     ///
-    /// - `resent_after` is the node whose connection to the client closed before the reply
-    ///   came ([`EncryptRequest::resent_after`]): if the log names that node (another one), the
+    /// - `resent_after` lists the nodes whose connections to the client closed while the
+    ///   request waited ([`EncryptRequest::resent_after`]): if the log names one of them, the
     ///   reply, which travels only over the server's own connection to the client, is lost
     ///   with it. The winner died between its commit and its reply, or the client's connection
     ///   to it broke.
-    /// - Otherwise, true (once) when the log names this node but the commit was made by a
-    ///   previous run of it, which died between its commit and its reply; a client re-sends
-    ///   over a new connection only the requests it still waits for.
+    /// - Also true (once) when the log names this node but the commit was made by a previous
+    ///   run of it, which died between its commit and its reply; a client re-sends over a new
+    ///   connection only the requests it still waits for.
     ///
-    /// A client drops any reply after the first, so two nodes answering again (the survivor
-    /// and the restarted winner) costs a job, not a second answer.
+    /// The client gives such a request to one connected node at a time, so one node answers
+    /// it again ([`crate::client`]).
     ///
     /// [`EncryptRequest::resent_after`]: crate::wire::request::EncryptRequest::resent_after
-    pub fn answers_again(&mut self, id: &str, resent_after: Option<NodeId>) -> bool {
+    pub fn answers_again(&mut self, id: &str, resent_after: &[NodeId]) -> bool {
         match self.replicated.log.server_of(id) {
-            Some(server) if server == self.id => self.inherited.remove(&log_key(id)),
-            Some(server) => resent_after == Some(server),
+            Some(server) if server == self.id => {
+                self.inherited.remove(&log_key(id)) || resent_after.contains(&server)
+            }
+            Some(server) => resent_after.contains(&server),
             None => false,
         }
+    }
+
+    /// The node the request log names as the server of request `id`.
+    pub fn server_of(&self, id: &str) -> Option<NodeId> {
+        self.replicated.log.server_of(id)
     }
 
     /// Applies what a merged request log decided: open claims of requests committed by
