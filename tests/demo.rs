@@ -1,6 +1,6 @@
 //! End-to-end test of the demo binary: it starts its own node processes, runs a small verified
-//! stress test with the failure simulation on, writes the report and the plot, and leaves no
-//! process behind.
+//! stress test with the failure simulation on, tells the sharing story with three users' peers,
+//! writes the report and the plot, and leaves no process behind.
 
 mod support;
 
@@ -35,6 +35,8 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         .arg(&plot)
         .arg("--run-dir")
         .arg(&run_dir)
+        .arg("--sharing-picture")
+        .arg(dir.path().join("sharing.png"))
         .stdin(std::process::Stdio::null());
     let output = support::output_within(&mut demo, Duration::from_secs(300), "the demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -66,7 +68,43 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
     let png = std::fs::read(&plot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the plot is a PNG");
 
-    // No node outlives the demo (they exit with it; a bounded moment for the last to go).
+    // The sharing story: every step printed and in the report, nothing overdrawn or lost.
+    let sharing = &r["sharing"];
+    let steps = sharing["steps"]
+        .as_array()
+        .expect("the report has the story's steps");
+    assert!(steps.len() >= 20, "{sharing}");
+    for step in steps {
+        assert_eq!(step["ok"], true, "{step}");
+        let what = step["what"].as_str().unwrap();
+        assert!(
+            stdout.contains(&format!("ok   {what}: ")),
+            "{what} is printed"
+        );
+    }
+    for what in [
+        "carol loses her folder",
+        "killed with SIGKILL",
+        "alice revokes bob",
+    ] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s["what"].as_str().unwrap().contains(what)),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        (
+            sharing["overdraws"].as_u64(),
+            sharing["lost_after_restart"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert!(sharing["views_shown"].as_u64().unwrap() >= 6, "{sharing}");
+    assert!(sharing["views_default"].as_u64().unwrap() >= 5, "{sharing}");
+
+    // No node or peer outlives the demo (they exit with it; a bounded moment for the last to go).
     let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));
     assert_eq!(leftover, "", "processes left behind");
 }

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::bench::launcher::{LineSink, LocalCluster};
 use crate::bench::report::Report;
+use crate::bench::sharing::{Cast, Story};
 use crate::bench::stress::{self, Progress};
 use crate::cli::{LoadArgs, NodeArgs, OnOff};
 use crate::client::cluster_status;
@@ -69,8 +70,15 @@ pub struct DemoArgs {
     /// Longest simulated failure, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 6.0)]
     pub failure_max: f64,
-    /// Seconds to keep observing the cluster after the load.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    /// The sharing story after the stress test: three users' peers share, ask, approve, view
+    /// to zero, go offline, rebuild, and outlive a kill -9 of every node.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub sharing: OnOff,
+    /// Where the sharing story's picture goes: what each user saw at each step.
+    #[arg(long, value_name = "FILE", default_value = "demo-sharing.png")]
+    pub sharing_picture: PathBuf,
+    /// Seconds to keep observing the cluster at the end.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub observe: f64,
     /// Seed of the nodes' random choices (victims, durations).
     #[arg(long)]
@@ -89,6 +97,10 @@ pub enum DemoCommand {
     /// Run as one node (the demo starts its nodes this way).
     #[command(hide = true)]
     Node(NodeArgs),
+    /// Run as a user's peer or one of its subcommands (the sharing story starts its users
+    /// this way).
+    #[command(hide = true)]
+    Peer(crate::peer::cli::PeerArgs),
 }
 
 /// A progress bar slot that node output can print above.
@@ -254,9 +266,22 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
             config_json.clone(),
         ));
     }
-    let report = Report::combine_trials(reports);
+    let mut report = Report::combine_trials(reports);
     println!("{}", report.console());
     write_outputs(&report, &args.load)?;
+
+    if args.sharing == OnOff::On {
+        let cast = Cast {
+            program: &exe,
+            prefix_args: &["peer"],
+            dir: dir.join("sharing"),
+        };
+        let mut story = Story::new(cast, &config)?;
+        story.tell(&mut cluster).await;
+        let sharing = story.report.clone();
+        report.sharing = Some(sharing);
+        write_report(&report, &args.load)?;
+    }
 
     if args.observe > 0.0 {
         observe(&config.nodes, Duration::from_secs_f64(args.observe)).await;
@@ -268,15 +293,23 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         args.nodes,
         dir.display()
     );
+    if let Some(sharing) = report.sharing.as_ref().filter(|s| !s.passed()) {
+        let failed = sharing.steps.iter().filter(|s| !s.ok).count();
+        return Err(Error::Internal(format!(
+            "the sharing story failed: {failed} step(s) failed, {} overdraw(s), {} write(s) \
+             lost after the restart (see {})",
+            sharing.overdraws,
+            sharing.lost_after_restart,
+            args.load.report.display()
+        )));
+    }
     Ok(report)
 }
 
 /// Writes the JSON report and the plot of its `timeline` and `failure_windows` (with several
 /// trials, the first trial's, as the report's top level keeps them).
 pub fn write_outputs(report: &Report, load: &LoadArgs) -> Result<()> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| Error::Config(e.to_string()))?;
-    std::fs::write(&load.report, json)
-        .map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))?;
+    write_report(report, load)?;
     println!("Report: {}", load.report.display());
     let title = format!(
         "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
@@ -291,6 +324,13 @@ pub fn write_outputs(report: &Report, load: &LoadArgs) -> Result<()> {
     )?;
     println!("Plot:   {}", load.plot.display());
     Ok(())
+}
+
+/// Writes the JSON report.
+fn write_report(report: &Report, load: &LoadArgs) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::write(&load.report, json)
+        .map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))
 }
 
 /// The longest a load waits for a failure to come and go: the nodes' settling time before a

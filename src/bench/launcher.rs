@@ -8,6 +8,10 @@
 //! (every node prints each election result; only the winner's copy is passed on), and
 //! everything is kept in `node-N.log` in the run folder.
 //!
+//! A user's peer is started the same way ([`LocalPeer`]): `PROGRAM ARGS... --user NAME --dir
+//! DIR --config FILE --parent-watch`, its password in `IMGCLOUD_PASSWORD`, its output in
+//! `peer-NAME.log`.
+//!
 //! Implementation caveats: ports come from the caller (`--base-port`); a port already taken
 //! makes that node exit with a clear error in its log.
 
@@ -137,6 +141,100 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A user's peer as a child process.
+pub struct LocalPeer {
+    /// The user.
+    pub user: String,
+    /// The user's folder.
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalPeer {
+    /// Starts `program prefix_args... --user USER --dir DIR --config CONFIG --parent-watch`
+    /// with `password`, its output appended to `log`.
+    pub fn start(
+        program: &Path,
+        prefix_args: &[&str],
+        user: &str,
+        dir: &Path,
+        config: &Path,
+        password: &str,
+        log: &Path,
+    ) -> Result<Self> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(program)
+            .args(prefix_args)
+            .args(["--user", user, "--dir"])
+            .arg(dir)
+            .arg("--config")
+            .arg(config)
+            .arg("--parent-watch")
+            .env("IMGCLOUD_PASSWORD", password)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot start {user}'s peer ({}): {e}",
+                    program.display()
+                ))
+            })?;
+        Ok(LocalPeer {
+            user: user.to_string(),
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has ended.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILLs the peer (it leaves its lease to run out and its record in the folder).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the peer cleanly (closes its stdin: it unregisters and exits), killing it if it
+    /// has not gone within 3 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LocalPeer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

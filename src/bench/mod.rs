@@ -16,4 +16,5 @@ pub mod launcher;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod sharing;
 pub mod stress;

@@ -131,6 +131,9 @@ pub struct Report {
     /// One entry per 100 ms slice of the run; absent (empty) in reports written before it.
     #[serde(default)]
     pub timeline: Vec<Slice>,
+    /// The demo's sharing story and view load (absent when it did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<crate::bench::sharing::SharingReport>,
 }
 
 /// The worst 100 ms slice wholly inside a failure window, against the slices outside any.
@@ -169,6 +172,7 @@ impl Report {
             config: extras.config,
             failure_windows: extras.failure_windows,
             timeline: extras.timeline,
+            sharing: None,
         }
     }
 

@@ -6,13 +6,24 @@ use imgcloud::cli::{init_logging, run_node};
 
 fn main() {
     let mut args = DemoArgs::parse();
-    if let Some(DemoCommand::Node(node)) = args.command.take() {
-        init_logging();
-        if let Err(e) = run_node(node) {
-            eprintln!("demo node: {e}");
-            std::process::exit(1);
+    match args.command.take() {
+        Some(DemoCommand::Node(node)) => {
+            init_logging();
+            if let Err(e) = run_node(node) {
+                eprintln!("demo node: {e}");
+                std::process::exit(1);
+            }
+            return;
         }
-        return;
+        Some(DemoCommand::Peer(peer)) => {
+            init_logging();
+            if let Err(e) = imgcloud::peer::cli::main(peer) {
+                eprintln!("peer: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        None => {}
     }
     let runtime = match imgcloud::cli::runtime() {
         Ok(rt) => rt,

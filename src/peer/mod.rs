@@ -31,7 +31,7 @@ pub mod cloud;
 pub mod folder;
 pub mod library;
 mod mail;
-mod owner;
+pub mod owner;
 pub mod p2p;
 
 use std::future::Future;

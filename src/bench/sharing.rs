@@ -1,0 +1,799 @@
+//! The demo's sharing story (phase 2), told with real processes on a running cluster.
+//!
+//! Three users' peers (this binary run as `demo peer`, see [`LocalPeer`]) go through what the
+//! product is for, one printed line per step, each saying what happened and what was checked:
+//! alice shares a photo; bob sees her online with a preview and asks for 2 views; alice
+//! approves; bob views to zero (each image compared with the original, byte for byte and pixel
+//! for pixel) and then gets the default image; his restored old copy and carol presenting his
+//! copy get the default image too; a quota change made while bob is offline reaches him when he
+//! returns; a revoke; carol loses her folder and rebuilds it from her password; every node is
+//! killed with SIGKILL and restarted, and every acknowledged share, grant and spent view is
+//! checked to be still there.
+//!
+//! The steps drive the peers through their local API (what the `peer` subcommands call), so
+//! each step is what a user typing `peer ...` would see. The story stops at the first step
+//! that fails; [`SharingReport::passed`] says whether everything held.
+//!
+//! Implementation caveats: the cluster's elected failures go on during the story, so a step
+//! may wait for a failover; every step is bounded by [`STEP_LIMIT`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bench::demo::wait_for_agreement;
+use crate::bench::launcher::{LocalCluster, LocalPeer};
+use crate::config::ClusterConfig;
+use crate::peer::actions::{ImageEntry, PreviewFile, ViewResult};
+use crate::peer::library::RequestRecord;
+use crate::peer::owner::{Changed, Rebuilt};
+use crate::peer::p2p::RequestAnswer;
+use crate::peer::{local_get, local_post, Folder, OnlineEntry, Running};
+use crate::sharing::wire::{SharedAnswer, Shown};
+use crate::{Error, Result};
+
+/// The longest one step may take (a step may wait out a failover or a restart).
+pub const STEP_LIMIT: Duration = Duration::from_secs(45);
+/// How long a started peer may take to come online.
+const ONLINE_WAIT: Duration = Duration::from_secs(30);
+/// How often a wait polls.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the report says about sharing (its `sharing` key).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SharingReport {
+    /// Every step of the story, in order.
+    pub steps: Vec<StepRecord>,
+    /// Views that showed the image (story and view load).
+    pub views_shown: u64,
+    /// Views that showed the default image (story and view load).
+    pub views_default: u64,
+    /// Images shown beyond what the ledger granted (must be 0).
+    pub overdraws: u64,
+    /// Acknowledged shares, grants and spent views missing after the whole cloud's restart
+    /// (must be 0).
+    pub lost_after_restart: u64,
+    /// Views per second during the view load (0 if it did not run).
+    pub views_per_s: f64,
+    /// View latency during the view load, in milliseconds.
+    pub view_latency_ms: ViewLatency,
+}
+
+impl SharingReport {
+    /// Whether every step held, nothing was overdrawn and nothing acknowledged was lost.
+    pub fn passed(&self) -> bool {
+        !self.steps.is_empty()
+            && self.steps.iter().all(|s| s.ok)
+            && self.overdraws == 0
+            && self.lost_after_restart == 0
+    }
+}
+
+/// One step of the story.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// What the step did.
+    pub what: String,
+    /// Whether what it checked held.
+    pub ok: bool,
+    /// How long it took.
+    pub ms: u64,
+    /// What was checked, or why it failed.
+    pub detail: String,
+}
+
+/// View latency percentiles, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewLatency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// One thumbnail of the picture: what a user saw at a step.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Who saw it.
+    pub who: String,
+    /// The step, in a few words.
+    pub step: String,
+    /// The PNG shown (absent if it could not be read).
+    pub png: Option<Vec<u8>>,
+    /// The image, the default image, or the owner's own photo (None).
+    pub shown: Option<Shown>,
+    /// Views left after it, for a viewer.
+    pub views_left: Option<u32>,
+}
+
+/// How to start the users' peers.
+pub struct Cast<'a> {
+    /// The program and the arguments before `--user` (this binary: `demo peer`).
+    pub program: &'a Path,
+    pub prefix_args: &'a [&'a str],
+    /// Where the users' folders, the photo and the views go.
+    pub dir: PathBuf,
+}
+
+/// The story's state: the users' peers, the steps so far and the frames of the picture.
+pub struct Story<'a> {
+    cast: Cast<'a>,
+    users_config: PathBuf,
+    peers: BTreeMap<&'static str, LocalPeer>,
+    /// Every step so far.
+    pub report: SharingReport,
+    /// What each user saw.
+    pub frames: Vec<Frame>,
+}
+
+impl<'a> Story<'a> {
+    /// Prepares the story for `cluster` (writes the users' config: node addresses, no secret).
+    pub fn new(cast: Cast<'a>, cluster: &ClusterConfig) -> Result<Self> {
+        std::fs::create_dir_all(&cast.dir)?;
+        let users_config = cast.dir.join("users.toml");
+        std::fs::write(&users_config, cluster.for_users().to_toml())?;
+        Ok(Story {
+            cast,
+            users_config,
+            peers: BTreeMap::new(),
+            report: SharingReport::default(),
+            frames: Vec::new(),
+        })
+    }
+
+    /// Tells the whole story on `cluster`; stops at the first step that fails (its record says
+    /// why). The peers are stopped at the end, whatever happened.
+    pub async fn tell(&mut self, cluster: &mut LocalCluster) {
+        println!(
+            "The sharing story: three users' peers on the cluster, while it goes on failing nodes"
+        );
+        let told = self.steps(cluster).await;
+        for peer in self.peers.values_mut() {
+            peer.stop();
+        }
+        if let Err(e) = told {
+            println!("  the story stopped: {e}");
+        }
+    }
+
+    async fn steps(&mut self, cluster: &mut LocalCluster) -> Result<()> {
+        let photo = sunset(320, 200);
+        let photo_path = self.cast.dir.join("sunset.png");
+        std::fs::write(&photo_path, &photo)?;
+
+        let (r, ms) = timed(async {
+            let mut seen = Vec::new();
+            for user in ["alice", "bob", "carol"] {
+                let running = self.start(user).await?;
+                seen.push(format!("{user} at {}", running.addr));
+            }
+            Ok((
+                (),
+                format!("3 peer processes registered: {}", seen.join(", ")),
+            ))
+        })
+        .await;
+        self.record("alice, bob and carol start their peers", ms, r)?;
+
+        // alice shares.
+        let alice = self.running("alice")?;
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "path": photo_path, "name": "sunset" });
+            let shared: SharedAnswer = local_post(&alice, "/api/share", body).await?;
+            let detail = format!(
+                "encrypted through the cloud (hidden in a cover, sealed) as image {}",
+                shared.id
+            );
+            Ok((shared.id, detail))
+        })
+        .await;
+        let image = self.record("alice shares her photo sunset.png", ms, r)?;
+        self.frame("alice", "her photo", Some(photo.clone()), None, None);
+
+        // bob discovers alice and her preview.
+        let bob = self.running("bob")?;
+        let out = self.cast.dir.join("bob-previews");
+        let (r, ms) = timed(async {
+            let online: Vec<OnlineEntry> = local_get(&bob, "/api/online").await?;
+            let entry = online
+                .iter()
+                .find(|e| e.user == "alice" && e.online)
+                .ok_or_else(|| failed("alice is not online in bob's directory"))?;
+            if !entry.shared.iter().any(|s| s.id == image) {
+                return Err(failed("the directory does not list alice's image"));
+            }
+            let body = serde_json::json!({ "owner": "alice", "out": out });
+            let files: Vec<PreviewFile> = local_post(&bob, "/api/previews", body).await?;
+            let file = files
+                .into_iter()
+                .find(|f| f.id == image)
+                .ok_or_else(|| failed("alice's peer sent no preview of the image"))?;
+            if file.width.max(file.height) > 128 {
+                return Err(failed(format!(
+                    "the preview is {}x{}, over 128 px",
+                    file.width, file.height
+                )));
+            }
+            let png = std::fs::read(&file.path)?;
+            let detail = format!(
+                "alice online at {} sharing \"sunset\"; a {}x{} preview straight from her peer",
+                entry.addr.as_deref().unwrap_or("?"),
+                file.width,
+                file.height
+            );
+            Ok((png, detail))
+        })
+        .await;
+        let preview = self.record("bob sees alice online and fetches her preview", ms, r)?;
+        self.frame("bob", "alice's preview", Some(preview), None, None);
+
+        // bob asks, alice approves, the copy arrives.
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "owner": "alice", "image": "sunset", "views": 2 });
+            let answer: RequestAnswer = local_post(&bob, "/api/request", body).await?;
+            let incoming: Vec<RequestRecord> = local_get(&alice, "/api/requests").await?;
+            let mine = incoming
+                .iter()
+                .find(|q| q.id == answer.id)
+                .ok_or_else(|| failed("alice's peer does not list bob's request"))?;
+            let detail = format!(
+                "request {} is {} at bob and {} at alice",
+                answer.id,
+                answer.state,
+                mine.state.word()
+            );
+            Ok((answer.id, detail))
+        })
+        .await;
+        let request = self.record("bob asks alice for 2 views", ms, r)?;
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "id": request });
+            let _: RequestRecord = local_post(&alice, "/api/approve", body).await?;
+            let copy = copy_with(&bob, &image, 2).await?;
+            let detail = format!(
+                "bob's folder holds a copy with 2 views left ({})",
+                copy.path.display()
+            );
+            Ok((copy, detail))
+        })
+        .await;
+        let copy = self.record("alice approves; bob's copy arrives", ms, r)?;
+        let old_copy = self.cast.dir.join("bob-old-copy.png");
+        std::fs::copy(&copy.path, &old_copy)?;
+
+        // bob views to zero, then the default image.
+        for (n, left) in [(1, 1), (2, 0)] {
+            let what = format!("bob views sunset ({n} of 2)");
+            self.view(
+                "bob",
+                &image,
+                &what,
+                &format!("view {n}"),
+                &photo,
+                Some(left),
+            )
+            .await?;
+        }
+        self.view(
+            "bob",
+            &image,
+            "bob views once more: no view left",
+            "view 3",
+            &photo,
+            None,
+        )
+        .await?;
+        let old = old_copy.display().to_string();
+        let what = "bob restores his old copy (2 views inside) and views it";
+        self.view("bob", &old, what, "restored old copy", &photo, None)
+            .await?;
+        let bobs = copy.path.display().to_string();
+        self.view(
+            "carol",
+            &bobs,
+            "carol presents bob's copy",
+            "bob's copy",
+            &photo,
+            None,
+        )
+        .await?;
+
+        // A quota change while bob is offline.
+        self.stop("bob");
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "image": image, "viewer": "bob", "views": 3 });
+            let changed: Changed = local_post(&alice, "/api/quota", body).await?;
+            if changed.delivered || changed.views_left != 3 {
+                return Err(failed(format!(
+                    "expected 3 views left waiting in bob's mailbox, got {} left, delivered {}",
+                    changed.views_left, changed.delivered
+                )));
+            }
+            Ok((
+                (),
+                "the ledger says 3; the news waits in bob's mailbox".to_string(),
+            ))
+        })
+        .await;
+        self.record("bob goes offline; alice sets his quota to 3", ms, r)?;
+        let (r, ms) = timed(async {
+            let bob = self.start("bob").await?;
+            copy_with(&bob, &image, 3).await?;
+            Ok((
+                (),
+                "his peer read his mailbox: his copy says 3 views".to_string(),
+            ))
+        })
+        .await;
+        self.record("bob comes back: the change reaches him", ms, r)?;
+        let what = "bob views with his new quota";
+        self.view("bob", &image, what, "quota 3, view 1", &photo, Some(2))
+            .await?;
+
+        // A revoke.
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "image": image, "viewer": "bob" });
+            let changed: Changed = local_post(&alice, "/api/revoke", body).await?;
+            Ok((
+                (),
+                format!("the ledger gives bob {} views", changed.views_left),
+            ))
+        })
+        .await;
+        self.record("alice revokes bob", ms, r)?;
+        self.view(
+            "bob",
+            &image,
+            "bob views after the revoke",
+            "revoked",
+            &photo,
+            None,
+        )
+        .await?;
+
+        // carol gets views, spends one, loses her folder and rebuilds it.
+        let carol = self.running("carol")?;
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "image": image, "viewer": "carol", "views": 3 });
+            let _: Changed = local_post(&alice, "/api/allow", body).await?;
+            copy_with(&carol, &image, 3).await?;
+            Ok(((), "carol's copy arrived with 3 views".to_string()))
+        })
+        .await;
+        self.record("alice allows carol 3 views", ms, r)?;
+        self.view(
+            "carol",
+            &image,
+            "carol views sunset",
+            "view 1",
+            &photo,
+            Some(2),
+        )
+        .await?;
+        let (r, ms) = timed(async {
+            let dir = self.kill_and_forget("carol")?;
+            let rebuilt = self.rebuild("carol").await?;
+            let carol = self.start("carol").await?;
+            let copy = copy_with(&carol, &image, 2).await?;
+            let detail = format!(
+                "{} deleted; `peer rebuild` brought back {} copy; it says {} views",
+                dir.display(),
+                rebuilt.copies,
+                copy.views_left.unwrap_or(0)
+            );
+            Ok(((), detail))
+        })
+        .await;
+        self.record(
+            "carol loses her folder and rebuilds it from her password",
+            ms,
+            r,
+        )?;
+        let what = "carol views from her rebuilt folder";
+        self.view("carol", &image, what, "rebuilt, view 2", &photo, Some(1))
+            .await?;
+
+        // The whole cloud dies and comes back.
+        let (r, ms) = timed(async {
+            let ids = cluster.config.ids();
+            for &id in &ids {
+                cluster.kill(id);
+            }
+            for &id in &ids {
+                cluster.spawn(id)?;
+            }
+            let agreed = wait_for_agreement(&cluster.config.nodes, STEP_LIMIT).await;
+            let (coordinator, epoch) =
+                agreed.ok_or_else(|| failed("the restarted nodes did not agree"))?;
+            let detail = format!(
+                "{} nodes back; node {coordinator} coordinates (epoch {epoch})",
+                ids.len()
+            );
+            Ok(((), detail))
+        })
+        .await;
+        self.record("every node is killed with SIGKILL and restarted", ms, r)?;
+        self.after_restart(&image, &photo).await
+    }
+
+    /// Checks that every acknowledged write survived the restart; each missing one counts in
+    /// `lost_after_restart`.
+    async fn after_restart(&mut self, image: &str, photo: &[u8]) -> Result<()> {
+        let (alice, bob) = (self.running("alice")?, self.running("bob")?);
+        let (r, ms) = timed(async {
+            let mut lost = Vec::new();
+            let online: Vec<OnlineEntry> =
+                retry_unavailable(|| local_get(&bob, "/api/online")).await?;
+            let listed = online
+                .iter()
+                .any(|e| e.user == "alice" && e.shared.iter().any(|s| s.id == image));
+            if !listed {
+                lost.push("alice's share");
+            }
+            let images: Vec<ImageEntry> =
+                retry_unavailable(|| local_get(&alice, "/api/images")).await?;
+            let receipts = images
+                .into_iter()
+                .find(|i| i.id == image)
+                .and_then(|i| i.viewers)
+                .unwrap_or_default();
+            let carol = receipts.iter().find(|r| r.viewer == "carol");
+            if carol.map(|r| (r.views_used, r.views_left)) != Some((2, 1)) {
+                lost.push("carol's grant and her 2 views spent");
+            }
+            Ok(lost)
+        })
+        .await;
+        let lost = match r {
+            Ok(lost) => lost,
+            Err(e) => {
+                return self.record(
+                    "after the restart, every write is there",
+                    ms,
+                    Err::<((), String), _>(e),
+                )
+            }
+        };
+        self.report.lost_after_restart = lost.len() as u64;
+        let result = if lost.is_empty() {
+            Ok((
+                (),
+                "alice's share is in the directory; carol's receipt: 2 used, 1 left".to_string(),
+            ))
+        } else {
+            Err(failed(format!(
+                "missing after the restart: {}",
+                lost.join(", ")
+            )))
+        };
+        self.record(
+            "after the restart, every acknowledged write is there",
+            ms,
+            result,
+        )?;
+        let what = "after the restart, carol spends her last view";
+        self.view("carol", image, what, "after kill -9", photo, Some(0))
+            .await?;
+        let what = "after the restart, bob is still revoked";
+        self.view("bob", image, what, "after kill -9", photo, None)
+            .await?;
+        Ok(())
+    }
+
+    /// One view by `user` of `image` (an id, a name or a copy's path), as step `what` and the
+    /// picture's frame `caption`. `left` is the views left when the image must show (equal to
+    /// `photo`); None when the default image must (an image then is an overdraw).
+    async fn view(
+        &mut self,
+        user: &'static str,
+        image: &str,
+        what: &str,
+        caption: &str,
+        photo: &[u8],
+        left: Option<u32>,
+    ) -> Result<()> {
+        let running = self.running(user)?;
+        let out =
+            (self.cast.dir.join("views")).join(format!("{:02}-{user}.png", self.frames.len()));
+        let (r, ms) = timed(async {
+            let body = serde_json::json!({ "image": image, "out": out });
+            let result: ViewResult =
+                retry_unavailable(|| local_post(&running, "/api/view", body.clone())).await?;
+            let png = std::fs::read(&result.out).ok();
+            Ok((result, png))
+        })
+        .await;
+        let checked = r.and_then(|(result, png)| {
+            match result.shown {
+                Shown::Image => self.report.views_shown += 1,
+                Shown::Default => self.report.views_default += 1,
+            }
+            let shown = png.as_deref().unwrap_or_default();
+            let detail = match (left, result.shown) {
+                (Some(left), Shown::Image) => {
+                    if shown != photo || !same_pixels(shown, photo) {
+                        return Err(failed("the image shown is not the original"));
+                    }
+                    if result.views_left != Some(left) {
+                        return Err(failed(format!(
+                            "{:?} views left, expected {left}",
+                            result.views_left
+                        )));
+                    }
+                    format!("the image, equal to the original pixel for pixel; {left} left")
+                }
+                (Some(_), Shown::Default) => {
+                    return Err(failed(format!(
+                        "the default image where the image was due: {}",
+                        result.reason.unwrap_or_default()
+                    )))
+                }
+                (None, Shown::Image) => {
+                    self.report.overdraws += 1;
+                    return Err(failed(
+                        "the image was shown with no view granted: an overdraw",
+                    ));
+                }
+                (None, Shown::Default) => {
+                    if shown.is_empty() || same_pixels(shown, photo) {
+                        return Err(failed("the default image is missing or is the photo"));
+                    }
+                    format!(
+                        "the default image ({})",
+                        result
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "no view left".into())
+                    )
+                }
+            };
+            self.frames.push(Frame {
+                who: user.to_string(),
+                step: caption.to_string(),
+                png: png.clone(),
+                shown: Some(result.shown),
+                views_left: result.views_left,
+            });
+            Ok(((), detail))
+        });
+        self.record(what, ms, checked)
+    }
+
+    /// Records a frame of the picture that is not a view.
+    fn frame(
+        &mut self,
+        who: &str,
+        step: &str,
+        png: Option<Vec<u8>>,
+        shown: Option<Shown>,
+        left: Option<u32>,
+    ) {
+        self.frames.push(Frame {
+            who: who.to_string(),
+            step: step.to_string(),
+            png,
+            shown,
+            views_left: left,
+        });
+    }
+
+    /// Prints and records step `what` that took `ms`; its value, or the error that stops the
+    /// story.
+    fn record<T>(&mut self, what: &str, ms: u64, result: Result<(T, String)>) -> Result<T> {
+        let (ok, detail) = match &result {
+            Ok((_, detail)) => (true, detail.clone()),
+            Err(e) => (false, e.to_string()),
+        };
+        let mark = if ok { "ok  " } else { "FAIL" };
+        println!("  {mark} {what}: {detail} ({ms} ms)");
+        self.report.steps.push(StepRecord {
+            what: what.to_string(),
+            ok,
+            ms,
+            detail,
+        });
+        result.map(|(value, _)| value)
+    }
+
+    /// Starts `user`'s peer and waits until it answers as that user.
+    async fn start(&mut self, user: &'static str) -> Result<Running> {
+        let dir = self.cast.dir.join("users").join(user);
+        let log = self.cast.dir.join(format!("peer-{user}.log"));
+        let password = password(user);
+        let peer = LocalPeer::start(
+            self.cast.program,
+            self.cast.prefix_args,
+            user,
+            &dir,
+            &self.users_config,
+            &password,
+            &log,
+        )?;
+        let pid = peer.pid();
+        self.peers.insert(user, peer);
+        let deadline = Instant::now() + ONLINE_WAIT;
+        loop {
+            if let Ok(running) = Folder::new(user, Some(dir.clone())).running() {
+                if Some(running.pid) == pid
+                    && local_get::<serde_json::Value>(&running, "/api/whoami")
+                        .await
+                        .is_ok()
+                {
+                    return Ok(running);
+                }
+            }
+            if self.peers.get_mut(user).is_none_or(LocalPeer::exited) {
+                return Err(failed(format!(
+                    "{user}'s peer exited; see {}",
+                    log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(failed(format!(
+                    "{user}'s peer did not come online within {} s; see {}",
+                    ONLINE_WAIT.as_secs(),
+                    log.display()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Stops `user`'s peer cleanly (it unregisters: offline at once).
+    fn stop(&mut self, user: &str) {
+        if let Some(mut peer) = self.peers.remove(user) {
+            peer.stop();
+        }
+    }
+
+    /// Kills `user`'s peer and deletes their folder; the folder's path.
+    fn kill_and_forget(&mut self, user: &str) -> Result<PathBuf> {
+        let dir = self.cast.dir.join("users").join(user);
+        if let Some(mut peer) = self.peers.remove(user) {
+            peer.kill();
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Runs `peer --user USER rebuild --json` with no peer running (the password alone).
+    async fn rebuild(&self, user: &str) -> Result<Rebuilt> {
+        let dir = self.cast.dir.join("users").join(user);
+        let mut command = tokio::process::Command::new(self.cast.program);
+        command
+            .args(self.cast.prefix_args)
+            .args(["--user", user, "--dir"])
+            .arg(&dir)
+            .arg("--config")
+            .arg(&self.users_config)
+            .args(["rebuild", "--json"])
+            .env("IMGCLOUD_PASSWORD", password(user))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(STEP_LIMIT, command.output())
+            .await
+            .map_err(|_| failed("`peer rebuild` did not finish in time"))??;
+        if !output.status.success() {
+            return Err(failed(format!(
+                "`peer rebuild` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        serde_json::from_slice(&output.stdout)
+            .map_err(|e| failed(format!("`peer rebuild` printed no JSON: {e}")))
+    }
+
+    /// The running record of `user`'s peer.
+    fn running(&self, user: &str) -> Result<Running> {
+        Folder::new(user, Some(self.cast.dir.join("users").join(user))).running()
+    }
+}
+
+/// A user's password in the story.
+fn password(user: &str) -> String {
+    format!("{user}'s demo password")
+}
+
+/// An error that stops the story.
+fn failed(why: impl Into<String>) -> Error {
+    Error::InvalidInput(why.into())
+}
+
+/// Runs `work` bounded by [`STEP_LIMIT`]; its result and how long it took, in milliseconds.
+async fn timed<T>(work: impl Future<Output = Result<T>>) -> (Result<T>, u64) {
+    let started = Instant::now();
+    let result = match tokio::time::timeout(STEP_LIMIT, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(format!(
+            "no answer within {} s",
+            STEP_LIMIT.as_secs()
+        ))),
+    };
+    (result, started.elapsed().as_millis() as u64)
+}
+
+/// Calls `call` until it gives something other than "unavailable" (a node failing or the
+/// cloud restarting), for at most [`STEP_LIMIT`].
+async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + STEP_LIMIT;
+    loop {
+        match call().await {
+            Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(POLL * 2).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Waits until `user`'s copy of `image` says `views` views left; its entry.
+async fn copy_with(running: &Running, image: &str, views: u32) -> Result<ImageEntry> {
+    let deadline = Instant::now() + STEP_LIMIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(images) = local_get::<Vec<ImageEntry>>(running, "/api/images").await {
+            let copy = images
+                .into_iter()
+                .find(|i| i.id == image && i.owner != running.user);
+            if let Some(copy) = copy {
+                if copy.views_left == Some(views) {
+                    return Ok(copy);
+                }
+                last = copy.views_left;
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(failed(format!(
+        "{}'s copy never said {views} views (last: {last:?})",
+        running.user
+    )))
+}
+
+/// Whether two PNGs decode to the same pixels.
+fn same_pixels(a: &[u8], b: &[u8]) -> bool {
+    match (image::load_from_memory(a), image::load_from_memory(b)) {
+        (Ok(a), Ok(b)) => a.to_rgba8() == b.to_rgba8(),
+        _ => false,
+    }
+}
+
+/// A photo-like sunset over the sea, `w` x `h`, as a PNG.
+pub fn sunset(w: u32, h: u32) -> Vec<u8> {
+    let horizon = h * 3 / 5;
+    let (sun_x, sun_y, sun_r) = (
+        w as f32 * 0.62,
+        horizon as f32 - h as f32 * 0.12,
+        h as f32 * 0.13,
+    );
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32, y as f32);
+        let d = ((fx - sun_x).powi(2) + (fy - sun_y).powi(2)).sqrt();
+        if y < horizon {
+            let t = fy / horizon as f32;
+            if d < sun_r {
+                return image::Rgb([255, 236, 160]);
+            }
+            let glow = (1.0 - (d / (w as f32 * 0.5)).min(1.0)) * 60.0;
+            let c = |a: f32, b: f32| (a + (b - a) * t + glow).clamp(0.0, 255.0) as u8;
+            image::Rgb([c(70.0, 250.0), c(60.0, 140.0), c(140.0, 90.0)])
+        } else {
+            let t = (fy - horizon as f32) / (h - horizon) as f32;
+            let wave = ((fx * 0.15 + fy * 0.9).sin() * 12.0) * (1.0 - t);
+            let path = (1.0 - ((fx - sun_x).abs() / (w as f32 * 0.12)).min(1.0)) * 90.0 * (1.0 - t);
+            let c = |a: f32, b: f32| (a + (b - a) * t + wave + path).clamp(0.0, 255.0) as u8;
+            image::Rgb([c(60.0, 15.0), c(70.0, 35.0), c(120.0, 70.0)])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("a PNG encodes into memory");
+    out.into_inner()
+}
