@@ -27,6 +27,10 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
             "0",
             "--limit-secs",
             "0.5",
+            "--viewers",
+            "6",
+            "--views",
+            "5",
         ])
         .args(["--base-port", &base])
         .arg("--report")
@@ -101,8 +105,14 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         ),
         (Some(0), Some(0))
     );
-    assert!(sharing["views_shown"].as_u64().unwrap() >= 6, "{sharing}");
-    assert!(sharing["views_default"].as_u64().unwrap() >= 5, "{sharing}");
+    // The story's 6 images and 5 default images, and the view load's 6 x 5 and 6.
+    assert_eq!(sharing["views_shown"].as_u64(), Some(6 + 30), "{sharing}");
+    assert_eq!(sharing["views_default"].as_u64(), Some(5 + 6), "{sharing}");
+    assert!(sharing["views_per_s"].as_f64().unwrap() > 0.0, "{sharing}");
+    let latency = &sharing["view_latency_ms"];
+    for key in ["p50", "p95", "p99", "max"] {
+        assert!(latency[key].as_f64().unwrap() > 0.0, "{latency}");
+    }
 
     // No node or peer outlives the demo (they exit with it; a bounded moment for the last to go).
     let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));

@@ -74,6 +74,12 @@ pub struct DemoArgs {
     /// to zero, go offline, rebuild, and outlive a kill -9 of every node.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub sharing: OnOff,
+    /// Viewers in the view load after the story (0: no load).
+    #[arg(long, default_value_t = 50)]
+    pub viewers: usize,
+    /// Views granted to, and spent by, each viewer of the view load.
+    #[arg(long, default_value_t = 40)]
+    pub views: u32,
     /// Where the sharing story's picture goes: what each user saw at each step.
     #[arg(long, value_name = "FILE", default_value = "demo-sharing.png")]
     pub sharing_picture: PathBuf,
@@ -278,6 +284,9 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         };
         let mut story = Story::new(cast, &config)?;
         story.tell(&mut cluster).await;
+        if args.viewers > 0 && args.views > 0 {
+            story.view_load(&config, args.viewers, args.views).await;
+        }
         let sharing = story.report.clone();
         report.sharing = Some(sharing);
         write_report(&report, &args.load)?;

@@ -18,3 +18,4 @@ pub mod plot;
 pub mod report;
 pub mod sharing;
 pub mod stress;
+pub mod views;

@@ -37,6 +37,8 @@ use crate::{Error, Result};
 
 /// The longest one step may take (a step may wait out a failover or a restart).
 pub const STEP_LIMIT: Duration = Duration::from_secs(45);
+/// The longest the view load may take (setup included).
+const LOAD_LIMIT: Duration = Duration::from_secs(120);
 /// How long a started peer may take to come online.
 const ONLINE_WAIT: Duration = Duration::from_secs(30);
 /// How often a wait polls.
@@ -419,6 +421,57 @@ impl<'a> Story<'a> {
         self.after_restart(&image, &photo).await
     }
 
+    /// The view load: `viewers` viewers spend `views` views each through the cloud at once,
+    /// then one more each; one step, and the report's view figures.
+    pub async fn view_load(&mut self, cluster: &ClusterConfig, viewers: usize, views: u32) {
+        println!(
+            "The view load: {viewers} viewers x {views} views of one photo through the cloud at once"
+        );
+        let (r, ms) = timed_for(LOAD_LIMIT, async {
+            let prepared =
+                crate::bench::views::prepare(cluster, sunset(96, 96), viewers, views).await?;
+            prepared.run().await
+        })
+        .await;
+        let what = format!("{viewers} viewers spend {views} views each, then one more");
+        let checked = r.and_then(|load| {
+            let report = &mut self.report;
+            report.views_shown += load.images;
+            report.views_default += load.defaults;
+            report.overdraws += load.overdraws;
+            report.views_per_s = load.views_per_s();
+            report.view_latency_ms = load.latency_ms();
+            let l = report.view_latency_ms;
+            let due = viewers as u64 * u64::from(views);
+            let figures =
+                format!(
+                "{:.0} views/s, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; images \
+                 {}/{due}, default images after the quota {}/{viewers}, overdraws {} (the \
+                 ledger counts {} spent)",
+                report.views_per_s, l.p50, l.p95, l.p99, l.max, load.images, load.defaults,
+                load.overdraws, load.ledger_used
+            );
+            if load.overdraws > 0
+                || load.wrong > 0
+                || load.errors > 0
+                || load.images != due
+                || load.defaults != viewers as u64
+                || load.ledger_used != due
+            {
+                return Err(failed(format!(
+                    "{figures}; {} wrong, {} errors{}",
+                    load.wrong,
+                    load.errors,
+                    load.first_error
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                )));
+            }
+            Ok(((), figures))
+        });
+        let _ = self.record(&what, ms, checked);
+    }
+
     /// Checks that every acknowledged write survived the restart; each missing one counts in
     /// `lost_after_restart`.
     async fn after_restart(&mut self, image: &str, photo: &[u8]) -> Result<()> {
@@ -704,12 +757,17 @@ fn failed(why: impl Into<String>) -> Error {
 
 /// Runs `work` bounded by [`STEP_LIMIT`]; its result and how long it took, in milliseconds.
 async fn timed<T>(work: impl Future<Output = Result<T>>) -> (Result<T>, u64) {
+    timed_for(STEP_LIMIT, work).await
+}
+
+/// Runs `work` bounded by `limit`; its result and how long it took, in milliseconds.
+async fn timed_for<T>(limit: Duration, work: impl Future<Output = Result<T>>) -> (Result<T>, u64) {
     let started = Instant::now();
-    let result = match tokio::time::timeout(STEP_LIMIT, work).await {
+    let result = match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(format!(
             "no answer within {} s",
-            STEP_LIMIT.as_secs()
+            limit.as_secs()
         ))),
     };
     (result, started.elapsed().as_millis() as u64)
