@@ -290,6 +290,11 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         let sharing = story.report.clone();
         report.sharing = Some(sharing);
         write_report(&report, &args.load)?;
+        let title = "imgcloud sharing story: what each user saw (green: the image, red: the \
+                     default image)";
+        crate::bench::storyboard::render(title, &story.frames, &args.sharing_picture)?;
+        println!("Report: {} (with the story)", args.load.report.display());
+        println!("Picture: {}", args.sharing_picture.display());
     }
 
     if args.observe > 0.0 {

@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod plot;
 pub mod report;
 pub mod sharing;
+pub mod storyboard;
 pub mod stress;
 pub mod views;

@@ -42,7 +42,7 @@ pub const HEIGHT: u32 = 900;
 /// The embedded font (DejaVu Sans; see `assets/README.md`).
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 /// The family name under which the embedded font is registered.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 /// Height of the title band at the top of the image.
 const TITLE_HEIGHT: u32 = 64;
 /// Throughput colour (blue).
@@ -50,9 +50,9 @@ const BLUE: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 /// p99 latency colour (orange).
 const ORANGE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 /// Failure shading and label colour (red).
-const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+pub(crate) const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 /// Text and axis colour (near black).
-const INK: RGBColor = RGBColor(0x33, 0x33, 0x33);
+pub(crate) const INK: RGBColor = RGBColor(0x33, 0x33, 0x33);
 /// One colour per node (Tableau 10, without the red that marks failures).
 const NODE_COLOURS: [RGBColor; 8] = [
     RGBColor(0x1f, 0x77, 0xb4),
@@ -103,7 +103,7 @@ pub fn render_to_buffer(
 }
 
 /// Registers the embedded font with plotters, once per process.
-fn register_embedded_font() {
+pub(crate) fn register_embedded_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
@@ -345,7 +345,7 @@ fn headroom(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Wraps a drawing or encoding failure as an I/O error of the plot.
-fn plot_error(error: impl std::fmt::Display) -> Error {
+pub(crate) fn plot_error(error: impl std::fmt::Display) -> Error {
     Error::Io(std::io::Error::other(format!(
         "cannot draw the plot: {error}"
     )))
