@@ -115,7 +115,10 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
     }
 
     let picture = std::fs::read(dir.path().join("sharing.png")).expect("the story's picture");
-    assert!(picture.starts_with(b"\x89PNG\r\n\x1a\n"), "the picture is a PNG");
+    assert!(
+        picture.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the picture is a PNG"
+    );
 
     // No node or peer outlives the demo (they exit with it; a bounded moment for the last to go).
     let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));
