@@ -124,3 +124,64 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
     let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));
     assert_eq!(leftover, "", "processes left behind");
 }
+
+/// Ctrl-C in the middle of the sharing story stops the demo at once (exit 130) and leaves no
+/// node and no peer behind.
+#[test]
+fn ctrl_c_during_the_sharing_story_leaves_no_process() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let base = support::free_base_port().to_string();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--clients", "2", "--requests", "20", "--failures", "off"])
+        .args(["--limit-secs", "0", "--observe", "0", "--base-port", &base])
+        .arg("--report")
+        .arg(dir.path().join("r.json"))
+        .arg("--plot")
+        .arg(dir.path().join("r.png"))
+        .arg("--sharing-picture")
+        .arg(dir.path().join("s.png"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Interrupt once the users' peers run: the first step's line is printed.
+            if line.contains("alice, bob and carol start their peers") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(120));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = demo.kill();
+            let _ = demo.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(started.is_ok(), "the story never started its peers");
+    assert!(interrupted.success());
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "exit on Ctrl-C");
+    let leftover = support::wait_gone(run_dir.to_str().unwrap(), Duration::from_secs(10));
+    assert_eq!(leftover, "", "processes left behind after Ctrl-C");
+}
