@@ -11,8 +11,11 @@
 //!    [`failure_limit`]. On a fast machine the load would otherwise end before the first
 //!    failure.
 //! 4. Prints the summary, writes the JSON report and the plot.
-//! 5. Keeps observing the cluster for `--observe` seconds, with a status line every few
-//!    seconds, then stops every process it started.
+//! 5. Tells the sharing story with three users' peers and runs the view load
+//!    ([`crate::bench::sharing`], `--sharing off` skips both), adds them to the report as
+//!    `sharing` and draws the story's picture ([`crate::bench::storyboard`]).
+//! 6. Keeps observing the cluster for `--observe` seconds, with a status line every few
+//!    seconds, then stops every process it started; exits 1 if the story failed.
 //!
 //! Implementation caveats: the nodes, the load generator and the limit measurement share one
 //! machine, as in the seed project; the limit is measured before the nodes start.
