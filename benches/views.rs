@@ -1,7 +1,7 @@
 //! View benchmark with real `cloud-node` processes on loopback, fsync on.
 //!
 //! `cargo bench --bench views` prints:
-//! - a view load through the cloud: one owner shares a real (small) encrypted photo, grants
+//! - the demo's view load ([`imgcloud::bench::views`]): one owner shares a real (small) encrypted photo, grants
 //!   each of 50 viewers 40 views, then every viewer spends them (`POST /view`, one at a time
 //!   per viewer, viewer i on node i % 3), each answer checked: the exact original, the views
 //!   left, and the renewed copy used for the next view. Then one view more each, which must be
@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use imgcloud::codec::metadata::ImageId;
-use imgcloud::sharing::wire::{GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
+use imgcloud::sharing::wire::{GrantAnswer, Shown, ViewAnswer, WithFile};
 use imgcloud::sharing::{Change, Credential, UserOp};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use imgcloud::bench::views;
 use support::Cluster;
 
 /// Every HTTP request's budget.
@@ -153,39 +154,6 @@ async fn register(
     Ok(started.elapsed())
 }
 
-/// What one viewer saw.
-#[derive(Default)]
-struct Tally {
-    latency: Option<Histogram<u64>>,
-    images: u64,
-    overdraws: u64,
-    wrong: u64,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-impl Tally {
-    fn error(&mut self, e: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(e);
-    }
-
-    fn add(&mut self, other: Tally) {
-        match (&mut self.latency, other.latency) {
-            (Some(h), Some(o)) => h.add(o).unwrap(),
-            (slot @ None, o) => *slot = o,
-            _ => {}
-        }
-        self.images += other.images;
-        self.overdraws += other.overdraws;
-        self.wrong += other.wrong;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-    }
-}
-
 /// One view of `copy` by `viewer`.
 async fn view(
     http: &reqwest::Client,
@@ -204,52 +172,6 @@ async fn view(
     Ok(answer)
 }
 
-/// A viewer's load: `views` views, then one that must be the default image.
-async fn viewer_load(
-    http: reqwest::Client,
-    node: SocketAddr,
-    viewer: Credential,
-    mut copy: Vec<u8>,
-    views: u32,
-    secret: std::sync::Arc<Vec<u8>>,
-) -> (Tally, Vec<u8>) {
-    let mut tally = Tally {
-        latency: Some(Histogram::<u64>::new(3).unwrap()),
-        ..Default::default()
-    };
-    for k in 0..views {
-        let started = Instant::now();
-        let answer = view(&http, node, &viewer, &copy).await;
-        let took = started.elapsed().as_micros() as u64;
-        match answer {
-            Ok(answer) => {
-                tally.latency.as_mut().unwrap().record(took.max(1)).unwrap();
-                if answer.shown == Shown::Image {
-                    tally.images += 1;
-                    if tally.images > u64::from(views) {
-                        tally.overdraws += 1;
-                    }
-                    if answer.image != *secret || answer.views_left != Some(views - k - 1) {
-                        tally.wrong += 1;
-                    }
-                    match answer.copy {
-                        Some(next) => copy = next,
-                        None => tally.error("an image was shown with no renewed copy".into()),
-                    }
-                } else {
-                    tally.error(format!(
-                        "view {} of {views} gave the default image: {:?}",
-                        k + 1,
-                        answer.reason
-                    ));
-                }
-            }
-            Err(e) => tally.error(e),
-        }
-    }
-    (tally, copy)
-}
-
 fn main() {
     let args = args();
     let cluster = Cluster::start(3, &[]);
@@ -262,184 +184,55 @@ fn main() {
         .unwrap();
     support::poll(Duration::from_secs(30), || cluster.directory(1)).expect("the store is up");
 
-    // Accounts (Argon2 takes ~50 ms a key; derive them on all cores).
-    let names: Vec<String> = std::iter::once("owner".to_string())
-        .chain((0..args.viewers).map(|i| format!("viewer{i}")))
-        .collect();
-    let creds: Vec<Credential> = std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(names.len().div_ceil(2))
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|n| Credential::derive(n, "benchmark password").unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-    let (owner, viewers) = (creds[0].clone(), creds[1..].to_vec());
+    // The users, the share and the grants, then the load: the demo's view load.
     let secret = photo(96, 96, 24);
-
-    let ((image, encrypted), grants) = rt.block_on(async {
-        for (i, cred) in creds.iter().enumerate() {
-            register(&http, nodes[i % nodes.len()], cred)
-                .await
-                .expect("a registration");
-        }
-        let client = imgcloud::client::Client::connect(1, &cluster.config.nodes)
-            .await
-            .expect("a node answers the client");
-        let encrypted = tokio::time::timeout(
-            HTTP_TIMEOUT,
-            client.encrypt(secret.clone(), None, "owner", vec![]),
-        )
-        .await
-        .expect("the encryption answers in time")
-        .expect("the encryption")
-        .png;
-        let share = WithFile {
-            op: owner.sign(UserOp::Share {
-                name: "bench-photo".into(),
-                file: sha256(&encrypted),
-            }),
-            file: encrypted.clone(),
-        };
-        let shared: SharedAnswer = post_postcard(&http, nodes[0], "/share", &share)
-            .await
-            .expect("the share");
-        let image: ImageId = shared.id.parse().expect("an image id");
-        let mut copies = Vec::new();
-        let mut grant_h = Histogram::<u64>::new(3).unwrap();
-        for (i, viewer) in viewers.iter().enumerate() {
-            let grant = WithFile {
-                op: owner.sign(UserOp::Grant {
-                    image,
-                    viewer: viewer.user().to_string(),
-                    change: Change::Add(args.views),
-                    file: sha256(&encrypted),
-                }),
-                file: encrypted.clone(),
-            };
-            let started = Instant::now();
-            let answer: GrantAnswer = post_postcard(&http, nodes[i % nodes.len()], "/grant", &grant)
-                .await
-                .expect("a grant");
-            grant_h
-                .record(started.elapsed().as_micros() as u64)
-                .unwrap();
-            assert_eq!(answer.views_left, args.views);
-            copies.push(answer.copy.expect("a grant gives a copy"));
-        }
-        println!(
-            "setup: {} users registered; photo {} B, encrypted {} B, copy {} B; {} grants p50={:.2} ms",
-            creds.len(),
-            secret.len(),
-            encrypted.len(),
-            copies[0].len(),
-            viewers.len(),
-            ms(grant_h.value_at_quantile(0.5))
-        );
-        ((image, encrypted), copies)
-    });
-
-    // The load.
-    let secret_arc = std::sync::Arc::new(secret.clone());
+    let prepared = rt
+        .block_on(views::prepare(&cluster.config, secret.clone(), args.viewers, args.views))
+        .expect("the view load's setup");
+    let (encrypted, _) = prepared.files();
+    let encrypted = encrypted.to_vec();
+    println!(
+        "setup: {} users registered; photo {} B, encrypted {} B, copy {} B; {} grants p50={:.2} ms",
+        args.viewers + 1,
+        secret.len(),
+        prepared.sizes.0,
+        prepared.sizes.1,
+        args.viewers,
+        ms(prepared.grants.value_at_quantile(0.5))
+    );
     let cpu_before = cluster.nodes_cpu();
-    let (mut tally, elapsed, copies) = rt.block_on(async {
-        let started = Instant::now();
-        let tasks: Vec<_> = viewers
-            .iter()
-            .zip(grants)
-            .enumerate()
-            .map(|(i, (viewer, copy))| {
-                tokio::spawn(viewer_load(
-                    http.clone(),
-                    nodes[i % nodes.len()],
-                    viewer.clone(),
-                    copy,
-                    args.views,
-                    secret_arc.clone(),
-                ))
-            })
-            .collect();
-        let mut all = Tally::default();
-        let mut copies = Vec::new();
-        for t in tasks {
-            let (tally, copy) = t.await.unwrap();
-            all.add(tally);
-            copies.push(copy);
-        }
-        (all, started.elapsed(), copies)
-    });
+    let load = rt.block_on(prepared.run()).expect("the view load");
     let cpu = cluster.nodes_cpu() - cpu_before;
-
-    // One view more each: the default image, never a 41st image.
-    let (defaults, extra) = rt.block_on(async {
-        let tasks: Vec<_> = viewers
-            .iter()
-            .zip(copies)
-            .enumerate()
-            .map(|(i, (viewer, copy))| {
-                let (http, node, viewer) = (http.clone(), nodes[i % nodes.len()], viewer.clone());
-                tokio::spawn(async move { view(&http, node, &viewer, &copy).await })
-            })
-            .collect();
-        let (mut defaults, mut extra) = (0u64, Tally::default());
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(a) if a.shown == Shown::Default => defaults += 1,
-                Ok(_) => extra.overdraws += 1,
-                Err(e) => extra.error(e),
-            }
-        }
-        (defaults, extra)
-    });
-    tally.add(extra);
+    let (owner, viewers, image) = (prepared.owner().clone(), prepared.viewers(), prepared.image());
 
     let count = args.viewers as u64 * u64::from(args.views);
-    let h = tally.latency.take().unwrap();
-    let rate = h.len() as f64 / elapsed.as_secs_f64();
+    let latency = load.latency_ms();
     println!();
     println!(
         "view load: {} viewers x {} views, viewer i on node i%3 (cargo bench --bench views)",
         args.viewers, args.views
     );
     println!("  {:<22} {:>12}   goal", "figure", "measured");
-    println!("  {:<22} {:>12.0}   >= 2,000", "views/s", rate);
-    println!(
-        "  {:<22} {:>12.2}",
-        "p50 (ms)",
-        ms(h.value_at_quantile(0.5))
-    );
-    println!(
-        "  {:<22} {:>12.2}   <= 25",
-        "p99 (ms)",
-        ms(h.value_at_quantile(0.99))
-    );
-    println!("  {:<22} {:>12.2}", "max (ms)", ms(h.max()));
+    println!("  {:<22} {:>12.0}   >= 2,000", "views/s", load.views_per_s());
+    println!("  {:<22} {:>12.2}", "p50 (ms)", latency.p50);
+    println!("  {:<22} {:>12.2}", "p95 (ms)", latency.p95);
+    println!("  {:<22} {:>12.2}   <= 25", "p99 (ms)", latency.p99);
+    println!("  {:<22} {:>12.2}", "max (ms)", latency.max);
+    println!("  {:<22} {:>6} / {:<5}", "images shown", load.images, count);
     println!(
         "  {:<22} {:>6} / {:<5}",
-        "images shown", tally.images, count
+        "defaults after quota", load.defaults, args.viewers
     );
-    println!(
-        "  {:<22} {:>6} / {:<5}",
-        "defaults after quota", defaults, args.viewers
-    );
-    println!("  {:<22} {:>12}   0", "overdraws", tally.overdraws);
-    println!("  {:<22} {:>12}   0", "wrong image or count", tally.wrong);
-    println!("  {:<22} {:>12}", "errors", tally.errors);
+    println!("  {:<22} {:>12}   0", "overdraws", load.overdraws);
+    println!("  {:<22} {:>12}   {count}", "ledger: views spent", load.ledger_used);
+    println!("  {:<22} {:>12}   0", "wrong image or count", load.wrong);
+    println!("  {:<22} {:>12}", "errors", load.errors);
     println!(
         "  {:<22} {:>12.0}   (all three nodes)",
         "node CPU us/view",
         cpu * 1e6 / count as f64
     );
-    if let Some(e) = &tally.first_error {
+    if let Some(e) = &load.first_error {
         println!("  first error: {e}");
     }
 

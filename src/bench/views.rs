@@ -76,6 +76,7 @@ pub struct Prepared {
     viewers: Vec<(Credential, Cloud)>,
     image: crate::codec::metadata::ImageId,
     secret: Vec<u8>,
+    encrypted: Vec<u8>,
     copies: Vec<Vec<u8>>,
     views: u32,
     /// The encrypted image's size, its copy's size.
@@ -161,6 +162,7 @@ pub async fn prepare(
         viewers: users,
         image,
         secret,
+        encrypted,
         copies,
         views,
         grants,
@@ -168,16 +170,37 @@ pub async fn prepare(
 }
 
 impl Prepared {
+    /// The owner's credential.
+    pub fn owner(&self) -> &Credential {
+        &self.owner.0
+    }
+
+    /// The viewers' credentials.
+    pub fn viewers(&self) -> Vec<Credential> {
+        self.viewers.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    /// The shared image's id.
+    pub fn image(&self) -> crate::codec::metadata::ImageId {
+        self.image
+    }
+
+    /// The shared image, encrypted, and the photo hidden in it.
+    pub fn files(&self) -> (&[u8], &[u8]) {
+        (&self.encrypted, &self.secret)
+    }
+
     /// Every viewer spends every view at once, then one more each; the owner's receipts are
-    /// read after.
-    pub async fn run(self) -> Result<ViewLoad> {
+    /// read after. Runs once: the views are spent.
+    pub async fn run(&self) -> Result<ViewLoad> {
         let views = self.views;
-        let secret = std::sync::Arc::new(self.secret);
+        let secret = std::sync::Arc::new(self.secret.clone());
         let started = Instant::now();
         let tasks: Vec<_> = self
             .viewers
-            .into_iter()
-            .zip(self.copies)
+            .iter()
+            .cloned()
+            .zip(self.copies.iter().cloned())
             .map(|((viewer, cloud), copy)| {
                 let secret = std::sync::Arc::clone(&secret);
                 tokio::spawn(viewer_load(cloud, viewer, copy, views, secret))
