@@ -24,12 +24,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use imgcloud::bench::views;
 use imgcloud::codec::metadata::ImageId;
 use imgcloud::sharing::wire::{GrantAnswer, Shown, ViewAnswer, WithFile};
 use imgcloud::sharing::{Change, Credential, UserOp};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use imgcloud::bench::views;
 use support::Cluster;
 
 /// Every HTTP request's budget.
@@ -187,7 +187,12 @@ fn main() {
     // The users, the share and the grants, then the load: the demo's view load.
     let secret = photo(96, 96, 24);
     let prepared = rt
-        .block_on(views::prepare(&cluster.config, secret.clone(), args.viewers, args.views))
+        .block_on(views::prepare(
+            &cluster.config,
+            secret.clone(),
+            args.viewers,
+            args.views,
+        ))
         .expect("the view load's setup");
     let (encrypted, _) = prepared.files();
     let encrypted = encrypted.to_vec();
@@ -203,7 +208,11 @@ fn main() {
     let cpu_before = cluster.nodes_cpu();
     let load = rt.block_on(prepared.run()).expect("the view load");
     let cpu = cluster.nodes_cpu() - cpu_before;
-    let (owner, viewers, image) = (prepared.owner().clone(), prepared.viewers(), prepared.image());
+    let (owner, viewers, image) = (
+        prepared.owner().clone(),
+        prepared.viewers(),
+        prepared.image(),
+    );
 
     let count = args.viewers as u64 * u64::from(args.views);
     let latency = load.latency_ms();
@@ -213,7 +222,11 @@ fn main() {
         args.viewers, args.views
     );
     println!("  {:<22} {:>12}   goal", "figure", "measured");
-    println!("  {:<22} {:>12.0}   >= 2,000", "views/s", load.views_per_s());
+    println!(
+        "  {:<22} {:>12.0}   >= 2,000",
+        "views/s",
+        load.views_per_s()
+    );
     println!("  {:<22} {:>12.2}", "p50 (ms)", latency.p50);
     println!("  {:<22} {:>12.2}", "p95 (ms)", latency.p95);
     println!("  {:<22} {:>12.2}   <= 25", "p99 (ms)", latency.p99);
@@ -224,7 +237,10 @@ fn main() {
         "defaults after quota", load.defaults, args.viewers
     );
     println!("  {:<22} {:>12}   0", "overdraws", load.overdraws);
-    println!("  {:<22} {:>12}   {count}", "ledger: views spent", load.ledger_used);
+    println!(
+        "  {:<22} {:>12}   {count}",
+        "ledger: views spent", load.ledger_used
+    );
     println!("  {:<22} {:>12}   0", "wrong image or count", load.wrong);
     println!("  {:<22} {:>12}", "errors", load.errors);
     println!(
