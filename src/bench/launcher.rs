@@ -124,16 +124,9 @@ impl LocalCluster {
         for child in self.children.values_mut() {
             drop(child.stdin.take());
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + STOP_GRACE;
         for (_, mut child) in std::mem::take(&mut self.children) {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            end_by(&mut child, deadline);
         }
     }
 }
@@ -219,15 +212,7 @@ impl LocalPeer {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             drop(child.stdin.take());
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            end_by(&mut child, Instant::now() + STOP_GRACE);
         }
     }
 }
@@ -236,6 +221,21 @@ impl Drop for LocalPeer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// How long a child whose stdin closed may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits until `deadline` for `child` to exit, then kills it; reaps it either way.
+fn end_by(child: &mut Child, deadline: Instant) {
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn copy_lines(

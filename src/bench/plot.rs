@@ -93,7 +93,12 @@ pub fn render_to_buffer(
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     let width = width.as_secs_f64().max(f64::MIN_POSITIVE);
     draw(report_title, timeline, width, failure_windows, &mut rgb)?;
-    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb)
+    png_of(WIDTH, HEIGHT, rgb)
+}
+
+/// An RGB pixel buffer of `width` x `height`, as PNG bytes.
+pub(crate) fn png_of(width: u32, height: u32, rgb: Vec<u8>) -> Result<Vec<u8>> {
+    let image = image::RgbImage::from_raw(width, height, rgb)
         .ok_or_else(|| plot_error("the pixel buffer does not match the image size"))?;
     let mut png = Vec::new();
     image

@@ -603,13 +603,7 @@ impl<'a> Story<'a> {
                     )
                 }
             };
-            self.frames.push(Frame {
-                who: user.to_string(),
-                step: caption.to_string(),
-                png: png.clone(),
-                shown: Some(result.shown),
-                views_left: result.views_left,
-            });
+            self.frame(user, caption, png, Some(result.shown), result.views_left);
             Ok(((), detail))
         });
         self.record(what, ms, checked)

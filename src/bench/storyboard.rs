@@ -5,7 +5,6 @@
 //! the default image (red frame), or a photo or preview that is not a view (grey frame). The
 //! thumbnails are the very files the users' peers wrote, scaled down.
 
-use std::io::Cursor;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
@@ -13,7 +12,7 @@ use image::{Rgb, RgbImage};
 use plotters::prelude::*;
 use plotters::style::{FontStyle, RGBColor};
 
-use crate::bench::plot::{plot_error, register_embedded_font, FAMILY, INK, RED};
+use crate::bench::plot::{plot_error, png_of, register_embedded_font, FAMILY, INK, RED};
 use crate::bench::sharing::Frame;
 use crate::sharing::wire::Shown;
 use crate::Result;
@@ -114,13 +113,7 @@ pub fn render_to_buffer(title: &str, frames: &[Frame]) -> Result<Vec<u8>> {
         }
         root.present().map_err(plot_error)?;
     }
-    let image = RgbImage::from_raw(width, height, rgb)
-        .ok_or_else(|| plot_error("the pixel buffer does not match the picture's size"))?;
-    let mut png = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(plot_error)?;
-    Ok(png)
+    png_of(width, height, rgb)
 }
 
 /// The frame's colour: green for an image shown, red for the default image, grey otherwise.
