@@ -347,18 +347,17 @@ impl Peer {
             ));
         }
         check_views(views)?;
-        let entry = self
-            .directory
-            .entry(owner)
-            .await?
-            .ok_or_else(|| Error::InvalidInput(format!("unknown user {owner}")))?;
-        let shared = entry
-            .shared
-            .iter()
-            .find(|s| s.id == image)
-            .or_else(|| entry.shared.iter().find(|s| s.name == image))
-            .ok_or_else(|| Error::InvalidInput(format!("{owner} shares no image {image:?}")))?
-            .clone();
+        let shared = match self.directory.shared(owner, image).await? {
+            Some(shared) => shared,
+            None if self.directory.entry(owner).await?.is_none() => {
+                return Err(Error::InvalidInput(format!("unknown user {owner}")))
+            }
+            None => {
+                return Err(Error::InvalidInput(format!(
+                    "{owner} shares no image {image:?} (see `peer online`)"
+                )))
+            }
+        };
         let image_id: ImageId = shared.id.parse()?;
         let id = hex::encode(rand::random::<[u8; 6]>());
         self.library.update(|r| {

@@ -306,7 +306,12 @@ async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Respons
             views_left,
             version,
             copy,
-        } => match peer.directory.shares(from, &image).await {
+        } => match peer
+            .directory
+            .shared(from, &image)
+            .await
+            .map(|found| found.is_some_and(|s| s.id == image))
+        {
             // Only an image's owner sends copies of it: anyone else's would replace the
             // viewer's copy with whatever they liked.
             Ok(false) => Err(Error::Unauthorized(format!(

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cloud::Cloud;
 use crate::sharing::account::{unix_micros, verify_message, PublicKey};
-use crate::sharing::{Credential, DirectoryEntry};
+use crate::sharing::{Credential, DirectoryEntry, SharedImage};
 use crate::{Error, Result};
 
 /// How far a message's sequence number may be from the addressee's clock.
@@ -179,17 +179,23 @@ impl Directory {
         Ok(entry)
     }
 
-    /// Whether `user` shares image `image` (its id) in the cloud's directory: the cached copy
-    /// if it says so, else a fresh one (an image shared a moment ago).
-    pub async fn shares(&self, user: &str, image: &str) -> Result<bool> {
-        let listed = |entry: Option<DirectoryEntry>| {
-            entry.is_some_and(|e| e.shared.iter().any(|s| s.id == image))
+    /// The image `user` shares as `image` (its id, or else its name) in the cloud's
+    /// directory: the cached copy if it lists it, else a fresh one. The cache may predate an
+    /// image shared a moment ago (it is filled by any message from `user`, too), and a page
+    /// that read the directory afresh offers that image at once.
+    pub async fn shared(&self, user: &str, image: &str) -> Result<Option<SharedImage>> {
+        let find = |entry: Option<DirectoryEntry>| {
+            let shared = entry.map(|e| e.shared).unwrap_or_default();
+            let by_id = shared.iter().find(|s| s.id == image);
+            by_id
+                .or_else(|| shared.iter().find(|s| s.name == image))
+                .cloned()
         };
-        if listed(self.entry(user).await?) {
-            return Ok(true);
+        if let Some(found) = find(self.entry(user).await?) {
+            return Ok(Some(found));
         }
         self.forget();
-        Ok(listed(self.entry(user).await?))
+        Ok(find(self.entry(user).await?))
     }
 
     /// Where `user`'s peer is, or why it cannot be reached. "Offline" is never taken from

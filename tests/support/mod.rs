@@ -367,6 +367,8 @@ pub struct PeerProc {
     pub addr: Option<String>,
     /// Its standard error so far, read all along (a full pipe would block the peer).
     stderr: Drained,
+    /// Its standard output so far, read the same way.
+    stdout: Drained,
 }
 
 /// The text a child writes to one of its pipes, read by a thread until the pipe closes.
@@ -498,7 +500,7 @@ impl Cluster {
             .spawn()
             .expect("peer starts");
         let (tx, rx) = std::sync::mpsc::channel();
-        let (_, _) = Drained::start(child.stdout.take().unwrap(), move |line| {
+        let (stdout, _) = Drained::start(child.stdout.take().unwrap(), move |line| {
             if let Some(rest) = line.split(" online at ").nth(1) {
                 let addr = rest.split(';').next().unwrap_or_default().to_string();
                 let _ = tx.send(addr);
@@ -512,6 +514,7 @@ impl Cluster {
             child,
             addr,
             stderr,
+            stdout,
         }
     }
 
@@ -563,6 +566,11 @@ impl PeerProc {
     /// Its standard error so far.
     pub fn stderr(&self) -> String {
         self.stderr.text()
+    }
+
+    /// Its standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
     }
 }
 

@@ -251,17 +251,21 @@ async function refresh() {
   refreshing = (async () => {
     do {
       again = false;
-      const [images, requests] = await Promise.all([api("/api/images"), api("/api/requests")]);
-      renderImages(images);
-      renderRequests(requests);
-      try {
-        renderPeers(await api("/api/online"));
-        setError("peers-error", "");
-      } catch (e) {
-        setError("peers-error", "who is online: " + e.message);
-      }
+      // Each list loads on its own: one slow or failing call never holds back the others.
+      // A failed load shows in the page's load line; an action's error stays in its section
+      // until the next action.
+      const failed = [];
+      const load = async (what, path, render) => {
+        try { await render(await api(path)); } catch (e) { failed.push(what + ": " + e.message); }
+      };
+      await Promise.all([
+        load("your requests", "/api/requests", renderRequests),
+        load("your images", "/api/images", renderImages),
+        load("who is online", "/api/online", renderPeers),
+      ]);
+      setError("load-error", failed.length ? "Could not load " + failed.join("; ") : "");
     } while (again);
-  })().catch((e) => console.warn(e)).finally(() => { refreshing = null; });
+  })().finally(() => { refreshing = null; });
   return refreshing;
 }
 
