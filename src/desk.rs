@@ -229,7 +229,7 @@ impl Desk {
                             .images
                             .get(&image)
                             .ok_or_else(|| format!("image {image} was never shared"))?;
-                        let grant = record.grants.get(&user).ok_or_else(|| {
+                        let grant = record.grant_of(&user).ok_or_else(|| {
                             format!(
                                 "{user} is not (or no longer) a viewer of {}'s {:?}",
                                 record.owner, record.name

@@ -503,8 +503,9 @@ fn print_images(images: &[ImageEntry]) {
             i.path.display()
         );
         for r in i.viewers.iter().flatten() {
+            let revoked = if r.revoked { " (revoked)" } else { "" };
             println!(
-                "    viewer {:<16} {} used, {} left",
+                "    viewer {:<16} {} used, {} left{revoked}",
                 r.viewer, r.views_used, r.views_left
             );
         }

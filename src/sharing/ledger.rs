@@ -6,9 +6,11 @@
 //! Share   owner lists an image it sealed            images[id] = { owner, name, grants: {} }
 //! Grant   owner changes a viewer's views:           Add(n): left += n (a new viewer starts at n)
 //!                                                   Set(n): left = n
-//!                                                   Revoke: the viewer's grant is removed
+//!                                                   Revoke: left = 0, the grant marked
+//!                                                   revoked (its history kept); a later
+//!                                                   Add or Set makes them a viewer again
 //! View    a viewer spends one view                  left > 0: left -= 1, used += 1 -> Viewed
-//!                                                   else (no grant, zero)      -> Default
+//!                                                   else (none, revoked, zero) -> Default
 //! ```
 //!
 //! Every change of a grant, and every view, bumps its version (for receipts and updates; a
@@ -16,8 +18,10 @@
 //! them: `used + left` is at most the sum of every `Add` and `Set` the owner made (the property
 //! test in `tests/ledger.rs` checks it under any interleaving).
 //!
-//! Implementation caveats: a revoked viewer's grant is removed with its counts; at most
-//! [`MAX_IMAGES_PER_USER`] images per owner and [`MAX_GRANTS_PER_IMAGE`] viewers per image.
+//! Implementation caveats: at most [`MAX_IMAGES_PER_USER`] images per owner and
+//! [`MAX_GRANTS_PER_IMAGE`] viewers per image, revoked viewers included (their receipts stay).
+//! Adding `revoked` to [`Grant`] changed the store's row encoding (postcard): a data folder
+//! written before it does not load (the store says which row it cannot read).
 
 use std::collections::BTreeMap;
 
@@ -46,7 +50,7 @@ pub enum Change {
     Add(u32),
     /// Sets the views left to this (`quota`).
     Set(u32),
-    /// Takes every view away and removes the viewer (`revoke`).
+    /// Takes every view away; the viewer's receipt stays, marked revoked (`revoke`).
     Revoke,
 }
 
@@ -75,6 +79,15 @@ pub struct Grant {
     pub used: u64,
     /// Bumped by every change the owner makes and every view.
     pub version: u64,
+    /// Revoked by the owner: no views, no copy; the receipt (views used) stays.
+    pub revoked: bool,
+}
+
+impl ImageRecord {
+    /// `viewer`'s grant, unless there is none or it was revoked.
+    pub fn grant_of(&self, viewer: &str) -> Option<&Grant> {
+        self.grants.get(viewer).filter(|g| !g.revoked)
+    }
 }
 
 /// Every shared image, by id.
@@ -199,11 +212,15 @@ impl Ledger {
             return Err("an owner views her own images freely; grant views to others".into());
         }
         if change == Change::Revoke {
-            return record
+            let grant = record
                 .grants
-                .remove(viewer)
-                .map(|_| Grant::default())
-                .ok_or_else(|| format!("{viewer} is not a viewer of {:?}", record.name));
+                .get_mut(viewer)
+                .filter(|g| !g.revoked)
+                .ok_or_else(|| format!("{viewer} is not a viewer of {:?}", record.name))?;
+            grant.left = 0;
+            grant.revoked = true;
+            grant.version += 1;
+            return Ok(*grant);
         }
         if !record.grants.contains_key(viewer) && record.grants.len() >= MAX_GRANTS_PER_IMAGE {
             return Err(format!(
@@ -224,6 +241,7 @@ impl Ledger {
             ));
         }
         grant.left = left;
+        grant.revoked = false;
         grant.version += 1;
         Ok(*grant)
     }
@@ -237,13 +255,14 @@ impl Ledger {
                     viewer: viewer.clone(),
                     views_used: g.used,
                     views_left: g.left,
+                    revoked: g.revoked,
                 });
                 holdings.own.push(OwnHolding {
                     id: id.to_string(),
                     name: record.name.clone(),
                     viewers: viewers.collect(),
                 });
-            } else if let Some(grant) = record.grants.get(user) {
+            } else if let Some(grant) = record.grant_of(user) {
                 holdings.granted.push(GrantHolding {
                     id: id.to_string(),
                     name: record.name.clone(),
@@ -263,7 +282,7 @@ impl Ledger {
                 "image {image} was never shared through the cloud, so nobody may view it"
             ));
         };
-        let Some(grant) = record.grants.get_mut(viewer) else {
+        let Some(grant) = record.grants.get_mut(viewer).filter(|g| !g.revoked) else {
             return Spent::Default(format!(
                 "{viewer} is not (or no longer) a viewer of {}'s {:?}",
                 record.owner, record.name
@@ -279,5 +298,39 @@ impl Ledger {
         grant.used += 1;
         grant.version += 1;
         Spent::Viewed(grant.left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_viewer_keeps_a_receipt_and_gets_no_view_until_allowed_again() {
+        let mut ledger = Ledger::default();
+        let image: ImageId = "00112233445566778899aabbccddeeff".parse().unwrap();
+        ledger.share("alice", image, "sunset", ([7; 32], 100)).unwrap();
+        ledger.grant("alice", &image, "bob", Change::Add(3)).unwrap();
+        assert_eq!(ledger.view("bob", &image), Spent::Viewed(2));
+
+        let revoked = ledger.grant("alice", &image, "bob", Change::Revoke).unwrap();
+        assert_eq!((revoked.left, revoked.used, revoked.revoked), (0, 1, true));
+        assert!(matches!(ledger.view("bob", &image), Spent::Default(why) if why.contains("no longer")));
+        let receipts = &ledger.holdings("alice").own[0].viewers;
+        let expected = Receipt {
+            viewer: "bob".into(),
+            views_used: 1,
+            views_left: 0,
+            revoked: true,
+        };
+        assert_eq!(receipts, &vec![expected]);
+        assert!(ledger.holdings("bob").granted.is_empty(), "a revoked grant is held");
+        assert!(ledger.grant("alice", &image, "bob", Change::Revoke).is_err());
+
+        let again = ledger.grant("alice", &image, "bob", Change::Add(2)).unwrap();
+        assert_eq!((again.left, again.used, again.revoked), (2, 1, false));
+        assert!(again.version > revoked.version);
+        assert_eq!(ledger.view("bob", &image), Spent::Viewed(1));
+        assert_eq!(ledger.holdings("bob").granted[0].views_left, 1);
     }
 }

@@ -259,7 +259,7 @@ impl State {
             .sealed
             .as_ref()
             .and_then(|sealed| self.ledger.images.get(&sealed.image))
-            .and_then(|record| record.grants.get(user));
+            .and_then(|record| record.grant_of(user));
         match grant {
             None => Err(format!(
                 "a replayed view from {user}: the grant was revoked since"

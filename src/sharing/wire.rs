@@ -118,6 +118,8 @@ pub struct Receipt {
     pub views_used: u64,
     /// Views left.
     pub views_left: u32,
+    /// Revoked by the owner (the counts are the history).
+    pub revoked: bool,
 }
 
 /// One grant the user holds.

@@ -18,7 +18,8 @@ use crate::wire::request::{EncryptReply, EncryptRequest};
 /// Version 4: the request log by generation (commits and heartbeats carry generations, a
 /// sync request the requester's summaries). Version 5: `EncryptRequest::resent_after`
 /// (a lost reply is served again). Version 6: it lists every node whose connection closed.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// Version 7: the store's ledger rows (in snapshots) carry `Grant::revoked`.
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
