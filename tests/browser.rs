@@ -289,6 +289,49 @@ async fn open_gallery(scene: &Scene<'_>, url: &str, user: &str) {
         .await;
 }
 
+/// Waits for alice's viewers list to show `viewer`'s receipt as `[used, left, revoked]`.
+async fn receipt_is(scene: &Scene<'_>, viewer: &str, expected: Value) {
+    let script = format!(
+        "const r = document.querySelector('#owner-controls [data-viewer={viewer}]');
+         return r ? [r.querySelector('[data-views-used]').dataset.viewsUsed,
+                     r.querySelector('[data-views-left]').dataset.viewsLeft,
+                     r.querySelector('[data-revoked]') !== null] : null;"
+    );
+    let what = format!("{viewer}'s receipt to read {expected}");
+    scene
+        .until(&what, STEP, || async {
+            (scene.js(&script).await == expected).then_some(())
+        })
+        .await
+}
+
+/// Waits for the page's one received copy to say `left` views left.
+async fn copy_views_left_is(scene: &Scene<'_>, left: &str) {
+    let what = format!("the copy with {left} views left");
+    scene
+        .until(&what, STEP, || async {
+            let v = scene
+                .js(
+                    "const b = document.querySelector('#copies-list [data-views-left]');
+                     return b ? b.dataset.viewsLeft : null;",
+                )
+                .await;
+            (v == json!(left)).then_some(())
+        })
+        .await
+}
+
+/// The text of the line `id`.
+async fn status_of(scene: &Scene<'_>, id: &str) -> String {
+    let script = format!("return document.getElementById('{id}').textContent;");
+    scene
+        .js(&script)
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// What the viewer shows: (shown, natural width, caption).
 async fn viewer(scene: &Scene<'_>) -> (String, u64, String) {
     let v = scene
@@ -304,7 +347,7 @@ async fn viewer(scene: &Scene<'_>) -> (String, u64, String) {
 }
 
 #[test]
-fn share_request_approve_and_view_to_zero_by_clicks_in_the_galleries() {
+fn share_request_approve_view_to_zero_then_quota_revoke_and_allow_by_clicks_in_the_galleries() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let Some(driver) = Driver::start() else {
         return;
@@ -437,6 +480,89 @@ fn share_request_approve_and_view_to_zero_by_clicks_in_the_galleries() {
         assert!(caption.contains("No views left"), "caption: {caption}");
         assert_ne!(width, 480, "the default image is not the photo");
         scene.screenshot("gallery-default").await;
+
+        // Alice's page: bob's receipt (2 used, 0 left); she sets his quota to 3.
+        open_gallery(&scene, &alice_url, "alice").await;
+        receipt_is(&scene, "bob", json!(["2", "0", false])).await;
+        let quota = "#owner-controls [data-viewer=bob] input[type=number]";
+        let quota = scene.browser.find(Locator::Css(quota)).await.unwrap();
+        quota.clear().await.unwrap();
+        quota.send_keys("3").await.unwrap();
+        scene
+            .click(
+                "alice's quota button",
+                "#owner-controls button[data-action=quota][data-viewer=bob]",
+            )
+            .await;
+        receipt_is(&scene, "bob", json!(["2", "3", false])).await;
+        let said = status_of(&scene, "owner-error-status").await;
+        assert!(
+            said.contains("bob now has 3 views left of sunset"),
+            "{said}"
+        );
+
+        // Bob's copy says 3 at once, with its preview.
+        open_gallery(&scene, &bob_url, "bob").await;
+        copy_views_left_is(&scene, "3").await;
+        scene
+            .until("the copy's preview", STEP, || async {
+                let w = scene
+                    .js("const i = document.querySelector('#copies-list img');
+                         return i && i.complete && !i.hidden ? i.naturalWidth : 0;")
+                    .await;
+                (w.as_u64().unwrap_or(0) > 0).then_some(())
+            })
+            .await;
+
+        // Alice revokes bob, confirming first; his receipt stays, marked revoked.
+        open_gallery(&scene, &alice_url, "alice").await;
+        receipt_is(&scene, "bob", json!(["2", "3", false])).await;
+        scene
+            .click(
+                "alice's revoke button",
+                "#owner-controls button[data-action=revoke][data-viewer=bob]",
+            )
+            .await;
+        receipt_is(&scene, "bob", json!(["2", "3", false])).await;
+        scene
+            .click(
+                "alice's confirmation of the revoke",
+                "#owner-controls button[data-action=confirm-revoke][data-viewer=bob]",
+            )
+            .await;
+        receipt_is(&scene, "bob", json!(["2", "0", true])).await;
+        scene.screenshot("gallery-owner").await;
+
+        // Bob's view now gives the default image: he is no longer a viewer.
+        open_gallery(&scene, &bob_url, "bob").await;
+        scene.click("bob's view button", view).await;
+        let (_, _, caption) = scene
+            .until("the default image after the revoke", STEP, || async {
+                let v = viewer(&scene).await;
+                (v.0 == "default" && v.1 > 0).then_some(v)
+            })
+            .await;
+        assert!(caption.contains("no longer"), "caption: {caption}");
+
+        // Alice allows him 1 view again from the form.
+        open_gallery(&scene, &alice_url, "alice").await;
+        let who = scene
+            .browser
+            .find(Locator::Css("#owner-controls input[type=text]"))
+            .await
+            .unwrap();
+        who.send_keys("bob").await.unwrap();
+        let views = "#owner-controls form input[type=number]";
+        let views = scene.browser.find(Locator::Css(views)).await.unwrap();
+        views.clear().await.unwrap();
+        views.send_keys("1").await.unwrap();
+        scene
+            .click(
+                "alice's allow button",
+                "#owner-controls button[data-action=allow]",
+            )
+            .await;
+        receipt_is(&scene, "bob", json!(["2", "1", false])).await;
 
         // Without the token, bob's gallery shows only how to log in.
         let addr = bob.addr.clone().unwrap();

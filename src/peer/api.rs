@@ -70,6 +70,7 @@ pub(super) async fn serve(listener: TcpListener, peer: Arc<Peer>) -> crate::Resu
         .route("/api/approve", post(approve))
         .route("/api/deny", post(deny))
         .route("/api/images", get(images))
+        .route("/api/receipts", get(receipts))
         .route("/api/view", post(view))
         .route("/api/allow", post(allow))
         .route("/api/quota", post(quota))
@@ -230,7 +231,11 @@ async fn deny(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<DecideArgs>
 }
 
 async fn images(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
-    Json(peer.images_with_receipts().await).into_response()
+    Json(peer.images()).into_response()
+}
+
+async fn receipts(State(peer): State<Arc<Peer>>, _: LoggedIn) -> Response {
+    json(peer.receipts().await)
 }
 
 /// The body of `allow`, `quota` and `revoke` (`views` unused by `revoke`).
@@ -400,8 +405,15 @@ async fn file(
             plain(&args.file, "file").map(|f| lib.root().join("previews").join(owner).join(f))
         }),
         "view" => plain(&args.file, "file").map(|f| lib.root().join("views").join(f)),
+        "copy-preview" => {
+            let id = args.id.unwrap_or_default();
+            match lib.records().copies.into_iter().find(|c| c.id == id) {
+                Some(copy) => copy_preview(&peer, &copy.owner, &id).await,
+                None => Err(format!("no copy {id:?}")),
+            }
+        }
         other => Err(format!(
-            "unknown kind {other:?} (expected preview, peer-preview or view)"
+            "unknown kind {other:?} (expected preview, peer-preview, copy-preview or view)"
         )),
     };
     let path = match path {
@@ -425,6 +437,22 @@ async fn file(
         bytes,
     )
         .into_response()
+}
+
+/// The preview of a received copy: the owner's preview as `previews` saved it, fetched
+/// from the owner's peer now if it was never saved (a copy that came by mail or a rebuild).
+async fn copy_preview(peer: &Peer, owner: &str, id: &str) -> Result<PathBuf, String> {
+    if let Some(path) = peer.library.peer_preview(owner, id) {
+        return Ok(path);
+    }
+    if let Err(e) = peer.previews(owner, None).await {
+        return Err(format!(
+            "no preview of this copy here, and {owner}'s peer did not give one: {e}"
+        ));
+    }
+    peer.library
+        .peer_preview(owner, id)
+        .ok_or_else(|| format!("{owner} no longer previews this image"))
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@ use super::owner::{Changed, Rebuilt};
 use super::p2p::RequestAnswer;
 use super::{Folder, OnlineEntry, PeerOptions};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
-use crate::sharing::wire::{SharedAnswer, Shown};
+use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
 use crate::sharing::Credential;
 use crate::{Error, Result};
 
@@ -350,7 +350,18 @@ async fn subcommand(args: &PeerArgs, command: &PeerCommand) -> Result<()> {
             });
         }
         PeerCommand::Images => {
-            let images: Vec<ImageEntry> = super::local_get(running, "/api/images").await?;
+            let mut images: Vec<ImageEntry> = super::local_get(running, "/api/images").await?;
+            let receipts: crate::Result<Vec<OwnHolding>> =
+                super::local_get(running, "/api/receipts").await;
+            match receipts {
+                Ok(receipts) => {
+                    for image in &mut images {
+                        let own = receipts.iter().find(|r| r.id == image.id);
+                        image.viewers = own.map(|r| r.viewers.clone());
+                    }
+                }
+                Err(e) => eprintln!("peer: no receipts now ({e})"),
+            }
             show(json, &images, || print_images(&images));
         }
         PeerCommand::View { image, out } => {

@@ -183,6 +183,17 @@ impl Library {
         self.root.join("own").join(format!("{id}.preview.png"))
     }
 
+    /// The preview of `owner`'s image `id` that `previews` saved, if any.
+    pub fn peer_preview(&self, owner: &str, id: &str) -> Option<PathBuf> {
+        let short = format!("-{}.png", id.get(..8)?);
+        let dir = self.root.join("previews").join(file_safe(owner));
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&short))
+    }
+
     /// The copy of image `id`.
     pub fn copy_file(&self, id: &str) -> PathBuf {
         self.root.join("copies").join(format!("{id}.png"))

@@ -5,7 +5,7 @@
 //! ```text
 //! allow/quota/revoke ── POST /grant ──> ledger (now) + the viewer's mailbox letter
 //!                       the new copy ── p2p Copy ──> viewer, when online
-//! images   ── Ask::Holdings ──> receipts for own images
+//! receipts ── Ask::Holdings ──> views used and left per viewer of each own image
 //! rebuild  ── Ask::Holdings ──> Ask::Own (own encrypted images; the owner views each freely
 //!                               to get the original back) and Ask::Copy (granted copies)
 //! ```
@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::actions::{digest, Delivery, ImageEntry, Peer};
+use super::actions::{digest, Delivery, Peer};
 use crate::codec::metadata::ImageId;
-use crate::sharing::wire::{Answer, Holdings, Shown, WithFile};
+use crate::sharing::wire::{Answer, Holdings, OwnHolding, Shown, WithFile};
 use crate::sharing::{Ask, Change, UserOp};
 use crate::{Error, Result};
 
@@ -86,23 +86,10 @@ impl Peer {
         })
     }
 
-    /// Own images (with each viewer's receipt from the ledger) and received copies. When
-    /// the cloud cannot answer now, the receipts are left out.
-    pub async fn images_with_receipts(&self) -> Vec<ImageEntry> {
-        let mut images = self.images();
-        match self.holdings().await {
-            Ok(holdings) => {
-                for image in images.iter_mut().filter(|i| i.owner == self.user) {
-                    image.viewers = holdings
-                        .own
-                        .iter()
-                        .find(|o| o.id == image.id)
-                        .map(|o| o.viewers.clone());
-                }
-            }
-            Err(e) => tracing::warn!("[peer {}] no receipts now: {e}", self.user),
-        }
-        images
+    /// Each own image's receipts (views used and left per viewer, revoked ones included), as
+    /// the ledger has them now: one signed question to the cloud.
+    pub async fn receipts(&self) -> Result<Vec<OwnHolding>> {
+        Ok(self.holdings().await?.own)
     }
 
     async fn holdings(&self) -> Result<Holdings> {

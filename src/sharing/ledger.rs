@@ -309,13 +309,21 @@ mod tests {
     fn a_revoked_viewer_keeps_a_receipt_and_gets_no_view_until_allowed_again() {
         let mut ledger = Ledger::default();
         let image: ImageId = "00112233445566778899aabbccddeeff".parse().unwrap();
-        ledger.share("alice", image, "sunset", ([7; 32], 100)).unwrap();
-        ledger.grant("alice", &image, "bob", Change::Add(3)).unwrap();
+        ledger
+            .share("alice", image, "sunset", ([7; 32], 100))
+            .unwrap();
+        ledger
+            .grant("alice", &image, "bob", Change::Add(3))
+            .unwrap();
         assert_eq!(ledger.view("bob", &image), Spent::Viewed(2));
 
-        let revoked = ledger.grant("alice", &image, "bob", Change::Revoke).unwrap();
+        let revoked = ledger
+            .grant("alice", &image, "bob", Change::Revoke)
+            .unwrap();
         assert_eq!((revoked.left, revoked.used, revoked.revoked), (0, 1, true));
-        assert!(matches!(ledger.view("bob", &image), Spent::Default(why) if why.contains("no longer")));
+        assert!(
+            matches!(ledger.view("bob", &image), Spent::Default(why) if why.contains("no longer"))
+        );
         let receipts = &ledger.holdings("alice").own[0].viewers;
         let expected = Receipt {
             viewer: "bob".into(),
@@ -324,10 +332,17 @@ mod tests {
             revoked: true,
         };
         assert_eq!(receipts, &vec![expected]);
-        assert!(ledger.holdings("bob").granted.is_empty(), "a revoked grant is held");
-        assert!(ledger.grant("alice", &image, "bob", Change::Revoke).is_err());
+        assert!(
+            ledger.holdings("bob").granted.is_empty(),
+            "a revoked grant is held"
+        );
+        assert!(ledger
+            .grant("alice", &image, "bob", Change::Revoke)
+            .is_err());
 
-        let again = ledger.grant("alice", &image, "bob", Change::Add(2)).unwrap();
+        let again = ledger
+            .grant("alice", &image, "bob", Change::Add(2))
+            .unwrap();
         assert_eq!((again.left, again.used, again.revoked), (2, 1, false));
         assert!(again.version > revoked.version);
         assert_eq!(ledger.view("bob", &image), Spent::Viewed(1));
