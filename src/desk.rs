@@ -43,6 +43,16 @@ pub struct Desk {
     store: Store,
     key: Arc<SealKey>,
     jobs: Arc<Semaphore>,
+    counts: Arc<DeskCounts>,
+}
+
+/// What this node's desk answered to views since it started (`/status`'s `desk`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DeskCounts {
+    /// Views that showed the image (a viewer's, or an owner's own).
+    pub views_shown: std::sync::atomic::AtomicU64,
+    /// Views that gave the default image.
+    pub views_default: std::sync::atomic::AtomicU64,
 }
 
 impl Desk {
@@ -52,7 +62,13 @@ impl Desk {
             store,
             key: Arc::new(key),
             jobs: Arc::new(Semaphore::new(CODEC_JOBS)),
+            counts: Arc::default(),
         }
+    }
+
+    /// What this desk answered to views so far.
+    pub fn counts(&self) -> &DeskCounts {
+        &self.counts
     }
 
     /// `POST /share`: lists the user's encrypted image in the ledger and the directory.
@@ -128,6 +144,11 @@ impl Desk {
     pub async fn view(&self, request: WithFile) -> Result<ViewAnswer> {
         let key = request.op.key;
         let mut answer = self.view_unsealed(request).await?;
+        let count = match answer.shown {
+            Shown::Image => &self.counts.views_shown,
+            Shown::Default => &self.counts.views_default,
+        };
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         answer.image = crate::sharing::account::seal_to(&key, &answer.image)?;
         Ok(answer)
     }

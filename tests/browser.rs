@@ -564,6 +564,35 @@ fn share_request_approve_view_to_zero_then_quota_revoke_and_allow_by_clicks_in_t
             .await;
         receipt_is(&scene, "bob", json!(["2", "1", false])).await;
 
+        // Node 1's dashboard shows the sharing figures: bob's 2 views spent, the default
+        // images (after his quota ran out, and after the revoke), the Raft term.
+        let node1 = cluster.config.node(1).unwrap().http;
+        scene
+            .browser
+            .goto(&format!("http://{node1}/"))
+            .await
+            .unwrap();
+        let figures = scene
+            .until("the dashboard's sharing figures", STEP, || async {
+                let v = scene
+                    .js(
+                        "return ['views-spent', 'views-default', 'term', 'images', 'leader']
+                           .map(id => document.getElementById(id).textContent);",
+                    )
+                    .await;
+                let v: Vec<String> = serde_json::from_value(v).ok()?;
+                (v[0] == "2" && v[1] != "-" && v[3] == "1").then_some(v)
+            })
+            .await;
+        let defaults: u64 = figures[1].parse().unwrap();
+        assert!(defaults >= 2, "default images shown: {figures:?}");
+        assert!(figures[2].parse::<u64>().unwrap() >= 1, "{figures:?}");
+        assert!(
+            figures[4].starts_with("node ") && figures[4].contains("term"),
+            "{figures:?}"
+        );
+        scene.screenshot("dashboard-sharing").await;
+
         // Without the token, bob's gallery shows only how to log in.
         let addr = bob.addr.clone().unwrap();
         scene
@@ -686,6 +715,8 @@ fn the_dashboard_names_every_node_and_the_coordinator_and_shows_a_failure_and_re
             v.as_str().map(str::to_string)
         })
         .await;
+        // During the failure: the victim shown Failed.
+        scene.screenshot("dashboard").await;
         scene.until("the victim back on the timeline", STEP, || async {
             let v = scene.js("return document.getElementById('events').innerText;",
             )
@@ -696,7 +727,6 @@ fn the_dashboard_names_every_node_and_the_coordinator_and_shows_a_failure_and_re
             .then_some(())
         })
         .await;
-        scene.screenshot("dashboard").await;
         // After the failure, the page names the coordinator the nodes name now (read afresh
         // on both sides: the failures go on).
         scene.until("the page to name the nodes' coordinator", STEP, || async {

@@ -96,13 +96,16 @@ async fn get_status(State((api, _)): State<AppState>) -> Response {
     Json(status_json(&api)).into_response()
 }
 
-/// This node's status as `/status` answers it: the node's, with the store's under `store`.
+/// This node's status as `/status` answers it: the node's, with the store's under `store`
+/// and the sharing desk's view counts under `desk`.
 fn status_json(api: &Api) -> serde_json::Value {
     let status = api.status.borrow().clone();
     let mut json = serde_json::to_value(status).unwrap_or_default();
     if let Some(map) = json.as_object_mut() {
         let store = serde_json::to_value(api.store.status()).unwrap_or_default();
         map.insert("store".into(), store);
+        let desk = serde_json::to_value(api.desk.counts()).unwrap_or_default();
+        map.insert("desk".into(), desk);
     }
     json
 }

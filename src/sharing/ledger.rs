@@ -246,6 +246,12 @@ impl Ledger {
         Ok(*grant)
     }
 
+    /// Views spent over every grant of every image, revoked grants included.
+    pub fn views_spent(&self) -> u64 {
+        let grants = self.images.values().flat_map(|r| r.grants.values());
+        grants.map(|g| g.used).sum()
+    }
+
     /// What `user` owns (with every viewer's receipt) and was granted.
     pub fn holdings(&self, user: &str) -> Holdings {
         let mut holdings = Holdings::default();

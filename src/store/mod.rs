@@ -115,6 +115,16 @@ pub struct StoreStatus {
     pub purged: Option<u64>,
     /// Accounts in the directory.
     pub users: usize,
+    /// Users whose lease holds now.
+    pub users_online: usize,
+    /// Images shared.
+    pub images: usize,
+    /// Views spent, over every grant of every image (revoked grants included).
+    pub views_spent: u64,
+    /// Mailboxes holding letters not yet acknowledged.
+    pub mailboxes_waiting: usize,
+    /// Letters waiting in them.
+    pub letters_waiting: usize,
     /// SHA-256 of the applied state (equal on nodes at the same `applied` index).
     pub digest: String,
 }
@@ -418,6 +428,7 @@ impl Store {
 
     /// What `/status` shows.
     pub fn status(&self) -> StoreStatus {
+        let now_ms = crate::sharing::unix_millis();
         let m = self.inner.raft.metrics().borrow().clone();
         let state = self.inner.state.read().expect("state lock");
         let applied = m.last_applied.map(|l| l.index);
@@ -434,6 +445,15 @@ impl Store {
             snapshot: m.snapshot.map(|l| l.index),
             purged: m.purged.map(|l| l.index),
             users: state.users.len(),
+            users_online: state.users.values().filter(|u| u.online(now_ms)).count(),
+            images: state.ledger.images.len(),
+            views_spent: state.ledger.views_spent(),
+            mailboxes_waiting: state
+                .mail
+                .values()
+                .filter(|m| !m.letters.is_empty())
+                .count(),
+            letters_waiting: state.mail.values().map(|m| m.letters.len()).sum(),
             digest: digest.1.clone(),
         }
     }

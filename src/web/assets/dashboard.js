@@ -64,13 +64,15 @@ function render(cluster) {
   const active = up.filter((n) => n.status.state === "Active");
   // The coordinator and epoch as the Active nodes name them (the highest epoch wins).
   const named = active.map((n) => n.status).sort((a, b) => b.epoch - a.epoch)[0];
-  const leaders = up.map((n) => n.status.store && n.status.store.leader).filter((l) => l);
+  // The consensus leader as the highest term names it.
+  const terms = up.map((n) => n.status.store).filter((s) => s && s.leader).sort((a, b) => b.term - a.term);
   const coordinator = named ? named.coordinator : null;
   document.getElementById("coordinator").textContent = coordinator ? "node " + coordinator : "none";
   document.getElementById("epoch").textContent = named ? named.epoch : "-";
-  document.getElementById("leader").textContent = leaders.length ? "node " + Math.max(...leaders) : "none";
+  document.getElementById("leader").textContent = terms.length ? "node " + terms[0].leader + " (term " + terms[0].term + ")" : "none";
   document.getElementById("active").textContent = active.length + " / " + nodes.length;
   document.getElementById("served").textContent = up.reduce((a, n) => Math.max(a, n.status.request_log || 0), 0);
+  renderSharing(now, up);
 
   document.getElementById("nodes").replaceChildren(...nodes.map((n) => {
     const s = n.status;
@@ -119,6 +121,29 @@ function render(cluster) {
   document.getElementById("strips").replaceChildren(strip);
   document.getElementById("events").replaceChildren(...events.map((e) =>
     el("li", { "data-kind": e.kind }, el("span", { class: "t", text: clock(e.t) }), e.text)));
+}
+
+// Phase 2's figures: the ledger's (from the node that has applied the most), and the view
+// answers every node's desk gave (summed; a node that does not answer keeps its last count).
+const spent = [];     // { t, views } samples of the ledger's views spent, for the rate
+const defaults = {};  // node id -> default images its desk gave
+function renderSharing(now, up) {
+  const stores = up.map((n) => n.status.store).filter((s) => s);
+  if (!stores.length) return;
+  const newest = stores.reduce((a, s) => ((s.applied || 0) > (a.applied || 0) ? s : a));
+  for (const n of up) if (n.status.desk) defaults[n.id] = n.status.desk.views_default;
+  spent.push({ t: now, views: newest.views_spent });
+  while (spent.length > 2 && spent[1].t < now - 3000) spent.shift();
+  const first = spent[0];
+  const rate = now > first.t ? (newest.views_spent - first.views) / ((now - first.t) / 1000) : 0;
+  const set = (id, v) => { document.getElementById(id).textContent = String(v); };
+  set("views-rate", Math.max(0, rate).toFixed(0));
+  set("views-spent", newest.views_spent);
+  set("views-default", Object.values(defaults).reduce((a, b) => a + b, 0));
+  const letters = newest.letters_waiting;
+  set("mailboxes", newest.mailboxes_waiting + (letters ? " (" + letters + (letters === 1 ? " letter)" : " letters)") : ""));
+  set("images", newest.images);
+  set("term", Math.max(...stores.map((s) => s.term)));
 }
 
 function renderDirectory(users) {
