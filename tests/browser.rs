@@ -533,8 +533,10 @@ fn share_request_approve_view_to_zero_then_quota_revoke_and_allow_by_clicks_in_t
         receipt_is(&scene, "bob", json!(["2", "0", true])).await;
         scene.screenshot("gallery-owner").await;
 
-        // Bob's view now gives the default image: he is no longer a viewer.
+        // Bob's page shows it (his copy says 0 views left), and a view gives the default
+        // image: he is no longer a viewer.
         open_gallery(&scene, &bob_url, "bob").await;
+        copy_views_left_is(&scene, "0").await;
         scene.click("bob's view button", view).await;
         let (_, _, caption) = scene
             .until("the default image after the revoke", STEP, || async {
