@@ -65,6 +65,21 @@ pub struct FailureSim {
     pub period_s: f64,
     /// The longest a victim stays silent, in seconds.
     pub max_s: f64,
+    /// Who the cluster's first victim is (later ones are drawn among every node).
+    pub first: FirstVictim,
+}
+
+/// Who the first elected victim is: the coordinator that elects it, a worker, or any node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstVictim {
+    /// Any node, drawn at random (as every later victim).
+    #[default]
+    Any,
+    /// The coordinator itself: every client request waits on a silent coordinator.
+    Coordinator,
+    /// A node that is not the coordinator.
+    Worker,
 }
 
 impl Default for FailureSim {
@@ -73,6 +88,7 @@ impl Default for FailureSim {
             enabled: true,
             period_s: 30.0,
             max_s: 20.0,
+            first: FirstVictim::Any,
         }
     }
 }

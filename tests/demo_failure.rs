@@ -67,7 +67,16 @@ fn run_demo(dir: &Path, args: &[&str]) -> (String, Value) {
 fn a_small_fast_demo_still_runs_through_a_failure_and_its_recovery() {
     let dir = tempfile::tempdir().unwrap();
     // 300 requests with no delay take well under a second; the first failure comes after 2 s.
-    let (stdout, r) = run_demo(dir.path(), &["--clients", "10", "--requests", "30"]);
+    // The coordinator fails first, on purpose: the window says so.
+    let args = [
+        "--clients",
+        "10",
+        "--requests",
+        "30",
+        "--first-victim",
+        "coordinator",
+    ];
+    let (stdout, r) = run_demo(dir.path(), &args);
 
     let duration = r["duration_s"].as_f64().unwrap();
     let windows = r["failure_windows"].as_array().unwrap();
@@ -79,8 +88,16 @@ fn a_small_fast_demo_still_runs_through_a_failure_and_its_recovery() {
     let inside = inside.unwrap_or_else(|| {
         panic!("no failure window opens and closes inside the {duration} s load: {windows:?}")
     });
+    assert_eq!(
+        windows[0]["coordinator"], true,
+        "the first victim: {windows:?}"
+    );
+    let role = match inside["coordinator"].as_bool() {
+        Some(true) => " (the coordinator)",
+        _ => "",
+    };
     assert!(
-        stdout.contains(&format!("node {} failed at", inside["node"])),
+        stdout.contains(&format!("node {}{role} failed at", inside["node"])),
         "{stdout}"
     );
     // Every request answered once, and at least the 300 asked for.

@@ -6,6 +6,7 @@
 mod sim;
 
 use imgcloud::cluster::node::Event;
+use imgcloud::config::FirstVictim;
 use imgcloud::wire::message::{Message, NodeState};
 use sim::Sim;
 
@@ -114,6 +115,32 @@ fn stopped_coordinator_is_replaced_and_catches_up_when_resumed() {
     sim.run(2_000);
     sim.seal_logs();
     assert!(sim.converged());
+}
+
+#[test]
+fn the_first_victim_can_be_the_coordinator_or_a_worker_on_purpose() {
+    for seed in 0..4 {
+        for first in [FirstVictim::Coordinator, FirstVictim::Worker] {
+            let mut sim = Sim::new(3, seed)
+                .with_failures(2.0, 2.0)
+                .first_victim(first);
+            sim.start_all();
+            sim.run(15_000);
+            let (elector, record) = sim
+                .events
+                .iter()
+                .find_map(|(_, node, e)| match e {
+                    Event::VictimElected(r) => Some((*node, *r)),
+                    _ => None,
+                })
+                .expect("a victim was elected");
+            // The coordinator elects the victim: for `Coordinator` it elects itself.
+            match first {
+                FirstVictim::Coordinator => assert_eq!(record.victim, elector, "seed {seed}"),
+                _ => assert_ne!(record.victim, elector, "seed {seed}"),
+            }
+        }
+    }
 }
 
 #[test]

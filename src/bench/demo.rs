@@ -36,7 +36,7 @@ use crate::cli::{LoadArgs, NodeArgs, OnOff};
 use crate::client::cluster_status;
 use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::codec::seal::SealKey;
-use crate::config::{ClusterConfig, NodeAddr, DEFAULT_BASE_PORT};
+use crate::config::{ClusterConfig, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
 use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
@@ -73,6 +73,10 @@ pub struct DemoArgs {
     /// Longest simulated failure, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 6.0)]
     pub failure_max: f64,
+    /// Who fails first: the coordinator (every request then waits on a silent coordinator),
+    /// a worker, or any node; later victims are drawn among every node.
+    #[arg(long, value_enum, default_value_t = FirstVictim::Any)]
+    pub first_victim: FirstVictim,
     /// The sharing story after the stress test: three users' peers share, ask, approve, view
     /// to zero, go offline, rebuild, and outlive a kill -9 of every node.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -172,6 +176,7 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
     config.failures.enabled = args.failures == OnOff::On;
     config.failures.period_s = args.failure_period;
     config.failures.max_s = args.failure_max;
+    config.failures.first = args.first_victim;
     config.delay_ms = args.delay_ms;
     let dir = args.run_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("imgcloud-demo-{}", std::process::id()))

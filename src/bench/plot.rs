@@ -415,6 +415,7 @@ mod tests {
             node: 2,
             start_s: FAILED.0,
             end_s: FAILED.1,
+            coordinator: false,
         }]
     }
 

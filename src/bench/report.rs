@@ -67,6 +67,9 @@ pub struct FailureWindow {
     pub start_s: f64,
     /// When the node was brought back (or the run ended), in seconds since the run started.
     pub end_s: f64,
+    /// Whether the node was the coordinator when it failed (absent, false, in older reports).
+    #[serde(default)]
+    pub coordinator: bool,
 }
 
 /// The figures of a run that only the stress driver knows, to complete a [`Summary`].
@@ -180,9 +183,15 @@ impl Report {
     /// slice wholly outside every window; None without a slice of each kind. The last slice is
     /// left out of the mean: it usually holds only the run's stragglers.
     pub fn failure_dip(&self) -> Option<Dip> {
+        self.dip_inside(&self.failure_windows)
+    }
+
+    /// The same for the slices wholly inside one of `windows` (still against the slices
+    /// outside every window of the run).
+    pub fn dip_inside(&self, windows: &[FailureWindow]) -> Option<Dip> {
         let width = SLICE.as_secs_f64();
         let inside = |s: &Slice| {
-            self.failure_windows
+            windows
                 .iter()
                 .any(|w| s.t_s >= w.start_s - EDGE_S && s.t_s + width <= w.end_s + EDGE_S)
         };
@@ -374,9 +383,21 @@ impl Report {
         row(&mut out, "Elections", self.elections);
         row(&mut out, "Simulated Failures", self.failures_injected);
         for w in &self.failure_windows {
+            let role = if w.coordinator {
+                " (the coordinator)"
+            } else {
+                ""
+            };
+            let worst = match self.dip_inside(std::slice::from_ref(w)) {
+                Some(dip) => format!(
+                    "; worst 100 ms slice {:.2} of the mean ({} ok at {:.1} s)",
+                    dip.ratio, dip.ok, dip.t_s
+                ),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  node {} failed at {:.2} s, back at {:.2} s",
+                "  node {}{role} failed at {:.2} s, back at {:.2} s{worst}",
                 w.node, w.start_s, w.end_s
             );
         }
@@ -487,6 +508,7 @@ mod tests {
                 node: 2,
                 start_s: 20.0,
                 end_s: 34.0,
+                coordinator: false,
             }],
             ..Extras::default()
         };
@@ -696,6 +718,7 @@ Load Balancing Decisions: 10000
                 node: 2,
                 start_s: 1.0,
                 end_s: 2.0,
+                coordinator: false,
             }],
             timeline,
             ..Extras::default()
@@ -717,6 +740,40 @@ Load Balancing Decisions: 10000
             "{console}"
         );
         assert_eq!(seed_report().failure_dip(), None, "no timeline, no dip");
+    }
+
+    #[test]
+    fn each_failure_says_its_node_its_role_and_its_own_worst_slice() {
+        let mut report = dipped_report();
+        report.failure_windows[0].coordinator = true;
+        // A second, shallower failure of node 3 at 2.2 .. 2.5 s: slices 2.2 .. 2.4 at 10.
+        report.failure_windows.push(FailureWindow {
+            node: 3,
+            start_s: 2.2,
+            end_s: 2.5,
+            coordinator: false,
+        });
+        let console = report.console();
+        let lines: Vec<&str> = console
+            .lines()
+            .filter(|l| l.contains(" failed at "))
+            .collect();
+        assert_eq!(lines.len(), 2, "{console}");
+        assert!(
+            lines[0].starts_with(
+                "  node 2 (the coordinator) failed at 1.00 s, back at 2.00 s; worst 100 ms slice"
+            ) && lines[0].contains("(3 ok at 1.3 s)"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("  node 3 failed at 2.20 s")
+                && lines[1].contains("(10 ok at 2.2 s)"),
+            "{}",
+            lines[1]
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["failure_windows"][0]["coordinator"], true);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::peer::library::RequestRecord;
 use crate::peer::owner::{Changed, Rebuilt};
 use crate::peer::p2p::RequestAnswer;
 use crate::peer::{local_get, local_post, Folder, OnlineEntry, Running};
-use crate::sharing::wire::{SharedAnswer, Shown};
+use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
 use crate::{Error, Result};
 
 /// The longest one step may take (a step may wait out a failover or a restart).
@@ -486,16 +486,22 @@ impl<'a> Story<'a> {
             if !listed {
                 lost.push("alice's share");
             }
-            let images: Vec<ImageEntry> =
-                retry_unavailable(|| local_get(&alice, "/api/images")).await?;
-            let receipts = images
+            let receipts: Vec<OwnHolding> =
+                retry_unavailable(|| local_get(&alice, "/api/receipts")).await?;
+            let receipts = receipts
                 .into_iter()
                 .find(|i| i.id == image)
-                .and_then(|i| i.viewers)
+                .map(|i| i.viewers)
                 .unwrap_or_default();
-            let carol = receipts.iter().find(|r| r.viewer == "carol");
-            if carol.map(|r| (r.views_used, r.views_left)) != Some((2, 1)) {
+            let of = |who: &str| {
+                let receipt = receipts.iter().find(|r| r.viewer == who);
+                receipt.map(|r| (r.views_used, r.views_left, r.revoked))
+            };
+            if of("carol") != Some((2, 1, false)) {
                 lost.push("carol's grant and her 2 views spent");
+            }
+            if of("bob") != Some((3, 0, true)) {
+                lost.push("bob's revoke (his receipt: 3 used, revoked)");
             }
             Ok(lost)
         })
@@ -514,7 +520,7 @@ impl<'a> Story<'a> {
         let result = if lost.is_empty() {
             Ok((
                 (),
-                "alice's share is in the directory; carol's receipt: 2 used, 1 left".to_string(),
+                "alice's share is in the directory; carol's receipt: 2 used, 1 left; bob's: 3 used, revoked".to_string(),
             ))
         } else {
             Err(failed(format!(

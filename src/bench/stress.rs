@@ -288,6 +288,8 @@ impl ClusterCounters {
 struct Down {
     since: f64,
     began_inside: bool,
+    /// The node was the coordinator (as the Active nodes named it at the last poll).
+    coordinator: bool,
 }
 
 /// Polls the nodes in the background and remembers when each was not Active.
@@ -309,10 +311,20 @@ impl ClusterWatch {
         let (down, win) = (Arc::clone(&down_since), Arc::clone(&windows));
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(WATCH_INTERVAL);
+            // The coordinator as the Active nodes named it at the last poll (highest epoch).
+            let mut coordinator: Option<NodeId> = None;
             for round in 0u64.. {
                 ticker.tick().await;
                 let now = start.elapsed().as_secs_f64();
-                for (node, status) in cluster_status(&nodes).await {
+                let statuses = cluster_status(&nodes).await;
+                let named = statuses
+                    .iter()
+                    .filter_map(|(_, s)| s.as_ref().ok())
+                    .filter(|s| s.core.state == NodeState::Active)
+                    .max_by_key(|s| s.core.epoch)
+                    .and_then(|s| s.core.coordinator);
+                let was_coordinator = coordinator;
+                for (node, status) in statuses {
                     let state = status.map(|s| s.core.state).unwrap_or(NodeState::Failed);
                     let (Ok(mut down), Ok(mut win)) = (down.lock(), win.lock()) else {
                         return;
@@ -324,6 +336,7 @@ impl ClusterWatch {
                                 node: node.id,
                                 start_s: d.since,
                                 end_s: now,
+                                coordinator: d.coordinator,
                             });
                             if d.began_inside {
                                 passed_tx.send_modify(|n| *n += 1);
@@ -339,12 +352,14 @@ impl ClusterWatch {
                                 Down {
                                     since,
                                     began_inside,
+                                    coordinator: was_coordinator == Some(node.id),
                                 },
                             );
                         }
                         (_, Some(_)) => {}
                     }
                 }
+                coordinator = named.or(coordinator);
             }
         });
         ClusterWatch {
@@ -373,6 +388,7 @@ impl ClusterWatch {
                     node,
                     start_s: d.since,
                     end_s: now,
+                    coordinator: d.coordinator,
                 });
             }
         }

@@ -121,7 +121,14 @@ impl Sim {
             enabled: true,
             period_s,
             max_s,
+            ..FailureSim::default()
         };
+        self
+    }
+
+    /// Chooses who the first elected victim is.
+    pub fn first_victim(mut self, first: imgcloud::config::FirstVictim) -> Self {
+        self.failures.first = first;
         self
     }
 

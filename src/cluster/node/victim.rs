@@ -1,10 +1,13 @@
-//! The failure simulation: the coordinator elects a victim, which fails for a while.
+//! The failure simulation: the coordinator elects a victim, which fails for a while. The
+//! cluster's first victim may be chosen by role ([`FirstVictim`]): the coordinator itself, so
+//! that its failure can be seen on purpose, or a worker.
 //!
 //! The coordinator elects a victim every period, when every node has been up for a while, and
 //! announces it with `Fail`; the record joins the replicated state. Only the coordinator picks,
 //! and only when all are up, so never two victims at once.
 
 use super::*;
+use crate::config::FirstVictim;
 
 /// Every node must have been up this long before a victim is elected.
 pub const VICTIM_SETTLE_MS: u64 = 2_000;
@@ -77,7 +80,15 @@ impl Node {
         if !settled {
             return;
         }
-        let victim = self.members[self.rng.gen_range(0..self.members.len())];
+        let first = self.replicated.failures.is_empty();
+        let victim = match (first, self.failures.first) {
+            (true, FirstVictim::Coordinator) => self.id,
+            (true, FirstVictim::Worker) if !self.peers.is_empty() => {
+                let workers = self.peer_ids();
+                workers[self.rng.gen_range(0..workers.len())]
+            }
+            _ => self.members[self.rng.gen_range(0..self.members.len())],
+        };
         let max_ms = (self.failures.max().as_millis() as u64).max(MIN_FAILURE_MS);
         let duration_ms = self.rng.gen_range(MIN_FAILURE_MS..=max_ms);
         self.victim_seq += 1;
