@@ -51,6 +51,12 @@ pub struct NodeArgs {
     /// Encryption worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// How the nodes pick each request's server: `elected` (the product: a coordinator by
+    /// load, the claim quorum, the request log) or `static-split` (the baseline simpler
+    /// designs use: the node the request id hashes to serves it; no fault tolerance, needs
+    /// --failures off; `demo` measures it before its load).
+    #[arg(long, value_enum)]
+    pub dispatch: Option<crate::config::Dispatch>,
     /// Exit when standard input closes (set by launchers so no node outlives them).
     #[arg(long)]
     pub parent_watch: bool,
@@ -185,6 +191,9 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     }
     if let Some(w) = args.workers {
         config.workers = w;
+    }
+    if let Some(d) = args.dispatch {
+        config.dispatch = d;
     }
     config.validate()?;
     let seed = args.seed.unwrap_or_else(rand::random);

@@ -69,6 +69,20 @@ pub struct FailureSim {
     pub first: FirstVictim,
 }
 
+/// How the nodes decide which of them serves each client request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dispatch {
+    /// The product: the elected coordinator assigns each request by load, the claim quorum
+    /// lets one server reply, the request log records it; any node may fail.
+    #[default]
+    Elected,
+    /// The yardstick simpler designs use: each request is served by the node its id hashes to
+    /// (every node receives it, the others drop it); no assignment, claims or commits, and no
+    /// fault tolerance (a silent node's requests go unanswered). The demo measures it first.
+    StaticSplit,
+}
+
 /// Who the first elected victim is: the coordinator that elects it, a worker, or any node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +134,9 @@ pub struct ClusterConfig {
     pub delay_ms: u64,
     /// Threads that encrypt images on each node (0: one per core).
     pub workers: usize,
+    /// How the nodes pick each request's server (`elected`, the default, or the
+    /// `static-split` baseline).
+    pub dispatch: Dispatch,
     /// Where the nodes keep their durable stores: node `i` in `DATA_DIR/node-i`
     /// (default `imgcloud-data/node-i` under the working directory).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,6 +171,7 @@ impl Default for ClusterConfig {
             failures: FailureSim::default(),
             delay_ms: 0,
             workers: 0,
+            dispatch: Dispatch::Elected,
             data_dir: None,
             store: StoreSettings::default(),
         }
@@ -219,6 +237,13 @@ impl ClusterConfig {
                 t.heartbeat_ms, t.suspect_ms, t.suspect_max_ms
             )));
         }
+        if self.dispatch == Dispatch::StaticSplit && self.failures.enabled {
+            return Err(Error::Config(
+                "the static split has no fault tolerance: run it with the failure simulation \
+                 off (failures.enabled = false, or --failures off)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -279,6 +304,24 @@ mod tests {
         assert_eq!(c.node(2).unwrap().addr.to_string(), "127.0.0.1:8002");
         assert_eq!(c.node(3).unwrap().http.to_string(), "127.0.0.1:9003");
         assert_eq!(c.majority(), 2);
+    }
+
+    #[test]
+    fn the_static_split_reads_from_toml_and_refuses_the_failure_simulation() {
+        let mut c = ClusterConfig {
+            dispatch: Dispatch::StaticSplit,
+            ..Default::default()
+        };
+        assert!(
+            c.to_toml().contains("dispatch = \"static-split\""),
+            "{}",
+            c.to_toml()
+        );
+        let refused = ClusterConfig::parse(&c.to_toml()).unwrap_err().to_string();
+        assert!(refused.contains("no fault tolerance"), "{refused}");
+        c.failures.enabled = false;
+        let back = ClusterConfig::parse(&c.to_toml()).unwrap();
+        assert_eq!(back.dispatch, Dispatch::StaticSplit);
     }
 
     #[test]

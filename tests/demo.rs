@@ -68,6 +68,17 @@ fn a_small_demo_serves_every_request_once_and_cleans_up() {
         .sum();
     assert_eq!(served, total, "served per node sums to the total");
     assert!(r["limit_rps"].as_f64().unwrap() > 0.0);
+    // The yardstick, measured in the same run: efficiency against the static split.
+    let baseline = r["baseline_rps"]
+        .as_f64()
+        .expect("the baseline was measured");
+    let throughput = r["throughput_rps"].as_f64().unwrap();
+    assert!(baseline > 0.0, "{r}");
+    assert!(
+        (r["efficiency"].as_f64().unwrap() - throughput / baseline).abs() < 1e-9,
+        "{r}"
+    );
+    assert!(stdout.contains("static split: "), "{stdout}");
     assert!(r["lb_decisions"].as_u64().unwrap() >= total);
     let png = std::fs::read(&plot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the plot is a PNG");

@@ -29,6 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::bench::launcher::{LineSink, LocalCluster};
+use crate::bench::metrics::Outcome;
 use crate::bench::report::Report;
 use crate::bench::sharing::{Cast, Story};
 use crate::bench::stress::{self, Progress};
@@ -36,7 +37,7 @@ use crate::cli::{LoadArgs, NodeArgs, OnOff};
 use crate::client::cluster_status;
 use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::codec::seal::SealKey;
-use crate::config::{ClusterConfig, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
+use crate::config::{ClusterConfig, Dispatch, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
 use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
@@ -73,6 +74,11 @@ pub struct DemoArgs {
     /// Longest simulated failure, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 6.0)]
     pub failure_max: f64,
+    /// Measure the static split first (each request served by the node its id hashes to; no
+    /// election, claims, commits or fault tolerance) with the same clients, image and node
+    /// processes: the report's `baseline_rps`, and `efficiency` against it.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub baseline: OnOff,
     /// Who fails first: the coordinator (every request then waits on a silent coordinator),
     /// a worker, or any node; later victims are drawn among every node.
     #[arg(long, value_enum, default_value_t = FirstVictim::Any)]
@@ -191,6 +197,10 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         node_args.extend(["--seed".to_string(), seed.to_string()]);
     }
     let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let baseline_rps = match args.baseline {
+        OnOff::On => Some(baseline(&args, &config, &dir, &exe, &node_args, &key, &image).await?),
+        OnOff::Off => None,
+    };
     println!(
         "Starting {} node processes (config and logs in {})",
         args.nodes,
@@ -277,6 +287,7 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
             &trial,
             !args.load.no_verify,
             limit_rps,
+            baseline_rps,
             config_json.clone(),
         ));
     }
@@ -364,6 +375,64 @@ pub fn failure_limit(config: &ClusterConfig) -> Duration {
         .max()
         .max(Duration::from_millis(MIN_FAILURE_MS));
     Duration::from_millis(VICTIM_SETTLE_MS) + config.failures.period() + longest + FAILURE_SLACK
+}
+
+/// The yardstick: the same load (clients, requests, image, verification) against the same
+/// node processes started with the static split (`--dispatch static-split`: each request
+/// served by the node its id hashes to; no election decides it, no claims, no commits, no
+/// fault tolerance), on the same ports, before the real cluster starts. Its throughput in
+/// requests per second.
+async fn baseline(
+    args: &DemoArgs,
+    config: &ClusterConfig,
+    dir: &std::path::Path,
+    exe: &std::path::Path,
+    node_args: &[&str],
+    key: &SealKey,
+    image: &[u8],
+) -> Result<f64> {
+    let mut baseline = config.clone();
+    baseline.dispatch = Dispatch::StaticSplit;
+    baseline.failures.enabled = false;
+    let dir = dir.join("baseline");
+    println!(
+        "Measuring the static split first (the yardstick: each request served by the node its \
+         id hashes to, no fault tolerance), same clients and image; logs in {}",
+        dir.display()
+    );
+    let mut nodes = LocalCluster::start(baseline.clone(), &dir, exe, node_args, None)?;
+    let measured = async {
+        if wait_for_agreement(&baseline.nodes, FIRST_ELECTION_WAIT)
+            .await
+            .is_none()
+        {
+            return Err(Error::Unavailable(format!(
+                "the static-split nodes did not come up within {} s; see the logs in {}",
+                FIRST_ELECTION_WAIT.as_secs(),
+                dir.display()
+            )));
+        }
+        let options = args.load.options(image.to_vec(), 1);
+        stress::run(&baseline.nodes, key, &options, Progress::default()).await
+    }
+    .await;
+    nodes.stop();
+    let run = measured?;
+    let ok = run
+        .samples
+        .iter()
+        .filter(|s| s.outcome == Outcome::Ok)
+        .count();
+    if ok < run.samples.len() {
+        return Err(Error::Unavailable(format!(
+            "the static split answered {ok} of {} requests; see the logs in {}",
+            run.samples.len(),
+            dir.display()
+        )));
+    }
+    let rps = ok as f64 / run.duration.as_secs_f64().max(1e-9);
+    println!("  static split: {rps:.0} requests/s ({ok} requests, every reply verified)");
+    Ok(rps)
 }
 
 /// Polls until every node is Active and names the same coordinator.

@@ -9,9 +9,9 @@
 //! ```text
 //! total succeeded failed failed_by_cause{cause: n} success_rate duration_s throughput_rps
 //! latency_ms{avg p50 p95 p99 max} served_per_node{node: n} lb_decisions elections
-//! failures_injected duplicates late lost verified limit_rps efficiency
+//! failures_injected duplicates late lost verified limit_rps baseline_rps efficiency
 //! trials[] trials_ci{figure: {mean half_width n}} config{flag: value}
-//! failure_windows[{node start_s end_s}]
+//! failure_windows[{node start_s end_s coordinator}]
 //! timeline[{t_s ok p50_ms p99_ms served_per_node{node: n}}]
 //! ```
 //!
@@ -24,8 +24,10 @@
 //! passed, so the request is in `lost` too, or every node had said unavailable): it tells a slow
 //! answer from none.
 //!
-//! `limit_rps` (the capacity the cluster could reach, if the driver knows it) and `efficiency`
-//! (`throughput_rps / limit_rps`) are `null` when unknown.
+//! `limit_rps` (the codec alone on every core: what no design can pass), `baseline_rps` (the
+//! same load against the same nodes in the static split, [`crate::config::Dispatch`]: what a
+//! simpler design without fault tolerance reaches) and `efficiency` (`throughput_rps /
+//! baseline_rps`) are `null` when unknown.
 //!
 //! Repeated trials: [`Report::combine_trials`] turns K reports into one whose top-level figures
 //! are the means over the trials (counts rounded to the nearest integer, `verified` only if every
@@ -37,8 +39,8 @@
 //!
 //! Implementation caveats: the combined report keeps the first trial's `config`,
 //! `failure_windows` and `timeline` (the plot draws that trial); a cause or node that
-//! shows up in only some trials counts as 0 in the others; `limit_rps` and `efficiency` are
-//! averaged only over the trials that know them.
+//! shows up in only some trials counts as 0 in the others; `limit_rps`, `baseline_rps` and
+//! `efficiency` are averaged only over the trials that know them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -89,6 +91,8 @@ pub struct Extras {
     pub verified: bool,
     /// Throughput the cluster could reach at best, if known (requests per second).
     pub limit_rps: Option<f64>,
+    /// The static split's throughput on the same load, if measured (requests per second).
+    pub baseline_rps: Option<f64>,
     /// The value of every flag of the run.
     pub config: Value,
     /// The failures injected, one window each.
@@ -119,9 +123,13 @@ pub struct Report {
     pub lost: u64,
     /// Whether replies were checked to decrypt back to the original.
     pub verified: bool,
-    /// Best throughput the cluster could reach, if known.
+    /// Best throughput the cluster could reach, if known: the codec alone on every core.
     pub limit_rps: Option<f64>,
-    /// `throughput_rps / limit_rps`, if the limit is known.
+    /// Throughput of the same load on the same machine with the static split (each request
+    /// served by the node its id hashes to, no fault tolerance), measured in the same run.
+    #[serde(default)]
+    pub baseline_rps: Option<f64>,
+    /// `throughput_rps / baseline_rps`, if the baseline was measured.
     pub efficiency: Option<f64>,
     /// One report per trial when more than one ran, else empty.
     pub trials: Vec<Report>,
@@ -156,9 +164,9 @@ impl Report {
     /// Builds the report of one run from its summary and the driver's figures.
     pub fn from_summary(summary: Summary, extras: Extras) -> Self {
         let efficiency = extras
-            .limit_rps
-            .filter(|limit| *limit > 0.0)
-            .map(|limit| summary.throughput_rps / limit);
+            .baseline_rps
+            .filter(|baseline| *baseline > 0.0)
+            .map(|baseline| summary.throughput_rps / baseline);
         Report {
             summary,
             lb_decisions: extras.lb_decisions,
@@ -169,6 +177,7 @@ impl Report {
             lost: extras.lost,
             verified: extras.verified,
             limit_rps: extras.limit_rps,
+            baseline_rps: extras.baseline_rps,
             efficiency,
             trials: Vec::new(),
             trials_ci: BTreeMap::new(),
@@ -287,6 +296,9 @@ impl Report {
         // Optional figures: averaged over the trials that have them.
         if trials.iter().any(|r| r.limit_rps.is_some()) {
             combined.limit_rps = Some(figure("limit_rps".into(), &|r| r.limit_rps));
+        }
+        if trials.iter().any(|r| r.baseline_rps.is_some()) {
+            combined.baseline_rps = Some(figure("baseline_rps".into(), &|r| r.baseline_rps));
         }
         if trials.iter().any(|r| r.efficiency.is_some()) {
             combined.efficiency = Some(figure("efficiency".into(), &|r| r.efficiency));
@@ -426,11 +438,18 @@ impl Report {
                 format!("{limit:.2} requests/second"),
             );
         }
+        if let Some(baseline) = self.baseline_rps {
+            row(
+                &mut out,
+                "Static Split Baseline",
+                format!("{baseline:.2} requests/second"),
+            );
+        }
         if let Some(efficiency) = self.efficiency {
             row(
                 &mut out,
                 "Efficiency",
-                format!("{:.2}%", efficiency * 100.0),
+                format!("{:.2}% of the static split", efficiency * 100.0),
             );
         }
         if self.trials.len() > 1 {
@@ -502,7 +521,8 @@ mod tests {
             lb_decisions: 10000,
             elections: 1,
             verified: true,
-            limit_rps: Some(250.0),
+            limit_rps: Some(300.0),
+            baseline_rps: Some(250.0),
             config: serde_json::json!({ "clients": 50, "requests": 200 }),
             failure_windows: vec![FailureWindow {
                 node: 2,
@@ -561,6 +581,7 @@ mod tests {
             "lost",
             "verified",
             "limit_rps",
+            "baseline_rps",
             "efficiency",
             "trials",
             "trials_ci",
@@ -610,7 +631,7 @@ mod tests {
         assert!((report.efficiency.unwrap() - 0.88436).abs() < 1e-9);
         assert_eq!(report.failures_injected, 1);
         let unknown = Report::from_summary(Summary::default(), Extras::default());
-        assert_eq!((unknown.limit_rps, unknown.efficiency), (None, None));
+        assert_eq!((unknown.baseline_rps, unknown.efficiency), (None, None));
     }
 
     #[test]
@@ -649,8 +670,9 @@ Load Balancing Decisions: 10000
             "  node 2 failed at 20.00 s, back at 34.00 s",
             "Late Replies:          0",
             "Lost Requests:         0",
-            "Capacity Limit:        250.00 requests/second",
-            "Efficiency:            88.44%",
+            "Capacity Limit:        300.00 requests/second",
+            "Static Split Baseline: 250.00 requests/second",
+            "Efficiency:            88.44% of the static split",
         ] {
             assert!(
                 console.lines().any(|l| l == line),

@@ -493,6 +493,7 @@ pub fn report(
     trial: &Trial,
     verified: bool,
     limit_rps: Option<f64>,
+    baseline_rps: Option<f64>,
     config: serde_json::Value,
 ) -> crate::bench::report::Report {
     let summary = crate::bench::metrics::summarize(&trial.run.samples, trial.run.duration);
@@ -509,6 +510,7 @@ pub fn report(
         lost,
         verified,
         limit_rps,
+        baseline_rps,
         config,
         failure_windows: trial.windows.clone(),
         timeline: crate::bench::metrics::timeline(&trial.run.samples, crate::bench::metrics::SLICE),

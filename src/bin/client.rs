@@ -295,7 +295,7 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
             let took = trial.run.duration.as_secs_f64();
             println!("trial {t}: {} requests in {took:.2} s", trial.run.samples.len());
             let verified = !args.load.no_verify;
-            reports.push(stress::report(&trial, verified, limit_rps, config_json.clone()));
+            reports.push(stress::report(&trial, verified, limit_rps, None, config_json.clone()));
         }
         let report = Report::combine_trials(reports);
         println!("{}", report.console());

@@ -332,6 +332,17 @@ impl Dispatcher {
     }
 }
 
+/// The node among `members` (sorted, never empty) that serves request `id` in the static
+/// split ([`crate::config::Dispatch::StaticSplit`]): the same on every node and client, spread
+/// evenly by the id's hash (FNV-1a: stable across processes and builds).
+pub fn static_owner(id: &str, members: &[NodeId]) -> Option<NodeId> {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let at = (hash % members.len().max(1) as u64) as usize;
+    members.get(at).copied()
+}
+
 /// What an assignment means for the node that sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serve {
@@ -346,6 +357,20 @@ pub enum Serve {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_static_owner_is_a_function_of_the_id_and_spreads_evenly() {
+        let members = [1, 2, 3];
+        let mut count = BTreeMap::<NodeId, u32>::new();
+        for i in 0..3000 {
+            let id = format!("c{}-{i}", i % 7);
+            let owner = static_owner(&id, &members).unwrap();
+            assert_eq!(Some(owner), static_owner(&id, &members.clone()));
+            *count.entry(owner).or_default() += 1;
+        }
+        assert!(count.values().all(|&n| n > 900), "{count:?}");
+        assert_eq!(static_owner("x", &[]), None);
+    }
 
     fn equal(n: u32) -> Vec<Candidate> {
         (1..=n).map(|id| Candidate { id, cost: 0.002 }).collect()

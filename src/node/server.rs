@@ -50,9 +50,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::oneshot;
 
+use crate::cluster::dispatch::static_owner;
 use crate::cluster::node::{CoreStatus, Event, Node, NodeConfig, Output};
 use crate::codec::seal::SealKey;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Dispatch};
 use crate::ids::{Millis, NodeId, RequestId};
 use crate::node::http;
 use crate::node::link::{link, LinkHandle};
@@ -243,6 +244,7 @@ pub async fn run(
         http_waiters: HashMap::new(),
         latest_conn: BTreeMap::new(),
         status: status_tx,
+        static_split: (config.dispatch == Dispatch::StaticSplit).then(|| config.ids()),
         reconnects,
     };
     tasks.spawn(shell.run(input_rx));
@@ -327,6 +329,9 @@ struct Shell {
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
+    /// With the static split (the baseline), every member in id order: a request is served
+    /// by the one its id hashes to, and answered without claim or commit.
+    static_split: Option<Vec<NodeId>>,
     /// Re-connections of the peer links, counted by their tasks.
     reconnects: Arc<AtomicU64>,
 }
@@ -434,6 +439,10 @@ impl Shell {
             }
             // A failed node ignores its clients: the other nodes have the same request.
             Input::ClientRequest(..) if failed => Vec::new(),
+            Input::ClientRequest(request, reply) if self.static_split.is_some() => {
+                self.serve_static(request, reply);
+                Vec::new()
+            }
             Input::ClientRequest(request, reply) => {
                 if self.core.answers_again(&request.id, &request.resent_after) {
                     self.answer_again(request, reply);
@@ -443,8 +452,10 @@ impl Shell {
                 }
             }
             Input::HttpRequest(request, waiter) => {
-                if failed || !self.core.accepting() {
-                    let why = if failed {
+                if failed || !self.core.accepting() || self.static_split.is_some() {
+                    let why = if self.static_split.is_some() {
+                        "a static-split baseline node serves the client protocol only"
+                    } else if failed {
                         "this node is in a (simulated) failure"
                     } else {
                         "no coordinator with a majority"
@@ -499,6 +510,26 @@ impl Shell {
             },
         );
         self.core.request_arrived(self.now(), &id)
+    }
+
+    /// The static split: serves `request` if its id hashes to this node, answering on the
+    /// client's connection as soon as the job is done (no claim, no commit); else drops it
+    /// (its owner has the same request).
+    fn serve_static(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
+        let members = self.static_split.as_deref().unwrap_or_default();
+        let id = request.id.clone();
+        if static_owner(&id, members) != Some(self.id()) || self.again.contains_key(&id) {
+            return;
+        }
+        self.again.insert(id.clone(), client);
+        self.held.insert(
+            id.clone(),
+            Held {
+                request: Some(request),
+                reply_to: ReplyTo::Origin(self.id()),
+            },
+        );
+        self.serve(id);
     }
 
     /// Serves a request whose reply was lost (its client sent it again, see
