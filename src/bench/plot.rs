@@ -5,7 +5,7 @@
 //! slices): the throughput (successful requests per second, a filled area), the p50 and p99
 //! latency in milliseconds, and the requests served per second by each node (one coloured
 //! line per node). Every [`FailureWindow`] is shaded in all three panels and labelled
-//! "node N failed" in each, so a dip in throughput or a spike in latency can be read against
+//! "node N failed" (or "node N failed (coordinator)") in each, so a dip in throughput or a spike in latency can be read against
 //! the failure that caused it.
 //!
 //! Drawing happens in memory with plotters' bitmap backend; the RGB buffer is encoded to PNG
@@ -258,6 +258,14 @@ fn panel<'a, 'b>(
 }
 
 /// Shades every failure window over the panel's full height and labels it.
+/// A failure window's label: its node, and its role when it was the coordinator.
+fn window_label(w: &FailureWindow) -> String {
+    match w.coordinator {
+        true => format!("node {} failed (coordinator)", w.node),
+        false => format!("node {} failed", w.node),
+    }
+}
+
 fn shade(chart: &mut Chart<'_, '_>, windows: &[FailureWindow], top: f64) -> Result<()> {
     chart
         .draw_series(
@@ -273,8 +281,7 @@ fn shade(chart: &mut Chart<'_, '_>, windows: &[FailureWindow], top: f64) -> Resu
     chart
         .draw_series(windows.iter().map(|w| {
             // Just inside the window's top-left corner, a few pixels in from the edges.
-            EmptyElement::at((w.start_s, top))
-                + Text::new(format!("node {} failed", w.node), (6, 6), label.clone())
+            EmptyElement::at((w.start_s, top)) + Text::new(window_label(w), (6, 6), label.clone())
         }))
         .map_err(plot_error)?;
     Ok(())
