@@ -374,3 +374,50 @@ fn a_request_whose_winner_lost_its_connection_to_the_client_is_answered_by_anoth
         .sum();
     assert_eq!(served, 1);
 }
+
+#[test]
+fn the_static_split_serves_each_request_on_the_node_its_id_hashes_to_and_nowhere_else() {
+    let cluster = Cluster::start(3, &["--dispatch", "static-split", "--failures", "off"]);
+    wait_for(Duration::from_secs(30), || cluster.agreed().is_some()).expect("nodes up");
+    let nodes = cluster.config.nodes.clone();
+    let members: Vec<u32> = cluster.config.ids();
+    let key = SealKey::from_secret(cluster.config.secret.as_bytes());
+    let rt = runtime();
+    let (servers, duplicates) = rt.block_on(async {
+        let client = Client::connect(7, &nodes).await.expect("connect");
+        let mut servers = std::collections::BTreeMap::<u32, u32>::new();
+        for _ in 0..30 {
+            let secret = imgcloud::SAMPLE_IMAGE.to_vec();
+            let reply = client
+                .encrypt(secret.clone(), None, "alice", vec![])
+                .await
+                .unwrap();
+            let (meta, revealed) = decrypt_image(&reply.png, &key).unwrap();
+            assert!(
+                revealed == secret && meta.owner == "alice",
+                "{}: a wrong reply",
+                reply.id
+            );
+            let owner = imgcloud::cluster::dispatch::static_owner(&reply.id, &members);
+            assert_eq!(
+                Some(reply.served_by),
+                owner,
+                "{} served by the wrong node",
+                reply.id
+            );
+            *servers.entry(reply.served_by).or_default() += 1;
+        }
+        (servers, client.duplicates())
+    });
+    assert!(
+        servers.len() >= 2,
+        "the split spreads the requests: {servers:?}"
+    );
+    assert_eq!(duplicates, 0, "a request was answered twice");
+    // Nothing went through the protocol: no assignment, no request log entry.
+    for id in cluster.config.ids() {
+        let status = cluster.status(id).expect("status");
+        assert_eq!(status["lb_decisions"], 0, "node {id}: {status}");
+        assert_eq!(status["request_log"], 0, "node {id}: {status}");
+    }
+}
