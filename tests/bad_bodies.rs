@@ -156,24 +156,8 @@ fn no_route_of_a_node_or_a_peer_panics_on_a_bad_body() {
         .expect("the cluster agrees");
     let alice = cluster.peer("alice", "alice's password", &[]);
     let alice_addr: SocketAddr = alice.addr.clone().expect("alice online").parse().unwrap();
-    let gallery = support::output_within(
-        &mut cluster.peer_command(
-            "alice",
-            "alice's password",
-            &alice.dir,
-            &["gallery", "--json"],
-        ),
-        support::COMMAND_LIMIT,
-        "peer gallery",
-    );
-    let url: serde_json::Value = serde_json::from_slice(&gallery.stdout).expect("gallery JSON");
-    let token = url["url"]
-        .as_str()
-        .unwrap()
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let url = cluster.gallery_url(&alice, "alice's password");
+    let token = url.split("token=").nth(1).unwrap().to_string();
 
     let node = cluster.config.node(1).unwrap().http;
     for (path, limit) in [

@@ -234,18 +234,7 @@ fn peer_with_url(cluster: &Cluster, user: &str) -> (PeerProc, String) {
         "{user}'s peer did not come online:\n{}",
         cluster.log(1)
     );
-    let out = support::output_within(
-        &mut cluster.peer_command(user, &password, &peer.dir, &["gallery", "--json"]),
-        support::COMMAND_LIMIT,
-        "peer gallery",
-    );
-    assert!(
-        out.status.success(),
-        "peer gallery failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let url = answer["url"].as_str().unwrap().to_string();
+    let url = cluster.gallery_url(&peer, &password);
     let addr = peer.addr.clone().unwrap();
     assert!(
         url.starts_with(&format!("http://{addr}/?token=")),

@@ -56,24 +56,8 @@ fn every_private_route_answers_401_without_the_right_token_and_files_stay_in_the
         .expect("the cluster agrees on a coordinator");
     let alice = cluster.peer("alice", "alice's password", &[]);
     let addr = alice.addr.clone().expect("alice's peer came online");
-    let out = support::output_within(
-        &mut cluster.peer_command(
-            "alice",
-            "alice's password",
-            &alice.dir,
-            &["gallery", "--json"],
-        ),
-        support::COMMAND_LIMIT,
-        "peer gallery",
-    );
-    let url: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token = url["url"]
-        .as_str()
-        .unwrap()
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let url = cluster.gallery_url(&alice, "alice's password");
+    let token = url.split("token=").nth(1).unwrap().to_string();
     let wrong = format!("{}0", &token[..token.len() - 1]);
     let base = format!("http://{addr}");
 

@@ -521,15 +521,7 @@ impl Shell {
         if static_owner(&id, members) != Some(self.id()) || self.again.contains_key(&id) {
             return;
         }
-        self.again.insert(id.clone(), client);
-        self.held.insert(
-            id.clone(),
-            Held {
-                request: Some(request),
-                reply_to: ReplyTo::Origin(self.id()),
-            },
-        );
-        self.serve(id);
+        self.serve_directly(request, client);
     }
 
     /// Serves a request whose reply was lost (its client sent it again, see
@@ -545,6 +537,13 @@ impl Shell {
                 .to_string(),
         };
         info!(node = self.id(), request = %id, "[Node {}] serving {id} again: {why}", self.id());
+        self.serve_directly(request, client);
+    }
+
+    /// Serves `request` and answers `client` as soon as the job is done, with no claim
+    /// ([`Shell::finish`] sends the reply of a request in `again` at once).
+    fn serve_directly(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
+        let id = request.id.clone();
         self.again.insert(id.clone(), client);
         self.held.insert(
             id.clone(),

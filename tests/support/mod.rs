@@ -518,6 +518,23 @@ impl Cluster {
         }
     }
 
+    /// The gallery URL (with its login token) of `user`'s running `peer`, as
+    /// `peer gallery --json` prints it.
+    pub fn gallery_url(&self, peer: &PeerProc, password: &str) -> String {
+        let out = output_within(
+            &mut self.peer_command(&peer.user, password, &peer.dir, &["gallery", "--json"]),
+            COMMAND_LIMIT,
+            "peer gallery",
+        );
+        assert!(
+            out.status.success(),
+            "peer gallery failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("gallery JSON");
+        answer["url"].as_str().expect("a url").to_string()
+    }
+
     /// The `peer` command for `user` against this cluster, with `args` (a subcommand).
     pub fn peer_command(&self, user: &str, password: &str, dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_peer"));
