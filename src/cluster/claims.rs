@@ -9,6 +9,19 @@
 //! since the majorities would share a node, which votes once. Committed requests are in the
 //! request log, which then answers for the vote (and the vote is forgotten).
 //!
+//! **Takeovers.** A node may also claim a request *before* serving it ([`ClaimKind::Takeover`]):
+//! when no live coordinator has assigned a request it holds (see
+//! [`crate::cluster::dispatch::TAKEOVER_HOLD_MS`]). The peers vote exactly as for a finished
+//! job's claim; the node serves only once a majority holds it as the winner, and gives the
+//! takeover up at the first answer that names another node (it withdraws, so that nobody keeps
+//! a vote for it). After the job it claims the result as usual: a server replies only on the
+//! votes it holds at that moment, so a takeover changes nothing about "at most one reply".
+//!
+//! **Withdrawals void answers.** When a node withdraws its claim, the answers that named it
+//! (given to other claimants of the same request) are void: the answerers forgot that vote.
+//! [`Claims::void_answers`] removes them so that the claim is asked again, and a split between
+//! a takeover and an assigned server, with the third voter silent, resolves at once.
+//!
 //! Implementation caveats: votes live in memory, so a node that restarts forgets them (it
 //! votes again only once it has merged a majority's log, which holds every commit that
 //! majority heard of); a server that wins and dies before replying leaves its request
@@ -27,6 +40,19 @@ pub const CLAIM_RETRY_MS: u64 = 500;
 pub const CLAIM_TTL_MS: u64 = PENDING_TTL_MS;
 /// At most this many finished results wait for a majority; beyond, the oldest is dropped.
 pub const MAX_OPEN_CLAIMS: usize = 1_000;
+/// A takeover still undecided after this long is given up: the request waits for the
+/// coordinator's assignment (a majority of voters is silent, and a new coordinator will need
+/// them too).
+pub const TAKEOVER_TTL_MS: u64 = 2 * CLAIM_RETRY_MS;
+
+/// What a claim asks the peers to hold this node as the winner of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A finished job's result: reply once a majority holds this node.
+    Result,
+    /// A request that no live coordinator assigned: serve it once a majority holds this node.
+    Takeover,
+}
 
 /// What a claim's answers decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,17 +72,29 @@ pub struct DueClaims {
     pub expired: Vec<RequestId>,
     /// The oldest claims beyond [`MAX_OPEN_CLAIMS`]: given up.
     pub evicted: Vec<RequestId>,
+    /// Takeovers undecided for [`TAKEOVER_TTL_MS`] (or evicted): given up, the request waits
+    /// for its assignment.
+    pub abandoned: Vec<RequestId>,
 }
 
-/// One of this node's finished requests, waiting for a majority.
+/// One of this node's claims, waiting for a majority.
 #[derive(Clone, Debug)]
 struct Open {
-    /// When the job finished.
+    kind: ClaimKind,
+    /// This node (the claimant).
+    me: NodeId,
+    /// When the claim was opened (the job finished, or the takeover began).
     since: Millis,
     /// When the claim was last sent (its key in the retry queue).
     sent: Millis,
-    /// Every node that answered (this one included), and whether it named this node.
-    answers: Vec<(NodeId, bool)>,
+    /// Every node that answered (this one included), and the winner it named.
+    answers: Vec<(NodeId, NodeId)>,
+}
+
+impl Open {
+    fn answered(&self, node: NodeId) -> bool {
+        self.answers.iter().any(|&(n, _)| n == node)
+    }
 }
 
 /// The winner a node holds for one uncommitted request.
@@ -171,13 +209,40 @@ impl Claims {
         own: Option<NodeId>,
         members: usize,
     ) -> (bool, Option<Verdict>) {
+        self.open_kind(now, id, me, own, members, ClaimKind::Result)
+    }
+
+    /// Opens a takeover of `id` by `me`, whose own vote is `own` (see [`ClaimKind::Takeover`]);
+    /// as [`Claims::open_claim`].
+    pub fn open_takeover(
+        &mut self,
+        now: Millis,
+        id: &str,
+        me: NodeId,
+        own: NodeId,
+        members: usize,
+    ) -> (bool, Option<Verdict>) {
+        self.open_kind(now, id, me, Some(own), members, ClaimKind::Takeover)
+    }
+
+    fn open_kind(
+        &mut self,
+        now: Millis,
+        id: &str,
+        me: NodeId,
+        own: Option<NodeId>,
+        members: usize,
+        kind: ClaimKind,
+    ) -> (bool, Option<Verdict>) {
         if self.open.contains_key(id) {
             return (false, None);
         }
-        let answers = own.map(|w| vec![(me, w == me)]).unwrap_or_default();
+        let answers = own.map(|w| vec![(me, w)]).unwrap_or_default();
         self.open.insert(
             id.to_string(),
             Open {
+                kind,
+                me,
                 since: now,
                 sent: now,
                 answers,
@@ -187,40 +252,62 @@ impl Claims {
         (true, self.verdict(id, members))
     }
 
-    /// Records `from`'s answer to this node's claim of `id` (`for_me`: it named this node);
-    /// returns the verdict once there is one. Repeated answers count once.
+    /// Records `from`'s answer to this node's claim of `id`: the winner it holds. Returns the
+    /// verdict once there is one. Repeated answers count once.
     pub fn answer(
         &mut self,
         id: &str,
         from: NodeId,
-        for_me: bool,
+        winner: NodeId,
         members: usize,
     ) -> Option<Verdict> {
         let open = self.open.get_mut(id)?;
-        if open.answers.iter().any(|&(n, _)| n == from) {
+        if open.answered(from) {
             return None;
         }
-        open.answers.push((from, for_me));
+        open.answers.push((from, winner));
         self.verdict(id, members)
+    }
+
+    /// `node` withdrew its claim of `id`: every answer to this node's claim of `id` that named
+    /// `node` is void (its answerer forgot that vote). Returns the answerers, to be asked again
+    /// (this node among them if its own vote named `node`).
+    pub fn void_answers(&mut self, id: &str, node: NodeId) -> Vec<NodeId> {
+        let Some(open) = self.open.get_mut(id) else {
+            return Vec::new();
+        };
+        let void: Vec<NodeId> = open
+            .answers
+            .iter()
+            .filter(|&&(_, named)| named == node)
+            .map(|&(answerer, _)| answerer)
+            .collect();
+        open.answers.retain(|&(_, named)| named != node);
+        void
     }
 
     fn verdict(&self, id: &str, members: usize) -> Option<Verdict> {
         let open = self.open.get(id)?;
         let majority = members / 2 + 1;
-        let yes = open.answers.iter().filter(|(_, y)| *y).count();
+        let yes = open.answers.iter().filter(|&&(_, w)| w == open.me).count();
         let no = open.answers.len() - yes;
         if yes >= majority {
             Some(Verdict::Won)
-        } else if no > members - majority {
+        } else if no > members - majority || (open.kind == ClaimKind::Takeover && no > 0) {
             Some(Verdict::Lost)
         } else {
             None
         }
     }
 
-    /// Closes the claim of `id` (decided); returns whether it was open.
-    pub fn close(&mut self, id: &str) -> bool {
-        self.open.remove(id).is_some()
+    /// Closes the claim of `id` (decided); returns its kind if it was open.
+    pub fn close(&mut self, id: &str) -> Option<ClaimKind> {
+        self.open.remove(id).map(|o| o.kind)
+    }
+
+    /// The kind of this node's open claim of `id`, if any.
+    pub fn kind_of(&self, id: &str) -> Option<ClaimKind> {
+        self.open.get(id).map(|o| o.kind)
     }
 
     /// The peers among `peers` that have not answered the claim of `id`.
@@ -231,7 +318,7 @@ impl Claims {
         peers
             .iter()
             .copied()
-            .filter(|p| !open.answers.iter().any(|&(n, _)| n == *p))
+            .filter(|&p| !open.answered(p))
             .collect()
     }
 
@@ -240,18 +327,24 @@ impl Claims {
     pub fn due(&mut self, now: Millis) -> DueClaims {
         let mut due = DueClaims::default();
         while let Some((sent, id)) = self.retry.front().cloned() {
-            let current = self.open.get(&id).map(|o| (o.sent, o.since));
+            let current = self.open.get(&id).map(|o| (o.sent, o.since, o.kind));
             match current {
                 // Decided, or queued again since: a stale entry.
                 None => {}
-                Some((s, _)) if s != sent => {}
-                Some((_, since)) => {
-                    if self.open.len() > MAX_OPEN_CLAIMS {
+                Some((s, _, _)) if s != sent => {}
+                Some((_, since, kind)) => {
+                    let ttl = match kind {
+                        ClaimKind::Result => CLAIM_TTL_MS,
+                        ClaimKind::Takeover => TAKEOVER_TTL_MS,
+                    };
+                    let evict = self.open.len() > MAX_OPEN_CLAIMS;
+                    if evict || now.saturating_sub(since) >= ttl {
                         self.open.remove(&id);
-                        due.evicted.push(id);
-                    } else if now.saturating_sub(since) >= CLAIM_TTL_MS {
-                        self.open.remove(&id);
-                        due.expired.push(id);
+                        match (kind, evict) {
+                            (ClaimKind::Takeover, _) => due.abandoned.push(id),
+                            (ClaimKind::Result, true) => due.evicted.push(id),
+                            (ClaimKind::Result, false) => due.expired.push(id),
+                        }
                     } else if now.saturating_sub(sent) >= CLAIM_RETRY_MS {
                         if let Some(o) = self.open.get_mut(&id) {
                             o.sent = now;
@@ -318,33 +411,69 @@ mod tests {
         // Three nodes: own vote plus one answer wins; two answers for others lose.
         let mut c = Claims::default();
         assert_eq!(c.open_claim(0, "a", 1, Some(1), 3), (true, None));
-        assert_eq!(c.answer("a", 2, true, 3), Some(Verdict::Won));
-        assert!(c.close("a"));
+        assert_eq!(c.answer("a", 2, 1, 3), Some(Verdict::Won));
+        assert_eq!(c.close("a"), Some(ClaimKind::Result));
         c.open_claim(0, "b", 1, Some(1), 3);
         assert_eq!(
-            c.answer("b", 2, false, 3),
+            c.answer("b", 2, 9, 3),
             None,
             "one answer against is not enough"
         );
         assert_eq!(
-            c.answer("b", 2, false, 3),
+            c.answer("b", 2, 9, 3),
             None,
             "a repeated answer counts once"
         );
-        assert_eq!(c.answer("b", 3, false, 3), Some(Verdict::Lost));
+        assert_eq!(c.answer("b", 3, 9, 3), Some(Verdict::Lost));
         // Own vote already for another node: two answers against, nothing can save it.
         c.open_claim(0, "c", 1, Some(2), 3);
-        assert_eq!(c.answer("c", 2, false, 3), Some(Verdict::Lost));
+        assert_eq!(c.answer("c", 2, 9, 3), Some(Verdict::Lost));
         // Five nodes: one answer against does not decide; three for win.
         c.open_claim(0, "d", 1, Some(1), 5);
-        assert_eq!(c.answer("d", 2, false, 5), None);
-        assert_eq!(c.answer("d", 3, true, 5), None);
-        assert_eq!(c.answer("d", 4, true, 5), Some(Verdict::Won));
+        assert_eq!(c.answer("d", 2, 9, 5), None);
+        assert_eq!(c.answer("d", 3, 1, 5), None);
+        assert_eq!(c.answer("d", 4, 1, 5), Some(Verdict::Won));
         // One node: its own vote decides at once.
         assert_eq!(
             c.open_claim(0, "e", 1, Some(1), 1),
             (true, Some(Verdict::Won))
         );
+    }
+
+    #[test]
+    fn a_takeover_wins_with_a_majority_and_is_given_up_at_the_first_answer_against() {
+        let mut c = Claims::default();
+        assert_eq!(c.open_takeover(0, "a", 1, 1, 3), (true, None));
+        assert_eq!(c.answer("a", 2, 1, 3), Some(Verdict::Won));
+        assert_eq!(c.close("a"), Some(ClaimKind::Takeover));
+        c.open_takeover(0, "b", 1, 1, 5);
+        assert_eq!(
+            c.answer("b", 2, 3, 5),
+            Some(Verdict::Lost),
+            "node 2 holds node 3: someone else may be serving it"
+        );
+        c.close("b");
+        // Undecided takeovers are given up sooner than results.
+        c.open_takeover(0, "c", 1, 1, 3);
+        c.open_claim(0, "d", 1, Some(1), 3);
+        let due = c.due(TAKEOVER_TTL_MS);
+        assert_eq!(due.abandoned, vec!["c".to_string()]);
+        assert!(due.expired.is_empty());
+        assert_eq!(c.kind_of("d"), Some(ClaimKind::Result));
+    }
+
+    /// Issue 30: a takeover and an assigned server each held themselves with the third voter
+    /// silent; when the takeover withdrew, the server's claim still counted its answer.
+    #[test]
+    fn answers_naming_a_claimant_that_withdrew_are_void_and_asked_again() {
+        let mut c = Claims::default();
+        c.open_claim(0, "a", 1, Some(1), 3);
+        assert_eq!(c.answer("a", 2, 2, 3), None, "node 2 holds itself");
+        assert_eq!(c.void_answers("a", 3), Vec::<NodeId>::new());
+        assert_eq!(c.void_answers("a", 2), vec![2], "node 2 withdrew");
+        assert_eq!(c.unanswered("a", &[2, 3]), vec![2, 3]);
+        assert_eq!(c.answer("a", 2, 1, 3), Some(Verdict::Won));
+        assert!(c.void_answers("nothing open", 2).is_empty());
     }
 
     #[test]
@@ -356,7 +485,7 @@ mod tests {
         let due = c.due(CLAIM_RETRY_MS);
         assert_eq!(due.resend, vec!["a".to_string()]);
         assert_eq!(c.unanswered("a", &[2, 3]), vec![2, 3]);
-        c.answer("a", 2, false, 3);
+        c.answer("a", 2, 9, 3);
         assert_eq!(c.unanswered("a", &[2, 3]), vec![3]);
         assert_eq!(c.due(CLAIM_RETRY_MS + 10).resend, vec!["b".to_string()]);
         c.close("b");

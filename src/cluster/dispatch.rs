@@ -21,6 +21,19 @@
 //! assigned to a node that is gone. A node that holds an unassigned request for
 //! [`REPORT_AFTER_MS`] reports it to the coordinator, which may never have received it.
 //!
+//! **Taking over what no coordinator assigns.** When the coordinator goes silent, requests
+//! would wait for the failure detector and an election (about a second). Instead, a node that
+//! holds a request unassigned (or assigned to the coordinator) for [`TAKEOVER_HOLD_MS`] and
+//! has not heard the coordinator for as long enters *takeover mode* until it hears it again.
+//! In that mode every request it holds unassigned is taken over by the nodes it hears (the
+//! coordinator left out) in turn: the request's fallback server ([`static_owner`] over them)
+//! at once, the next one [`TAKEOVER_STEP_MS`] later (in case the first lacks the payload or
+//! is gone too), and so on. A node claims the request *before* serving it
+//! and serves only once a majority holds it as the winner
+//! ([`crate::cluster::claims::ClaimKind::Takeover`]). A slow coordinator, an assignment that
+//! reached one node and not another, two nodes that disagree on who hears whom: each ends in at
+//! most one server winning the votes, never in two replies.
+//!
 //! **Claims: at most one reply.** Reassignment means two nodes may finish the same request;
 //! the claim quorum in [`crate::cluster::claims`] makes sure only one of them replies.
 //!
@@ -43,6 +56,16 @@ pub const DECLINE_AFTER_MS: u64 = 200;
 /// longer ([`crate::cluster::log::LOG_RETENTION_MS`]), so a held request never outlives its
 /// commit's entry.
 pub const PENDING_TTL_MS: u64 = 60_000;
+/// A node that holds a request unassigned this long, without hearing from the coordinator
+/// for as long, takes over what the coordinator does not assign (see the module). A live
+/// coordinator assigns within a few milliseconds, and under load its assignments arrive every
+/// millisecond or so.
+pub const TAKEOVER_HOLD_MS: u64 = 30;
+/// How much longer each next node in a request's takeover order waits (see the module).
+pub const TAKEOVER_STEP_MS: u64 = 100;
+/// The attempt number of a takeover: above any assignment of the same epoch, so that a late
+/// assignment from the silent coordinator does not start a second job for it.
+pub const TAKEOVER_ATTEMPT: u32 = u32::MAX;
 /// The smallest per-request cost assumed for a node (seconds), so idle nodes still compare.
 pub const MIN_COST_S: f64 = 0.000_1;
 
@@ -74,6 +97,8 @@ struct Pending {
     reported_at: Option<Millis>,
     /// Since when this node was chosen without having the payload.
     awaiting_payload: Option<Millis>,
+    /// Whether this node already tried to take it over (it tries once).
+    takeover_tried: bool,
 }
 
 impl Pending {
@@ -86,6 +111,7 @@ impl Pending {
             serving: false,
             reported_at: None,
             awaiting_payload: None,
+            takeover_tried: false,
         }
     }
 }
@@ -254,6 +280,58 @@ impl Dispatcher {
             }
         }
         due
+    }
+
+    /// Requests this node may take over (see [`Node`'s takeovers](crate::cluster::node)),
+    /// with how long each has been held: it has the payload, does not serve them and has not
+    /// tried to take them over yet, and they are unassigned or assigned to `silent` (the
+    /// coordinator that is not heard).
+    pub fn stalled(&self, now: Millis, silent: Option<NodeId>) -> Vec<(RequestId, Millis)> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| {
+                p.assigned.is_none_or(|(s, _)| Some(s) == silent)
+                    && p.local
+                    && !p.serving
+                    && !p.takeover_tried
+            })
+            .map(|(id, p)| (id.clone(), now.saturating_sub(p.arrived)))
+            .collect()
+    }
+
+    /// Records that this node tried to take `id` over (it tries once).
+    pub fn tried_takeover(&mut self, id: &str) {
+        if let Some(p) = self.pending.get_mut(id) {
+            p.takeover_tried = true;
+        }
+    }
+
+    /// A majority holds `me` as the winner of `id` before anyone serves it (a takeover):
+    /// records `me` as its server in `epoch` and returns whether `me` must serve it now (it has
+    /// the payload and does not serve it yet).
+    pub fn take_over(&mut self, id: &str, me: NodeId, epoch: Epoch) -> bool {
+        let Some(p) = self.pending.get_mut(id) else {
+            return false;
+        };
+        p.assigned = Some((me, TAKEOVER_ATTEMPT));
+        p.assigned_epoch = p.assigned_epoch.max(epoch);
+        let serve = p.local && !p.serving;
+        p.serving |= serve;
+        serve
+    }
+
+    /// Whether this node is serving `id` (its job started and has not been dropped).
+    pub fn is_serving(&self, id: &str) -> bool {
+        self.pending.get(id).is_some_and(|p| p.serving)
+    }
+
+    /// The requests `me` took over and is serving (their votes must be withdrawn if it stops).
+    pub fn taken_over(&self, me: NodeId) -> Vec<RequestId> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.serving && p.assigned == Some((me, TAKEOVER_ATTEMPT)))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The coordinator's count of requests assigned to `node` and not yet served.

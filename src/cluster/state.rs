@@ -48,6 +48,9 @@ pub struct Counters {
     pub served: u64,
     /// Load-balancing decisions this node made as coordinator.
     pub lb_decisions: u64,
+    /// Requests this node took over while no live coordinator assigned them (a majority held
+    /// it as their winner before it served them).
+    pub takeovers: u64,
 }
 
 impl Counters {
@@ -59,6 +62,7 @@ impl Counters {
         self.recoveries = self.recoveries.max(other.recoveries);
         self.served = self.served.max(other.served);
         self.lb_decisions = self.lb_decisions.max(other.lb_decisions);
+        self.takeovers = self.takeovers.max(other.takeovers);
         *self != before
     }
 }

@@ -19,7 +19,7 @@ use crate::wire::request::{EncryptReply, EncryptRequest};
 /// sync request the requester's summaries). Version 5: `EncryptRequest::resent_after`
 /// (a lost reply is served again). Version 6: it lists every node whose connection closed.
 /// Version 7: the store's ledger rows (in snapshots) carry `Grant::revoked`.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

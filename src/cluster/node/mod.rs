@@ -26,14 +26,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
-use crate::cluster::claims::{Claims, Verdict};
+use crate::cluster::claims::{ClaimKind, Claims, Verdict};
 use crate::ids::{Epoch, Millis, NodeId, RequestId};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::detector::Detector;
-use crate::cluster::dispatch::{Assignment, Candidate, Dispatcher, Serve};
+use crate::cluster::dispatch::{static_owner, Assignment, Candidate, Dispatcher, Serve};
 use crate::cluster::log::{gen_at, log_key, Gen, LogKey};
 use crate::cluster::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 use crate::config::{FailureSim, Timing};
@@ -113,6 +113,9 @@ pub struct Node {
     load: f64,
     cost: f64,
     dispatcher: Dispatcher,
+    /// Whether this node takes over the requests no coordinator assigns (see
+    /// [`Node::take_over_stalled`]); updated every tick.
+    takeover_mode: bool,
     claims: Claims,
     /// Claims, answers and commits per peer, until the next flush.
     outbox: BTreeMap<NodeId, ClaimBatch>,
@@ -197,6 +200,7 @@ impl Node {
             load: 0.0,
             cost: 0.0,
             dispatcher: Dispatcher::default(),
+            takeover_mode: false,
             claims: Claims::default(),
             outbox: BTreeMap::new(),
             link: 0,
@@ -522,6 +526,9 @@ impl Node {
             if !ids.is_empty() {
                 self.send(c, Message::Unassigned { ids });
             }
+        }
+        if !self.is_coordinator() {
+            self.take_over_stalled(now);
         }
         for id in self.dispatcher.due_declines(now) {
             if self.is_coordinator() {

@@ -8,6 +8,7 @@
 //! answers and commits are gathered per peer and leave on [`Node::flush`] (and every tick).
 
 use super::*;
+use crate::cluster::dispatch::{TAKEOVER_HOLD_MS, TAKEOVER_STEP_MS};
 
 /// How long a restarted node remembers the commits of its previous run (see
 /// [`Node::answers_again`]); longer than clients wait for a reply.
@@ -66,6 +67,10 @@ impl Node {
             self.on_assign(now, a.server, self.epoch, a);
         } else if self.is_coordinator() {
             self.assign(now, id, None);
+        } else if self.takeover_mode {
+            if let Some(order) = self.takeover_order(now) {
+                self.try_take_over(now, id, 0, &order);
+            }
         }
         self.take_output()
     }
@@ -82,6 +87,11 @@ impl Node {
             // Committed already (by another node, or by this one for an earlier job).
             self.out.push(Output::Drop(id.to_string()));
             return self.take_output();
+        }
+        if self.claims.kind_of(id) == Some(ClaimKind::Takeover) {
+            // Served on an assignment while its takeover was still being voted on: the result
+            // is claimed now (the votes for this node stay).
+            self.claims.close(id);
         }
         let own = self.synced.then(|| self.claims.vote(now, id, self.id, 0));
         let members = self.members.len();
@@ -184,7 +194,7 @@ impl Node {
         if self.dispatcher.served(id) {
             self.out.push(Output::Forget(id.to_string()));
         }
-        if self.claims.close(id) {
+        if self.claims.close(id) == Some(ClaimKind::Result) {
             // Someone else's commit decided this node's open claim.
             self.out.push(Output::Drop(id.to_string()));
         }
@@ -194,8 +204,31 @@ impl Node {
         for (id, server, gen) in batch.served {
             self.on_served(now, &id, server, gen);
         }
+        let members = self.members.len();
+        // Answers first: a withdrawal in the same batch voids those that named the sender.
+        for (id, winner) in batch.acks {
+            if let Some(verdict) = self.claims.answer(&id, from, winner, members) {
+                self.decide_claim(&id, verdict);
+            }
+        }
+        // Withdrawals before claims: a claim in the same batch came after the withdrawal.
         for id in batch.withdrawn {
             self.claims.withdraw(&id, from);
+            // Answers to this node's own claim that named `from` are void: ask again.
+            for answerer in self.claims.void_answers(&id, from) {
+                if answerer == self.id {
+                    let own = self.claims.vote(now, &id, self.id, 0);
+                    if let Some(verdict) = self.claims.answer(&id, self.id, own, members) {
+                        self.decide_claim(&id, verdict);
+                    }
+                } else {
+                    self.outbox
+                        .entry(answerer)
+                        .or_default()
+                        .claims
+                        .push(id.clone());
+                }
+            }
         }
         for id in batch.claims {
             let winner = match self.replicated.log.server_of(&id) {
@@ -207,21 +240,15 @@ impl Node {
             };
             self.outbox.entry(from).or_default().acks.push((id, winner));
         }
-        let members = self.members.len();
-        for (id, winner) in batch.acks {
-            if let Some(verdict) = self.claims.answer(&id, from, winner == self.id, members) {
-                self.decide_claim(&id, verdict);
-            }
-        }
     }
 
     /// Applies the verdict on this node's claim of `id`.
     pub(super) fn decide_claim(&mut self, id: &str, verdict: Verdict) {
-        if !self.claims.close(id) {
+        let Some(kind) = self.claims.close(id) else {
             return;
-        }
-        match verdict {
-            Verdict::Won => {
+        };
+        match (kind, verdict) {
+            (ClaimKind::Result, Verdict::Won) => {
                 let gen = self.replicated.log.current();
                 if self.replicated.log.record(id, self.id, gen) {
                     self.changed();
@@ -238,10 +265,126 @@ impl Node {
                         .push((id.to_string(), me, gen));
                 }
             }
-            Verdict::Lost => {
+            (ClaimKind::Result, Verdict::Lost) => {
                 self.dispatcher.lost(id);
                 self.out.push(Output::Drop(id.to_string()));
             }
+            (ClaimKind::Takeover, Verdict::Won) => {
+                if self.dispatcher.take_over(id, self.id, self.epoch) {
+                    self.bump_counters(|c| c.takeovers += 1);
+                    self.out.push(Output::Serve(id.to_string()));
+                } else if !self.dispatcher.is_serving(id) {
+                    // The payload went meanwhile (committed elsewhere, or expired).
+                    self.abandon_takeover(id);
+                }
+            }
+            (ClaimKind::Takeover, Verdict::Lost) => self.abandon_takeover(id),
+        }
+    }
+
+    /// Gives up this node's takeover of `id` before serving it: its own vote and the peers'
+    /// votes for it go, so that the request's assigned server (or a later one) can win.
+    pub(super) fn abandon_takeover(&mut self, id: &str) {
+        self.claims.withdraw(id, self.id);
+        for p in self.peer_ids() {
+            self.outbox
+                .entry(p)
+                .or_default()
+                .withdrawn
+                .push(id.to_string());
+        }
+    }
+
+    /// The order in which the nodes this node hears take over a request, and this node's
+    /// place in it; `None` while the coordinator has been heard within [`TAKEOVER_HOLD_MS`]
+    /// (or this node is it), or without a majority to vote.
+    fn takeover_order(&self, now: Millis) -> Option<(Vec<NodeId>, usize)> {
+        if !self.synced || self.is_coordinator() {
+            return None;
+        }
+        let coordinator = self.coordinator;
+        let heard_within = |p: &Peer, window: u64| {
+            p.detector
+                .last_heard()
+                .is_some_and(|t| now.saturating_sub(t) < window)
+        };
+        let coordinator_heard = coordinator
+            .and_then(|c| self.peers.get(&c))
+            .is_some_and(|p| heard_within(p, TAKEOVER_HOLD_MS));
+        if coordinator_heard {
+            return None;
+        }
+        let mut heard: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|&(&id, p)| {
+                Some(id) != coordinator
+                    && p.state == NodeState::Active
+                    && heard_within(p, 2 * self.timing.heartbeat_ms)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        heard.push(self.id);
+        heard.sort_unstable();
+        let me_at = heard.iter().position(|&n| n == self.id)?;
+        (heard.len() >= self.majority()).then_some((heard, me_at))
+    }
+
+    /// Takes over the requests that no live coordinator assigns (see
+    /// [`crate::cluster::dispatch`]). Once this node holds a request unassigned for
+    /// [`TAKEOVER_HOLD_MS`] without hearing the coordinator, it is in *takeover mode* until the
+    /// coordinator is heard again: each request it holds unassigned is claimed before it is
+    /// served, by the request's fallback server at once and by the next ones in turn.
+    pub(super) fn take_over_stalled(&mut self, now: Millis) {
+        let Some(order) = self.takeover_order(now) else {
+            self.takeover_mode = false;
+            return;
+        };
+        let stalled = self.dispatcher.stalled(now, self.coordinator);
+        self.takeover_mode |= stalled.iter().any(|&(_, held)| held >= TAKEOVER_HOLD_MS);
+        if !self.takeover_mode {
+            return;
+        }
+        for (id, held) in stalled {
+            self.try_take_over(now, &id, held, &order);
+        }
+    }
+
+    /// Takes over request `id`, held for `held` ms, if it is this node's turn in `order`.
+    pub(super) fn try_take_over(
+        &mut self,
+        now: Millis,
+        id: &str,
+        held: Millis,
+        (heard, me_at): &(Vec<NodeId>, usize),
+    ) {
+        // This node's turn: its distance after the request's fallback server.
+        let first = static_owner(id, heard)
+            .and_then(|f| heard.iter().position(|&n| n == f))
+            .unwrap_or(0);
+        let turn = (me_at + heard.len() - first) % heard.len();
+        if held < turn as u64 * TAKEOVER_STEP_MS {
+            return;
+        }
+        self.dispatcher.tried_takeover(id);
+        if self.already_served(id) || self.claims.vote(now, id, self.id, 0) != self.id {
+            return;
+        }
+        let members = self.members.len();
+        let (new, verdict) = self
+            .claims
+            .open_takeover(now, id, self.id, self.id, members);
+        if new {
+            for p in self.peer_ids() {
+                self.outbox
+                    .entry(p)
+                    .or_default()
+                    .claims
+                    .push(id.to_string());
+            }
+        }
+        if let Some(verdict) = verdict {
+            self.decide_claim(id, verdict);
         }
     }
 
@@ -289,8 +432,7 @@ impl Node {
     /// commit message would have done.
     pub(super) fn settle_merged(&mut self) {
         for id in self.claims.open_ids() {
-            if self.already_served(&id) {
-                self.claims.close(&id);
+            if self.already_served(&id) && self.claims.close(&id) == Some(ClaimKind::Result) {
                 self.out.push(Output::Drop(id));
             }
         }
@@ -324,6 +466,9 @@ impl Node {
                     "too many results wait for a majority; dropped the oldest",
                 )
             }));
+        for id in due.abandoned {
+            self.abandon_takeover(&id);
+        }
         for (id, reason) in given_up.collect::<Vec<_>>() {
             self.give_up(now, &id);
             self.emit(Event::ResultDropped {

@@ -21,6 +21,8 @@ impl Node {
         self.election_due = None;
         self.state = NodeState::Failed;
         self.failed_until = now.saturating_add(duration_ms);
+        // Requests it took over and serves: the votes for it go with the results.
+        let taken_over = self.dispatcher.taken_over(self.id);
         for id in self.dispatcher.clear() {
             self.out.push(Output::Forget(id));
         }
@@ -28,11 +30,13 @@ impl Node {
         // may already be on their way) and the withdrawal of its undecided claims, whose
         // results it drops, so that the peers' votes for it go and a survivor can win them
         // (otherwise those requests would wait for its return).
-        let withdrawn = self.claims.open_ids();
+        let mut withdrawn = self.claims.open_ids();
         for id in &withdrawn {
-            self.claims.close(id);
-            self.out.push(Output::Drop(id.clone()));
+            if self.claims.close(id) == Some(ClaimKind::Result) {
+                self.out.push(Output::Drop(id.clone()));
+            }
         }
+        withdrawn.extend(taken_over);
         for p in self.peer_ids() {
             let batch = self.outbox.entry(p).or_default();
             batch.claims.clear();
