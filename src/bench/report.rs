@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! total succeeded failed failed_by_cause{cause: n} success_rate duration_s throughput_rps
-//! latency_ms{avg p50 p95 p99 max} served_per_node{node: n} lb_decisions elections
+//! latency_ms{avg p50 p95 p99 max} served_per_node{node: n} lb_decisions takeovers elections
 //! failures_injected duplicates late lost verified limit_rps baseline_rps efficiency
 //! trials[] trials_ci{figure: {mean half_width n}} config{flag: value}
 //! failure_windows[{node start_s end_s coordinator}]
@@ -79,6 +79,8 @@ pub struct FailureWindow {
 pub struct Extras {
     /// Load-balancing decisions the cluster reported.
     pub lb_decisions: u64,
+    /// Requests the cluster's nodes took over while no coordinator assigned them.
+    pub takeovers: u64,
     /// Elections that took place during the run.
     pub elections: u64,
     /// Requests served more than once.
@@ -109,6 +111,9 @@ pub struct Report {
     pub summary: Summary,
     /// Load-balancing decisions.
     pub lb_decisions: u64,
+    /// Requests taken over while no coordinator assigned them (see
+    /// [`crate::cluster::dispatch`]).
+    pub takeovers: u64,
     /// Elections during the run.
     pub elections: u64,
     /// Failures injected (the length of `failure_windows`).
@@ -170,6 +175,7 @@ impl Report {
         Report {
             summary,
             lb_decisions: extras.lb_decisions,
+            takeovers: extras.takeovers,
             elections: extras.elections,
             failures_injected: extras.failure_windows.len() as u64,
             duplicates: extras.duplicates,
@@ -283,6 +289,7 @@ impl Report {
             lb_decisions: count(figure("lb_decisions".into(), &|r| {
                 Some(r.lb_decisions as f64)
             })),
+            takeovers: count(figure("takeovers".into(), &|r| Some(r.takeovers as f64))),
             elections: count(figure("elections".into(), &|r| Some(r.elections as f64))),
             failures_injected: count(figure("failures_injected".into(), &|r| {
                 Some(r.failures_injected as f64)
@@ -360,6 +367,7 @@ impl Report {
         row(&mut out, "  Average", format!("{:.2} ms", s.latency_ms.avg));
         row(&mut out, "  P95", format!("{:.0} ms", s.latency_ms.p95));
         let _ = writeln!(out, "\nLoad Balancing Decisions: {}", self.lb_decisions);
+
         // The extension underneath.
         out.push_str("\nLatency Detail:\n");
         row(&mut out, "  P50", format!("{:.0} ms", s.latency_ms.p50));
@@ -393,6 +401,11 @@ impl Report {
         }
         out.push('\n');
         row(&mut out, "Elections", self.elections);
+        row(
+            &mut out,
+            "Taken Over",
+            format!("{} (no live coordinator assigned them)", self.takeovers),
+        );
         row(&mut out, "Simulated Failures", self.failures_injected);
         for w in &self.failure_windows {
             let role = if w.coordinator {
@@ -574,6 +587,7 @@ mod tests {
             "latency_ms",
             "served_per_node",
             "lb_decisions",
+            "takeovers",
             "elections",
             "failures_injected",
             "duplicates",
@@ -666,6 +680,7 @@ Load Balancing Decisions: 10000
             "Failed By Cause:       none",
             "  node 2:              3300 (33.0%)",
             "Elections:             1",
+            "Taken Over:            0 (no live coordinator assigned them)",
             "Simulated Failures:    1",
             "  node 2 failed at 20.00 s, back at 34.00 s",
             "Late Replies:          0",

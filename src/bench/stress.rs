@@ -252,6 +252,8 @@ pub struct ClusterCounters {
     pub failures: u64,
     /// Load-balancing decisions, summed over the nodes.
     pub lb_decisions: u64,
+    /// Requests taken over while no coordinator assigned them, summed over the nodes.
+    pub takeovers: u64,
     /// Encryption jobs completed, summed over the nodes.
     pub encryptions: u64,
 }
@@ -265,6 +267,7 @@ impl ClusterCounters {
                 c.elections = c.elections.max(s.core.elections as u64);
                 c.failures = c.failures.max(s.core.failures as u64);
                 c.lb_decisions += s.lb_decisions;
+                c.takeovers += s.takeovers;
                 c.encryptions += s.encryptions;
             }
         }
@@ -277,6 +280,7 @@ impl ClusterCounters {
             elections: self.elections.saturating_sub(before.elections),
             failures: self.failures.saturating_sub(before.failures),
             lb_decisions: self.lb_decisions.saturating_sub(before.lb_decisions),
+            takeovers: self.takeovers.saturating_sub(before.takeovers),
             encryptions: self.encryptions.saturating_sub(before.encryptions),
         }
     }
@@ -504,6 +508,7 @@ pub fn report(
         .unwrap_or(0);
     let extras = crate::bench::report::Extras {
         lb_decisions: trial.counters.lb_decisions,
+        takeovers: trial.counters.takeovers,
         elections: trial.counters.elections,
         duplicates: trial.run.duplicates,
         late: trial.run.late,

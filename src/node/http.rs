@@ -502,6 +502,12 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             one(status.lb_decisions as f64),
         ),
         (
+            "takeovers_total",
+            "counter",
+            "Requests taken over while no live coordinator assigned them.",
+            one(status.takeovers as f64),
+        ),
+        (
             "peer_link_reconnects_total",
             "counter",
             "Times a link to another node came up again after it had been up and broke.",

@@ -149,6 +149,8 @@ pub struct NodeStatus {
     pub encryptions: u64,
     /// Load-balancing decisions this node made as coordinator.
     pub lb_decisions: u64,
+    /// Requests this node took over while no live coordinator assigned them.
+    pub takeovers: u64,
     /// Encryptions running now.
     pub in_flight: usize,
     /// Encryptions waiting for a worker.
@@ -302,6 +304,7 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         core,
         encryptions: 0,
         lb_decisions: 0,
+        takeovers: 0,
         in_flight: 0,
         queued: 0,
         workers,
@@ -396,6 +399,7 @@ impl Shell {
         let status = NodeStatus {
             encryptions: core.counters.served,
             lb_decisions: core.counters.lb_decisions,
+            takeovers: core.counters.takeovers,
             in_flight: self.pool.in_flight(),
             queued: self.pool.queued(),
             workers: self.pool.workers(),
