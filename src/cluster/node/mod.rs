@@ -88,6 +88,9 @@ struct Peer {
     return_seen: bool,
     digest_differs_since: Option<Millis>,
     last_sync_request: Option<Millis>,
+    /// Until when this peer is an elected victim of the failure simulation: down, whatever
+    /// its detector says (it was told to go silent; nobody needs to detect it).
+    down_until: Millis,
 }
 
 /// The protocol core of one node.
@@ -174,6 +177,7 @@ impl Node {
                     return_seen: false,
                     digest_differs_since: None,
                     last_sync_request: None,
+                    down_until: 0,
                 };
                 (m, peer)
             })
@@ -288,11 +292,11 @@ impl Node {
             .is_some_and(|p| p.detector.is_alive(now))
     }
 
-    /// A peer is up when it is alive and says it is Active.
+    /// A peer is up when it is alive, says it is Active and is not an elected victim.
     fn peer_up(&self, id: NodeId, now: Millis) -> bool {
-        self.peers
-            .get(&id)
-            .is_some_and(|p| p.detector.is_alive(now) && p.state == NodeState::Active)
+        self.peers.get(&id).is_some_and(|p| {
+            p.detector.is_alive(now) && p.state == NodeState::Active && now >= p.down_until
+        })
     }
 
     /// The peers this node hears from (its failure detector's view).

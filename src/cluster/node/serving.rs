@@ -320,6 +320,7 @@ impl Node {
             .filter(|&(&id, p)| {
                 Some(id) != coordinator
                     && p.state == NodeState::Active
+                    && now >= p.down_until
                     && heard_within(p, 2 * self.timing.heartbeat_ms)
             })
             .map(|(&id, _)| id)

@@ -71,6 +71,17 @@ impl Node {
         }
         if record.victim == self.id {
             self.enter_failed(now, record.duration_ms);
+        } else {
+            self.victim_down(now, record);
+        }
+    }
+
+    /// Another node was elected to fail: it is down from now on for the record's duration (no
+    /// request is assigned to it, and what it held is assigned again at once; if it was the
+    /// coordinator, the survivors elect another at once).
+    fn victim_down(&mut self, now: Millis, record: FailureRecord) {
+        if let Some(p) = self.peers.get_mut(&record.victim) {
+            p.down_until = now.saturating_add(record.duration_ms);
         }
     }
 
@@ -109,6 +120,8 @@ impl Node {
         self.broadcast_at(self.epoch, Message::Fail(record));
         if victim == self.id {
             self.enter_failed(now, duration_ms);
+        } else {
+            self.victim_down(now, record);
         }
     }
 }
