@@ -4,8 +4,8 @@
 //! slow server that was suspected, an isolated coordinator that went on serving). [`Claims`]
 //! keeps, on every node, one vote per request: the first claimant it hears of (itself
 //! included) is the winner it holds, and it never changes its mind. A server replies only when
-//! a majority (itself included) names it; it drops its result as soon as enough nodes name
-//! another that it can no longer reach a majority. Two servers cannot both collect a majority,
+//! a majority (itself included) names it; it drops its result when another's commit arrives
+//! (the request log names the winner). Two servers cannot both collect a majority,
 //! since the majorities would share a node, which votes once. Committed requests are in the
 //! request log, which then answers for the vote (and the vote is forgotten).
 //!
@@ -17,10 +17,12 @@
 //! a vote for it). After the job it claims the result as usual: a server replies only on the
 //! votes it holds at that moment, so a takeover changes nothing about "at most one reply".
 //!
-//! **Withdrawals void answers.** When a node withdraws its claim, the answers that named it
-//! (given to other claimants of the same request) are void: the answerers forgot that vote.
-//! [`Claims::void_answers`] removes them so that the claim is asked again, and a split between
-//! a takeover and an assigned server, with the third voter silent, resolves at once.
+//! **A freed vote is given again, and said so.** A vote goes when its winner withdraws (it
+//! gave its claim up) or its winner's connection closes. The voter then votes for the first
+//! node it refused meanwhile and sends every node it refused its new answer, which replaces the
+//! old one ([`Claims::answer`]). A result whose claim could not win keeps waiting (its result
+//! kept) until the winner's commit arrives or such a new answer lets it win: a split between a
+//! takeover and an assigned server, with the third voter silent, resolves at once.
 //!
 //! Implementation caveats: votes live in memory, so a node that restarts forgets them (it
 //! votes again only once it has merged a majority's log, which holds every commit that
@@ -59,7 +61,9 @@ pub enum ClaimKind {
 pub enum Verdict {
     /// A majority holds this node as the winner: reply.
     Won,
-    /// So many nodes hold another winner that this node cannot reach a majority: drop.
+    /// So many nodes hold another winner that this node cannot reach a majority now. A
+    /// finished result waits for the winner's commit (then it is dropped) or for a withdrawal
+    /// that voids those answers; a takeover is given up.
     Lost,
 }
 
@@ -98,7 +102,7 @@ impl Open {
 }
 
 /// The winner a node holds for one uncommitted request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Vote {
     winner: NodeId,
     /// When the vote was given (votes expire after [`CLAIM_TTL_MS`]).
@@ -107,6 +111,21 @@ struct Vote {
     /// vote): a connection's close releases the votes given over it, not those given over a
     /// newer connection of the same node (a restarted process).
     link: u64,
+    /// The claimants told another winner, with the connection each asked over: if this vote
+    /// goes, the first of them gets it, and each is told.
+    refused: Vec<(NodeId, u64)>,
+}
+
+/// A vote given again after its winner withdrew or its connection closed: `to` (the claimants
+/// refused before) must be told that this node now holds `winner`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reanswer {
+    /// The request.
+    pub id: RequestId,
+    /// The winner held now (none: nobody was refused, the vote is free).
+    pub winner: Option<NodeId>,
+    /// The claimants to tell.
+    pub to: Vec<NodeId>,
 }
 
 /// Votes (first writer wins, one per request) and this node's own claims awaiting a majority.
@@ -135,13 +154,17 @@ impl Claims {
     /// Records `claimant` as the winner of `id` unless another is held; returns the winner held.
     /// `link` is the connection the claim came over (see [`Claims::release`]).
     pub fn vote(&mut self, now: Millis, id: &str, claimant: NodeId, link: u64) -> NodeId {
-        if let Some(v) = self.votes.get(id) {
+        if let Some(v) = self.votes.get_mut(id) {
+            if v.winner != claimant && !v.refused.iter().any(|&(n, _)| n == claimant) {
+                v.refused.push((claimant, link));
+            }
             return v.winner;
         }
         let vote = Vote {
             winner: claimant,
             at: now,
             link,
+            refused: Vec::new(),
         };
         self.votes.insert(id.to_string(), vote);
         claimant
@@ -162,24 +185,53 @@ impl Claims {
     /// commit to every peer link before it writes a reply, and a peer reads everything a
     /// connection carried before it sees the connection close: a peer that has no commit from
     /// `node` when `node`'s connection closes knows `node` never replied over it. Votes given
-    /// over a newer connection (the same node, restarted) stay.
-    pub fn release(&mut self, node: NodeId, link: u64) -> Vec<RequestId> {
+    /// over a newer connection (the same node, restarted) stay. Each vote goes to the first
+    /// claimant it refused, if any (see [`Reanswer`]).
+    pub fn release(&mut self, now: Millis, node: NodeId, link: u64) -> Vec<Reanswer> {
         let released: Vec<RequestId> = self
             .votes
             .iter()
             .filter(|(_, v)| v.winner == node && v.link <= link)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in &released {
-            self.votes.remove(id);
-        }
         released
+            .into_iter()
+            .map(|id| self.give_again(now, &id))
+            .collect()
     }
 
-    /// Forgets the vote for `id` if it is held for `node`, which withdrew its claim.
-    pub fn withdraw(&mut self, id: &str, node: NodeId) {
-        if self.votes.get(id).is_some_and(|v| v.winner == node) {
-            self.votes.remove(id);
+    /// `node` withdrew its claim of `id`: the vote goes if it is held for `node` (to the first
+    /// claimant it refused, if any), else `node` is no longer among those it refused.
+    pub fn withdraw(&mut self, now: Millis, id: &str, node: NodeId) -> Option<Reanswer> {
+        let vote = self.votes.get_mut(id)?;
+        if vote.winner == node {
+            return Some(self.give_again(now, id));
+        }
+        vote.refused.retain(|&(n, _)| n != node);
+        None
+    }
+
+    /// Removes the vote for `id` and gives it to the first claimant it refused.
+    fn give_again(&mut self, now: Millis, id: &str) -> Reanswer {
+        let refused = self.votes.remove(id).map(|v| v.refused).unwrap_or_default();
+        let Some(&(first, link)) = refused.first() else {
+            return Reanswer {
+                id: id.to_string(),
+                winner: None,
+                to: Vec::new(),
+            };
+        };
+        let vote = Vote {
+            winner: first,
+            at: now,
+            link,
+            refused: refused[1..].to_vec(),
+        };
+        self.votes.insert(id.to_string(), vote);
+        Reanswer {
+            id: id.to_string(),
+            winner: Some(first),
+            to: refused.into_iter().map(|(n, _)| n).collect(),
         }
     }
 
@@ -252,8 +304,9 @@ impl Claims {
         (true, self.verdict(id, members))
     }
 
-    /// Records `from`'s answer to this node's claim of `id`: the winner it holds. Returns the
-    /// verdict once there is one. Repeated answers count once.
+    /// Records `from`'s answer to this node's claim of `id`: the winner it holds (a new answer
+    /// from the same node replaces its old one: its vote was given again). Returns the verdict
+    /// once there is one.
     pub fn answer(
         &mut self,
         id: &str,
@@ -262,28 +315,11 @@ impl Claims {
         members: usize,
     ) -> Option<Verdict> {
         let open = self.open.get_mut(id)?;
-        if open.answered(from) {
-            return None;
+        match open.answers.iter_mut().find(|(n, _)| *n == from) {
+            Some(answer) => answer.1 = winner,
+            None => open.answers.push((from, winner)),
         }
-        open.answers.push((from, winner));
         self.verdict(id, members)
-    }
-
-    /// `node` withdrew its claim of `id`: every answer to this node's claim of `id` that named
-    /// `node` is void (its answerer forgot that vote). Returns the answerers, to be asked again
-    /// (this node among them if its own vote named `node`).
-    pub fn void_answers(&mut self, id: &str, node: NodeId) -> Vec<NodeId> {
-        let Some(open) = self.open.get_mut(id) else {
-            return Vec::new();
-        };
-        let void: Vec<NodeId> = open
-            .answers
-            .iter()
-            .filter(|&&(_, named)| named == node)
-            .map(|&(answerer, _)| answerer)
-            .collect();
-        open.answers.retain(|&(_, named)| named != node);
-        void
     }
 
     fn verdict(&self, id: &str, members: usize) -> Option<Verdict> {
@@ -383,12 +419,19 @@ mod tests {
         assert_eq!(c.vote(0, "a", 2, 7), 2);
         assert_eq!(c.vote(1, "a", 3, 8), 2, "first writer wins");
         assert_eq!(c.vote_of("a"), Some(2));
-        assert!(c.release(3, 8).is_empty());
+        assert!(c.release(2, 3, 8).is_empty());
+        let released = c.release(2, 2, 7);
+        assert_eq!(released.len(), 1, "node 2's connection closed");
         assert_eq!(
-            c.release(2, 7),
-            vec!["a".to_string()],
-            "node 2's connection closed"
+            released[0],
+            Reanswer {
+                id: "a".into(),
+                winner: Some(3),
+                to: vec![3]
+            },
+            "node 3, refused before, holds the vote now and is told"
         );
+        c.forget_vote("a");
         assert_eq!(c.vote(2, "a", 3, 8), 3);
         c.forget_vote("a");
         assert_eq!(c.votes(), 0);
@@ -401,9 +444,10 @@ mod tests {
         let mut c = Claims::default();
         c.vote(0, "old", 2, 5);
         c.vote(1, "new", 2, 9);
-        assert_eq!(c.release(2, 5), vec!["old".to_string()]);
+        let ids = |r: Vec<Reanswer>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(c.release(2, 2, 5)), vec!["old".to_string()]);
         assert_eq!(c.vote_of("new"), Some(2));
-        assert_eq!(c.release(2, 9), vec!["new".to_string()]);
+        assert_eq!(ids(c.release(3, 2, 9)), vec!["new".to_string()]);
     }
 
     #[test]
@@ -462,18 +506,23 @@ mod tests {
         assert_eq!(c.kind_of("d"), Some(ClaimKind::Result));
     }
 
-    /// Issue 30: a takeover and an assigned server each held themselves with the third voter
-    /// silent; when the takeover withdrew, the server's claim still counted its answer.
+    /// Issue 30: a takeover and an assigned server each held themselves, the third voter
+    /// silent; the takeover withdrew, and the server's claim kept the answer that named it.
     #[test]
-    fn answers_naming_a_claimant_that_withdrew_are_void_and_asked_again() {
+    fn a_withdrawn_vote_goes_to_the_first_refused_claimant_whose_answer_is_replaced() {
         let mut c = Claims::default();
-        c.open_claim(0, "a", 1, Some(1), 3);
-        assert_eq!(c.answer("a", 2, 2, 3), None, "node 2 holds itself");
-        assert_eq!(c.void_answers("a", 3), Vec::<NodeId>::new());
-        assert_eq!(c.void_answers("a", 2), vec![2], "node 2 withdrew");
-        assert_eq!(c.unanswered("a", &[2, 3]), vec![2, 3]);
-        assert_eq!(c.answer("a", 2, 1, 3), Some(Verdict::Won));
-        assert!(c.void_answers("nothing open", 2).is_empty());
+        assert_eq!(c.vote(0, "a", 2, 0), 2, "node 2's own takeover");
+        assert_eq!(c.vote(1, "a", 1, 5), 2, "node 1 is refused");
+        assert_eq!(c.vote(2, "a", 1, 5), 2, "refused once");
+        assert_eq!(c.withdraw(3, "a", 3), None, "node 3 holds no vote here");
+        let again = c.withdraw(4, "a", 2).expect("node 2 withdrew");
+        assert_eq!((again.winner, again.to), (Some(1), vec![1]));
+        assert_eq!(c.vote_of("a"), Some(1));
+        assert_eq!(c.withdraw(5, "b", 2), None);
+        // The claimant's side: the new answer replaces the old one.
+        c.open_claim(0, "r", 1, Some(1), 3);
+        assert_eq!(c.answer("r", 2, 2, 3), None);
+        assert_eq!(c.answer("r", 2, 1, 3), Some(Verdict::Won));
     }
 
     #[test]

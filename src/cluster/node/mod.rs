@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
-use crate::cluster::claims::{ClaimKind, Claims, Verdict};
+use crate::cluster::claims::{ClaimKind, Claims, Reanswer, Verdict};
 use crate::ids::{Epoch, Millis, NodeId, RequestId};
 
 use rand::rngs::StdRng;
@@ -652,8 +652,9 @@ mod tests {
         n.peer_disconnected(50, 2);
         assert_eq!(
             claim_a(&mut n, 60, 3),
-            vec![("a".to_string(), 3)],
-            "node 2's connection closed without a commit: its vote is released"
+            vec![("a".to_string(), 3), ("a".to_string(), 3)],
+            "node 2's connection closed without a commit: its vote goes to node 3, refused \
+             before, which is told at once (and answered again)"
         );
         // A commit answers for the vote from then on.
         let commit = ClaimBatch {
@@ -702,10 +703,17 @@ mod tests {
             ..ClaimBatch::default()
         };
         assert!(n.step(20, from(2, Message::Claims(answer(3)))).is_empty());
+        assert!(
+            n.step(21, from(3, Message::Claims(answer(3)))).is_empty(),
+            "two of three name node 3: the result waits for its commit"
+        );
+        let commit = ClaimBatch {
+            served: vec![("y".into(), 3, 0)],
+            ..ClaimBatch::default()
+        };
         assert_eq!(
-            n.step(21, from(3, Message::Claims(answer(3)))),
-            vec![Output::Drop("y".into())],
-            "two of three name node 3"
+            n.step(22, from(3, Message::Claims(commit))),
+            vec![Output::Drop("y".into())]
         );
         assert!(n.job_finished(30, "z").is_empty());
         assert_eq!(
@@ -765,7 +773,38 @@ mod tests {
             "node 3 cannot withdraw node 2's claim"
         );
         peer.step(40, from(2, withdraw()));
-        assert_eq!(claim_a(&mut peer, 50, 3), vec![("a".to_string(), 3)]);
+        assert_eq!(
+            claim_a(&mut peer, 50, 3),
+            vec![("a".to_string(), 3), ("a".to_string(), 3)],
+            "the vote goes to node 3, refused before: told at once, and answered again"
+        );
+    }
+
+    /// Issue 30: a result whose claim both peers answered with a takeover's node was dropped;
+    /// the takeover then withdrew, and the request waited 8 s for a later failure to free it.
+    /// Now the result waits, and wins when a voter gives its vote again.
+    #[test]
+    fn a_result_that_cannot_win_yet_waits_and_wins_when_a_vote_is_given_again() {
+        let mut n = Node::new(config(1), 0);
+        n.step(5, synced_from_2(ReplicatedState::default()));
+        assert!(n.job_finished(10, "r").is_empty());
+        n.flush();
+        let answer = |winner| {
+            Message::Claims(ClaimBatch {
+                acks: vec![("r".into(), winner)],
+                ..ClaimBatch::default()
+            })
+        };
+        assert!(n.step(11, from(3, answer(2))).is_empty());
+        assert!(
+            n.step(12, from(2, answer(2))).is_empty(),
+            "both name node 2's takeover: the result is kept"
+        );
+        assert_eq!(
+            n.step(13, from(3, answer(1))),
+            vec![Output::Reply("r".into())],
+            "node 3's vote, given again after node 2 withdrew"
+        );
     }
 
     /// Issue 27: a claim given up at its TTL kept the peers' votes for it, so no other node

@@ -16,29 +16,42 @@ pub const RESEND_WINDOW_MS: u64 = 60_000;
 
 impl Node {
     /// Tells the core that connection `link` from `peer` closed (any, not only the latest):
-    /// every uncommitted vote for `peer` given over it (or an older one) is forgotten, so that a request it claimed and did not
-    /// commit can be won by another server. The driver must have handed the core everything
-    /// that connection carried first (it did: one reader per connection, in order), and must
-    /// write a commit to every peer before the reply it allows (see [`Output::Reply`]).
-    ///
-    /// A coordinator then assigns those requests again unless they are assigned to `peer`
-    /// (which `assign_waiting` does): their server may have lost its claim to these votes,
-    /// dropped its result, and be waiting for nothing.
+    /// every uncommitted vote for `peer` given over it (or an older one) goes to the first
+    /// claimant it refused, who is told, so that a request `peer` claimed and did not commit
+    /// can be won by another server. The driver must have handed the core everything that
+    /// connection carried first (it did: one reader per connection, in order), and must write
+    /// a commit to every peer before the reply it allows (see [`Output::Reply`]).
     pub fn release_votes(&mut self, now: Millis, peer: NodeId, link: u64) {
         if peer == self.id {
             return;
         }
-        let released = self.claims.release(peer, link);
-        if !self.is_coordinator() {
-            return;
+        for again in self.claims.release(now, peer, link) {
+            self.tell(now, again);
         }
-        for id in released {
-            let stranded = self
-                .dispatcher
-                .assignment(&id)
-                .is_some_and(|a| a.server != peer);
-            if stranded && !self.already_served(&id) {
-                self.assign(now, &id, None);
+    }
+
+    /// Sends a vote given again (see [`Reanswer`]) to the claimants it refused before.
+    fn tell(&mut self, now: Millis, again: Reanswer) {
+        let Some(winner) = again.winner else {
+            return;
+        };
+        let members = self.members.len();
+        for to in again.to {
+            if to != self.id {
+                self.outbox
+                    .entry(to)
+                    .or_default()
+                    .acks
+                    .push((again.id.clone(), winner));
+            } else if self.claims.kind_of(&again.id).is_some() {
+                if let Some(verdict) = self.claims.answer(&again.id, to, winner, members) {
+                    self.decide_claim(now, &again.id, verdict);
+                }
+            } else if winner == self.id {
+                // This node no longer claims it: the vote goes on to the next one refused.
+                if let Some(next) = self.claims.withdraw(now, &again.id, self.id) {
+                    self.tell(now, next);
+                }
             }
         }
     }
@@ -106,7 +119,7 @@ impl Node {
             }
         }
         if let Some(verdict) = verdict {
-            self.decide_claim(id, verdict);
+            self.decide_claim(now, id, verdict);
         }
         self.take_output()
     }
@@ -205,29 +218,15 @@ impl Node {
             self.on_served(now, &id, server, gen);
         }
         let members = self.members.len();
-        // Answers first: a withdrawal in the same batch voids those that named the sender.
         for (id, winner) in batch.acks {
             if let Some(verdict) = self.claims.answer(&id, from, winner, members) {
-                self.decide_claim(&id, verdict);
+                self.decide_claim(now, &id, verdict);
             }
         }
         // Withdrawals before claims: a claim in the same batch came after the withdrawal.
         for id in batch.withdrawn {
-            self.claims.withdraw(&id, from);
-            // Answers to this node's own claim that named `from` are void: ask again.
-            for answerer in self.claims.void_answers(&id, from) {
-                if answerer == self.id {
-                    let own = self.claims.vote(now, &id, self.id, 0);
-                    if let Some(verdict) = self.claims.answer(&id, self.id, own, members) {
-                        self.decide_claim(&id, verdict);
-                    }
-                } else {
-                    self.outbox
-                        .entry(answerer)
-                        .or_default()
-                        .claims
-                        .push(id.clone());
-                }
+            if let Some(again) = self.claims.withdraw(now, &id, from) {
+                self.tell(now, again);
             }
         }
         for id in batch.claims {
@@ -243,10 +242,18 @@ impl Node {
     }
 
     /// Applies the verdict on this node's claim of `id`.
-    pub(super) fn decide_claim(&mut self, id: &str, verdict: Verdict) {
-        let Some(kind) = self.claims.close(id) else {
+    pub(super) fn decide_claim(&mut self, now: Millis, id: &str, verdict: Verdict) {
+        let Some(kind) = self.claims.kind_of(id) else {
             return;
         };
+        if (kind, verdict) == (ClaimKind::Result, Verdict::Lost) {
+            // Kept open, result and all, until a commit decides it (or its time is up): the
+            // winner the others hold may withdraw (a takeover gives up at the first answer
+            // naming another node, possibly after some voters answered for it), and then their
+            // answers are void and asked again.
+            return;
+        }
+        self.claims.close(id);
         match (kind, verdict) {
             (ClaimKind::Result, Verdict::Won) => {
                 let gen = self.replicated.log.current();
@@ -265,27 +272,26 @@ impl Node {
                         .push((id.to_string(), me, gen));
                 }
             }
-            (ClaimKind::Result, Verdict::Lost) => {
-                self.dispatcher.lost(id);
-                self.out.push(Output::Drop(id.to_string()));
-            }
+            (ClaimKind::Result, Verdict::Lost) => {}
             (ClaimKind::Takeover, Verdict::Won) => {
                 if self.dispatcher.take_over(id, self.id, self.epoch) {
                     self.bump_counters(|c| c.takeovers += 1);
                     self.out.push(Output::Serve(id.to_string()));
                 } else if !self.dispatcher.is_serving(id) {
                     // The payload went meanwhile (committed elsewhere, or expired).
-                    self.abandon_takeover(id);
+                    self.abandon_takeover(now, id);
                 }
             }
-            (ClaimKind::Takeover, Verdict::Lost) => self.abandon_takeover(id),
+            (ClaimKind::Takeover, Verdict::Lost) => self.abandon_takeover(now, id),
         }
     }
 
     /// Gives up this node's takeover of `id` before serving it: its own vote and the peers'
     /// votes for it go, so that the request's assigned server (or a later one) can win.
-    pub(super) fn abandon_takeover(&mut self, id: &str) {
-        self.claims.withdraw(id, self.id);
+    pub(super) fn abandon_takeover(&mut self, now: Millis, id: &str) {
+        if let Some(again) = self.claims.withdraw(now, id, self.id) {
+            self.tell(now, again);
+        }
         for p in self.peer_ids() {
             self.outbox
                 .entry(p)
@@ -368,9 +374,12 @@ impl Node {
             return;
         }
         self.dispatcher.tried_takeover(id);
-        if self.already_served(id) || self.claims.vote(now, id, self.id, 0) != self.id {
+        // Only a free vote: a node that holds another winner does not take the request over
+        // (nor asks to be that winner's successor).
+        if self.already_served(id) || self.claims.vote_of(id).is_some() {
             return;
         }
+        self.claims.vote(now, id, self.id, 0);
         let members = self.members.len();
         let (new, verdict) = self
             .claims
@@ -385,7 +394,7 @@ impl Node {
             }
         }
         if let Some(verdict) = verdict {
-            self.decide_claim(id, verdict);
+            self.decide_claim(now, id, verdict);
         }
     }
 
@@ -468,7 +477,7 @@ impl Node {
                 )
             }));
         for id in due.abandoned {
-            self.abandon_takeover(&id);
+            self.abandon_takeover(now, &id);
         }
         for (id, reason) in given_up.collect::<Vec<_>>() {
             self.give_up(now, &id);
@@ -485,7 +494,9 @@ impl Node {
     /// is asked to choose another server, as when a chosen node lacks the payload.
     pub(super) fn give_up(&mut self, now: Millis, id: &str) {
         self.out.push(Output::Drop(id.to_string()));
-        self.claims.forget_vote(id);
+        if let Some(again) = self.claims.withdraw(now, id, self.id) {
+            self.tell(now, again);
+        }
         self.dispatcher.lost(id);
         for p in self.peer_ids() {
             self.outbox
