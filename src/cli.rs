@@ -57,6 +57,11 @@ pub struct NodeArgs {
     /// --failures off; `demo` measures it before its load).
     #[arg(long, value_enum)]
     pub dispatch: Option<crate::config::Dispatch>,
+    /// Megabytes of request payloads this node holds at once (uploads being read or waiting
+    /// for their answer, copies from other nodes); beyond, it refuses at once: HTTP 503 with
+    /// Retry-After (default 256).
+    #[arg(long, value_name = "MB")]
+    pub payload_budget_mb: Option<u64>,
     /// Exit when standard input closes (set by launchers so no node outlives them).
     #[arg(long)]
     pub parent_watch: bool,
@@ -194,6 +199,9 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     }
     if let Some(d) = args.dispatch {
         config.dispatch = d;
+    }
+    if let Some(mb) = args.payload_budget_mb {
+        config.payload_budget_mb = mb;
     }
     config.validate()?;
     let seed = args.seed.unwrap_or_else(rand::random);

@@ -137,6 +137,10 @@ pub struct ClusterConfig {
     /// How the nodes pick each request's server (`elected`, the default, or the
     /// `static-split` baseline).
     pub dispatch: Dispatch,
+    /// Megabytes of request payloads a node holds at once (uploads being read or waiting for
+    /// their answer, copies forwarded by other nodes); beyond, it refuses at once (see
+    /// [`crate::node::budget`]).
+    pub payload_budget_mb: u64,
     /// Where the nodes keep their durable stores: node `i` in `DATA_DIR/node-i`
     /// (default `imgcloud-data/node-i` under the working directory).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +176,7 @@ impl Default for ClusterConfig {
             delay_ms: 0,
             workers: 0,
             dispatch: Dispatch::Elected,
+            payload_budget_mb: (crate::node::budget::DEFAULT_BUDGET_BYTES >> 20) as u64,
             data_dir: None,
             store: StoreSettings::default(),
         }
@@ -210,6 +215,11 @@ impl ClusterConfig {
 
     /// Checks what the protocol relies on: unique ids, at least one node, sane timing.
     pub fn validate(&self) -> Result<()> {
+        if self.payload_budget_mb == 0 {
+            return Err(Error::Config(
+                "payload_budget_mb must be at least 1 (megabyte)".into(),
+            ));
+        }
         if self.nodes.is_empty() {
             return Err(Error::Config(
                 "the cluster needs at least one [[nodes]] entry".into(),

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::codec::metadata::Viewer;
 use crate::desk::Desk;
 use crate::ids::NodeId;
+use crate::node::budget::Budget;
 use crate::node::server::{Input, NodeStatus};
 use crate::sharing::wire::WithFile;
 use crate::sharing::SignedOp;
@@ -34,6 +35,7 @@ use crate::store::Store;
 use crate::wire::message::NodeState;
 use crate::wire::request::{EncryptRequest, Outcome, Refusal};
 use crate::Result;
+use futures::StreamExt;
 
 /// The largest `POST /encrypt` body accepted.
 pub const MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
@@ -49,6 +51,8 @@ pub const ENCRYPT_DEADLINE: Duration = Duration::from_secs(30);
 pub(crate) struct Api {
     /// This node.
     pub node: NodeId,
+    /// The byte budget an upload takes its share of until it is answered.
+    pub budget: Budget,
     /// The latest status.
     pub status: watch::Receiver<NodeStatus>,
     /// The node loop.
@@ -71,7 +75,13 @@ pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
             .route("/status", get(get_status))
             .route("/cluster", get(get_cluster))
             .route("/metrics", get(get_metrics))
-            .route("/encrypt", post(post_encrypt))
+            .route(
+                "/encrypt",
+                post(post_encrypt).layer(axum::middleware::from_fn_with_state(
+                    (api.budget.clone(), api.node),
+                    within_budget,
+                )),
+            )
             .route("/directory", get(get_directory))
             .route("/users/op", post(post_user_op))
             .route("/query", post(post_query)),
@@ -199,6 +209,51 @@ async fn refuse_oversized(
         ),
         _ => next.run(request).await,
     }
+}
+
+/// Gives an upload its share of the node's payload budget before any of it is read, held
+/// until the upload is answered (a body without a length reserves the most it may be). Without
+/// room, answers 503 with `Retry-After` at once: the body is not looked at, only read to its
+/// end and thrown away so that the client can read the answer (unless the client asked
+/// `Expect: 100-continue` and waits for leave to send it, as curl does for large bodies).
+async fn within_budget(
+    State((budget, node)): State<(Budget, NodeId)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let reserved = declared.unwrap_or(MAX_UPLOAD_BYTES).min(MAX_UPLOAD_BYTES);
+    if let Some(share) = budget.try_take(reserved) {
+        let response = next.run(request).await;
+        drop(share);
+        return response;
+    }
+    let mut busy = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "node {node} is busy: {} MB of uploads are in flight and {} MB more would pass its \
+             budget of {} MB; retry in a second, or send it to another node",
+            budget.in_use() >> 20,
+            reserved.div_ceil(1 << 20),
+            budget.capacity() >> 20
+        ),
+    );
+    busy.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    let waits_for_leave = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits_for_leave {
+        let mut body = request.into_body().into_data_stream();
+        let drained = async { while let Some(Ok(_)) = body.next().await {} };
+        let _ = tokio::time::timeout(BODY_DEADLINE, drained).await;
+    }
+    busy
 }
 
 /// Decodes a sharing request body (postcard [`WithFile`]).
@@ -500,6 +555,18 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             "counter",
             "Load-balancing decisions made as coordinator.",
             one(status.lb_decisions as f64),
+        ),
+        (
+            "payload_bytes",
+            "gauge",
+            "Bytes of request payloads held now (the payload budget's use).",
+            one(status.payload_bytes as f64),
+        ),
+        (
+            "payloads_refused_total",
+            "counter",
+            "Payloads refused for want of budget (uploads answered 503, forwarded copies not held).",
+            one(status.payloads_refused as f64),
         ),
         (
             "takeovers_total",

@@ -25,7 +25,7 @@ use tokio::time::timeout;
 use tracing::{debug, info};
 
 use crate::ids::{Epoch, NodeId};
-use crate::wire::framing::{split, FrameReader, FrameWriter};
+use crate::wire::framing::{split, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES};
 use crate::wire::handshake::{LinkKind, PeerAuth};
 use crate::wire::message::{ClaimBatch, Envelope, Message, PROTOCOL_VERSION};
 use crate::{Error, Result};
@@ -130,8 +130,10 @@ fn append(to: &mut ClaimBatch, from: ClaimBatch) {
     to.withdrawn.extend(from.withdrawn);
 }
 
-/// A link to `peer` at `addr`: its handle, and the task to spawn.
+/// A link of `kind` ([`LinkKind::Node`] for the protocol, [`LinkKind::Data`] for payloads and
+/// replies) to `peer` at `addr`: its handle, and the task to spawn.
 pub fn link(
+    kind: LinkKind,
     me: NodeId,
     peer: NodeId,
     addr: std::net::SocketAddr,
@@ -144,11 +146,13 @@ pub fn link(
         queue: tx,
         pending: Arc::clone(&pending),
     };
-    let task = run(me, peer, addr, auth, rx, pending, reconnects);
+    let task = run(kind, me, peer, addr, auth, rx, pending, reconnects);
     (handle, task)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
+    kind: LinkKind,
     me: NodeId,
     peer: NodeId,
     addr: std::net::SocketAddr,
@@ -157,6 +161,10 @@ async fn run(
     pending: Arc<Pending>,
     reconnects: Arc<AtomicU64>,
 ) -> Result<()> {
+    let what = match kind {
+        LinkKind::Data => "data link",
+        _ => "link",
+    };
     let mut backoff = Duration::from_millis(20);
     let mut reported = false;
     let mut was_up = false;
@@ -168,8 +176,11 @@ async fn run(
         let attempt = async {
             let stream = TcpStream::connect(addr).await?;
             let (mut reader, mut writer) = split(stream);
-            auth.connect(LinkKind::Node, &mut reader, &mut writer, me, peer)
+            auth.connect(kind, &mut reader, &mut writer, me, peer)
                 .await?;
+            if kind == LinkKind::Data {
+                writer.allow_frames(MAX_DATA_FRAME_BYTES);
+            }
             Ok::<_, Error>((reader, writer))
         };
         match timeout(HANDSHAKE_TIMEOUT, attempt).await {
@@ -180,10 +191,10 @@ async fn run(
                         node = me,
                         peer,
                         reconnects = n,
-                        "[Node {me}] link to node {peer} up again"
+                        "[Node {me}] {what} to node {peer} up again"
                     );
                 } else {
-                    info!(node = me, peer, "[Node {me}] link to node {peer} up");
+                    info!(node = me, peer, "[Node {me}] {what} to node {peer} up");
                 }
                 was_up = true;
                 backoff = Duration::from_millis(20);
@@ -193,7 +204,7 @@ async fn run(
                 match write_loop(me, writer, &mut queue, &pending).await {
                     Ok(()) => return Ok(()),
                     Err(e) => {
-                        debug!(node = me, peer, error = %e, "[Node {me}] link to node {peer} lost")
+                        debug!(node = me, peer, error = %e, "[Node {me}] {what} to node {peer} lost")
                     }
                 }
             }
@@ -358,7 +369,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let auth = PeerAuth::new("test-secret");
-        let (handle, task) = link(1, 2, addr, auth.clone(), Arc::new(AtomicU64::new(0)));
+        let (handle, task) = link(
+            LinkKind::Node,
+            1,
+            2,
+            addr,
+            auth.clone(),
+            Arc::new(AtomicU64::new(0)),
+        );
         let task = tokio::spawn(task);
         let (stream, _) = listener.accept().await.unwrap();
         let (mut reader, mut writer) = split(stream);

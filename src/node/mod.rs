@@ -12,6 +12,7 @@
 //! (each node dials every other), and while a link is down its envelopes are dropped, which the
 //! protocol tolerates; its commits are kept and written once it is up again ([`link`]).
 
+pub mod budget;
 pub mod http;
 pub mod link;
 pub mod pool;

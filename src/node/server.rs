@@ -55,12 +55,15 @@ use crate::cluster::node::{CoreStatus, Event, Node, NodeConfig, Output};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, Dispatch};
 use crate::ids::{Millis, NodeId, RequestId};
+use crate::node::budget::{Budget, Share};
 use crate::node::http;
 use crate::node::link::{link, LinkHandle};
 use crate::node::pool::Pool;
 use crate::store::{Silence, Store};
-use crate::wire::framing::{decode_envelope, split, FrameReader, FrameWriter};
-use crate::wire::handshake::{Accepted, PeerAuth};
+use crate::wire::framing::{
+    decode_envelope, split, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES,
+};
+use crate::wire::handshake::{Accepted, LinkKind, PeerAuth};
 use crate::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
 use crate::{Error, Result};
@@ -131,6 +134,9 @@ enum ReplyTo {
 struct Held {
     request: Option<EncryptRequest>,
     reply_to: ReplyTo,
+    /// The payload's share of the node's budget, for a copy forwarded by another node (an
+    /// upload's share is held by its HTTP handler until it is answered).
+    _share: Option<Share>,
 }
 
 /// A finished job's result, kept until the core says reply or drop.
@@ -151,6 +157,13 @@ pub struct NodeStatus {
     pub lb_decisions: u64,
     /// Requests this node took over while no live coordinator assigned them.
     pub takeovers: u64,
+    /// Bytes of request payloads held now (see [`crate::node::budget`]).
+    pub payload_bytes: u64,
+    /// The payload budget, in bytes.
+    pub payload_budget_bytes: u64,
+    /// Payloads refused so far for want of budget (HTTP uploads answered 503, forwarded
+    /// copies not held).
+    pub payloads_refused: u64,
     /// Encryptions running now.
     pub in_flight: usize,
     /// Encryptions waiting for a worker.
@@ -198,6 +211,7 @@ pub async fn run(
         },
         0,
     );
+    let budget = Budget::new((config.payload_budget_mb as usize).saturating_mul(1 << 20));
     let (status_tx, status_rx) = watch::channel(initial_status(id, pool.workers()));
     let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let silent_rx = status_rx.clone();
@@ -207,9 +221,13 @@ pub async fn run(
 
     let mut tasks = JoinSet::new();
     let mut links = BTreeMap::new();
+    let mut data_links = BTreeMap::new();
     let reconnects = Arc::new(AtomicU64::new(0));
+    // The data links' re-connections are not reported: they follow the protocol links'.
+    let data_reconnects = Arc::new(AtomicU64::new(0));
     for peer in config.nodes.iter().filter(|n| n.id != id) {
         let (handle, task) = link(
+            LinkKind::Node,
             id,
             peer.id,
             peer.addr,
@@ -217,6 +235,16 @@ pub async fn run(
             Arc::clone(&reconnects),
         );
         links.insert(peer.id, handle);
+        tasks.spawn(task);
+        let (handle, task) = link(
+            LinkKind::Data,
+            id,
+            peer.id,
+            peer.addr,
+            auth.clone(),
+            Arc::clone(&data_reconnects),
+        );
+        data_links.insert(peer.id, handle);
         tasks.spawn(task);
     }
     let members = Arc::new(config.ids());
@@ -235,8 +263,10 @@ pub async fn run(
     });
     let shell = Shell {
         core,
+        budget: budget.clone(),
         started: Instant::now(),
         links,
+        data_links,
         pool,
         inputs: input_tx.clone(),
         held: HashMap::new(),
@@ -254,6 +284,7 @@ pub async fn run(
         http_listener,
         http::Api {
             node: id,
+            budget,
             status: status_rx,
             inputs: input_tx,
             store: store.clone(),
@@ -305,6 +336,9 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         encryptions: 0,
         lb_decisions: 0,
         takeovers: 0,
+        payload_bytes: 0,
+        payload_budget_bytes: 0,
+        payloads_refused: 0,
         in_flight: 0,
         queued: 0,
         workers,
@@ -316,8 +350,13 @@ fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
 /// The node loop: owns the core and the held payloads.
 struct Shell {
     core: Node,
+    /// The byte budget for held payloads (see [`crate::node::budget`]).
+    budget: Budget,
     started: Instant,
     links: BTreeMap<NodeId, LinkHandle>,
+    /// The data links: request payloads (`Forward`) and replies, so that no image waits
+    /// ahead of a heartbeat, claim or commit on `links`.
+    data_links: BTreeMap<NodeId, LinkHandle>,
     pool: Arc<Pool>,
     inputs: mpsc::Sender<Input>,
     held: HashMap<RequestId, Held>,
@@ -400,6 +439,9 @@ impl Shell {
             encryptions: core.counters.served,
             lb_decisions: core.counters.lb_decisions,
             takeovers: core.counters.takeovers,
+            payload_bytes: self.budget.in_use() as u64,
+            payload_budget_bytes: self.budget.capacity() as u64,
+            payloads_refused: self.budget.refused(),
             in_flight: self.pool.in_flight(),
             queued: self.pool.queued(),
             workers: self.pool.workers(),
@@ -417,7 +459,15 @@ impl Shell {
             Input::Envelope(envelope, conn) => match envelope.message {
                 Message::Forward(request) if !failed => {
                     let origin = envelope.from;
-                    self.hold(*request, ReplyTo::Origin(origin))
+                    if self.held.contains_key(&request.id) {
+                        self.hold(*request, ReplyTo::Origin(origin), None)
+                    } else if let Some(share) = self.budget.try_take(request.payload_len()) {
+                        self.hold(*request, ReplyTo::Origin(origin), Some(share))
+                    } else {
+                        // Not held: if this node is chosen it declines, and another serves it.
+                        debug!(node = self.id(), request = %request.id, "over the payload budget: a forwarded copy is not held");
+                        Vec::new()
+                    }
                 }
                 Message::Reply(reply) if !failed => {
                     if let Some(waiter) = self.http_waiters.remove(&reply.id) {
@@ -452,7 +502,7 @@ impl Shell {
                     self.answer_again(request, reply);
                     Vec::new()
                 } else {
-                    self.hold(request, ReplyTo::Client(reply))
+                    self.hold(request, ReplyTo::Client(reply), None)
                 }
             }
             Input::HttpRequest(request, waiter) => {
@@ -479,7 +529,7 @@ impl Shell {
                     for to in self.links.keys().copied().collect::<Vec<_>>() {
                         self.send(to, envelope.clone());
                     }
-                    self.hold(request, ReplyTo::Origin(me))
+                    self.hold(request, ReplyTo::Origin(me), None)
                 }
             }
             Input::Done(reply) => self.finish(now, reply),
@@ -488,7 +538,12 @@ impl Shell {
     }
 
     /// Keeps a request's payload and tells the core it arrived.
-    fn hold(&mut self, request: EncryptRequest, reply_to: ReplyTo) -> Vec<Output> {
+    fn hold(
+        &mut self,
+        request: EncryptRequest,
+        reply_to: ReplyTo,
+        share: Option<Share>,
+    ) -> Vec<Output> {
         if let Some(held) = self.held.get_mut(&request.id) {
             // A client that reconnected sent it again: answer on the connection that is open.
             if let (ReplyTo::Client(old), ReplyTo::Client(_)) = (&held.reply_to, &reply_to) {
@@ -511,6 +566,7 @@ impl Shell {
             Held {
                 request: Some(request),
                 reply_to,
+                _share: share,
             },
         );
         self.core.request_arrived(self.now(), &id)
@@ -554,6 +610,7 @@ impl Shell {
             Held {
                 request: Some(request),
                 reply_to: ReplyTo::Origin(self.id()),
+                _share: None,
             },
         );
         self.serve(id);
@@ -620,7 +677,7 @@ impl Shell {
                         None => continue,
                     }
                 }
-                ReplyTo::Origin(origin) => match self.links.get(&origin) {
+                ReplyTo::Origin(origin) => match self.data_links.get(&origin) {
                     Some(link) => Delivery::Peer(link.clone()),
                     None => continue,
                 },
@@ -672,7 +729,11 @@ impl Shell {
     }
 
     fn send(&self, to: NodeId, envelope: Envelope) {
-        if let Some(link) = self.links.get(&to) {
+        let links = match envelope.message {
+            Message::Forward(_) | Message::Reply(_) => &self.data_links,
+            _ => &self.links,
+        };
+        if let Some(link) = links.get(&to) {
             if !link.send(envelope) {
                 debug!(
                     node = self.id(),
@@ -702,6 +763,7 @@ impl Shell {
                     if let Some(Held {
                         request: Some(request),
                         reply_to: ReplyTo::Client(client),
+                        ..
                     }) = self.held.remove(&id)
                     {
                         if self.core.answers_again(&id, &request.resent_after) {
@@ -904,7 +966,7 @@ async fn accept_loop(
             match accepted {
                 Ok(Ok(Accepted::Peer(peer))) => {
                     let _ = inputs.send(Input::PeerOpened(peer, conn)).await;
-                    let reason = read_peer(&mut reader, peer, conn, &inputs).await;
+                    let reason = read_peer(&mut reader, peer, conn, &inputs, false).await;
                     match reason {
                         Ok(()) => debug!(
                             node = me,
@@ -915,6 +977,12 @@ async fn accept_loop(
                         }
                     }
                     let _ = inputs.send(Input::PeerClosed(peer, conn)).await;
+                }
+                Ok(Ok(Accepted::Data(peer))) => {
+                    reader.allow_frames(MAX_DATA_FRAME_BYTES);
+                    if let Err(e) = read_peer(&mut reader, peer, conn, &inputs, true).await {
+                        warn!(node = me, peer, %remote, "[Node {me}] closed the data link from node {peer}: {e}");
+                    }
                 }
                 Ok(Ok(Accepted::Store(peer))) => {
                     if let Err(e) = store.serve(reader, writer, peer).await {
@@ -936,12 +1004,14 @@ async fn accept_loop(
     }
 }
 
-/// Forwards a peer's envelopes to the node loop until the connection ends.
+/// Forwards a peer's envelopes to the node loop until the connection ends. On its data link
+/// (`data`) only payloads and replies may come; its close says nothing of the peer's life.
 async fn read_peer(
     reader: &mut FrameReader,
     peer: NodeId,
     conn: u64,
     inputs: &mpsc::Sender<Input>,
+    data: bool,
 ) -> Result<()> {
     while let Some(frame) = reader.next_frame().await? {
         let envelope = decode_envelope(&frame)?;
@@ -949,6 +1019,13 @@ async fn read_peer(
             return Err(Error::Protocol(format!(
                 "node {peer} sent a message signed as node {}",
                 envelope.from
+            )));
+        }
+        let payload = matches!(envelope.message, Message::Forward(_) | Message::Reply(_));
+        if data && !payload {
+            return Err(Error::Protocol(format!(
+                "node {peer} sent a {} on its data link",
+                envelope.message.kind()
             )));
         }
         if inputs.send(Input::Envelope(envelope, conn)).await.is_err() {

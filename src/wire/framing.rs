@@ -19,6 +19,9 @@ use crate::{Error, Result};
 
 /// The largest frame accepted: an image request plus its cover, with room to spare.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// The largest frame on a data link between two authenticated nodes: the reply to the largest
+/// HTTP upload (an encrypted PNG is about four times its secret image: 32 MiB make ~130 MB).
+pub const MAX_DATA_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -76,6 +79,12 @@ pub fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
 }
 
 impl FrameReader {
+    /// Accepts frames of up to `max` bytes from now on (a data link's, see
+    /// [`MAX_DATA_FRAME_BYTES`]).
+    pub fn allow_frames(&mut self, max: usize) {
+        self.inner.decoder_mut().set_max_frame_length(max);
+    }
+
     /// The next frame's bytes; `None` when the peer closed the connection cleanly.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>> {
         match self.inner.next().await {
@@ -105,6 +114,11 @@ impl FrameReader {
 }
 
 impl FrameWriter {
+    /// Writes frames of up to `max` bytes from now on (a data link's).
+    pub fn allow_frames(&mut self, max: usize) {
+        self.inner.encoder_mut().set_max_frame_length(max);
+    }
+
     /// Writes one value as a frame and flushes it.
     pub async fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
         self.write_bytes(encode(value)?).await

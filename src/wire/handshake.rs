@@ -47,6 +47,18 @@ pub enum Hello {
         /// Protocol version of the client.
         version: u16,
     },
+    /// A node opening its data link to a peer: request payloads and replies, apart from the
+    /// node protocol's control messages (same proof, other MAC roles).
+    Data {
+        /// Protocol version of the connector.
+        version: u16,
+        /// The connecting node.
+        from: NodeId,
+        /// The node it means to reach.
+        to: NodeId,
+        /// The connector's challenge.
+        nonce: [u8; 16],
+    },
     /// A node opening a consensus-store link to a peer (same proof, other MAC roles).
     Store {
         /// Protocol version of the connector.
@@ -95,6 +107,8 @@ pub enum Accepted {
     Client,
     /// An authenticated peer's consensus-store link.
     Store(NodeId),
+    /// An authenticated peer's data link (payloads and replies only).
+    Data(NodeId),
 }
 
 /// Which kind of link a node opens to a peer.
@@ -104,6 +118,8 @@ pub enum LinkKind {
     Node,
     /// The consensus store's RPCs.
     Store,
+    /// Request payloads and replies (issue 31: no image waits ahead of a heartbeat).
+    Data,
 }
 
 impl LinkKind {
@@ -111,6 +127,7 @@ impl LinkKind {
         match self {
             LinkKind::Node => (b"acceptor", b"connector"),
             LinkKind::Store => (b"store acceptor", b"store connector"),
+            LinkKind::Data => (b"data acceptor", b"data connector"),
         }
     }
 }
@@ -186,6 +203,12 @@ impl PeerAuth {
                 to,
                 nonce: nonce_c,
             },
+            LinkKind::Data => Hello::Data {
+                version: PROTOCOL_VERSION,
+                from: me,
+                to,
+                nonce: nonce_c,
+            },
         };
         writer.write(&hello).await?;
         match reader.expect::<HelloReply>().await? {
@@ -254,8 +277,18 @@ impl PeerAuth {
                 )
                 .await
             }
+            Hello::Data {
+                version,
+                from,
+                to,
+                nonce,
+            } if version == PROTOCOL_VERSION => {
+                self.prove(LinkKind::Data, reader, writer, me, members, from, to, nonce)
+                    .await
+            }
             Hello::Client { version }
             | Hello::Peer { version, .. }
+            | Hello::Data { version, .. }
             | Hello::Store { version, .. } => {
                 let reason = format!("protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})");
                 writer.write(&HelloReply::Refused(reason.clone())).await?;
@@ -306,6 +339,7 @@ impl PeerAuth {
         Ok(match kind {
             LinkKind::Node => Accepted::Peer(from),
             LinkKind::Store => Accepted::Store(from),
+            LinkKind::Data => Accepted::Data(from),
         })
     }
 }

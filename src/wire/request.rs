@@ -35,6 +35,13 @@ pub struct EncryptRequest {
     pub resent_after: Vec<NodeId>,
 }
 
+impl EncryptRequest {
+    /// The bytes of its images (what a node's payload budget counts).
+    pub fn payload_len(&self) -> usize {
+        self.secret.len() + self.cover.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Why a request was not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {

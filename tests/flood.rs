@@ -1,0 +1,124 @@
+//! A flood of huge uploads against one node (issue 31), with real node processes: what fits in
+//! the node's payload budget is served and answered; the rest is refused at once (503 with
+//! Retry-After) before any work is done on it; no election while every node is alive.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use imgcloud::codec::seal::SealKey;
+use imgcloud::codec::stego::decrypt_image;
+use support::{poll, runtime, Cluster};
+
+/// A PNG of about `mb` megabytes: noise, which PNG cannot compress.
+fn noise_png(mb: usize, seed: u32) -> Vec<u8> {
+    let side = ((mb << 20) as f64 / 3.0).sqrt() as u32;
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    let img = image::RgbImage::from_fn(side, side, |_, _| {
+        let mut px = [0u8; 3];
+        for c in &mut px {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            *c = state as u8;
+        }
+        image::Rgb(px)
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    png.into_inner()
+}
+
+#[test]
+fn a_flood_of_huge_uploads_is_served_within_the_budget_and_the_rest_refused_at_once() {
+    const UPLOADS: usize = 12;
+    let cluster = Cluster::start(3, &["--payload-budget-mb", "64"]);
+    let epoch_before = poll(Duration::from_secs(30), || cluster.agreed())
+        .expect("agreement")
+        .1;
+    let url = format!("http://{}/encrypt", cluster.config.node(1).unwrap().http);
+    let image = noise_png(20, 7);
+    assert!(image.len() > 19 << 20, "{} bytes", image.len());
+    let rt = runtime();
+    let answers: Vec<(u16, Option<String>, Duration, Vec<u8>)> = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let uploads = (0..UPLOADS).map(|_| {
+            let form = reqwest::multipart::Form::new()
+                .part(
+                    "image",
+                    reqwest::multipart::Part::bytes(image.clone()).file_name("big.png"),
+                )
+                .text("owner", "alice");
+            let request = http
+                .post(&url)
+                .multipart(form)
+                .timeout(Duration::from_secs(60));
+            async move {
+                let start = Instant::now();
+                let response = request.send().await.expect("an answer");
+                let status = response.status().as_u16();
+                let retry = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                let body = response.bytes().await.unwrap_or_default().to_vec();
+                (status, retry, start.elapsed(), body)
+            }
+        });
+        futures::future::join_all(uploads).await
+    });
+
+    // Shown if the test fails.
+    for (status, retry, took, body) in &answers {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+        eprintln!("{status} {retry:?} {took:?} {text}");
+    }
+    let key = SealKey::from_secret(b"test-secret");
+    let mut served = 0;
+    let mut refused = 0;
+    for (status, retry, took, body) in &answers {
+        match status {
+            200 => {
+                let (meta, secret) = decrypt_image(body, &key).expect("a sealed image");
+                assert!(secret == image && meta.owner == "alice");
+                served += 1;
+            }
+            503 => {
+                assert_eq!(retry.as_deref(), Some("1"), "a refusal says when to retry");
+                let error: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let message = error["error"].as_str().unwrap_or_default();
+                assert!(message.contains("busy"), "{message}");
+                assert!(*took < Duration::from_secs(10), "refused after {took:?}");
+                refused += 1;
+            }
+            other => panic!("answer {other}: {}", String::from_utf8_lossy(body)),
+        }
+    }
+    assert!(
+        served >= 1 && refused >= 1,
+        "{served} served, {refused} refused"
+    );
+
+    // Served = answered 200: the request log holds exactly the served uploads, everywhere.
+    let logged = poll(Duration::from_secs(15), || {
+        let statuses = cluster.statuses();
+        let logs: Vec<u64> = statuses
+            .values()
+            .filter_map(|s| s.as_ref()?["request_log"].as_u64())
+            .collect();
+        (logs.len() == 3 && logs.iter().all(|&n| n == served)).then_some(())
+    });
+    assert!(logged.is_some(), "logs: {:?}", cluster.statuses());
+    // No election while every node was alive, and the budget is all given back.
+    let status = cluster.status(1).expect("node 1 answers");
+    assert_eq!(status["epoch"].as_u64(), Some(epoch_before), "{status}");
+    assert_eq!(
+        status["payloads_refused"].as_u64(),
+        Some(refused),
+        "{status}"
+    );
+    let idle = poll(Duration::from_secs(10), || {
+        (cluster.status(1)?["payload_bytes"].as_u64()? == 0).then_some(())
+    });
+    assert!(idle.is_some(), "{:?}", cluster.status(1));
+}
