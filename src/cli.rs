@@ -59,7 +59,7 @@ pub struct NodeArgs {
     pub dispatch: Option<crate::config::Dispatch>,
     /// Megabytes of request payloads this node holds at once (uploads being read or waiting
     /// for their answer, copies from other nodes); beyond, it refuses at once: HTTP 503 with
-    /// Retry-After (default 256).
+    /// Retry-After (default 64).
     #[arg(long, value_name = "MB")]
     pub payload_budget_mb: Option<u64>,
     /// Exit when standard input closes (set by launchers so no node outlives them).
