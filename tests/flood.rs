@@ -122,3 +122,55 @@ fn a_flood_of_huge_uploads_is_served_within_the_budget_and_the_rest_refused_at_o
     });
     assert!(idle.is_some(), "{:?}", cluster.status(1));
 }
+
+/// The client protocol takes from the same budget: a multicast client's huge requests that do
+/// not fit are refused at once by each node ("unavailable", so the client waits for the
+/// others); what a node holds is served and answered once.
+#[test]
+fn a_multicast_client_flood_is_served_within_the_budget_and_the_rest_refused() {
+    const REQUESTS: usize = 12;
+    let cluster = Cluster::start(3, &["--payload-budget-mb", "40"]);
+    let epoch_before = poll(Duration::from_secs(30), || cluster.agreed())
+        .expect("agreement")
+        .1;
+    let image = noise_png(8, 11);
+    let nodes = cluster.config.nodes.clone();
+    let rt = runtime();
+    let results = rt.block_on(async {
+        let client = imgcloud::client::Client::connect(1, &nodes)
+            .await
+            .expect("connect");
+        let requests = (0..REQUESTS).map(|_| client.encrypt(image.clone(), None, "alice", vec![]));
+        futures::future::join_all(requests).await
+    });
+    let key = SealKey::from_secret(b"test-secret");
+    let mut served = 0;
+    for result in &results {
+        match result {
+            Ok(reply) => {
+                let (meta, secret) = decrypt_image(&reply.png, &key).expect("a sealed image");
+                assert!(secret == image && meta.owner == "alice");
+                served += 1;
+            }
+            Err(imgcloud::Error::Unavailable(message)) => {
+                assert!(message.contains("busy"), "{message}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        served >= 1 && served < REQUESTS as u64,
+        "{served} of {REQUESTS} served"
+    );
+    let logged = poll(Duration::from_secs(15), || {
+        let logs: Vec<u64> = cluster
+            .statuses()
+            .values()
+            .filter_map(|s| s.as_ref()?["request_log"].as_u64())
+            .collect();
+        (logs.len() == 3 && logs.iter().all(|&n| n == served)).then_some(())
+    });
+    assert!(logged.is_some(), "logs: {:?}", cluster.statuses());
+    let status = cluster.status(1).expect("node 1 answers");
+    assert_eq!(status["epoch"].as_u64(), Some(epoch_before), "{status}");
+}

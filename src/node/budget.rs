@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::ids::NodeId;
+
 /// The default budget. An upload costs far more than its bytes while it is served: a 27 MB
 /// PNG of noise took ~350 MB to encrypt (its pixels, a cover four times its size, the
 /// encrypted PNG), and the copies forwarded to the other nodes. Measured with
@@ -71,6 +73,17 @@ impl Budget {
     /// Bytes taken now.
     pub fn in_use(&self) -> usize {
         self.capacity - self.room.available_permits().min(self.capacity)
+    }
+
+    /// The sentence that refuses `wanted` bytes at node `node` for want of room.
+    pub fn busy(&self, node: NodeId, wanted: usize) -> String {
+        format!(
+            "node {node} is busy: {} MB of payloads are in flight and {} MB more would pass its \
+             budget of {} MB; retry in a second, or send it to another node",
+            self.in_use() >> 20,
+            wanted.div_ceil(1 << 20),
+            self.capacity() >> 20
+        )
     }
 
     /// Payloads refused so far for want of room.

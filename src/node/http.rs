@@ -232,16 +232,7 @@ async fn within_budget(
         drop(share);
         return response;
     }
-    let mut busy = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "node {node} is busy: {} MB of uploads are in flight and {} MB more would pass its \
-             budget of {} MB; retry in a second, or send it to another node",
-            budget.in_use() >> 20,
-            reserved.div_ceil(1 << 20),
-            budget.capacity() >> 20
-        ),
-    );
+    let mut busy = error(StatusCode::SERVICE_UNAVAILABLE, budget.busy(node, reserved));
     busy.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     let waits_for_leave = request

@@ -107,8 +107,9 @@ pub(crate) enum Input {
     PeerOpened(NodeId, u64),
     /// A peer connection closed.
     PeerClosed(NodeId, u64),
-    /// A request from a client connection (the client sent it to every node).
-    ClientRequest(EncryptRequest, mpsc::Sender<EncryptReply>),
+    /// A request from a client connection (the client sent it to every node), with its
+    /// payload's share of the node's budget.
+    ClientRequest(EncryptRequest, mpsc::Sender<EncryptReply>, Share),
     /// A request that reached this node alone (plain HTTP): forwarded to the peers.
     HttpRequest(EncryptRequest, oneshot::Sender<EncryptReply>),
     /// An encryption job finished.
@@ -255,6 +256,7 @@ pub async fn run(
         auth,
         input_tx.clone(),
         store.clone(),
+        budget.clone(),
     ));
     let (silence_store, silence_changes) = (store.clone(), status_rx.clone());
     tasks.spawn(async move {
@@ -493,16 +495,16 @@ impl Shell {
             }
             // A failed node ignores its clients: the other nodes have the same request.
             Input::ClientRequest(..) if failed => Vec::new(),
-            Input::ClientRequest(request, reply) if self.static_split.is_some() => {
+            Input::ClientRequest(request, reply, _) if self.static_split.is_some() => {
                 self.serve_static(request, reply);
                 Vec::new()
             }
-            Input::ClientRequest(request, reply) => {
+            Input::ClientRequest(request, reply, share) => {
                 if self.core.answers_again(&request.id, &request.resent_after) {
                     self.answer_again(request, reply);
                     Vec::new()
                 } else {
-                    self.hold(request, ReplyTo::Client(reply), None)
+                    self.hold(request, ReplyTo::Client(reply), Some(share))
                 }
             }
             Input::HttpRequest(request, waiter) => {
@@ -940,6 +942,7 @@ async fn accept_loop(
     auth: PeerAuth,
     inputs: mpsc::Sender<Input>,
     store: Store,
+    budget: Budget,
 ) -> Result<()> {
     let mut next_conn = 0u64;
     loop {
@@ -955,7 +958,7 @@ async fn accept_loop(
         next_conn += 1;
         let conn = next_conn;
         let (auth, members, inputs) = (auth.clone(), members.clone(), inputs.clone());
-        let store = store.clone();
+        let (store, budget) = (store.clone(), budget.clone());
         tokio::spawn(async move {
             let (mut reader, mut writer) = split(stream);
             let accepted = timeout(
@@ -991,7 +994,7 @@ async fn accept_loop(
                 }
                 Ok(Ok(Accepted::Client)) => {
                     debug!(node = me, %remote, "client connected");
-                    if let Err(e) = serve_client(reader, writer, inputs).await {
+                    if let Err(e) = serve_client(me, reader, writer, inputs, budget).await {
                         debug!(node = me, %remote, "[Node {me}] closed client connection: {e}");
                     }
                 }
@@ -1036,10 +1039,14 @@ async fn read_peer(
 }
 
 /// Reads a client's requests and writes its replies until either side ends.
+/// Each request takes its payload's share of the node's budget as it is read; without room it
+/// is refused at once ("unavailable": the client waits for the other nodes' answers).
 async fn serve_client(
+    me: NodeId,
     mut reader: FrameReader,
     mut writer: FrameWriter,
     inputs: mpsc::Sender<Input>,
+    budget: Budget,
 ) -> Result<()> {
     let (reply_tx, mut reply_rx) = mpsc::channel::<EncryptReply>(CLIENT_QUEUE);
     let writer_task = tokio::spawn(async move {
@@ -1059,8 +1066,16 @@ async fn serve_client(
                     "request id must be 1 to {MAX_ID_LEN} bytes"
                 )));
             }
+            let Some(share) = budget.try_take(request.payload_len()) else {
+                let why = budget.busy(me, request.payload_len());
+                let busy = refusal(&request.id, me, Refusal::Unavailable, &why);
+                if reply_tx.send(busy).await.is_err() {
+                    break;
+                }
+                continue;
+            };
             if inputs
-                .send(Input::ClientRequest(request, reply_tx.clone()))
+                .send(Input::ClientRequest(request, reply_tx.clone(), share))
                 .await
                 .is_err()
             {
