@@ -190,6 +190,14 @@ pub(crate) fn limit_bodies<S: Clone + Send + Sync + 'static>(
         ))
 }
 
+/// The body's length as its `Content-Length` declares it, if it does.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Refuses (413) a request whose `Content-Length` is over `limit` before reading any of it
 /// (a body without one is cut off by `DefaultBodyLimit` once it passes the limit).
 async fn refuse_oversized(
@@ -197,12 +205,7 @@ async fn refuse_oversized(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let announced = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match announced {
+    match declared_length(request.headers()) {
         Some(len) if len > limit as u64 => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is {len} bytes; at most {limit} are accepted"),
@@ -221,12 +224,8 @@ async fn within_budget(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let reserved = declared.unwrap_or(MAX_UPLOAD_BYTES).min(MAX_UPLOAD_BYTES);
+    let declared = declared_length(request.headers()).map(|l| l.min(MAX_UPLOAD_BYTES as u64));
+    let reserved = declared.map_or(MAX_UPLOAD_BYTES, |l| l as usize);
     if let Some(share) = budget.try_take(reserved) {
         let response = next.run(request).await;
         drop(share);
@@ -409,11 +408,7 @@ async fn post_encrypt(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared.filter(|&l| l > MAX_UPLOAD_BYTES as u64) {
+    if let Some(length) = declared_length(&headers).filter(|&l| l > MAX_UPLOAD_BYTES as u64) {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body declares {length} bytes; the limit is {MAX_UPLOAD_BYTES} bytes"),

@@ -227,26 +227,21 @@ pub async fn run(
     // The data links' re-connections are not reported: they follow the protocol links'.
     let data_reconnects = Arc::new(AtomicU64::new(0));
     for peer in config.nodes.iter().filter(|n| n.id != id) {
-        let (handle, task) = link(
-            LinkKind::Node,
-            id,
-            peer.id,
-            peer.addr,
-            auth.clone(),
-            Arc::clone(&reconnects),
-        );
-        links.insert(peer.id, handle);
-        tasks.spawn(task);
-        let (handle, task) = link(
-            LinkKind::Data,
-            id,
-            peer.id,
-            peer.addr,
-            auth.clone(),
-            Arc::clone(&data_reconnects),
-        );
-        data_links.insert(peer.id, handle);
-        tasks.spawn(task);
+        for (kind, links, counter) in [
+            (LinkKind::Node, &mut links, &reconnects),
+            (LinkKind::Data, &mut data_links, &data_reconnects),
+        ] {
+            let (handle, task) = link(
+                kind,
+                id,
+                peer.id,
+                peer.addr,
+                auth.clone(),
+                Arc::clone(counter),
+            );
+            links.insert(peer.id, handle);
+            tasks.spawn(task);
+        }
     }
     let members = Arc::new(config.ids());
     tasks.spawn(accept_loop(

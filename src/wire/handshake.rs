@@ -72,6 +72,35 @@ pub enum Hello {
     },
 }
 
+impl Hello {
+    /// The protocol version the connector speaks.
+    fn version(&self) -> u16 {
+        match self {
+            Hello::Client { version }
+            | Hello::Peer { version, .. }
+            | Hello::Data { version, .. }
+            | Hello::Store { version, .. } => *version,
+        }
+    }
+
+    /// A node's link: its kind, the connecting node, the node it means to reach, its challenge.
+    fn link(&self) -> Option<(LinkKind, NodeId, NodeId, [u8; 16])> {
+        let (kind, from, to, nonce) = match self {
+            Hello::Client { .. } => return None,
+            Hello::Peer {
+                from, to, nonce, ..
+            } => (LinkKind::Node, from, to, nonce),
+            Hello::Data {
+                from, to, nonce, ..
+            } => (LinkKind::Data, from, to, nonce),
+            Hello::Store {
+                from, to, nonce, ..
+            } => (LinkKind::Store, from, to, nonce),
+        };
+        Some((kind, *from, *to, *nonce))
+    }
+}
+
 /// The acceptor's answer to a [`Hello`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HelloReply {
@@ -245,51 +274,18 @@ impl PeerAuth {
         members: &[NodeId],
     ) -> Result<Accepted> {
         let refuse = |reason: String| async move { Err::<Accepted, _>(Error::Protocol(reason)) };
-        match reader.expect::<Hello>().await? {
-            Hello::Client { version } if version == PROTOCOL_VERSION => {
+        let hello = reader.expect::<Hello>().await?;
+        match (&hello, hello.link()) {
+            (Hello::Client { version }, _) if *version == PROTOCOL_VERSION => {
                 writer.write(&HelloReply::Welcome { node: me }).await?;
                 Ok(Accepted::Client)
             }
-            Hello::Peer {
-                version,
-                from,
-                to,
-                nonce,
-            } if version == PROTOCOL_VERSION => {
-                self.prove(LinkKind::Node, reader, writer, me, members, from, to, nonce)
+            (_, Some((kind, from, to, nonce))) if hello.version() == PROTOCOL_VERSION => {
+                self.prove(kind, reader, writer, me, members, from, to, nonce)
                     .await
             }
-            Hello::Store {
-                version,
-                from,
-                to,
-                nonce,
-            } if version == PROTOCOL_VERSION => {
-                self.prove(
-                    LinkKind::Store,
-                    reader,
-                    writer,
-                    me,
-                    members,
-                    from,
-                    to,
-                    nonce,
-                )
-                .await
-            }
-            Hello::Data {
-                version,
-                from,
-                to,
-                nonce,
-            } if version == PROTOCOL_VERSION => {
-                self.prove(LinkKind::Data, reader, writer, me, members, from, to, nonce)
-                    .await
-            }
-            Hello::Client { version }
-            | Hello::Peer { version, .. }
-            | Hello::Data { version, .. }
-            | Hello::Store { version, .. } => {
+            _ => {
+                let version = hello.version();
                 let reason = format!("protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})");
                 writer.write(&HelloReply::Refused(reason.clone())).await?;
                 refuse(reason).await

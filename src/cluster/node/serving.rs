@@ -108,20 +108,27 @@ impl Node {
         }
         let own = self.synced.then(|| self.claims.vote(now, id, self.id, 0));
         let members = self.members.len();
-        let (new, verdict) = self.claims.open_claim(now, id, self.id, own, members);
+        let opened = self.claims.open_claim(now, id, self.id, own, members);
+        self.send_claim(now, id, opened);
+        self.take_output()
+    }
+
+    /// Sends a claim just opened (`new`) to every peer, and applies the verdict this node's own
+    /// answer gave, if any.
+    fn send_claim(&mut self, now: Millis, id: &str, (new, verdict): (bool, Option<Verdict>)) {
         if new {
-            for p in self.peer_ids() {
-                self.outbox
-                    .entry(p)
-                    .or_default()
-                    .claims
-                    .push(id.to_string());
-            }
+            self.add_for_every_peer(|batch| batch.claims.push(id.to_string()));
         }
         if let Some(verdict) = verdict {
             self.decide_claim(now, id, verdict);
         }
-        self.take_output()
+    }
+
+    /// Adds to the batch every peer gets at the next flush.
+    pub(super) fn add_for_every_peer(&mut self, mut add: impl FnMut(&mut ClaimBatch)) {
+        for p in self.peer_ids() {
+            add(self.outbox.entry(p).or_default());
+        }
     }
 
     /// The nodes that may serve: this one and every up peer, with their costs.
@@ -264,13 +271,7 @@ impl Node {
                 self.dispatcher.served(id);
                 self.out.push(Output::Reply(id.to_string()));
                 let me = self.id;
-                for p in self.peer_ids() {
-                    self.outbox
-                        .entry(p)
-                        .or_default()
-                        .served
-                        .push((id.to_string(), me, gen));
-                }
+                self.add_for_every_peer(|batch| batch.served.push((id.to_string(), me, gen)));
             }
             (ClaimKind::Result, Verdict::Lost) => {}
             (ClaimKind::Takeover, Verdict::Won) => {
@@ -279,26 +280,21 @@ impl Node {
                     self.out.push(Output::Serve(id.to_string()));
                 } else if !self.dispatcher.is_serving(id) {
                     // The payload went meanwhile (committed elsewhere, or expired).
-                    self.abandon_takeover(now, id);
+                    self.withdraw_claim(now, id);
                 }
             }
-            (ClaimKind::Takeover, Verdict::Lost) => self.abandon_takeover(now, id),
+            // Given up before serving: the request's assigned server (or a later one) wins.
+            (ClaimKind::Takeover, Verdict::Lost) => self.withdraw_claim(now, id),
         }
     }
 
-    /// Gives up this node's takeover of `id` before serving it: its own vote and the peers'
-    /// votes for it go, so that the request's assigned server (or a later one) can win.
-    pub(super) fn abandon_takeover(&mut self, now: Millis, id: &str) {
+    /// Withdraws this node's claim of `id` (a takeover given up, or a result dropped): its own
+    /// vote and the peers' votes for it go, each to the first claimant it refused.
+    pub(super) fn withdraw_claim(&mut self, now: Millis, id: &str) {
         if let Some(again) = self.claims.withdraw(now, id, self.id) {
             self.tell(now, again);
         }
-        for p in self.peer_ids() {
-            self.outbox
-                .entry(p)
-                .or_default()
-                .withdrawn
-                .push(id.to_string());
-        }
+        self.add_for_every_peer(|batch| batch.withdrawn.push(id.to_string()));
     }
 
     /// The order in which the nodes this node hears take over a request, and this node's
@@ -381,21 +377,10 @@ impl Node {
         }
         self.claims.vote(now, id, self.id, 0);
         let members = self.members.len();
-        let (new, verdict) = self
+        let opened = self
             .claims
             .open_takeover(now, id, self.id, self.id, members);
-        if new {
-            for p in self.peer_ids() {
-                self.outbox
-                    .entry(p)
-                    .or_default()
-                    .claims
-                    .push(id.to_string());
-            }
-        }
-        if let Some(verdict) = verdict {
-            self.decide_claim(now, id, verdict);
-        }
+        self.send_claim(now, id, opened);
     }
 
     /// Remembers a commit of a previous run of this node.
@@ -477,7 +462,7 @@ impl Node {
                 )
             }));
         for id in due.abandoned {
-            self.abandon_takeover(now, &id);
+            self.withdraw_claim(now, &id);
         }
         for (id, reason) in given_up.collect::<Vec<_>>() {
             self.give_up(now, &id);
@@ -494,17 +479,8 @@ impl Node {
     /// is asked to choose another server, as when a chosen node lacks the payload.
     pub(super) fn give_up(&mut self, now: Millis, id: &str) {
         self.out.push(Output::Drop(id.to_string()));
-        if let Some(again) = self.claims.withdraw(now, id, self.id) {
-            self.tell(now, again);
-        }
+        self.withdraw_claim(now, id);
         self.dispatcher.lost(id);
-        for p in self.peer_ids() {
-            self.outbox
-                .entry(p)
-                .or_default()
-                .withdrawn
-                .push(id.to_string());
-        }
         if self.is_coordinator() {
             self.assign(now, id, Some(self.id));
         } else if let Some(c) = self.coordinator {

@@ -37,12 +37,11 @@ impl Node {
             }
         }
         withdrawn.extend(taken_over);
-        for p in self.peer_ids() {
-            let batch = self.outbox.entry(p).or_default();
+        self.add_for_every_peer(|batch| {
             batch.claims.clear();
             batch.acks.clear();
             batch.withdrawn.extend(withdrawn.iter().cloned());
-        }
+        });
         self.bump_counters(|c| c.failures += 1);
         let reason = format!("for {:.1} s", duration_ms as f64 / 1000.0);
         self.emit(Event::StateChanged {
