@@ -455,6 +455,9 @@ fn seed(args: SeedArgs) -> Result<ExitCode, String> {
         if client.late() > 0 {
             println!("late replies dropped: {}", client.late());
         }
+        if client.retries() > 0 {
+            println!("sent again after every node refused them for now: {}", client.retries());
+        }
         Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

@@ -4,7 +4,9 @@
 //! back-off, writes requests and reads replies. A request is encoded once and written to every
 //! connected node; the first answer wins: a PNG, or a refusal about the request itself (bad
 //! input, too large), which the serving node gives once for the cluster. "Unavailable"
-//! refusals only end the wait when every node has said so. Any later reply is dropped, so the
+//! refusals (a node busy with other payloads, or without a majority) are back-pressure: when
+//! every node has said so, the request is sent again after a growing, jittered pause, until
+//! its deadline. Any later reply is dropped, so the
 //! caller sees exactly one reply. A decisive one is counted: as late if it is the request's first
 //! and the caller gave up before it came (its deadline passed, or every node said unavailable),
 //! else as a duplicate.
@@ -64,6 +66,11 @@ pub fn deadline_from_secs(secs: f64) -> Duration {
 pub const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait between two connection attempts to a node.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The first pause before a request every node refused for now is sent again.
+pub const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// The longest pause between two sends of a refused request (a busy node says "retry in a
+/// second").
+pub const MAX_RETRY: Duration = Duration::from_secs(1);
 
 /// A successful reply.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,6 +189,19 @@ impl Book {
         }
     }
 
+    /// Waits again for a request every node refused for now, to be sent again; None if a
+    /// decisive reply came meanwhile (it counted as late) or the request is not waiting.
+    fn again(&mut self, id: &str) -> Option<oneshot::Receiver<Result<Encrypted>>> {
+        let waiter = self.waiting.get_mut(id)?;
+        if waiter.answered || waiter.done.is_some() {
+            return None;
+        }
+        let (done, answer) = oneshot::channel();
+        waiter.done = Some(done);
+        waiter.unavailable = 0;
+        Some(answer)
+    }
+
     /// Retires a request whose caller stopped waiting.
     fn finish(&mut self, id: RequestId) {
         if self.waiting.remove(&id).is_some_and(|w| w.answered) {
@@ -200,6 +220,7 @@ pub struct Client {
     links: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     connected: watch::Receiver<usize>,
     book: Arc<Mutex<Book>>,
+    retries: AtomicU64,
     _tasks: JoinSet<()>,
 }
 
@@ -243,6 +264,7 @@ impl Client {
             links,
             connected,
             book,
+            retries: AtomicU64::new(0),
             _tasks: tasks,
         };
         let mut watch = client.connected.clone();
@@ -280,6 +302,11 @@ impl Client {
         self.book.lock().map_or(0, |b| b.late)
     }
 
+    /// Requests sent again after every node refused them for now.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
     /// A fresh request id.
     pub fn next_id(&self) -> RequestId {
         format!(
@@ -308,7 +335,11 @@ impl Client {
         self.send(request).await
     }
 
-    /// Sends a request to every node and waits for its one reply.
+    /// Sends a request to every node and waits for its one reply. While every node refuses it
+    /// for now ("unavailable": busy with other payloads, no majority), it is sent again after a
+    /// pause that doubles from [`FIRST_RETRY`] to [`MAX_RETRY`], jittered, until its deadline:
+    /// a refusal is back-pressure, not an answer. The id stays the same, so the cloud still
+    /// serves it once.
     pub async fn send(&self, request: EncryptRequest) -> Result<Encrypted> {
         let id = request.id.clone();
         let bytes = encode(&request)?;
@@ -321,22 +352,38 @@ impl Client {
                 "the client's request table broke (a task panicked)".into(),
             ));
         };
-        let mut sent = 0;
-        for link in self.links.values() {
-            if link.try_send(bytes.clone()).is_ok() {
-                sent += 1;
+        let until = Instant::now() + self.deadline;
+        let mut pause = FIRST_RETRY;
+        let mut sent = self.to_every_node(&bytes);
+        let result = loop {
+            if sent == 0 {
+                break Err(Error::Unavailable("no node is connected".into()));
             }
-        }
-        let result = if sent == 0 {
-            Err(Error::Unavailable("no node is connected".into()))
-        } else {
-            match timeout(self.deadline, &mut answer).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(Error::Unavailable("the client shut down".into())),
-                Err(_) => Err(Error::Timeout(format!(
-                    "no reply to {id} within {:.1} s",
-                    self.deadline.as_secs_f64()
-                ))),
+            match tokio::time::timeout_at(until, &mut answer).await {
+                Ok(Ok(Err(Error::Unavailable(why)))) => {
+                    let wake = Instant::now() + pause.mul_f64(0.5 + rand::random::<f64>());
+                    if wake >= until {
+                        break Err(Error::Unavailable(why));
+                    }
+                    tokio::time::sleep_until(wake).await;
+                    pause = (pause * 2).min(MAX_RETRY);
+                    let again = self.book.lock().ok().and_then(|mut b| b.again(&id));
+                    let Some(next) = again else {
+                        break Err(Error::Unavailable(why));
+                    };
+                    answer = next;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    // A node that is not connected now gets it when its connection comes back.
+                    sent = self.to_every_node(&bytes).max(1);
+                }
+                Ok(Ok(result)) => break result,
+                Ok(Err(_)) => break Err(Error::Unavailable("the client shut down".into())),
+                Err(_) => {
+                    break Err(Error::Timeout(format!(
+                        "no reply to {id} within {:.1} s",
+                        self.deadline.as_secs_f64()
+                    )))
+                }
             }
         };
         let Ok(mut book) = self.book.lock() else {
@@ -349,6 +396,14 @@ impl Client {
         };
         book.finish(id);
         result
+    }
+
+    /// Queues an encoded request on every node's connection; how many took it.
+    fn to_every_node(&self, bytes: &Bytes) -> usize {
+        self.links
+            .values()
+            .filter(|link| link.try_send(bytes.clone()).is_ok())
+            .count()
     }
 }
 
@@ -629,6 +684,7 @@ mod tests {
             links: [(1, link)].into(),
             connected,
             book: Arc::default(),
+            retries: AtomicU64::new(0),
             _tasks: JoinSet::new(),
         };
         (client, wire)
@@ -755,6 +811,59 @@ mod tests {
             book.for_new_connection(2, is_up).is_empty(),
             "node 3 carries it"
         );
+    }
+
+    fn unavailable(id: &str, node: NodeId) -> EncryptReply {
+        EncryptReply {
+            id: id.into(),
+            served_by: node,
+            outcome: Outcome::Refused {
+                kind: Refusal::Unavailable,
+                message: "node 1 is busy".into(),
+            },
+        }
+    }
+
+    /// Issue 31: a request every node refused as busy ended at once as "unavailable"; now it is
+    /// sent again, with the same id, until it is served or its deadline comes.
+    #[tokio::test]
+    async fn a_request_every_node_refused_is_sent_again_until_served() {
+        let (client, mut wire) = offline_client(Duration::from_secs(30));
+        let client = Arc::new(client);
+        let caller = tokio::spawn({
+            let client = Arc::clone(&client);
+            async move { client.send(request("r4")).await }
+        });
+        for _ in 0..2 {
+            let sent: EncryptRequest = decode(&wire.recv().await.expect("sent")).unwrap();
+            assert_eq!(sent.id, "r4");
+            deliver(&client.book, unavailable("r4", 1), 1);
+        }
+        wire.recv().await.expect("sent a third time");
+        deliver(&client.book, png_reply("r4", 1), 1);
+        let answer = caller.await.expect("the caller finishes");
+        assert_eq!(answer.map(|e| e.served_by).ok(), Some(1));
+        assert_eq!((client.retries(), counts(&client)), (2, (0, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_ends_unavailable_when_no_retry_fits_its_deadline() {
+        let deadline = FIRST_RETRY / 3;
+        let (client, mut wire) = offline_client(deadline);
+        let client = Arc::new(client);
+        let caller = tokio::spawn({
+            let client = Arc::clone(&client);
+            async move { client.send(request("r5")).await }
+        });
+        wire.recv().await.expect("sent");
+        deliver(&client.book, unavailable("r5", 1), 1);
+        let answer = caller.await.expect("the caller finishes");
+        assert!(
+            matches!(&answer, Err(Error::Unavailable(m)) if m.contains("busy")),
+            "{answer:?}"
+        );
+        assert_eq!(client.retries(), 0);
+        assert!(wire.try_recv().is_err(), "not sent again");
     }
 
     #[test]
