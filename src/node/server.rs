@@ -61,7 +61,7 @@ use crate::node::link::{link, LinkHandle};
 use crate::node::pool::Pool;
 use crate::store::{Silence, Store};
 use crate::wire::framing::{
-    decode_envelope, split, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES,
+    decode, decode_envelope, split, Admitted, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES,
 };
 use crate::wire::handshake::{Accepted, LinkKind, PeerAuth};
 use crate::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
@@ -1034,11 +1034,12 @@ async fn read_peer(
 }
 
 /// Reads a client's requests and writes its replies until either side ends.
-/// Each request takes its payload's share of the node's budget as it is read; without room it
-/// is refused at once ("unavailable": the client waits for the other nodes' answers).
+/// Each request takes its frame's share of the node's budget when the frame's header comes,
+/// before its body is read; without room the body is dropped as it arrives and the request
+/// refused at once ("unavailable": the client sends it again after a pause).
 async fn serve_client(
     me: NodeId,
-    mut reader: FrameReader,
+    reader: FrameReader,
     mut writer: FrameWriter,
     inputs: mpsc::Sender<Input>,
     budget: Budget,
@@ -1054,21 +1055,25 @@ async fn serve_client(
         }
         Ok::<_, Error>(())
     });
+    let mut frames = reader.admitting({
+        let budget = budget.clone();
+        move |len| budget.try_take(len)
+    });
     let result = async {
-        while let Some(request) = reader.read::<EncryptRequest>().await? {
-            if request.id.is_empty() || request.id.len() > MAX_ID_LEN {
-                return Err(Error::Protocol(format!(
-                    "request id must be 1 to {MAX_ID_LEN} bytes"
-                )));
-            }
-            let Some(share) = budget.try_take(request.payload_len()) else {
-                let why = budget.busy(me, request.payload_len());
-                let busy = refusal(&request.id, me, Refusal::Unavailable, &why);
-                if reply_tx.send(busy).await.is_err() {
-                    break;
+        while let Some(frame) = frames.next().await? {
+            let (request, share) = match frame {
+                Admitted::Frame(bytes, share) => (decode::<EncryptRequest>(&bytes)?, share),
+                Admitted::Refused { head, len } => {
+                    let id = EncryptRequest::id_of(&head)?;
+                    check_id(&id)?;
+                    let busy = refusal(&id, me, Refusal::Unavailable, &budget.busy(me, len));
+                    if reply_tx.send(busy).await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
             };
+            check_id(&request.id)?;
             if inputs
                 .send(Input::ClientRequest(request, reply_tx.clone(), share))
                 .await
@@ -1084,6 +1089,16 @@ async fn serve_client(
     // Replies still owed go out before the connection closes (the writer ends with the last sender).
     let _ = timeout(Duration::from_secs(1), writer_task).await;
     result
+}
+
+/// A client's request id must be 1 to [`MAX_ID_LEN`] bytes.
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(Error::Protocol(format!(
+            "request id must be 1 to {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

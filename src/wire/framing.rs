@@ -6,13 +6,13 @@
 //! value that does not decode, or a peer speaking another protocol version is an
 //! [`Error::Protocol`], after which the caller closes the connection.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::wire::message::{Envelope, PROTOCOL_VERSION};
 use crate::{Error, Result};
@@ -113,6 +113,143 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// Reads each frame from now on only if `admit` gives something for its length (a share
+    /// of a byte budget) when its header arrives: an admitted frame is read whole and comes
+    /// with it; a refused one is read and dropped as it arrives, but for its first
+    /// [`REFUSED_HEAD_BYTES`]. So no more than the admitted bytes are ever held.
+    pub fn admitting<A, F>(self, admit: F) -> AdmittingReader<A, F>
+    where
+        F: FnMut(usize) -> Option<A>,
+    {
+        AdmittingReader {
+            inner: self.inner.map_decoder(|codec| Admit {
+                admit,
+                max: codec.max_frame_length(),
+                next: Next::Head,
+            }),
+        }
+    }
+}
+
+/// The first bytes kept of a refused frame: enough for what its refusal must name (a
+/// request's id leads its encoding).
+pub const REFUSED_HEAD_BYTES: usize = 160;
+
+/// A frame read under a budget ([`FrameReader::admitting`]).
+#[derive(Debug)]
+pub enum Admitted<A> {
+    /// The whole frame, with what admitted it.
+    Frame(Bytes, A),
+    /// A frame refused when its header came: its first bytes, and its length.
+    Refused {
+        /// Its first [`REFUSED_HEAD_BYTES`] bytes (fewer if it is shorter).
+        head: Bytes,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// The reading half of a connection whose frames must be admitted before they are read.
+pub struct AdmittingReader<A, F> {
+    inner: FramedRead<OwnedReadHalf, Admit<A, F>>,
+}
+
+impl<A, F: FnMut(usize) -> Option<A>> AdmittingReader<A, F> {
+    /// The next frame; `None` when the peer closed the connection cleanly.
+    pub async fn next(&mut self) -> Result<Option<Admitted<A>>> {
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(Some(frame)),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(Error::Protocol(format!("bad frame: {e}")))
+            }
+            Some(Err(e)) => Err(Error::Io(e)),
+        }
+    }
+}
+
+/// The decoder of [`AdmittingReader`]: 4-byte big-endian lengths, as [`LengthDelimitedCodec`].
+struct Admit<A, F> {
+    admit: F,
+    max: usize,
+    next: Next<A>,
+}
+
+enum Next<A> {
+    Head,
+    Body {
+        len: usize,
+        share: A,
+    },
+    Skip {
+        len: usize,
+        left: usize,
+        head: BytesMut,
+    },
+}
+
+impl<A, F: FnMut(usize) -> Option<A>> Decoder for Admit<A, F> {
+    type Item = Admitted<A>;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<Admitted<A>>> {
+        loop {
+            match std::mem::replace(&mut self.next, Next::Head) {
+                Next::Head => {
+                    let Some(header) = src.get(..4) else {
+                        return Ok(None);
+                    };
+                    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+                    let len = len as usize;
+                    if len > self.max {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("a frame of {len} bytes (limit {} bytes)", self.max),
+                        ));
+                    }
+                    src.advance(4);
+                    self.next = match (self.admit)(len) {
+                        Some(share) => {
+                            src.reserve(len.saturating_sub(src.len()));
+                            Next::Body { len, share }
+                        }
+                        None => Next::Skip {
+                            len,
+                            left: len,
+                            head: BytesMut::new(),
+                        },
+                    };
+                }
+                Next::Body { len, share } => {
+                    if src.len() < len {
+                        self.next = Next::Body { len, share };
+                        return Ok(None);
+                    }
+                    return Ok(Some(Admitted::Frame(src.split_to(len).freeze(), share)));
+                }
+                Next::Skip {
+                    len,
+                    mut left,
+                    mut head,
+                } => {
+                    let arrived = left.min(src.len());
+                    let keep = arrived.min(REFUSED_HEAD_BYTES - head.len());
+                    head.extend_from_slice(&src[..keep]);
+                    src.advance(arrived);
+                    left -= arrived;
+                    if left > 0 {
+                        self.next = Next::Skip { len, left, head };
+                        return Ok(None);
+                    }
+                    let head = head.freeze();
+                    return Ok(Some(Admitted::Refused { head, len }));
+                }
+            }
+        }
+    }
+}
+
 impl FrameWriter {
     /// Writes frames of up to `max` bytes from now on (a data link's).
     pub fn allow_frames(&mut self, max: usize) {
@@ -189,5 +326,38 @@ mod tests {
         let err = reader.next_frame().await.unwrap_err();
         assert!(matches!(err, Error::Protocol(_)), "{err}");
         writer.await.unwrap();
+    }
+
+    /// Issue 31: a client's frame was read whole (up to 64 MiB per connection) before the
+    /// node's budget was asked; now the header asks, and a refused frame is never held.
+    #[tokio::test]
+    async fn frames_are_admitted_by_their_header_and_refused_ones_never_held() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let big = vec![7u8; 1 << 20];
+        let sent = big.clone();
+        let writer = tokio::spawn(async move {
+            let (_, mut w) = split(TcpStream::connect(addr).await.unwrap());
+            for frame in [b"small".to_vec(), sent, b"after".to_vec()] {
+                w.write_bytes(Bytes::from(frame)).await.unwrap();
+            }
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let (reader, _) = split(stream);
+        let mut frames = reader.admitting(|len| (len < 1000).then_some(len));
+        let mut got = Vec::new();
+        while let Some(frame) = frames.next().await.unwrap() {
+            got.push(frame);
+            assert!(frames.inner.read_buffer().capacity() < 1 << 20);
+        }
+        writer.await.unwrap();
+        assert!(matches!(&got[0], Admitted::Frame(b, 5) if &b[..] == b"small"));
+        assert!(
+            matches!(&got[1], Admitted::Refused { head, len } if *len == big.len() && head[..] == big[..REFUSED_HEAD_BYTES]),
+            "{:?}",
+            got[1]
+        );
+        assert!(matches!(&got[2], Admitted::Frame(b, 5) if &b[..] == b"after"));
+        assert_eq!(got.len(), 3);
     }
 }

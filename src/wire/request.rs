@@ -40,6 +40,14 @@ impl EncryptRequest {
     pub fn payload_len(&self) -> usize {
         self.secret.len() + self.cover.as_ref().map_or(0, Vec::len)
     }
+
+    /// The id of an encoded request, read from its first bytes alone (the id leads the
+    /// encoding): what the refusal of a frame never read whole names.
+    pub fn id_of(head: &[u8]) -> crate::Result<RequestId> {
+        postcard::take_from_bytes::<RequestId>(head)
+            .map(|(id, _)| id)
+            .map_err(|e| crate::Error::Protocol(format!("a request without a readable id: {e}")))
+    }
 }
 
 /// Why a request was not served.
