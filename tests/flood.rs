@@ -179,3 +179,75 @@ fn a_multicast_client_flood_is_served_within_the_budget_by_retrying_refusals() {
     let status = cluster.status(1).expect("node 1 answers");
     assert_eq!(status["epoch"].as_u64(), Some(epoch_before), "{status}");
 }
+
+/// A flood of connections: a node serves at most `MAX_CLIENT_CONNECTIONS` clients and refuses
+/// the next in the handshake, with the reason; its members' links and its HTTP API are not
+/// affected, and a slot given back is taken by the next client.
+#[test]
+fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
+    use imgcloud::node::slots::MAX_CLIENT_CONNECTIONS;
+    use imgcloud::wire::framing::split;
+    use imgcloud::wire::handshake::{Hello, HelloReply};
+    use imgcloud::wire::message::PROTOCOL_VERSION;
+
+    let _alone = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3, &[]);
+    let epoch_before = poll(Duration::from_secs(30), || cluster.agreed())
+        .expect("agreement")
+        .1;
+    let addr = cluster.config.node(1).unwrap().addr;
+    let rt = runtime();
+    let hello = || async move {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut r, mut w) = split(stream);
+        let version = PROTOCOL_VERSION;
+        w.write(&Hello::Client { version }).await?;
+        let reply = r.expect::<HelloReply>().await?;
+        Ok::<_, imgcloud::Error>((reply, r, w))
+    };
+    let (welcomed, refused) = rt.block_on(async {
+        let mut open = Vec::new();
+        let mut refused = Vec::new();
+        for _ in 0..MAX_CLIENT_CONNECTIONS + 20 {
+            match hello().await.expect("every connection is answered") {
+                (HelloReply::Welcome { .. }, r, w) => open.push((r, w)),
+                (HelloReply::Refused(why), ..) => refused.push(why),
+                (other, ..) => panic!("{other:?}"),
+            }
+        }
+        let full = cluster
+            .status(1)
+            .expect("HTTP answers while the port is full");
+        assert_eq!(full["epoch"].as_u64(), Some(epoch_before), "{full}");
+        // One client leaves: the next is welcomed.
+        open.pop();
+        let next =
+            poll_async(|| async { matches!(hello().await, Ok((HelloReply::Welcome { .. }, ..))) })
+                .await;
+        assert!(next, "a slot given back is taken");
+        (open.len(), refused)
+    });
+    assert_eq!(welcomed, MAX_CLIENT_CONNECTIONS - 1);
+    assert_eq!(refused.len(), 20);
+    assert!(refused[0].contains("client connections"), "{}", refused[0]);
+    let status = cluster.status(1).expect("node 1 answers");
+    assert_eq!(status["epoch"].as_u64(), Some(epoch_before), "{status}");
+}
+
+/// Polls an async check every 20 ms for up to 10 s.
+async fn poll_async<F, Fut>(check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < until {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -21,7 +21,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::metadata::Viewer;
@@ -29,6 +28,7 @@ use crate::desk::Desk;
 use crate::ids::NodeId;
 use crate::node::budget::Budget;
 use crate::node::server::{Input, NodeStatus};
+use crate::node::slots::Bounded;
 use crate::sharing::wire::WithFile;
 use crate::sharing::SignedOp;
 use crate::store::Store;
@@ -68,7 +68,7 @@ pub(crate) struct Api {
 }
 
 /// Serves the API on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, api: Api) -> Result<()> {
+pub(crate) async fn serve(listener: Bounded, api: Api) -> Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
     let app = limit_bodies(
         Router::new()

@@ -381,7 +381,7 @@ mod tests {
         let (stream, _) = listener.accept().await.unwrap();
         let (mut reader, mut writer) = split(stream);
         let accepted = auth
-            .accept(&mut reader, &mut writer, 2, &[1, 2])
+            .accept(&mut reader, &mut writer, 2, &[1, 2], true)
             .await
             .unwrap();
         assert!(matches!(accepted, Accepted::Peer(1)));

@@ -17,3 +17,4 @@ pub mod http;
 pub mod link;
 pub mod pool;
 pub mod server;
+pub mod slots;

@@ -59,6 +59,9 @@ use crate::node::budget::{Budget, Share};
 use crate::node::http;
 use crate::node::link::{link, LinkHandle};
 use crate::node::pool::Pool;
+use crate::node::slots::{
+    Bounded, Slots, MAX_CLIENT_CONNECTIONS, MAX_HANDSHAKES, MAX_HTTP_CONNECTIONS,
+};
 use crate::store::{Silence, Store};
 use crate::wire::framing::{
     decode, decode_envelope, split, Admitted, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES,
@@ -278,7 +281,7 @@ pub async fn run(
     };
     tasks.spawn(shell.run(input_rx));
     tasks.spawn(http::serve(
-        http_listener,
+        Bounded::new(http_listener, MAX_HTTP_CONNECTIONS),
         http::Api {
             node: id,
             budget,
@@ -940,7 +943,12 @@ async fn accept_loop(
     budget: Budget,
 ) -> Result<()> {
     let mut next_conn = 0u64;
+    let (handshakes, clients) = (
+        Slots::new(MAX_HANDSHAKES),
+        Slots::new(MAX_CLIENT_CONNECTIONS),
+    );
     loop {
+        let handshake = handshakes.take().await;
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -954,13 +962,19 @@ async fn accept_loop(
         let conn = next_conn;
         let (auth, members, inputs) = (auth.clone(), members.clone(), inputs.clone());
         let (store, budget) = (store.clone(), budget.clone());
+        // Taken for whatever comes, kept only by a client.
+        let client_slot = clients.try_take();
         tokio::spawn(async move {
             let (mut reader, mut writer) = split(stream);
+            let room = client_slot.is_some();
             let accepted = timeout(
                 HANDSHAKE_TIMEOUT,
-                auth.accept(&mut reader, &mut writer, me, &members),
+                auth.accept(&mut reader, &mut writer, me, &members, room),
             )
             .await;
+            drop(handshake);
+            // Only a client keeps the slot: a member's link never holds one.
+            let client_slot = client_slot.filter(|_| matches!(accepted, Ok(Ok(Accepted::Client))));
             match accepted {
                 Ok(Ok(Accepted::Peer(peer))) => {
                     let _ = inputs.send(Input::PeerOpened(peer, conn)).await;
@@ -988,6 +1002,7 @@ async fn accept_loop(
                     }
                 }
                 Ok(Ok(Accepted::Client)) => {
+                    let _client_slot = client_slot;
                     debug!(node = me, %remote, "client connected");
                     if let Err(e) = serve_client(me, reader, writer, inputs, budget).await {
                         debug!(node = me, %remote, "[Node {me}] closed client connection: {e}");

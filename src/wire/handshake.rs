@@ -265,20 +265,30 @@ impl PeerAuth {
         }
     }
 
-    /// The acceptor's side, given the connection's first frame.
+    /// The acceptor's side, given the connection's first frame. A client is refused, with
+    /// the reason, without `room_for_client`.
     pub async fn accept(
         &self,
         reader: &mut FrameReader,
         writer: &mut FrameWriter,
         me: NodeId,
         members: &[NodeId],
+        room_for_client: bool,
     ) -> Result<Accepted> {
         let refuse = |reason: String| async move { Err::<Accepted, _>(Error::Protocol(reason)) };
         let hello = reader.expect::<Hello>().await?;
         match (&hello, hello.link()) {
-            (Hello::Client { version }, _) if *version == PROTOCOL_VERSION => {
+            (Hello::Client { version }, _) if *version == PROTOCOL_VERSION && room_for_client => {
                 writer.write(&HelloReply::Welcome { node: me }).await?;
                 Ok(Accepted::Client)
+            }
+            (Hello::Client { version }, _) if *version == PROTOCOL_VERSION => {
+                let reason = format!(
+                    "node {me} serves as many client connections as it may; the other nodes \
+                     may have room, or retry in a second"
+                );
+                writer.write(&HelloReply::Refused(reason.clone())).await?;
+                refuse(reason).await
             }
             (_, Some((kind, from, to, nonce))) if hello.version() == PROTOCOL_VERSION => {
                 self.prove(kind, reader, writer, me, members, from, to, nonce)
@@ -350,6 +360,14 @@ mod tests {
         acceptor_secret: &str,
         connector_secret: &str,
     ) -> (Result<Accepted>, Result<()>) {
+        handshake_with_room(acceptor_secret, connector_secret, true).await
+    }
+
+    async fn handshake_with_room(
+        acceptor_secret: &str,
+        connector_secret: &str,
+        room_for_client: bool,
+    ) -> (Result<Accepted>, Result<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (a, c) = (
@@ -362,9 +380,42 @@ mod tests {
         });
         let (stream, _) = listener.accept().await.unwrap();
         let (mut r, mut w) = split(stream);
-        let accepted = a.accept(&mut r, &mut w, 1, &[1, 2, 3]).await;
+        let accepted = a
+            .accept(&mut r, &mut w, 1, &[1, 2, 3], room_for_client)
+            .await;
         drop((r, w));
         (accepted, connector.await.unwrap())
+    }
+
+    /// Issue 31: without room for another client, a client is refused with the reason; a
+    /// member's link is not (clients can never keep a member out).
+    #[tokio::test]
+    async fn without_room_a_client_is_refused_and_a_member_is_not() {
+        let (accepted, connected) = handshake_with_room("s", "s", false).await;
+        assert!(matches!(accepted, Ok(Accepted::Peer(2))), "{accepted:?}");
+        assert!(connected.is_ok());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let (mut r, mut w) = split(TcpStream::connect(addr).await.unwrap());
+            let hello = Hello::Client {
+                version: PROTOCOL_VERSION,
+            };
+            w.write(&hello).await.unwrap();
+            r.expect::<HelloReply>().await.unwrap()
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = split(stream);
+        let accepted = PeerAuth::new("s")
+            .accept(&mut r, &mut w, 1, &[1, 2, 3], false)
+            .await;
+        assert!(accepted.is_err());
+        let reply = client.await.unwrap();
+        assert!(
+            matches!(&reply, HelloReply::Refused(why) if why.contains("client connections")),
+            "{reply:?}"
+        );
     }
 
     #[tokio::test]
