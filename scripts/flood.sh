@@ -6,7 +6,9 @@
 #   FLOOD_UPLOADS=12 FLOOD_MB=20 FLOOD_BUDGET_MB=256 scripts/flood.sh   (default budget: 64)
 #
 # Prints: uploads answered 200 / refused (503 with Retry-After) / other answers; served (the
-# request log's entries); elections (epoch before and after); each node's peak RSS (VmHWM).
+# request log's entries); elections (epoch before and after); the slowest GET /status of the
+# flooded node during the flood (its runtime's responsiveness: what heartbeats wait for);
+# each node's RSS when idle before, its peak (VmHWM) and its RSS 3 s after the flood.
 # FLOOD_PROFILE=debug uses the debug binaries (default release); FLOOD_BUILD=0 builds nothing;
 # FLOOD_KEEP=1 keeps the run folder (node logs, answers' headers).
 # Needs curl and python3 (to write a PNG of noise). Every process it started is stopped on exit.
@@ -63,6 +65,21 @@ done
 epoch_before=$(status 1 | field epoch)
 [[ -n "$epoch_before" ]] || { echo "flood.sh: the cluster did not elect a coordinator" >&2; exit 1; }
 
+rss_of() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status" 2>/dev/null; }
+idle=()
+for i in 0 1 2; do idle+=("$(rss_of "${PIDS[$i]}")"); done
+
+# The probe: GET /status of node 1, back to back, while the uploads run.
+probe() {
+    while [[ ! -e "$RUN/done" ]]; do
+        curl -s -o /dev/null -w '%{time_total}\n' --max-time 10 \
+            "http://127.0.0.1:$((BASE + 1000))/status" >>"$RUN/probe" 2>/dev/null
+        sleep 0.05
+    done
+}
+probe &
+PROBE=$!
+PIDS+=("$PROBE")
 url="http://127.0.0.1:$((BASE + 1000))/encrypt"
 start=$(date +%s.%N)
 CURLS=()
@@ -72,6 +89,8 @@ for i in $(seq "$UPLOADS"); do
     CURLS+=($!)
 done
 wait "${CURLS[@]}" 2>/dev/null
+touch "$RUN/done"
+wait "$PROBE" 2>/dev/null
 took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
 
 ok=0; refused=0; other=0
@@ -81,13 +100,15 @@ for i in $(seq "$UPLOADS"); do
     elif [[ "$code" == 503 ]] && grep -qi '^retry-after:' "$RUN/h$i"; then refused=$((refused + 1))
     else other=$((other + 1)); fi
 done
-sleep 1
+sleep 3
 served=$(status 1 | field request_log)
 epoch_after=$(status 1 | field epoch)
+status_max=$(sort -g "$RUN/probe" 2>/dev/null | tail -1 | awk '{printf "%d", $1 * 1000}')
+probes=$(wc -l <"$RUN/probe" 2>/dev/null)
 rss=""
 for i in 0 1 2; do
     hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/${PIDS[$i]}/status" 2>/dev/null)
-    rss+="node$((i + 1))=${hwm:-?}MB "
+    rss+="node$((i + 1))=${idle[$i]:-?}/${hwm:-?}/$(rss_of "${PIDS[$i]}")MB "
 done
-echo "flood uploads=$UPLOADS size_mb=$MB budget_mb=$BUDGET_MB answered_200=$ok refused_503=$refused other=$other served=$served epoch=$epoch_before->$epoch_after took_s=$took peak_rss: $rss"
+echo "flood uploads=$UPLOADS size_mb=$MB budget_mb=$BUDGET_MB answered_200=$ok refused_503=$refused other=$other served=$served epoch=$epoch_before->$epoch_after took_s=$took status_max_ms=${status_max:-?} (of ${probes:-0}) rss_idle/peak/after: $rss"
 [[ $other == 0 && "$served" == "$ok" && "$epoch_before" == "$epoch_after" ]]

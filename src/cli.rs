@@ -265,6 +265,16 @@ pub fn tune_allocator() {
     }
 }
 
+/// Gives the allocator's free memory back to the system now (after a burst of big payloads:
+/// [`crate::node::budget::Budget::drained_after_load`]). Takes a few milliseconds.
+pub fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -251,3 +251,31 @@ where
     }
     false
 }
+
+/// Issue 31: the reply to a 20 MB image (an encrypted PNG of ~80 MB) passed the client
+/// protocol's 64 MiB frame limit, so a multicast client never got it: work done, answer lost.
+#[test]
+fn a_huge_images_reply_reaches_a_multicast_client() {
+    let _alone = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(3, &[]);
+    poll(Duration::from_secs(30), || cluster.agreed()).expect("agreement");
+    let image = noise_png(20, 5);
+    let nodes = cluster.config.nodes.clone();
+    let rt = runtime();
+    let (reply, duplicates) = rt.block_on(async {
+        let client = imgcloud::client::Client::connect(1, &nodes)
+            .await
+            .expect("connect");
+        let reply = client.encrypt(image.clone(), None, "alice", vec![]).await;
+        (reply, client.duplicates())
+    });
+    let reply = reply.expect("the reply comes");
+    assert!(reply.png.len() > 64 << 20, "{} bytes", reply.png.len());
+    let key = SealKey::from_secret(b"test-secret");
+    let (meta, secret) = decrypt_image(&reply.png, &key).expect("a sealed image");
+    assert!(secret == image && meta.owner == "alice");
+    assert_eq!(duplicates, 0);
+    logs_hold(&cluster, 1);
+}

@@ -42,7 +42,7 @@ use tokio::time::{timeout, Instant};
 use crate::codec::metadata::Viewer;
 use crate::config::NodeAddr;
 use crate::ids::{NodeId, RequestId};
-use crate::wire::framing::{decode, encode, split};
+use crate::wire::framing::{decode, encode, split, MAX_DATA_FRAME_BYTES};
 use crate::wire::handshake::{Hello, HelloReply};
 use crate::wire::message::PROTOCOL_VERSION;
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
@@ -507,6 +507,8 @@ async fn link(
         };
         if let Ok(Ok((mut reader, mut writer))) = timeout(Duration::from_secs(2), attempt).await {
             backoff = Duration::from_millis(50);
+            // A reply may be four times its request: as large as a data link's frames.
+            reader.allow_frames(MAX_DATA_FRAME_BYTES);
             // Requests still waiting may have reached no node that is alive now (every holder
             // restarted): give them to this one too. Nodes serve an id once, whatever its copies.
             let is_up = |id| {

@@ -9,8 +9,9 @@
 //! number of colour samples, and [`DefaultCovers`] keeps the painted images by ladder width so
 //! that a busy node paints each size once and then only copies it.
 //!
-//! Implementation caveats: the cache holds at most [`CACHE_ENTRIES`] sizes and, when full, drops
-//! the largest other one; two threads missing the same size at once both paint it (the first
+//! Implementation caveats: the cache holds at most [`CACHE_ENTRIES`] sizes and [`CACHE_BYTES`]
+//! of pixels; when full it drops the largest other ones, and a cover bigger than the whole
+//! budget is painted for its request and not kept; two threads missing the same size at once both paint it (the first
 //! to finish wins). The scene is the same for every user, so it says nothing about the owner.
 
 use std::collections::HashMap;
@@ -28,6 +29,11 @@ pub const STEP_WIDTH: u32 = 32;
 pub const MAX_WIDTH: u32 = 8192;
 /// Most sizes a [`DefaultCovers`] keeps at once.
 pub const CACHE_ENTRIES: usize = 8;
+/// Most pixel bytes a [`DefaultCovers`] keeps at once. Covers of the demo's and the stress
+/// test's sizes take well under 1 MB; the cover of a 27 MB upload takes ~110 MB, and keeping
+/// such covers (up to eight of up to 151 MB) held a node at 175-229 MB after a flood instead
+/// of its idle 12 MB (issue 31). Painting a cover that big costs less than encrypting into it.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The 4:3 ladder size of a given ladder width.
 fn ladder_size(width: u32) -> (u32, u32) {
@@ -74,11 +80,19 @@ impl DefaultCovers {
         }
         let (w, h) = ladder_size(width);
         let painted = Arc::new(landscape(w, h));
+        let size = painted.as_raw().len();
+        if size > CACHE_BYTES {
+            return painted;
+        }
         let mut cache = self.lock();
-        if cache.len() >= CACHE_ENTRIES {
-            if let Some(&largest) = cache.keys().filter(|&&k| k != width).max() {
-                cache.remove(&largest);
-            }
+        let bytes = |cache: &HashMap<u32, Arc<RgbImage>>| -> usize {
+            cache.values().map(|c| c.as_raw().len()).sum()
+        };
+        while cache.len() >= CACHE_ENTRIES || bytes(&cache) + size > CACHE_BYTES {
+            let Some(&largest) = cache.keys().filter(|&&k| k != width).max() else {
+                break;
+            };
+            cache.remove(&largest);
         }
         Arc::clone(cache.entry(width).or_insert(painted))
     }
@@ -224,6 +238,31 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.dimensions(), (128, 96));
         assert_eq!(covers.len(), 1);
+    }
+
+    /// Issue 31: the cover of a huge upload (up to 151 MB) stayed in the cache after it.
+    #[test]
+    fn the_cache_keeps_no_more_than_its_bytes() {
+        let covers = DefaultCovers::new();
+        let small = covers.get(640);
+        let huge = covers.for_samples(CACHE_BYTES as u64 + 1).unwrap();
+        assert!(huge.as_raw().len() > CACHE_BYTES);
+        assert_eq!(covers.len(), 1, "painted, not kept");
+        assert!(Arc::ptr_eq(&small, &covers.get(640)));
+        let half = covers.for_samples(CACHE_BYTES as u64 / 2).unwrap();
+        let more = covers.for_samples(CACHE_BYTES as u64 / 8 * 5).unwrap();
+        assert!(more.width() > half.width());
+        assert!(half.as_raw().len() + more.as_raw().len() > CACHE_BYTES);
+        let kept: usize = [640, half.width(), more.width()]
+            .iter()
+            .filter(|&&w| covers.lock().contains_key(&w))
+            .map(|&w| covers.get(w).as_raw().len())
+            .sum();
+        assert!(kept <= CACHE_BYTES, "{kept} bytes kept");
+        assert!(
+            covers.lock().contains_key(&more.width()),
+            "the newest is kept"
+        );
     }
 
     #[test]

@@ -28,12 +28,19 @@ use crate::ids::NodeId;
 /// unaffected (the demo's 9 KB requests need a few MB in all).
 pub const DEFAULT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
+/// Bytes admitted after which a node, once no payload is in flight, gives its free memory
+/// back to the system ([`Budget::drained_after_load`]): the allocator keeps up to 256 MiB
+/// free for speed (`cli::tune_allocator`), which after a flood of huge uploads left a node at
+/// 369 MB instead of its idle 12 MB.
+pub const GIVE_BACK_AFTER_BYTES: u64 = 32 * 1024 * 1024;
+
 /// The byte budget shared by every holder of request payloads in one node.
 #[derive(Clone, Debug)]
 pub struct Budget {
     room: Arc<Semaphore>,
     capacity: usize,
     refused: Arc<AtomicU64>,
+    since_give_back: Arc<AtomicU64>,
 }
 
 /// A share of the budget: given back when dropped.
@@ -50,6 +57,7 @@ impl Budget {
             room: Arc::new(Semaphore::new(capacity)),
             capacity,
             refused: Arc::new(AtomicU64::new(0)),
+            since_give_back: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -57,7 +65,11 @@ impl Budget {
     pub fn try_take(&self, bytes: usize) -> Option<Share> {
         let bytes = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
         match Arc::clone(&self.room).try_acquire_many_owned(bytes) {
-            Ok(permit) => Some(Share { _permit: permit }),
+            Ok(permit) => {
+                self.since_give_back
+                    .fetch_add(u64::from(bytes), Ordering::Relaxed);
+                Some(Share { _permit: permit })
+            }
             Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 None
@@ -84,6 +96,14 @@ impl Budget {
             wanted.div_ceil(1 << 20),
             self.capacity() >> 20
         )
+    }
+
+    /// Whether no payload is in flight now and at least [`GIVE_BACK_AFTER_BYTES`] were
+    /// admitted since this last said yes: the moment to give free memory back.
+    pub fn drained_after_load(&self) -> bool {
+        self.in_use() == 0
+            && self.since_give_back.load(Ordering::Relaxed) >= GIVE_BACK_AFTER_BYTES
+            && self.since_give_back.swap(0, Ordering::Relaxed) >= GIVE_BACK_AFTER_BYTES
     }
 
     /// Payloads refused so far for want of room.
@@ -113,5 +133,18 @@ mod tests {
             "more than the budget never fits"
         );
         assert_eq!(budget.refused(), 2);
+    }
+
+    #[test]
+    fn drained_after_load_says_yes_once_per_load_and_only_when_nothing_is_in_flight() {
+        let budget = Budget::new(64 << 20);
+        let a = budget.try_take(20 << 20).unwrap();
+        let b = budget.try_take(20 << 20).unwrap();
+        assert!(!budget.drained_after_load(), "in flight");
+        drop((a, b));
+        assert!(budget.drained_after_load());
+        assert!(!budget.drained_after_load(), "once");
+        drop(budget.try_take(1 << 20));
+        assert!(!budget.drained_after_load(), "a small load is not worth it");
     }
 }

@@ -204,7 +204,7 @@ pub async fn run(
         SealKey::from_secret(config.secret.as_bytes()),
         config.workers,
         Duration::from_millis(config.delay_ms),
-    );
+    )?;
     let core = Node::new(
         NodeConfig {
             id,
@@ -256,6 +256,7 @@ pub async fn run(
         store.clone(),
         budget.clone(),
     ));
+    tasks.spawn(give_back_memory(budget.clone()));
     let (silence_store, silence_changes) = (store.clone(), status_rx.clone());
     tasks.spawn(async move {
         silence_store.follow_silence(silence_changes).await;
@@ -1017,6 +1018,21 @@ async fn accept_loop(
     }
 }
 
+/// Once a second: after a burst of big payloads, once none has been in flight for a second
+/// (the last reply written out, its buffers freed), gives the allocator's free memory back to
+/// the system, so a node returns near its idle size.
+async fn give_back_memory(budget: Budget) -> Result<()> {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut drained = false;
+    loop {
+        every.tick().await;
+        if drained && budget.in_use() == 0 {
+            let _ = tokio::task::spawn_blocking(crate::cli::give_back_free_memory).await;
+        }
+        drained = budget.drained_after_load();
+    }
+}
+
 /// Forwards a peer's envelopes to the node loop until the connection ends. On its data link
 /// (`data`) only payloads and replies may come; its close says nothing of the peer's life.
 async fn read_peer(
@@ -1060,6 +1076,8 @@ async fn serve_client(
     budget: Budget,
 ) -> Result<()> {
     let (reply_tx, mut reply_rx) = mpsc::channel::<EncryptReply>(CLIENT_QUEUE);
+    // A reply may be four times its request (an encrypted PNG of a 20 MB image is ~80 MB).
+    writer.allow_frames(MAX_DATA_FRAME_BYTES);
     let writer_task = tokio::spawn(async move {
         while let Some(reply) = reply_rx.recv().await {
             writer.feed(&reply).await?;
