@@ -9,6 +9,9 @@
 # request log's entries); elections (epoch before and after); the slowest GET /status of the
 # flooded node during the flood (its runtime's responsiveness: what heartbeats wait for);
 # each node's RSS when idle before, its peak (VmHWM) and its RSS 3 s after the flood.
+# FLOOD_STRESS=N also runs `client stress` with N multicast clients, 3 requests each of the
+# same huge image, during the flood (they are refused by busy nodes and retry): its success
+# rate, duplicates and lost requests are added to the summary.
 # FLOOD_PROFILE=debug uses the debug binaries (default release); FLOOD_BUILD=0 builds nothing;
 # FLOOD_KEEP=1 keeps the run folder (node logs, answers' headers).
 # Needs curl and python3 (to write a PNG of noise). Every process it started is stopped on exit.
@@ -25,7 +28,7 @@ for tool in curl python3; do
     command -v "$tool" >/dev/null 2>&1 || { echo "flood.sh: needs $tool" >&2; exit 2; }
 done
 if [[ "${FLOOD_BUILD:-1}" != 0 ]]; then
-    cargo build -q "${BUILD_FLAGS[@]}" --bin cloud-node || exit 2
+    cargo build -q "${BUILD_FLAGS[@]}" --bin cloud-node --bin client || exit 2
 fi
 
 RUN="$(mktemp -d)"
@@ -83,6 +86,13 @@ PIDS+=("$PROBE")
 url="http://127.0.0.1:$((BASE + 1000))/encrypt"
 start=$(date +%s.%N)
 CURLS=()
+STRESS="${FLOOD_STRESS:-0}"
+if [[ "$STRESS" != 0 ]]; then
+    "$BIN/client" stress --nodes 3 --base-port "$BASE" --secret flood-secret --clients "$STRESS" \
+        --requests "${FLOOD_STRESS_REQUESTS:-200}" --limit-secs 0 --deadline 60 \
+        --report "$RUN/stress.json" --plot "$RUN/stress.png" >"$RUN/stress.out" 2>&1 &
+    CURLS+=($!)
+fi
 for i in $(seq "$UPLOADS"); do
     curl -s -o /dev/null -D "$RUN/h$i" -w '%{http_code}\n' --max-time 120 \
         -F "image=@$RUN/big.png" -F owner=alice "$url" >"$RUN/code$i" 2>/dev/null &
@@ -110,5 +120,13 @@ for i in 0 1 2; do
     hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/${PIDS[$i]}/status" 2>/dev/null)
     rss+="node$((i + 1))=${idle[$i]:-?}/${hwm:-?}/$(rss_of "${PIDS[$i]}")MB "
 done
-echo "flood uploads=$UPLOADS size_mb=$MB budget_mb=$BUDGET_MB answered_200=$ok refused_503=$refused other=$other served=$served epoch=$epoch_before->$epoch_after took_s=$took status_max_ms=${status_max:-?} (of ${probes:-0}) rss_idle/peak/after: $rss"
-[[ $other == 0 && "$served" == "$ok" && "$epoch_before" == "$epoch_after" ]]
+stress=""
+if [[ "$STRESS" != 0 ]]; then
+    stress=$(python3 -c "import json; r = json.load(open('$RUN/stress.json')); print(f\"stress_clients=$STRESS success={r['success_rate']} dup={r['duplicates']} lost={r['lost']} \")" 2>/dev/null || echo "stress=failed ")
+fi
+echo "$stress""flood uploads=$UPLOADS size_mb=$MB budget_mb=$BUDGET_MB answered_200=$ok refused_503=$refused other=$other served=$served epoch=$epoch_before->$epoch_after took_s=$took status_max_ms=${status_max:-?} (of ${probes:-0}) rss_idle/peak/after: $rss"
+stress_ok=1
+[[ "$STRESS" == 0 || "$stress" == *"success=1.0 dup=0 lost=0 "* ]] || stress_ok=0
+served_http=$served
+[[ "$STRESS" != 0 ]] && served_http=$((served - ${FLOOD_STRESS_REQUESTS:-200} * STRESS))
+[[ $other == 0 && "$served_http" == "$ok" && "$epoch_before" == "$epoch_after" && $stress_ok == 1 ]]

@@ -176,8 +176,23 @@ fn a_multicast_client_flood_is_served_within_the_budget_by_retrying_refusals() {
     );
     assert_eq!(duplicates, 0);
     logs_hold(&cluster, REQUESTS as u64);
-    let status = cluster.status(1).expect("node 1 answers");
-    assert_eq!(status["epoch"].as_u64(), Some(epoch_before), "{status}");
+    // Every node busy with huge jobs for seconds may hand the coordinator's role to a less
+    // loaded node (the modified Bully's load rule); no node may be taken for failed.
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        let failures: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains(": load "))
+            .filter(|l| {
+                let Some((_, after)) = l.split_once("starting election for epoch ") else {
+                    return false;
+                };
+                let epoch = after.split(':').next().and_then(|e| e.parse::<u64>().ok());
+                epoch.is_some_and(|e| e > epoch_before)
+            })
+            .collect();
+        assert!(failures.is_empty(), "node {id}: {failures:?}");
+    }
 }
 
 /// A flood of connections: a node serves at most `MAX_CLIENT_CONNECTIONS` clients and refuses

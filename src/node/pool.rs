@@ -35,6 +35,16 @@ const EWMA_ALPHA: f64 = 0.1;
 /// scheduler gives a nice-0 thread about nine times the CPU share of a nice-10 one.
 pub const ENCRYPT_NICE: i32 = 10;
 
+/// Memory the encryption jobs of one node may use at once, estimated per job as
+/// [`WORK_PER_PAYLOAD_BYTE`] times its payload. Jobs that would pass it wait their turn:
+/// their payloads were admitted, so they are served, one huge one at a time.
+pub const WORK_BUDGET_BYTES: usize = 512 * 1024 * 1024;
+/// Bytes of memory an encryption takes per byte of its request's images: the plaintext and
+/// its sealed copy (1x each), a default cover and the output PNG (4x each: two bits per
+/// sample), the reply's encoding and its frame (4x each). Measured: a 27 MB upload took
+/// 355 MB in `client encrypt --local` (13x) and a serving node's peak rose by ~450 MB (16x).
+pub const WORK_PER_PAYLOAD_BYTE: usize = 16;
+
 /// What an encryption thread needs.
 struct Codec {
     key: SealKey,
@@ -49,6 +59,8 @@ pub struct Pool {
     delay: Duration,
     workers: usize,
     permits: Semaphore,
+    /// [`WORK_BUDGET_BYTES`] in KiB.
+    work: Semaphore,
     queued: AtomicUsize,
     in_flight: AtomicUsize,
     served: AtomicU64,
@@ -83,6 +95,7 @@ impl Pool {
             delay,
             workers,
             permits: Semaphore::new(workers),
+            work: Semaphore::new(WORK_BUDGET_BYTES >> 10),
             queued: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -97,6 +110,10 @@ impl Pool {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
+        let work = self
+            .work
+            .acquire_many(work_kib(request.payload_len()))
+            .await;
         let permit = self.permits.acquire().await;
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -109,7 +126,7 @@ impl Pool {
             kind: Refusal::Internal,
             message: "encryption failed: the encryption threads are gone".into(),
         });
-        drop(permit);
+        drop((permit, work));
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.served.fetch_add(1, Ordering::Relaxed);
         let took = started.elapsed().as_secs_f64();
@@ -189,6 +206,12 @@ impl Codec {
     }
 }
 
+/// The estimated memory of the encryption of `payload` bytes, in KiB, within the budget.
+fn work_kib(payload: usize) -> u32 {
+    let kib = payload.saturating_mul(WORK_PER_PAYLOAD_BYTE) >> 10;
+    kib.clamp(1, WORK_BUDGET_BYTES >> 10) as u32
+}
+
 /// Puts the calling thread at [`ENCRYPT_NICE`] (on Linux a nice value is a thread's own).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
@@ -251,6 +274,18 @@ mod tests {
             } => assert!(message.contains("not an image"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 31: two 27 MB uploads encrypted at once took a node near 1 GiB.
+    #[test]
+    fn huge_jobs_take_the_work_budget_one_at_a_time_and_small_ones_hardly_any() {
+        let huge = work_kib(27 << 20);
+        assert!(
+            2 * huge > (WORK_BUDGET_BYTES >> 10) as u32 && huge < (WORK_BUDGET_BYTES >> 10) as u32
+        );
+        assert_eq!(work_kib(usize::MAX), (WORK_BUDGET_BYTES >> 10) as u32);
+        assert!(work_kib(9 << 10) <= 144);
+        assert_eq!(work_kib(0), 1);
     }
 
     /// Issue 31: encryption on tokio's blocking threads ran at the node's own priority and,
