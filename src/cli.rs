@@ -210,7 +210,7 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
         if watch {
             tokio::select! {
                 _ = shutdown_signal() => {}
-                _ = crate::node::server::stdin_closed() => {}
+                _ = crate::node::stdin_closed() => {}
             }
         } else {
             shutdown_signal().await
@@ -220,9 +220,7 @@ pub fn run_node(args: NodeArgs) -> crate::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| config.node_data_dir(args.id));
-    let result = runtime.block_on(crate::node::server::run(
-        config, args.id, seed, data_dir, shutdown,
-    ));
+    let result = runtime.block_on(crate::node::run(config, args.id, seed, data_dir, shutdown));
     stop_runtime(runtime);
     result
 }

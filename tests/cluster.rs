@@ -174,7 +174,7 @@ fn a_watched_node_exits_promptly_on_sigterm_and_when_its_parent_goes() {
     // A node's exit is bounded by its own SHUTDOWN_GRACE (it waits for nothing else: ~10 ms
     // idle or beside a release build); the slack is for a machine busy with other tests, where
     // a hang still shows.
-    let limit = imgcloud::node::server::SHUTDOWN_GRACE + Duration::from_secs(10);
+    let limit = imgcloud::node::SHUTDOWN_GRACE + Duration::from_secs(10);
     let exit = |mut child: std::process::Child, how: &str| {
         let status = poll(limit, || child.try_wait().ok().flatten());
         let _ = child.kill();

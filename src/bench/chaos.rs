@@ -44,7 +44,7 @@ use crate::bench::stress::{self, Progress, StressOptions};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, NodeAddr};
 use crate::ids::NodeId;
-use crate::node::server::NodeStatus;
+use crate::node::status::NodeStatus;
 use crate::wire::message::NodeState;
 use crate::{Error, Result};
 

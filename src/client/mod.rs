@@ -601,7 +601,7 @@ fn marked(bytes: &[u8], closed: &[NodeId]) -> Option<Bytes> {
 /// Every node's `/status` (or why it could not be read), in node order.
 pub async fn cluster_status(
     nodes: &[NodeAddr],
-) -> Vec<(NodeAddr, Result<crate::node::server::NodeStatus>)> {
+) -> Vec<(NodeAddr, Result<crate::node::status::NodeStatus>)> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()
@@ -630,7 +630,7 @@ pub async fn cluster_status(
 }
 
 /// One table of every node's status, as `client status` prints it.
-pub fn status_table(rows: &[(NodeAddr, Result<crate::node::server::NodeStatus>)]) -> String {
+pub fn status_table(rows: &[(NodeAddr, Result<crate::node::status::NodeStatus>)]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

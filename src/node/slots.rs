@@ -5,9 +5,10 @@
 //!
 //! - HTTP: [`MAX_HTTP_CONNECTIONS`]. The API speaks HTTP/1.1 only, one request at a time per
 //!   connection, so this bounds the requests in progress too.
-//! - The protocol port: [`MAX_HANDSHAKES`] connections may be in their handshake at once (each
-//!   for at most the handshake timeout), and [`MAX_CLIENT_CONNECTIONS`] clients may be
-//!   connected; a client beyond that is refused in the handshake, with the reason. Links from
+//! - The protocol port: [`MAX_HANDSHAKES`] connections may be in their handshake at once
+//!   (each for at most the handshake timeout, with frames of at most 4 KiB), and
+//!   [`MAX_CLIENT_CONNECTIONS`] clients may be connected; a client beyond that is refused in
+//!   the handshake, with the reason. Links from
 //!   other nodes take no client slot, so clients can never keep a member out.
 
 use std::io;
@@ -23,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// keep-alive connections open (reqwest's pool, 90 s), and each holds a slot; bodies are
 /// bounded by the payload budget, not by this.
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
-/// Connections to the protocol port in their handshake at once.
-pub const MAX_HANDSHAKES: usize = 128;
+/// Connections to the protocol port in their handshake at once (each holds at most a
+/// handshake frame, 4 KiB, for at most the handshake timeout, 2 s).
+pub const MAX_HANDSHAKES: usize = 1024;
 /// Client connections a node serves at once (a multicast client holds one per node).
 pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
 

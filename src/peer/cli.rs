@@ -242,7 +242,7 @@ pub fn main(args: PeerArgs) -> Result<()> {
                     if watch {
                         tokio::select! {
                             _ = crate::cli::shutdown_signal() => {}
-                            _ = crate::node::server::stdin_closed() => {}
+                            _ = crate::node::stdin_closed() => {}
                         }
                     } else {
                         crate::cli::shutdown_signal().await

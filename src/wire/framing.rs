@@ -19,6 +19,9 @@ use crate::{Error, Result};
 
 /// The largest frame accepted: an image request plus its cover, with room to spare.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// The largest frame of a handshake (a hello, a challenge, a proof: a few dozen bytes), so a
+/// connection nobody has authenticated yet holds no more than this.
+pub const MAX_HELLO_BYTES: usize = 4096;
 /// The largest frame on a data link between two authenticated nodes, and of a reply to a
 /// client: the reply to the largest upload (an encrypted PNG is about four times its secret
 /// image: 32 MiB make ~130 MB).
@@ -110,9 +113,9 @@ impl FrameReader {
                 }
                 Ok(Some(bytes.freeze()))
             }
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Protocol(
-                format!("bad frame: {e} (limit {MAX_FRAME_BYTES} bytes)"),
-            )),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(Error::Protocol(format!("bad frame: {e}")))
+            }
             Some(Err(e)) => Err(Error::Io(e)),
         }
     }

@@ -1,7 +1,7 @@
 //! The node's protocol core: a synchronous state machine driven by [`Node::step`] (a message
 //! arrived) and [`Node::tick`] (time passed). It never touches a socket or a clock: the caller
 //! passes the time in and sends the [`Output`]s it returns. The async shell
-//! ([`crate::node::server`]) and the deterministic simulator of the scenario tests both drive it.
+//! ([`crate::node`]) and the deterministic simulator of the scenario tests both drive it.
 //!
 //! ## Lifecycle
 //! A node starts **Recovering**: it asks every peer for its [`Snapshot`] and becomes **Active**

@@ -23,7 +23,7 @@
 //! - While the node is not Active (it lost its majority, or is in a simulated failure), the
 //!   HTTP requests that came through it are answered 503 at once: it cannot finish them.
 //! - One **peer link** task per peer owns the outgoing connection to it
-//!   ([`crate::node::link`]): it connects, authenticates ([`PeerAuth`]), writes, and
+//!   ([`crate::node::link`]): it connects, authenticates ([`crate::wire::handshake::PeerAuth`]), writes, and
 //!   reconnects with back-off. Envelopes that the protocol can lose are dropped when its queue
 //!   is full or it is down; claim batches (with the commits) are merged and never dropped.
 //!   Each time a link that was up comes up again it counts one re-connection
@@ -35,14 +35,11 @@
 //! Implementation caveats: links are one-way (each node dials every peer), so a pair of nodes
 //! uses two TCP connections; that keeps reconnection free of races.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -51,56 +48,29 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::sync::oneshot;
 
 use crate::cluster::dispatch::static_owner;
-use crate::cluster::node::{CoreStatus, Event, Node, NodeConfig, Output};
-use crate::codec::seal::SealKey;
-use crate::config::{ClusterConfig, Dispatch};
+use crate::cluster::node::{Node, Output};
 use crate::ids::{Millis, NodeId, RequestId};
 use crate::node::budget::{Budget, Share};
-use crate::node::http;
-use crate::node::link::{link, LinkHandle};
+use crate::node::link::LinkHandle;
 use crate::node::pool::Pool;
-use crate::node::slots::{
-    Bounded, Slots, MAX_CLIENT_CONNECTIONS, MAX_HANDSHAKES, MAX_HTTP_CONNECTIONS,
-};
-use crate::store::{Silence, Store};
-use crate::wire::framing::{
-    decode, decode_envelope, split, Admitted, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES,
-};
-use crate::wire::handshake::{Accepted, LinkKind, PeerAuth};
 use crate::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
-use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal, MAX_ID_LEN};
-use crate::{Error, Result};
+use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
+use crate::Result;
 
-/// How often the node loop ticks the core.
-pub const TICK: Duration = Duration::from_millis(10);
-pub use crate::node::link::HANDSHAKE_TIMEOUT;
+use super::events::report;
+use super::status::NodeStatus;
+use super::TICK;
 
-/// The longest a node waits, once told to stop, for its consensus engine to stop: the node's
-/// whole exit is bounded by it (its tasks are aborted, blocking threads are not waited for).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Inputs queued for the node loop.
-const INPUT_QUEUE: usize = 8192;
-/// Replies queued for one client connection.
-const CLIENT_QUEUE: usize = 4096;
 /// Inputs handled in one burst before the core's batched claims are flushed.
 const MAX_BURST: usize = 256;
+
 /// Longest wait for the peer links to write the commits that go before a batch of replies.
 /// A link that cannot write for this long is blocked (a partition: the peer sees no close,
 /// so it releases no vote) and is not waited for any further.
 const BARRIER_WAIT: Duration = Duration::from_millis(200);
+
 /// Longest wait for room in a full client or peer queue for a reply that has been committed.
 const COMMITTED_REPLY_WAIT: Duration = Duration::from_secs(5);
-
-/// Why the node stops when one of its tasks ended before shutdown: every task runs for the
-/// node's life, so one that ends (returns, fails or panics) took the node's purpose with it,
-/// and the node ends with an error (exit code 1), never as a clean stop.
-fn task_ended(id: NodeId, done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
-    match done {
-        Ok(Err(e)) => e,
-        Ok(Ok(())) => Error::Internal(format!("node {id}: a task ended before shutdown")),
-        Err(e) => Error::Internal(format!("node {id}: a task failed: {e}")),
-    }
-}
 
 /// What the node loop receives.
 pub(crate) enum Input {
@@ -149,207 +119,8 @@ struct Finished {
     reply_to: ReplyTo,
 }
 
-/// Everything `/status` and `/metrics` show.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct NodeStatus {
-    /// The core's view.
-    #[serde(flatten)]
-    pub core: CoreStatus,
-    /// Encryption jobs this node completed (`served` counts the request log's entries).
-    pub encryptions: u64,
-    /// Load-balancing decisions this node made as coordinator.
-    pub lb_decisions: u64,
-    /// Requests this node took over while no live coordinator assigned them.
-    pub takeovers: u64,
-    /// Bytes of request payloads held now (see [`crate::node::budget`]).
-    pub payload_bytes: u64,
-    /// The payload budget, in bytes.
-    pub payload_budget_bytes: u64,
-    /// Payloads refused so far for want of budget (HTTP uploads answered 503, forwarded
-    /// copies not held).
-    pub payloads_refused: u64,
-    /// Encryptions running now.
-    pub in_flight: usize,
-    /// Encryptions waiting for a worker.
-    pub queued: usize,
-    /// Encryption workers.
-    pub workers: usize,
-    /// Seconds since the process started.
-    pub uptime_s: f64,
-    /// Times one of this node's links to a peer came up again after it had been up and broke
-    /// (0 if no link ever broke); absent (0) in the status of older nodes.
-    #[serde(default)]
-    pub peer_link_reconnects: u64,
-}
-
-/// Runs node `id` of `config` until `shutdown` completes.
-pub async fn run(
-    config: ClusterConfig,
-    id: NodeId,
-    seed: u64,
-    data_dir: std::path::PathBuf,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let me = config.node(id)?.clone();
-    let listener = TcpListener::bind(me.addr)
-        .await
-        .map_err(|e| Error::Config(format!("node {id} cannot listen on {}: {e}", me.addr)))?;
-    let http_listener = TcpListener::bind(me.http)
-        .await
-        .map_err(|e| Error::Config(format!("node {id} cannot serve HTTP on {}: {e}", me.http)))?;
-    info!(node = id, addr = %me.addr, http = %me.http, "[Node {id}] listening");
-
-    let auth = PeerAuth::new(&config.secret);
-    let pool = Pool::new(
-        SealKey::from_secret(config.secret.as_bytes()),
-        config.workers,
-        Duration::from_millis(config.delay_ms),
-    )?;
-    let core = Node::new(
-        NodeConfig {
-            id,
-            members: config.ids(),
-            timing: config.timing,
-            failures: config.failures,
-            seed,
-        },
-        0,
-    );
-    let budget = Budget::new((config.payload_budget_mb as usize).saturating_mul(1 << 20));
-    let (status_tx, status_rx) = watch::channel(initial_status(id, pool.workers()));
-    let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
-    let silent_rx = status_rx.clone();
-    let silent: Silence = Arc::new(move || silent_rx.borrow().core.state == NodeState::Failed);
-    let store = Store::open(&config, id, &data_dir, silent).await?;
-    info!(node = id, dir = %data_dir.display(), "[Node {id}] store open");
-
-    let mut tasks = JoinSet::new();
-    let mut links = BTreeMap::new();
-    let mut data_links = BTreeMap::new();
-    let reconnects = Arc::new(AtomicU64::new(0));
-    // The data links' re-connections are not reported: they follow the protocol links'.
-    let data_reconnects = Arc::new(AtomicU64::new(0));
-    for peer in config.nodes.iter().filter(|n| n.id != id) {
-        for (kind, links, counter) in [
-            (LinkKind::Node, &mut links, &reconnects),
-            (LinkKind::Data, &mut data_links, &data_reconnects),
-        ] {
-            let (handle, task) = link(
-                kind,
-                id,
-                peer.id,
-                peer.addr,
-                auth.clone(),
-                Arc::clone(counter),
-            );
-            links.insert(peer.id, handle);
-            tasks.spawn(task);
-        }
-    }
-    let members = Arc::new(config.ids());
-    tasks.spawn(accept_loop(
-        listener,
-        id,
-        members,
-        auth,
-        input_tx.clone(),
-        store.clone(),
-        budget.clone(),
-    ));
-    tasks.spawn(give_back_memory(budget.clone()));
-    let (silence_store, silence_changes) = (store.clone(), status_rx.clone());
-    tasks.spawn(async move {
-        silence_store.follow_silence(silence_changes).await;
-        Ok(())
-    });
-    let shell = Shell {
-        core,
-        budget: budget.clone(),
-        started: Instant::now(),
-        links,
-        data_links,
-        pool,
-        inputs: input_tx.clone(),
-        held: HashMap::new(),
-        results: HashMap::new(),
-        ready: Vec::new(),
-        again: HashMap::new(),
-        http_waiters: HashMap::new(),
-        latest_conn: BTreeMap::new(),
-        status: status_tx,
-        static_split: (config.dispatch == Dispatch::StaticSplit).then(|| config.ids()),
-        reconnects,
-    };
-    tasks.spawn(shell.run(input_rx));
-    tasks.spawn(http::serve(
-        Bounded::new(http_listener, MAX_HTTP_CONNECTIONS),
-        http::Api {
-            node: id,
-            budget,
-            status: status_rx,
-            inputs: input_tx,
-            store: store.clone(),
-            desk: crate::desk::Desk::new(
-                store.clone(),
-                SealKey::from_secret(config.secret.as_bytes()),
-            ),
-            nodes: config.nodes.clone(),
-            client: reqwest::Client::new(),
-        },
-    ));
-
-    tokio::select! {
-        _ = shutdown => info!(node = id, "[Node {id}] shutting down"),
-        Some(done) = tasks.join_next() => return Err(task_ended(id, done)),
-    }
-    tasks.shutdown().await;
-    if timeout(SHUTDOWN_GRACE, store.shutdown()).await.is_err() {
-        // Every acknowledged write is on disk already (durable commits): nothing is lost.
-        warn!(
-            node = id,
-            "[Node {id}] the consensus engine did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
-        );
-    }
-    Ok(())
-}
-
-fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
-    let core = CoreStatus {
-        id,
-        state: NodeState::Recovering,
-        epoch: 0,
-        coordinator: None,
-        load: 0.0,
-        quorum: false,
-        peers: Vec::new(),
-        digest: String::new(),
-        elections: 0,
-        failures: 0,
-        counters: Default::default(),
-        held: 0,
-        request_log: 0,
-        served: 0,
-        last_recovery_ms: None,
-        awaiting_majority: 0,
-    };
-    NodeStatus {
-        core,
-        encryptions: 0,
-        lb_decisions: 0,
-        takeovers: 0,
-        payload_bytes: 0,
-        payload_budget_bytes: 0,
-        payloads_refused: 0,
-        in_flight: 0,
-        queued: 0,
-        workers,
-        uptime_s: 0.0,
-        peer_link_reconnects: 0,
-    }
-}
-
 /// The node loop: owns the core and the held payloads.
-struct Shell {
+pub(super) struct Shell {
     core: Node,
     /// The byte budget for held payloads (see [`crate::node::budget`]).
     budget: Budget,
@@ -379,7 +150,52 @@ struct Shell {
     reconnects: Arc<AtomicU64>,
 }
 
+/// What the node loop is given to run with.
+pub(super) struct Wiring {
+    pub core: Node,
+    pub budget: Budget,
+    pub links: BTreeMap<NodeId, LinkHandle>,
+    pub data_links: BTreeMap<NodeId, LinkHandle>,
+    pub pool: Arc<Pool>,
+    pub inputs: mpsc::Sender<Input>,
+    pub status: watch::Sender<NodeStatus>,
+    pub static_split: Option<Vec<NodeId>>,
+    pub reconnects: Arc<AtomicU64>,
+}
+
 impl Shell {
+    pub(super) fn new(wiring: Wiring) -> Shell {
+        let Wiring {
+            core,
+            budget,
+            links,
+            data_links,
+            pool,
+            inputs,
+            status,
+            static_split,
+            reconnects,
+        } = wiring;
+        Shell {
+            core,
+            budget,
+            started: Instant::now(),
+            links,
+            data_links,
+            pool,
+            inputs,
+            held: HashMap::new(),
+            results: HashMap::new(),
+            ready: Vec::new(),
+            again: HashMap::new(),
+            http_waiters: HashMap::new(),
+            latest_conn: BTreeMap::new(),
+            status,
+            static_split,
+            reconnects,
+        }
+    }
+
     fn now(&self) -> Millis {
         self.started.elapsed().as_millis() as Millis
     }
@@ -388,7 +204,7 @@ impl Shell {
         self.core.id()
     }
 
-    async fn run(mut self, mut inputs: mpsc::Receiver<Input>) -> Result<()> {
+    pub(super) async fn run(mut self, mut inputs: mpsc::Receiver<Input>) -> Result<()> {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -822,333 +638,5 @@ pub(crate) fn refusal(id: &str, node: NodeId, kind: Refusal, message: &str) -> E
             kind,
             message: message.to_string(),
         },
-    }
-}
-
-/// Completes when standard input reaches its end: a launcher that dies closes the pipe, and
-/// its nodes follow it (`--parent-watch`).
-pub async fn stdin_closed() {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 256];
-    while let Ok(n) = stdin.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-/// Prints an event the way an operator reads it.
-pub fn report(id: NodeId, event: &Event) {
-    match event {
-        Event::Elected {
-            epoch,
-            coordinator,
-            loads,
-        } => {
-            println!("{}", election_block(*epoch, *coordinator, loads));
-            info!(
-                node = id,
-                epoch, coordinator, "[Node {id}] coordinator is node {coordinator} (epoch {epoch})"
-            );
-        }
-        Event::StateChanged { to, reason } => {
-            let name = match to {
-                NodeState::Active => "ACTIVE",
-                NodeState::Failed => "FAILED",
-                NodeState::Recovering => "RECOVERING",
-            };
-            println!("[Node {id}] *** Entering {name} state *** ({reason})");
-            info!(node = id, state = %to, reason = %reason, "state change");
-        }
-        Event::Adopted { epoch, coordinator } => {
-            info!(node = id, epoch, coordinator, "[Node {id}] following coordinator {coordinator} (epoch {epoch}, learned from a peer)")
-        }
-        Event::CoordinatorLost { reason } => {
-            info!(node = id, "[Node {id}] no coordinator: {reason}")
-        }
-        Event::ElectionStarted { epoch, reason } => {
-            info!(
-                node = id,
-                epoch, "[Node {id}] starting election for epoch {epoch}: {reason}"
-            )
-        }
-        Event::VictimElected(r) => println!(
-            "[Node {id}] elected node {} to fail for {:.1} s (failure {}.{})",
-            r.victim,
-            r.duration_ms as f64 / 1000.0,
-            r.epoch,
-            r.seq
-        ),
-        Event::Dispatched {
-            assignment: a,
-            loads,
-        } => {
-            let loads: Vec<String> = loads.iter().map(|(n, l)| format!("{n}={l:.2}")).collect();
-            let again = if a.attempt > 1 {
-                format!(" (attempt {})", a.attempt)
-            } else {
-                String::new()
-            };
-            info!(target: "imgcloud::lb", node = id, "[LB] req {} -> node {}{again} (loads: {})", a.id, a.server, loads.join(" "));
-        }
-        Event::ResultDropped {
-            id: request,
-            reason,
-        } => {
-            warn!(node = id, request = %request, "[Node {id}] dropped the result of {request} unanswered: {reason}")
-        }
-        Event::StaleIgnored { from, epoch, kind } => {
-            warn!(
-                node = id,
-                from, epoch, "[Node {id}] ignored a stale {kind} from node {from} (epoch {epoch})"
-            )
-        }
-    }
-}
-
-/// The election result block of the specification.
-pub fn election_block(epoch: u64, coordinator: NodeId, loads: &[(NodeId, Option<f64>)]) -> String {
-    let mut rows: Vec<(NodeId, Option<f64>)> = loads.to_vec();
-    rows.sort_by(|a, b| {
-        let key = |r: &(NodeId, Option<f64>)| (r.0 != coordinator, r.1.unwrap_or(f64::INFINITY));
-        key(a)
-            .partial_cmp(&key(b))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.0.cmp(&b.0))
-    });
-    let fmt = |l: Option<f64>| l.map_or("unreachable".to_string(), |l| format!("{l:.2}"));
-    let winner_load = loads.iter().find(|r| r.0 == coordinator).and_then(|r| r.1);
-    let mut out = format!(
-        "=== ELECTION RESULT (epoch {epoch}) ===\nCoordinator: Node {coordinator} (load: {})",
-        fmt(winner_load)
-    );
-    for (node, load) in rows {
-        let tag = if node == coordinator {
-            " [COORDINATOR]"
-        } else {
-            ""
-        };
-        out.push_str(&format!("\n  Node {node}: {}{tag}", fmt(load)));
-    }
-    out
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    me: NodeId,
-    members: Arc<Vec<NodeId>>,
-    auth: PeerAuth,
-    inputs: mpsc::Sender<Input>,
-    store: Store,
-    budget: Budget,
-) -> Result<()> {
-    let mut next_conn = 0u64;
-    let (handshakes, clients) = (
-        Slots::new(MAX_HANDSHAKES),
-        Slots::new(MAX_CLIENT_CONNECTIONS),
-    );
-    loop {
-        let handshake = handshakes.take().await;
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                warn!(node = me, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        next_conn += 1;
-        let conn = next_conn;
-        let (auth, members, inputs) = (auth.clone(), members.clone(), inputs.clone());
-        let (store, budget) = (store.clone(), budget.clone());
-        // Taken for whatever comes, kept only by a client.
-        let client_slot = clients.try_take();
-        tokio::spawn(async move {
-            let (mut reader, mut writer) = split(stream);
-            let room = client_slot.is_some();
-            let accepted = timeout(
-                HANDSHAKE_TIMEOUT,
-                auth.accept(&mut reader, &mut writer, me, &members, room),
-            )
-            .await;
-            drop(handshake);
-            // Only a client keeps the slot: a member's link never holds one.
-            let client_slot = client_slot.filter(|_| matches!(accepted, Ok(Ok(Accepted::Client))));
-            match accepted {
-                Ok(Ok(Accepted::Peer(peer))) => {
-                    let _ = inputs.send(Input::PeerOpened(peer, conn)).await;
-                    let reason = read_peer(&mut reader, peer, conn, &inputs, false).await;
-                    match reason {
-                        Ok(()) => debug!(
-                            node = me,
-                            peer, "[Node {me}] connection from node {peer} closed"
-                        ),
-                        Err(e) => {
-                            warn!(node = me, peer, %remote, "[Node {me}] closed connection from node {peer}: {e}")
-                        }
-                    }
-                    let _ = inputs.send(Input::PeerClosed(peer, conn)).await;
-                }
-                Ok(Ok(Accepted::Data(peer))) => {
-                    reader.allow_frames(MAX_DATA_FRAME_BYTES);
-                    if let Err(e) = read_peer(&mut reader, peer, conn, &inputs, true).await {
-                        warn!(node = me, peer, %remote, "[Node {me}] closed the data link from node {peer}: {e}");
-                    }
-                }
-                Ok(Ok(Accepted::Store(peer))) => {
-                    if let Err(e) = store.serve(reader, writer, peer).await {
-                        warn!(node = me, peer, %remote, "[Node {me}] closed the store link from node {peer}: {e}");
-                    }
-                }
-                Ok(Ok(Accepted::Client)) => {
-                    let _client_slot = client_slot;
-                    debug!(node = me, %remote, "client connected");
-                    if let Err(e) = serve_client(me, reader, writer, inputs, budget).await {
-                        debug!(node = me, %remote, "[Node {me}] closed client connection: {e}");
-                    }
-                }
-                Ok(Err(e)) => warn!(node = me, %remote, "[Node {me}] refused a connection: {e}"),
-                Err(_) => {
-                    warn!(node = me, %remote, "[Node {me}] refused a connection: no handshake within {HANDSHAKE_TIMEOUT:?}")
-                }
-            }
-        });
-    }
-}
-
-/// Once a second: after a burst of big payloads, once none has been in flight for a second
-/// (the last reply written out, its buffers freed), gives the allocator's free memory back to
-/// the system, so a node returns near its idle size.
-async fn give_back_memory(budget: Budget) -> Result<()> {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    let mut drained = false;
-    loop {
-        every.tick().await;
-        if drained && budget.in_use() == 0 {
-            let _ = tokio::task::spawn_blocking(crate::cli::give_back_free_memory).await;
-        }
-        drained = budget.drained_after_load();
-    }
-}
-
-/// Forwards a peer's envelopes to the node loop until the connection ends. On its data link
-/// (`data`) only payloads and replies may come; its close says nothing of the peer's life.
-async fn read_peer(
-    reader: &mut FrameReader,
-    peer: NodeId,
-    conn: u64,
-    inputs: &mpsc::Sender<Input>,
-    data: bool,
-) -> Result<()> {
-    while let Some(frame) = reader.next_frame().await? {
-        let envelope = decode_envelope(&frame)?;
-        if envelope.from != peer {
-            return Err(Error::Protocol(format!(
-                "node {peer} sent a message signed as node {}",
-                envelope.from
-            )));
-        }
-        let payload = matches!(envelope.message, Message::Forward(_) | Message::Reply(_));
-        if data && !payload {
-            return Err(Error::Protocol(format!(
-                "node {peer} sent a {} on its data link",
-                envelope.message.kind()
-            )));
-        }
-        if inputs.send(Input::Envelope(envelope, conn)).await.is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// Reads a client's requests and writes its replies until either side ends.
-/// Each request takes its frame's share of the node's budget when the frame's header comes,
-/// before its body is read; without room the body is dropped as it arrives and the request
-/// refused at once ("unavailable": the client sends it again after a pause).
-async fn serve_client(
-    me: NodeId,
-    reader: FrameReader,
-    mut writer: FrameWriter,
-    inputs: mpsc::Sender<Input>,
-    budget: Budget,
-) -> Result<()> {
-    let (reply_tx, mut reply_rx) = mpsc::channel::<EncryptReply>(CLIENT_QUEUE);
-    // A reply may be four times its request (an encrypted PNG of a 20 MB image is ~80 MB).
-    writer.allow_frames(MAX_DATA_FRAME_BYTES);
-    let writer_task = tokio::spawn(async move {
-        while let Some(reply) = reply_rx.recv().await {
-            writer.feed(&reply).await?;
-            while let Ok(more) = reply_rx.try_recv() {
-                writer.feed(&more).await?;
-            }
-            writer.flush().await?;
-        }
-        Ok::<_, Error>(())
-    });
-    let mut frames = reader.admitting({
-        let budget = budget.clone();
-        move |len| budget.try_take(len)
-    });
-    let result = async {
-        while let Some(frame) = frames.next().await? {
-            let (request, share) = match frame {
-                Admitted::Frame(bytes, share) => (decode::<EncryptRequest>(&bytes)?, share),
-                Admitted::Refused { head, len } => {
-                    let id = EncryptRequest::id_of(&head)?;
-                    check_id(&id)?;
-                    let busy = refusal(&id, me, Refusal::Unavailable, &budget.busy(me, len));
-                    if reply_tx.send(busy).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            check_id(&request.id)?;
-            if inputs
-                .send(Input::ClientRequest(request, reply_tx.clone(), share))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    drop(reply_tx);
-    // Replies still owed go out before the connection closes (the writer ends with the last sender).
-    let _ = timeout(Duration::from_secs(1), writer_task).await;
-    result
-}
-
-/// A client's request id must be 1 to [`MAX_ID_LEN`] bytes.
-fn check_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(Error::Protocol(format!(
-            "request id must be 1 to {MAX_ID_LEN} bytes"
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 27: a panic in one of the node's tasks ended the process with exit code 0.
-    #[tokio::test]
-    async fn a_task_that_panics_or_ends_stops_the_node_with_an_error() {
-        let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-        tasks.spawn(async { panic!("a bug in a task") });
-        let done = tasks.join_next().await.expect("the task ends");
-        let error = task_ended(2, done);
-        assert!(
-            matches!(&error, Error::Internal(m) if m.contains("node 2") && m.contains("panicked")),
-            "{error}"
-        );
-        assert!(matches!(task_ended(2, Ok(Ok(()))), Error::Internal(_)));
     }
 }

@@ -1,0 +1,74 @@
+//! What a node publishes about itself: the [`NodeStatus`] that `/status`, `/metrics`, the
+//! dashboard and `client status` read.
+
+use crate::cluster::node::CoreStatus;
+use crate::ids::NodeId;
+use crate::wire::message::NodeState;
+
+/// Everything `/status` and `/metrics` show.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// The core's view.
+    #[serde(flatten)]
+    pub core: CoreStatus,
+    /// Encryption jobs this node completed (`served` counts the request log's entries).
+    pub encryptions: u64,
+    /// Load-balancing decisions this node made as coordinator.
+    pub lb_decisions: u64,
+    /// Requests this node took over while no live coordinator assigned them.
+    pub takeovers: u64,
+    /// Bytes of request payloads held now (see [`crate::node::budget`]).
+    pub payload_bytes: u64,
+    /// The payload budget, in bytes.
+    pub payload_budget_bytes: u64,
+    /// Payloads refused so far for want of budget (HTTP uploads answered 503, forwarded
+    /// copies not held).
+    pub payloads_refused: u64,
+    /// Encryptions running now.
+    pub in_flight: usize,
+    /// Encryptions waiting for a worker.
+    pub queued: usize,
+    /// Encryption workers.
+    pub workers: usize,
+    /// Seconds since the process started.
+    pub uptime_s: f64,
+    /// Times one of this node's links to a peer came up again after it had been up and broke
+    /// (0 if no link ever broke); absent (0) in the status of older nodes.
+    #[serde(default)]
+    pub peer_link_reconnects: u64,
+}
+
+pub(super) fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
+    let core = CoreStatus {
+        id,
+        state: NodeState::Recovering,
+        epoch: 0,
+        coordinator: None,
+        load: 0.0,
+        quorum: false,
+        peers: Vec::new(),
+        digest: String::new(),
+        elections: 0,
+        failures: 0,
+        counters: Default::default(),
+        held: 0,
+        request_log: 0,
+        served: 0,
+        last_recovery_ms: None,
+        awaiting_majority: 0,
+    };
+    NodeStatus {
+        core,
+        encryptions: 0,
+        lb_decisions: 0,
+        takeovers: 0,
+        payload_bytes: 0,
+        payload_budget_bytes: 0,
+        payloads_refused: 0,
+        in_flight: 0,
+        queued: 0,
+        workers,
+        uptime_s: 0.0,
+        peer_link_reconnects: 0,
+    }
+}
