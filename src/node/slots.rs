@@ -8,8 +8,8 @@
 //! - The protocol port: [`MAX_HANDSHAKES`] connections may be in their handshake at once
 //!   (each for at most the handshake timeout, with frames of at most 4 KiB), and
 //!   [`MAX_CLIENT_CONNECTIONS`] clients may be connected; a client beyond that is refused in
-//!   the handshake, with the reason. Links from
-//!   other nodes take no client slot, so clients can never keep a member out.
+//!   the handshake, with the reason. Links from other nodes take no client slot, so clients
+//!   can never keep a member out.
 
 use std::io;
 use std::pin::Pin;
