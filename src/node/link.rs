@@ -27,7 +27,7 @@ use tracing::{debug, info};
 use crate::ids::{Epoch, NodeId};
 use crate::wire::framing::{split, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES};
 use crate::wire::handshake::{LinkKind, PeerAuth};
-use crate::wire::message::{ClaimBatch, Envelope, Message, PROTOCOL_VERSION};
+use crate::wire::message::{ClaimBatch, Envelope, Message};
 use crate::{Error, Result};
 
 /// Envelopes queued for one peer before new ones are dropped.
@@ -320,12 +320,7 @@ async fn feed_pending(
             withdrawn: take_part(&mut batch.withdrawn),
         };
         unflushed.extend(part.served.iter().cloned());
-        let envelope = Envelope {
-            version: PROTOCOL_VERSION,
-            from: me,
-            epoch,
-            message: Message::Claims(part),
-        };
+        let envelope = Envelope::new(me, epoch, Message::Claims(part));
         if let Err(e) = writer.feed(&envelope).await {
             // What was not written yet is pending again.
             let mut guard = pending.batch.lock().expect("pending claims lock");
@@ -392,12 +387,7 @@ mod tests {
                 served: vec![(format!("r{i}"), 1, 0)],
                 ..ClaimBatch::default()
             };
-            assert!(handle.send(Envelope {
-                version: PROTOCOL_VERSION,
-                from: 1,
-                epoch: 1,
-                message: Message::Claims(batch),
-            }));
+            assert!(handle.send(Envelope::new(1, 1, Message::Claims(batch))));
         }
         let barrier = handle
             .barrier(Duration::from_secs(5))

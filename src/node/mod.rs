@@ -106,6 +106,7 @@ pub async fn run(
             timing: config.timing,
             failures: config.failures,
             seed,
+            static_split: config.dispatch == Dispatch::StaticSplit,
         },
         0,
     );
@@ -164,7 +165,6 @@ pub async fn run(
         pool,
         inputs: input_tx.clone(),
         status: status_tx,
-        static_split: (config.dispatch == Dispatch::StaticSplit).then(|| config.ids()),
         reconnects,
     });
     tasks.spawn(shell.run(input_rx));

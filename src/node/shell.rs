@@ -47,13 +47,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::oneshot;
 
-use crate::cluster::dispatch::static_owner;
-use crate::cluster::node::{Node, Output};
+use crate::cluster::node::{Arrival, Node, Output, Via};
 use crate::ids::{Millis, NodeId, RequestId};
 use crate::node::budget::{Budget, Share};
 use crate::node::link::LinkHandle;
 use crate::node::pool::Pool;
-use crate::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
+use crate::wire::message::{Envelope, Message, NodeState};
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::Result;
 
@@ -143,9 +142,6 @@ pub(super) struct Shell {
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
-    /// With the static split (the baseline), every member in id order: a request is served
-    /// by the one its id hashes to, and answered without claim or commit.
-    static_split: Option<Vec<NodeId>>,
     /// Re-connections of the peer links, counted by their tasks.
     reconnects: Arc<AtomicU64>,
 }
@@ -159,7 +155,6 @@ pub(super) struct Wiring {
     pub pool: Arc<Pool>,
     pub inputs: mpsc::Sender<Input>,
     pub status: watch::Sender<NodeStatus>,
-    pub static_split: Option<Vec<NodeId>>,
     pub reconnects: Arc<AtomicU64>,
 }
 
@@ -173,7 +168,6 @@ impl Shell {
             pool,
             inputs,
             status,
-            static_split,
             reconnects,
         } = wiring;
         Shell {
@@ -191,7 +185,6 @@ impl Shell {
             http_waiters: HashMap::new(),
             latest_conn: BTreeMap::new(),
             status,
-            static_split,
             reconnects,
         }
     }
@@ -271,24 +264,23 @@ impl Shell {
 
     fn handle(&mut self, input: Input) {
         let now = self.now();
-        let failed = self.core.state() == NodeState::Failed;
         let outputs = match input {
             Input::Envelope(envelope, conn) => match envelope.message {
-                Message::Forward(request) if !failed => {
+                Message::Forward(request) => {
                     let origin = envelope.from;
-                    if self.held.contains_key(&request.id) {
-                        self.hold(*request, ReplyTo::Origin(origin), None)
-                    } else if let Some(share) = self.budget.try_take(request.payload_len()) {
-                        self.hold(*request, ReplyTo::Origin(origin), Some(share))
-                    } else {
-                        // Not held: if this node is chosen it declines, and another serves it.
-                        debug!(node = self.id(), request = %request.id, "over the payload budget: a forwarded copy is not held");
-                        Vec::new()
+                    match self
+                        .core
+                        .arrival(&request.id, &request.resent_after, Via::Peer)
+                    {
+                        Arrival::Hold => self.hold_forwarded(*request, origin),
+                        _ => Vec::new(),
                     }
                 }
-                Message::Reply(reply) if !failed => {
-                    if let Some(waiter) = self.http_waiters.remove(&reply.id) {
-                        let _ = waiter.send(*reply);
+                Message::Reply(reply) => {
+                    if !self.core.silent() {
+                        if let Some(waiter) = self.http_waiters.remove(&reply.id) {
+                            let _ = waiter.send(*reply);
+                        }
                     }
                     Vec::new()
                 }
@@ -308,50 +300,66 @@ impl Shell {
                 }
                 Vec::new()
             }
-            // A failed node ignores its clients: the other nodes have the same request.
-            Input::ClientRequest(..) if failed => Vec::new(),
-            Input::ClientRequest(request, reply, _) if self.static_split.is_some() => {
-                self.serve_static(request, reply);
-                Vec::new()
-            }
             Input::ClientRequest(request, reply, share) => {
-                if self.core.answers_again(&request.id, &request.resent_after) {
-                    self.answer_again(request, reply);
-                    Vec::new()
-                } else {
-                    self.hold(request, ReplyTo::Client(reply), Some(share))
+                match self
+                    .core
+                    .arrival(&request.id, &request.resent_after, Via::Client)
+                {
+                    Arrival::Hold => self.hold(request, ReplyTo::Client(reply), Some(share)),
+                    Arrival::ServeShare => {
+                        if !self.again.contains_key(&request.id) {
+                            self.serve_directly(request, reply);
+                        }
+                        Vec::new()
+                    }
+                    Arrival::ServeAgain(why) => {
+                        self.serve_again(request, reply, &why);
+                        Vec::new()
+                    }
+                    Arrival::Ignore | Arrival::Refuse(_) => Vec::new(),
                 }
             }
             Input::HttpRequest(request, waiter) => {
-                if failed || !self.core.accepting() || self.static_split.is_some() {
-                    let why = if self.static_split.is_some() {
-                        "a static-split baseline node serves the client protocol only"
-                    } else if failed {
-                        "this node is in a (simulated) failure"
-                    } else {
-                        "no coordinator with a majority"
-                    };
-                    let _ = waiter.send(refusal(&request.id, self.id(), Refusal::Unavailable, why));
-                    Vec::new()
-                } else {
-                    let me = self.id();
-                    self.http_waiters.insert(request.id.clone(), waiter);
-                    let forward = Message::Forward(Box::new(request.clone()));
-                    let envelope = Envelope {
-                        version: PROTOCOL_VERSION,
-                        from: me,
-                        epoch: self.core.epoch(),
-                        message: forward,
-                    };
-                    for to in self.links.keys().copied().collect::<Vec<_>>() {
-                        self.send(to, envelope.clone());
+                match self
+                    .core
+                    .arrival(&request.id, &request.resent_after, Via::Http)
+                {
+                    Arrival::Hold => {
+                        let me = self.id();
+                        self.http_waiters.insert(request.id.clone(), waiter);
+                        let forward = Message::Forward(Box::new(request.clone()));
+                        let envelope = Envelope::new(me, self.core.epoch(), forward);
+                        for to in self.links.keys().copied().collect::<Vec<_>>() {
+                            self.send(to, envelope.clone());
+                        }
+                        self.hold(request, ReplyTo::Origin(me), None)
                     }
-                    self.hold(request, ReplyTo::Origin(me), None)
+                    Arrival::Refuse(why) => {
+                        let _ =
+                            waiter.send(refusal(&request.id, self.id(), Refusal::Unavailable, why));
+                        Vec::new()
+                    }
+                    Arrival::ServeShare | Arrival::ServeAgain(_) | Arrival::Ignore => Vec::new(),
                 }
             }
             Input::Done(reply) => self.finish(now, reply),
         };
         self.apply(outputs);
+    }
+
+    /// Holds a copy forwarded by node `origin` if the payload budget has room for it; if not,
+    /// and this node is chosen, it declines and another serves it.
+    fn hold_forwarded(&mut self, request: EncryptRequest, origin: NodeId) -> Vec<Output> {
+        if self.held.contains_key(&request.id) {
+            return self.hold(request, ReplyTo::Origin(origin), None);
+        }
+        match self.budget.try_take(request.payload_len()) {
+            Some(share) => self.hold(request, ReplyTo::Origin(origin), Some(share)),
+            None => {
+                debug!(node = self.id(), request = %request.id, "over the payload budget: a forwarded copy is not held");
+                Vec::new()
+            }
+        }
     }
 
     /// Keeps a request's payload and tells the core it arrived.
@@ -389,31 +397,16 @@ impl Shell {
         self.core.request_arrived(self.now(), &id)
     }
 
-    /// The static split: serves `request` if its id hashes to this node, answering on the
-    /// client's connection as soon as the job is done (no claim, no commit); else drops it
-    /// (its owner has the same request).
-    fn serve_static(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
-        let members = self.static_split.as_deref().unwrap_or_default();
-        let id = request.id.clone();
-        if static_owner(&id, members) != Some(self.id()) || self.again.contains_key(&id) {
-            return;
-        }
-        self.serve_directly(request, client);
-    }
-
-    /// Serves a request whose reply was lost (its client sent it again, see
-    /// [`Node::answers_again`]): the log already names its server, so the reply needs no claim.
-    fn answer_again(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
-        let id = request.id.clone();
-        let why = match self.core.server_of(&id) {
-            Some(winner) if winner != self.id() => format!(
-                "node {winner} won it and its connection to the client closed before its reply"
-            ),
-            _ => "this node (or a previous run of it) won it and its connection to the client \
-                  closed before its reply"
-                .to_string(),
-        };
-        info!(node = self.id(), request = %id, "[Node {}] serving {id} again: {why}", self.id());
+    /// Serves a request whose reply was lost (`why`, see [`Node::answers_again`]): the log
+    /// already names its server, so the reply needs no claim.
+    fn serve_again(
+        &mut self,
+        request: EncryptRequest,
+        client: mpsc::Sender<EncryptReply>,
+        why: &str,
+    ) {
+        let (me, id) = (self.id(), request.id.clone());
+        info!(node = me, request = %id, "[Node {me}] serving {id} again: {why}");
         self.serve_directly(request, client);
     }
 
@@ -435,7 +428,7 @@ impl Shell {
 
     /// A job finished: keep the result and tell the core, which claims the request.
     fn finish(&mut self, now: Millis, reply: EncryptReply) -> Vec<Output> {
-        if self.core.state() == NodeState::Failed {
+        if self.core.silent() {
             return Vec::new();
         }
         if let Some(client) = self.again.remove(&reply.id) {
@@ -525,12 +518,7 @@ impl Shell {
                         let _ = waiter.send(reply);
                     }
                     Delivery::Peer(link) => {
-                        let envelope = Envelope {
-                            version: PROTOCOL_VERSION,
-                            from: me,
-                            epoch,
-                            message: Message::Reply(Box::new(reply)),
-                        };
+                        let envelope = Envelope::new(me, epoch, Message::Reply(Box::new(reply)));
                         tokio::spawn(async move {
                             if timeout(COMMITTED_REPLY_WAIT, link.send_waiting(envelope))
                                 .await
@@ -583,8 +571,9 @@ impl Shell {
                         ..
                     }) = self.held.remove(&id)
                     {
-                        if self.core.answers_again(&id, &request.resent_after) {
-                            self.answer_again(request, client);
+                        let arrival = self.core.arrival(&id, &request.resent_after, Via::Client);
+                        if let Arrival::ServeAgain(why) = arrival {
+                            self.serve_again(request, client, &why);
                         }
                     }
                 }

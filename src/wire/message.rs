@@ -51,6 +51,19 @@ pub struct Envelope {
     pub message: Message,
 }
 
+impl Envelope {
+    /// `message` from node `from` in its epoch `epoch`, in this build's protocol version: the
+    /// one way envelopes are made.
+    pub fn new(from: NodeId, epoch: Epoch, message: Message) -> Envelope {
+        Envelope {
+            version: PROTOCOL_VERSION,
+            from,
+            epoch,
+            message,
+        }
+    }
+}
+
 /// What a node sends in every heartbeat: liveness plus its view of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {

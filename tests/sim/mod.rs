@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use imgcloud::cluster::log::{GenSummary, GEN_MS};
-use imgcloud::cluster::node::{Event, Node, NodeConfig, Output, ANTI_ENTROPY_MS};
+use imgcloud::cluster::node::{Arrival, Event, Node, NodeConfig, Output, Via, ANTI_ENTROPY_MS};
 use imgcloud::config::{FailureSim, Timing};
 use imgcloud::ids::{Epoch, Millis, NodeId};
 use imgcloud::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
@@ -148,6 +148,7 @@ impl Sim {
             timing: Timing::default(),
             failures: self.failures,
             seed: self.seed,
+            static_split: false,
         };
         self.stopped.remove(&id);
         self.jobs.remove(&id);
@@ -305,14 +306,15 @@ impl Sim {
                         self.route(to, out);
                     }
                     Due::Arrive(to, id) => {
-                        if !self.runnable(to) || self.nodes[&to].state() == NodeState::Failed {
+                        if !self.runnable(to) {
                             continue;
                         }
-                        let out = self
-                            .nodes
-                            .get_mut(&to)
-                            .expect("runnable")
-                            .request_arrived(now, &id);
+                        // The node decides whether it takes the request in, as in a process.
+                        let node = self.nodes.get_mut(&to).expect("runnable");
+                        if node.arrival(&id, &[], Via::Client) != Arrival::Hold {
+                            continue;
+                        }
+                        let out = node.request_arrived(now, &id);
                         self.route(to, out);
                     }
                     Due::Closed(on, peer) => {
@@ -325,7 +327,7 @@ impl Sim {
                             *n = n.saturating_sub(1);
                         }
                         // A crashed node's jobs die with it; a failed node stays silent.
-                        if !self.runnable(on) || self.nodes[&on].state() == NodeState::Failed {
+                        if !self.runnable(on) || self.nodes[&on].silent() {
                             continue;
                         }
                         self.finished.push((now, id.clone(), on));

@@ -37,9 +37,7 @@ use crate::cluster::dispatch::{static_owner, Assignment, Candidate, Dispatcher, 
 use crate::cluster::log::{gen_at, log_key, Gen, LogKey};
 use crate::cluster::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 use crate::config::{FailureSim, Timing};
-use crate::wire::message::{
-    ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot, PROTOCOL_VERSION,
-};
+use crate::wire::message::{ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot};
 
 mod election;
 mod outputs;
@@ -54,7 +52,7 @@ pub use election::{
 };
 pub use outputs::{CoreStatus, Event, Output, PeerStatus};
 pub use recovery::{ANTI_ENTROPY_MS, SYNC_RETRY_MS};
-pub use serving::RESEND_WINDOW_MS;
+pub use serving::{Arrival, Via, RESEND_WINDOW_MS};
 pub use victim::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 
 /// What the core needs to know about its cluster.
@@ -70,6 +68,9 @@ pub struct NodeConfig {
     pub failures: FailureSim,
     /// Seed of the node's random choices (victims, durations, back-off).
     pub seed: u64,
+    /// The static split (the baseline): each client request is served by the member its id
+    /// hashes to, with no coordinator, claim or commit; HTTP requests are refused.
+    pub static_split: bool,
 }
 
 /// One peer as this node sees it.
@@ -97,6 +98,7 @@ struct Peer {
 pub struct Node {
     id: NodeId,
     members: Vec<NodeId>,
+    static_split: bool,
     timing: Timing,
     failures: FailureSim,
     rng: StdRng,
@@ -185,6 +187,7 @@ impl Node {
         let mut node = Node {
             id: config.id,
             members,
+            static_split: config.static_split,
             timing: t,
             failures: config.failures,
             rng: StdRng::seed_from_u64(
@@ -562,6 +565,7 @@ mod tests {
                 ..FailureSim::default()
             },
             seed: 7,
+            static_split: false,
         }
     }
 
@@ -594,12 +598,7 @@ mod tests {
     }
 
     fn from(peer: NodeId, message: Message) -> Envelope {
-        Envelope {
-            version: PROTOCOL_VERSION,
-            from: peer,
-            epoch: 0,
-            message,
-        }
+        Envelope::new(peer, 0, message)
     }
 
     /// Node 2's answer to a sync request: an Active node with this request log.
@@ -721,6 +720,78 @@ mod tests {
             vec![Output::Reply("z".into())]
         );
         assert_eq!(n.replicated().log.server_of("z"), Some(1));
+    }
+
+    /// Issue 32: who takes a request in was decided in the shell (and copied in the
+    /// simulator); now the core decides, in one place.
+    #[test]
+    fn the_core_decides_who_takes_a_request_in() {
+        let single = || {
+            let mut n = Node::new(
+                NodeConfig {
+                    members: vec![1],
+                    ..config(1)
+                },
+                0,
+            );
+            for t in 0..100 {
+                n.tick(t * 10);
+            }
+            n
+        };
+        let mut active = single();
+        assert_eq!(active.arrival("a", &[], Via::Http), Arrival::Hold);
+        assert_eq!(active.arrival("a", &[], Via::Client), Arrival::Hold);
+        assert_eq!(active.arrival("a", &[], Via::Peer), Arrival::Hold);
+        let mut starting = Node::new(config(1), 0);
+        assert_eq!(
+            starting.arrival("a", &[], Via::Http),
+            Arrival::Refuse("no coordinator with a majority")
+        );
+        assert_eq!(starting.arrival("a", &[], Via::Client), Arrival::Hold);
+
+        // The static split: a member's own share is served at once, the others' ignored.
+        let mut split = Node::new(
+            NodeConfig {
+                static_split: true,
+                ..config(1)
+            },
+            0,
+        );
+        let members = [1, 2, 3];
+        let id_of = |owner| {
+            (0..)
+                .map(|i| format!("r{i}"))
+                .find(|id| crate::cluster::dispatch::static_owner(id, &members) == Some(owner))
+                .unwrap()
+        };
+        assert_eq!(
+            split.arrival(&id_of(1), &[], Via::Client),
+            Arrival::ServeShare
+        );
+        assert_eq!(split.arrival(&id_of(2), &[], Via::Client), Arrival::Ignore);
+        assert!(matches!(
+            split.arrival("x", &[], Via::Http),
+            Arrival::Refuse(_)
+        ));
+
+        // A node in a simulated failure takes nothing in and refuses over HTTP.
+        let mut victim = Node::new(config(1), 0);
+        victim.step(5, synced_from_2(ReplicatedState::default()));
+        let record = FailureRecord {
+            epoch: 0,
+            seq: 1,
+            victim: 1,
+            duration_ms: 5_000,
+        };
+        victim.step(20, from(2, Message::Fail(record)));
+        assert!(victim.silent());
+        assert_eq!(victim.arrival("a", &[], Via::Client), Arrival::Ignore);
+        assert_eq!(victim.arrival("a", &[], Via::Peer), Arrival::Ignore);
+        assert_eq!(
+            victim.arrival("a", &[], Via::Http),
+            Arrival::Refuse("this node is in a (simulated) failure")
+        );
     }
 
     #[test]

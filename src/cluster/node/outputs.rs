@@ -186,12 +186,7 @@ impl Node {
     }
 
     pub(super) fn send_at(&mut self, to: NodeId, epoch: Epoch, message: Message) {
-        let envelope = Envelope {
-            version: PROTOCOL_VERSION,
-            from: self.id,
-            epoch,
-            message,
-        };
+        let envelope = Envelope::new(self.id, epoch, message);
         self.out.push(Output::Send { to, envelope });
     }
 

@@ -14,6 +14,36 @@ use crate::cluster::dispatch::{TAKEOVER_HOLD_MS, TAKEOVER_STEP_MS};
 /// [`Node::answers_again`]); longer than clients wait for a reply.
 pub const RESEND_WINDOW_MS: u64 = 60_000;
 
+/// How a request reached this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// From a client of the multicast protocol, which sends it to every node.
+    Client,
+    /// Over this node's HTTP API, which only this node got: it forwards it to the others.
+    Http,
+    /// Forwarded by the node whose HTTP API got it.
+    Peer,
+}
+
+/// What the driver does with a request that reached this node ([`Node::arrival`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Hold its payload and call [`Node::request_arrived`]; an HTTP request is first forwarded
+    /// to every other node, and its reply comes back through this node.
+    Hold,
+    /// Serve it now and answer its client when done, with no claim: the static split's own
+    /// share (unless this node serves it already).
+    ServeShare,
+    /// Serve it now and answer its client when done, with no claim: its reply was lost with
+    /// its server's run or connection (the sentence says which, for the log).
+    ServeAgain(String),
+    /// Nothing: the other nodes have it (a node in a simulated failure, or another member's
+    /// share of the static split).
+    Ignore,
+    /// Answer at once that this node cannot finish it, with this sentence.
+    Refuse(&'static str),
+}
+
 impl Node {
     /// Tells the core that connection `link` from `peer` closed (any, not only the latest):
     /// every uncommitted vote for `peer` given over it (or an older one) goes to the first
@@ -54,6 +84,47 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// What to do with request `id`, which reached this node `via` (`resent_after`: the nodes
+    /// whose connections to its client closed while it waited). The one place that decides
+    /// who takes a request in; the driver only carries it out.
+    pub fn arrival(&mut self, id: &str, resent_after: &[NodeId], via: Via) -> Arrival {
+        let failed = self.state == NodeState::Failed;
+        match via {
+            Via::Http if self.static_split => {
+                Arrival::Refuse("a static-split baseline node serves the client protocol only")
+            }
+            Via::Http if failed => Arrival::Refuse("this node is in a (simulated) failure"),
+            Via::Http if !self.accepting() => Arrival::Refuse("no coordinator with a majority"),
+            // A failed node ignores its clients: the other nodes have the same request.
+            _ if failed => Arrival::Ignore,
+            Via::Client if self.static_split => {
+                if crate::cluster::dispatch::static_owner(id, &self.members) == Some(self.id) {
+                    Arrival::ServeShare
+                } else {
+                    Arrival::Ignore
+                }
+            }
+            Via::Client if self.answers_again(id, resent_after) => {
+                Arrival::ServeAgain(match self.server_of(id) {
+                    Some(winner) if winner != self.id => format!(
+                        "node {winner} won it and its connection to the client closed before \
+                         its reply"
+                    ),
+                    _ => "this node (or a previous run of it) won it and its connection to the \
+                          client closed before its reply"
+                        .to_string(),
+                })
+            }
+            _ => Arrival::Hold,
+        }
+    }
+
+    /// Whether this node neither takes nor answers anything now: it is in a simulated
+    /// failure, so its finished jobs and the replies passing through it are dropped.
+    pub fn silent(&self) -> bool {
+        self.state == NodeState::Failed
     }
 
     /// Whether the request log says `id` was served.
