@@ -268,11 +268,12 @@ impl ClusterConfig {
         })
     }
 
-    /// Where node `id` keeps its durable store.
+    /// Where node `id` keeps its durable store: `node-ID` under `data_dir`, else under
+    /// [`default_data_dir`].
     pub fn node_data_dir(&self, id: NodeId) -> PathBuf {
         match &self.data_dir {
             Some(root) => root.join(format!("node-{id}")),
-            None => crate::store::default_data_dir(id),
+            None => default_data_dir(id),
         }
     }
 
@@ -301,6 +302,11 @@ impl ClusterConfig {
             ..Default::default()
         }
     }
+}
+
+/// The default data dir of node `id`: `imgcloud-data/node-ID` under the working directory.
+pub fn default_data_dir(id: NodeId) -> PathBuf {
+    PathBuf::from("imgcloud-data").join(format!("node-{id}"))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@
 //! - [`store`]: the durable consensus store, openraft over one redb file per node.
 //! - [`sharing`]: accounts, the directory and the view ledger: the state machine the store
 //!   replicates, and the bodies peers send nodes.
-//! - [`desk`]: a node's share, grant and view (the only place a sealed file is opened for a user).
+//! - [`node::desk`]: a node's share, grant and view (the only place a sealed file is opened for a user).
 //! - [`peer`]: a user's peer process: registration, lease, sharing, P2P messages, its HTTP
 //!   port, the `peer` CLI.
 //! - [`web`]: the user's gallery and the node's live dashboard (embedded HTML, CSS, JS).
@@ -43,7 +43,6 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
-pub mod desk;
 pub mod error;
 pub mod ids;
 pub mod node;

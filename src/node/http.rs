@@ -24,9 +24,9 @@ use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::metadata::Viewer;
-use crate::desk::Desk;
 use crate::ids::NodeId;
 use crate::node::budget::Budget;
+use crate::node::desk::Desk;
 use crate::node::shell::Input;
 use crate::node::slots::Bounded;
 use crate::node::status::NodeStatus;

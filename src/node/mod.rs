@@ -15,6 +15,7 @@
 
 pub mod accept;
 pub mod budget;
+pub mod desk;
 pub mod events;
 pub mod http;
 pub mod link;
@@ -176,7 +177,7 @@ pub async fn run(
             status: status_rx,
             inputs: input_tx,
             store: store.clone(),
-            desk: crate::desk::Desk::new(
+            desk: desk::Desk::new(
                 store.clone(),
                 SealKey::from_secret(config.secret.as_bytes()),
             ),

@@ -26,12 +26,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::cli::Approve;
 use super::cloud::Cloud;
 use super::library::{
     file_safe, write_atomic, CopyRecord, Library, OwnImage, RequestRecord, RequestState,
 };
 use super::p2p::{self, Directory, Inbox, Msg, Preview, RequestAnswer};
+use super::Approve;
 use crate::client::Client;
 use crate::codec::metadata::ImageId;
 use crate::config::ClusterConfig;

@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use super::actions::{ImageEntry, PreviewFile, ViewResult};
 use super::library::RequestRecord;
 use super::owner::{Changed, Rebuilt};
 use super::p2p::RequestAnswer;
-use super::{Folder, OnlineEntry, PeerOptions};
+use super::{Approve, Folder, OnlineEntry, PeerOptions};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
 use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
 use crate::sharing::Credential;
@@ -58,15 +58,6 @@ pub struct PeerArgs {
     /// What to do (none: run the peer).
     #[command(subcommand)]
     pub command: Option<PeerCommand>,
-}
-
-/// The approval policy for incoming requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Approve {
-    /// Approve every request as asked.
-    Auto,
-    /// Leave requests pending until `peer approve` or `peer deny`.
-    Ask,
 }
 
 /// The subcommands.

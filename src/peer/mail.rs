@@ -146,9 +146,9 @@ mod tests {
     use super::*;
     use crate::codec::metadata::ImageId;
     use crate::config::ClusterConfig;
-    use crate::peer::cli::Approve;
     use crate::peer::cloud::Cloud;
     use crate::peer::library::{CopyRecord, Library, OwnImage, RequestState};
+    use crate::peer::Approve;
     use crate::sharing::Credential;
 
     fn peer(root: &std::path::Path, credential: &Credential) -> Arc<Peer> {

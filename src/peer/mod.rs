@@ -57,6 +57,15 @@ pub const RENEW: Duration = Duration::from_millis(1000);
 /// How long a subcommand waits for the running peer (a share encrypts through the cloud).
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The approval policy for incoming requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Approve {
+    /// Approve every request as asked.
+    Auto,
+    /// Leave requests pending until `peer approve` or `peer deny`.
+    Ask,
+}
+
 /// Everything a peer process needs.
 #[derive(Clone, Debug)]
 pub struct PeerOptions {
@@ -67,7 +76,7 @@ pub struct PeerOptions {
     /// Where to listen (port 0: any free port).
     pub listen: SocketAddr,
     /// How incoming requests are decided.
-    pub approve: cli::Approve,
+    pub approve: Approve,
 }
 
 /// Runs the peer of `credential`'s user until `shutdown` completes; then unregisters.

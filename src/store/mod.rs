@@ -38,7 +38,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -150,11 +150,6 @@ struct Inner {
     /// The state digest and the applied index it was computed at (the state changes only
     /// when that index does).
     digest: std::sync::Mutex<(Option<u64>, String)>,
-}
-
-/// The default data dir of node `id`: `imgcloud-data/node-ID` under the working directory.
-pub fn default_data_dir(id: NodeId) -> PathBuf {
-    PathBuf::from("imgcloud-data").join(format!("node-{id}"))
 }
 
 fn cluster_fingerprint(config: &ClusterConfig) -> [u8; 32] {
