@@ -32,12 +32,14 @@ use crate::bench::launcher::{LineSink, LocalCluster};
 use crate::bench::metrics::Outcome;
 use crate::bench::report::Report;
 use crate::bench::sharing::{Cast, Story};
+use crate::bench::stress::LoadArgs;
 use crate::bench::stress::{self, Progress};
-use crate::cli::{LoadArgs, NodeArgs, OnOff};
+use crate::cli::OnOff;
 use crate::client::cluster_status;
 use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, Dispatch, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
+use crate::node::cli::NodeArgs;
 use crate::wire::message::NodeState;
 use crate::{Error, Result};
 

@@ -1,7 +1,8 @@
 //! `cloud-node ID`: runs one node of the cluster until Ctrl-C or SIGTERM.
 
 use clap::Parser;
-use imgcloud::cli::{init_logging, run_node, NodeArgs};
+use imgcloud::cli::init_logging;
+use imgcloud::node::cli::{run_node, NodeArgs};
 
 fn main() {
     init_logging();

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use imgcloud::bench::demo::{DemoArgs, DemoCommand};
-use imgcloud::cli::{init_logging, run_node};
+use imgcloud::cli::init_logging;
+use imgcloud::node::cli::run_node;
 
 fn main() {
     let mut args = DemoArgs::parse();

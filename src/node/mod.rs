@@ -15,6 +15,7 @@
 
 pub mod accept;
 pub mod budget;
+pub mod cli;
 pub mod desk;
 pub mod events;
 pub mod http;
