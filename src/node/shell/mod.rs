@@ -60,6 +60,8 @@ use super::events::report;
 use super::status::NodeStatus;
 use super::TICK;
 
+mod requests;
+
 /// Inputs handled in one burst before the core's batched claims are flushed.
 const MAX_BURST: usize = 256;
 
@@ -347,192 +349,6 @@ impl Shell {
         self.apply(outputs);
     }
 
-    /// Holds a copy forwarded by node `origin` if the payload budget has room for it; if not,
-    /// and this node is chosen, it declines and another serves it.
-    fn hold_forwarded(&mut self, request: EncryptRequest, origin: NodeId) -> Vec<Output> {
-        if self.held.contains_key(&request.id) {
-            return self.hold(request, ReplyTo::Origin(origin), None);
-        }
-        match self.budget.try_take(request.payload_len()) {
-            Some(share) => self.hold(request, ReplyTo::Origin(origin), Some(share)),
-            None => {
-                debug!(node = self.id(), request = %request.id, "over the payload budget: a forwarded copy is not held");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Keeps a request's payload and tells the core it arrived.
-    fn hold(
-        &mut self,
-        request: EncryptRequest,
-        reply_to: ReplyTo,
-        share: Option<Share>,
-    ) -> Vec<Output> {
-        if let Some(held) = self.held.get_mut(&request.id) {
-            // A client that reconnected sent it again: answer on the connection that is open.
-            if let (ReplyTo::Client(old), ReplyTo::Client(_)) = (&held.reply_to, &reply_to) {
-                if old.is_closed() {
-                    held.reply_to = reply_to;
-                }
-            }
-            // Sent again after the connection to another node closed: remembered for the
-            // request's commit, which may name that node (see `Output::Forget`).
-            if let Some(held) = &mut held.request {
-                if !request.resent_after.is_empty() {
-                    held.resent_after = request.resent_after;
-                }
-            }
-            return Vec::new();
-        }
-        let id = request.id.clone();
-        self.held.insert(
-            id.clone(),
-            Held {
-                request: Some(request),
-                reply_to,
-                _share: share,
-            },
-        );
-        self.core.request_arrived(self.now(), &id)
-    }
-
-    /// Serves a request whose reply was lost (`why`, see [`Node::answers_again`]): the log
-    /// already names its server, so the reply needs no claim.
-    fn serve_again(
-        &mut self,
-        request: EncryptRequest,
-        client: mpsc::Sender<EncryptReply>,
-        why: &str,
-    ) {
-        let (me, id) = (self.id(), request.id.clone());
-        info!(node = me, request = %id, "[Node {me}] serving {id} again: {why}");
-        self.serve_directly(request, client);
-    }
-
-    /// Serves `request` and answers `client` as soon as the job is done, with no claim
-    /// ([`Shell::finish`] sends the reply of a request in `again` at once).
-    fn serve_directly(&mut self, request: EncryptRequest, client: mpsc::Sender<EncryptReply>) {
-        let id = request.id.clone();
-        self.again.insert(id.clone(), client);
-        self.held.insert(
-            id.clone(),
-            Held {
-                request: Some(request),
-                reply_to: ReplyTo::Origin(self.id()),
-                _share: None,
-            },
-        );
-        self.serve(id);
-    }
-
-    /// A job finished: keep the result and tell the core, which claims the request.
-    fn finish(&mut self, now: Millis, reply: EncryptReply) -> Vec<Output> {
-        if self.core.silent() {
-            return Vec::new();
-        }
-        if let Some(client) = self.again.remove(&reply.id) {
-            // The only reply this request gets: waited for like any committed reply.
-            self.held.remove(&reply.id);
-            send_committed(client, reply);
-            return Vec::new();
-        }
-        let Some(held) = self.held.remove(&reply.id) else {
-            // Someone else served it meanwhile (after a reassignment): stay silent.
-            return Vec::new();
-        };
-        let id = reply.id.clone();
-        self.results.insert(
-            id.clone(),
-            Finished {
-                reply,
-                reply_to: held.reply_to,
-            },
-        );
-        self.core.job_finished(now, &id)
-    }
-
-    /// A majority holds this node as the winner of `id`: answer once the commit is written.
-    fn reply(&mut self, id: &str) {
-        match self.results.remove(id) {
-            Some(finished) => self.ready.push(finished),
-            None => warn!(node = self.id(), request = %id, "told to reply without a result"),
-        }
-    }
-
-    /// Sends the replies of the last flush once every peer link has written what was queued
-    /// before them (the commits): a reply never reaches a client before its commit reaches
-    /// the peers' sockets.
-    fn release_ready(&mut self) {
-        if self.ready.is_empty() {
-            return;
-        }
-        let me = self.id();
-        let epoch = self.core.epoch();
-        // Only the links to peers heard from: a silent peer is dead (its votes died with it)
-        // or cut off (its link is blocked, and it releases nothing without a close).
-        let barrier_links: Vec<LinkHandle> = self
-            .core
-            .live_peers(self.now())
-            .iter()
-            .filter_map(|peer| self.links.get(peer).cloned())
-            .collect();
-        let mut deliveries = Vec::new();
-        for Finished { reply, reply_to } in std::mem::take(&mut self.ready) {
-            let to = match reply_to {
-                ReplyTo::Client(client) => Delivery::Client(client),
-                ReplyTo::Origin(origin) if origin == me => {
-                    match self.http_waiters.remove(&reply.id) {
-                        Some(waiter) => Delivery::Http(waiter),
-                        None => continue,
-                    }
-                }
-                ReplyTo::Origin(origin) => match self.data_links.get(&origin) {
-                    Some(link) => Delivery::Peer(link.clone()),
-                    None => continue,
-                },
-            };
-            deliveries.push((reply, to));
-        }
-        tokio::spawn(async move {
-            let written = async {
-                for link in barrier_links {
-                    // A full queue is waited for (within the bound below): a barrier that
-                    // could not be queued would let the replies overtake their commits.
-                    if let Some(barrier) = link.barrier(BARRIER_WAIT).await {
-                        // Err: the link is down, and the peer has seen the connection close.
-                        let _ = barrier.await;
-                    }
-                }
-            };
-            if timeout(BARRIER_WAIT, written).await.is_err() {
-                debug!(
-                    node = me,
-                    "a peer link did not write within {BARRIER_WAIT:?}; replying anyway"
-                );
-            }
-            for (reply, to) in deliveries {
-                match to {
-                    Delivery::Client(client) => send_committed(client, reply),
-                    Delivery::Http(waiter) => {
-                        let _ = waiter.send(reply);
-                    }
-                    Delivery::Peer(link) => {
-                        let envelope = Envelope::new(me, epoch, Message::Reply(Box::new(reply)));
-                        tokio::spawn(async move {
-                            if timeout(COMMITTED_REPLY_WAIT, link.send_waiting(envelope))
-                                .await
-                                .is_err()
-                            {
-                                warn!("a committed reply for a peer was dropped: its link took more than {COMMITTED_REPLY_WAIT:?}");
-                            }
-                        });
-                    }
-                }
-            }
-        });
-    }
-
     fn send(&self, to: NodeId, envelope: Envelope) {
         let links = match envelope.message {
             Message::Forward(_) | Message::Reply(_) => &self.data_links,
@@ -581,25 +397,6 @@ impl Shell {
             }
         }
     }
-
-    /// Starts the encryption job of a held request.
-    fn serve(&mut self, id: RequestId) {
-        let Some(request) = self.held.get_mut(&id).and_then(|h| h.request.take()) else {
-            warn!(node = self.id(), request = %id, "asked to serve a request whose payload is gone");
-            return;
-        };
-        let (pool, inputs, me) = (Arc::clone(&self.pool), self.inputs.clone(), self.id());
-        tokio::spawn(async move {
-            let outcome = pool.encrypt(request).await;
-            let _ = inputs
-                .send(Input::Done(EncryptReply {
-                    id,
-                    served_by: me,
-                    outcome,
-                }))
-                .await;
-        });
-    }
 }
 
 /// Queues a reply whose commit the peers hold: it is the only reply the request gets, so a full
@@ -627,5 +424,101 @@ pub(crate) fn refusal(id: &str, node: NodeId, kind: Refusal, message: &str) -> E
             kind,
             message: message.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::node::NodeConfig;
+    use crate::codec::seal::SealKey;
+    use crate::config::FailureSim;
+
+    /// A one-node shell around the real core and pool, with no links: what it is given and
+    /// what comes out.
+    fn single_node() -> (
+        mpsc::Sender<Input>,
+        tokio::task::JoinHandle<Result<()>>,
+        Budget,
+    ) {
+        let core = Node::new(
+            NodeConfig {
+                id: 1,
+                members: vec![1],
+                timing: Default::default(),
+                failures: FailureSim {
+                    enabled: false,
+                    ..FailureSim::default()
+                },
+                seed: 1,
+                static_split: false,
+            },
+            0,
+        );
+        let pool = Pool::new(SealKey::from_secret(b"k"), 1, Duration::ZERO).unwrap();
+        let (inputs, queue) = mpsc::channel(64);
+        let budget = Budget::new(1 << 20);
+        let (status, _) = watch::channel(super::super::status::initial_status(1, 1));
+        let shell = Shell::new(Wiring {
+            core,
+            budget: budget.clone(),
+            links: BTreeMap::new(),
+            data_links: BTreeMap::new(),
+            pool,
+            inputs: inputs.clone(),
+            status,
+            reconnects: Arc::default(),
+        });
+        (inputs, tokio::spawn(shell.run(queue)), budget)
+    }
+
+    fn request(id: &str) -> EncryptRequest {
+        EncryptRequest {
+            id: id.into(),
+            secret: crate::SAMPLE_IMAGE.to_vec(),
+            cover: None,
+            owner: "alice".into(),
+            viewers: Vec::new(),
+            resent_after: Vec::new(),
+        }
+    }
+
+    /// The shell carries a client's request through the core (hold, assign, serve, claim,
+    /// commit) to one reply on the client's connection, and gives its budget share back.
+    #[tokio::test]
+    async fn a_client_request_is_served_and_answered_once_and_its_share_given_back() {
+        let (inputs, shell, budget) = single_node();
+        let (reply_tx, mut replies) = mpsc::channel(4);
+        let share = budget.try_take(1000).unwrap();
+        let sent = inputs.send(Input::ClientRequest(request("r1"), reply_tx, share));
+        sent.await.unwrap();
+        let reply = timeout(Duration::from_secs(20), replies.recv()).await;
+        let reply = reply.expect("a reply in time").expect("a reply");
+        assert_eq!((reply.id.as_str(), reply.served_by), ("r1", 1));
+        assert!(
+            matches!(reply.outcome, Outcome::Encrypted(_)),
+            "{:?}",
+            reply.outcome
+        );
+        let again = timeout(Duration::from_millis(300), replies.recv()).await;
+        assert!(!matches!(again, Ok(Some(_))), "one reply only");
+        assert_eq!(budget.in_use(), 0, "the share is given back once answered");
+        shell.abort();
+    }
+
+    /// A failed node's refusal over HTTP says why, in the words the core chose.
+    #[test]
+    fn a_refusal_names_the_node_and_the_reason() {
+        let reply = refusal(
+            "r2",
+            3,
+            Refusal::Unavailable,
+            "no coordinator with a majority",
+        );
+        assert_eq!((reply.id.as_str(), reply.served_by), ("r2", 3));
+        assert!(matches!(
+            reply.outcome,
+            Outcome::Refused { kind: Refusal::Unavailable, ref message } if message.contains("majority")
+        ));
     }
 }
