@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use imgcloud::bench::report::Report;
 use imgcloud::bench::stress;
-use imgcloud::bench::stress::LoadArgs;
+use imgcloud::bench::LoadArgs;
 use imgcloud::client::{self, Client};
 use imgcloud::codec::cover::DefaultCovers;
 use imgcloud::codec::metadata::{ImageMeta, Viewer};

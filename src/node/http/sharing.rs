@@ -75,7 +75,10 @@ pub(super) fn postcard_answer<T: serde::Serialize>(answer: Result<T>) -> Respons
 }
 
 /// `POST /share`: lists a user's encrypted image in the ledger and the directory.
-pub(super) async fn post_share(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+pub(super) async fn post_share(
+    State((api, _)): State<AppState>,
+    body: axum::body::Bytes,
+) -> Response {
     let request = with_file(&body);
     postcard_answer(match request {
         Ok(request) => api.desk.share(request).await,
@@ -84,7 +87,10 @@ pub(super) async fn post_share(State((api, _)): State<AppState>, body: axum::bod
 }
 
 /// `POST /grant`: an owner changes a viewer's views; the answer carries the viewer's copy.
-pub(super) async fn post_grant(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+pub(super) async fn post_grant(
+    State((api, _)): State<AppState>,
+    body: axum::body::Bytes,
+) -> Response {
     let request = with_file(&body);
     postcard_answer(match request {
         Ok(request) => api.desk.grant(request).await,
@@ -93,7 +99,10 @@ pub(super) async fn post_grant(State((api, _)): State<AppState>, body: axum::bod
 }
 
 /// `POST /query`: a user's signed question about their own records (postcard both ways).
-pub(super) async fn post_query(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+pub(super) async fn post_query(
+    State((api, _)): State<AppState>,
+    body: axum::body::Bytes,
+) -> Response {
     let query = postcard::from_bytes(&body)
         .map_err(|e| crate::Error::InvalidInput(format!("not a query: {e}")));
     postcard_answer(match query {
@@ -103,7 +112,10 @@ pub(super) async fn post_query(State((api, _)): State<AppState>, body: axum::bod
 }
 
 /// `POST /view`: spends one view of a copy through the ledger.
-pub(super) async fn post_view(State((api, _)): State<AppState>, body: axum::body::Bytes) -> Response {
+pub(super) async fn post_view(
+    State((api, _)): State<AppState>,
+    body: axum::body::Bytes,
+) -> Response {
     let request = with_file(&body);
     postcard_answer(match request {
         Ok(request) => api.desk.view(request).await,
