@@ -30,7 +30,7 @@ use crate::codec::seal::SealKey;
 use crate::codec::stego::{decrypt_image, encrypt_image_with, Cover, HideOptions};
 use crate::sharing::ledger::MAX_KEPT_FILE;
 use crate::sharing::wire::{Answer, GrantAnswer, SharedAnswer, Shown, ViewAnswer, WithFile};
-use crate::sharing::{unix_millis, Ask, Change, Query, Reply, Sealed, SignedOp, UserOp};
+use crate::sharing::{unix_millis, Ask, Change, Query, Reply, Sealed, SignedOp, Standing, UserOp};
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -160,11 +160,13 @@ impl Desk {
         check_digest(file, &request.file)?;
         let (copy, meta, secret) = self.open(request.file, "the copy").await?;
         let user = request.op.user.clone();
-        if meta.owner == user || !meta.viewers.iter().any(|v| v.name == user) {
+        let sealed = Sealed::of(&meta, copy.len());
+        match sealed.standing(&user) {
+            Standing::Viewer => {}
             // Nothing the ledger holds can change these answers: no write, but the signer
             // must be the user the cloud knows.
-            self.check_signer(&request.op).await?;
-            if meta.owner == user {
+            Standing::Owner => {
+                self.check_signer(&request.op).await?;
                 return Ok(ViewAnswer {
                     shown: Shown::Image,
                     reason: None,
@@ -173,17 +175,11 @@ impl Desk {
                     copy: None,
                 });
             }
-            let named: Vec<&str> = meta.viewers.iter().map(|v| v.name.as_str()).collect();
-            let reason = match named.as_slice() {
-                [] => format!("this is {}'s own image; only she may view it", meta.owner),
-                _ => format!(
-                    "this copy was made for {}, not for {user}",
-                    named.join(", ")
-                ),
-            };
-            return Ok(default_image(reason, copy));
+            Standing::Stranger(reason) => {
+                self.check_signer(&request.op).await?;
+                return Ok(default_image(reason, copy));
+            }
         }
-        let sealed = Sealed::of(&meta, copy.len());
         let reply = self
             .store
             .write(request.op, Some(sealed))

@@ -92,6 +92,38 @@ impl Sealed {
             bytes: bytes as u64,
         }
     }
+
+    /// Who `user` is to this file: the one rule for who may view a copy. The desk answers
+    /// the owner and a stranger without a log entry; the state machine spends a view only for
+    /// a named viewer (and, given one of the others, answers as the desk would).
+    pub fn standing(&self, user: &str) -> Standing {
+        if self.owner == user {
+            Standing::Owner
+        } else if self.viewers.iter().any(|v| v == user) {
+            Standing::Viewer
+        } else if self.viewers.is_empty() {
+            Standing::Stranger(format!(
+                "this is {}'s own image; only she may view it",
+                self.owner
+            ))
+        } else {
+            Standing::Stranger(format!(
+                "this copy was made for {}, not for {user}",
+                self.viewers.join(", ")
+            ))
+        }
+    }
+}
+
+/// Who a user is to a sealed file ([`Sealed::standing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Its owner: sees her image, spends nothing.
+    Owner,
+    /// A viewer it names: a view is spent from her grant in the ledger.
+    Viewer,
+    /// Anyone else: the default image, with the reason.
+    Stranger(String),
 }
 
 /// The state machine's answer to a command.
@@ -358,15 +390,12 @@ impl State {
             }
             UserOp::View { .. } => {
                 let sealed = sealed()?;
-                if sealed.owner == user {
-                    return Err("an owner views her own images without spending views".into());
-                }
-                if !sealed.viewers.iter().any(|v| v == user) {
-                    let reply = Reply::Default(format!(
-                        "this copy was made for {}, not for {user}",
-                        sealed.viewers.join(", ")
-                    ));
-                    return Ok((reply, Vec::new()));
+                match sealed.standing(user) {
+                    Standing::Owner => {
+                        return Err("an owner views her own images without spending views".into())
+                    }
+                    Standing::Stranger(why) => return Ok((Reply::Default(why), Vec::new())),
+                    Standing::Viewer => {}
                 }
                 match self.ledger.view(user, &sealed.image) {
                     Spent::Viewed(left) => Ok((
@@ -492,6 +521,28 @@ pub fn unix_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 32: who may view was decided twice (the desk and the state machine), in two
+    /// wordings; now once.
+    #[test]
+    fn standing_is_owner_named_viewer_or_a_stranger_with_the_reason() {
+        let sealed = |viewers: &[&str]| Sealed {
+            image: ImageId([1; 16]),
+            owner: "alice".into(),
+            viewers: viewers.iter().map(|v| v.to_string()).collect(),
+            bytes: 1,
+        };
+        assert_eq!(sealed(&["bob"]).standing("alice"), Standing::Owner);
+        assert_eq!(sealed(&["bob"]).standing("bob"), Standing::Viewer);
+        assert_eq!(
+            sealed(&["bob"]).standing("carol"),
+            Standing::Stranger("this copy was made for bob, not for carol".into())
+        );
+        assert_eq!(
+            sealed(&[]).standing("carol"),
+            Standing::Stranger("this is alice's own image; only she may view it".into())
+        );
+    }
 
     fn register(who: &Credential) -> SignedOp {
         who.sign(UserOp::Register {
