@@ -139,7 +139,7 @@ pub struct ClusterConfig {
     pub dispatch: Dispatch,
     /// Megabytes of request payloads a node holds at once (uploads being read or waiting for
     /// their answer, copies forwarded by other nodes); beyond, it refuses at once (see
-    /// [`crate::node::budget`]).
+    /// `node::budget`; default [`DEFAULT_PAYLOAD_BUDGET_MB`]).
     pub payload_budget_mb: u64,
     /// Where the nodes keep their durable stores: node `i` in `DATA_DIR/node-i`
     /// (default `imgcloud-data/node-i` under the working directory).
@@ -176,7 +176,7 @@ impl Default for ClusterConfig {
             delay_ms: 0,
             workers: 0,
             dispatch: Dispatch::Elected,
-            payload_budget_mb: (crate::node::budget::DEFAULT_BUDGET_BYTES >> 20) as u64,
+            payload_budget_mb: DEFAULT_PAYLOAD_BUDGET_MB,
             data_dir: None,
             store: StoreSettings::default(),
         }
@@ -303,6 +303,15 @@ impl ClusterConfig {
         }
     }
 }
+
+/// The default payload budget of a node, in MB (see `node::budget`). An upload costs far
+/// more than its bytes while it is served: a 27 MB PNG of noise took ~350 MB to encrypt (its pixels, a cover four times its size, the
+/// encrypted PNG), and the copies forwarded to the other nodes. Measured with
+/// `scripts/flood.sh` (30 concurrent 27 MB uploads to one node): with 256 MB, nine were taken
+/// at once, the nodes peaked at 1.2-1.4 GB and the cluster held elections with every node
+/// alive; with 64 MB, two at a time, peaks of 554-695 MB and no election. Small images are
+/// unaffected (the demo's 9 KB requests need a few MB in all).
+pub const DEFAULT_PAYLOAD_BUDGET_MB: u64 = 64;
 
 /// The default data dir of node `id`: `imgcloud-data/node-ID` under the working directory.
 pub fn default_data_dir(id: NodeId) -> PathBuf {

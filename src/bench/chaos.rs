@@ -369,7 +369,7 @@ async fn drive(
 ) -> Result<Outcome> {
     let nodes = config.nodes.clone();
     let Some((coordinator, epoch)) =
-        crate::bench::demo::wait_for_agreement(&nodes, AGREE_WAIT).await
+        crate::bench::launcher::wait_for_agreement(&nodes, AGREE_WAIT).await
     else {
         return Err(Error::Unavailable(format!(
             "the nodes did not agree on a coordinator within {} s; logs in {}",
@@ -539,7 +539,7 @@ async fn restart_loop(ctx: Ctx<'_>) -> Vec<String> {
                 problems.push(format!("round {round}: cannot restart node {id}: {e}"));
                 return problems;
             }
-            if crate::bench::demo::wait_for_agreement(&ctx.nodes, AGREE_WAIT)
+            if crate::bench::launcher::wait_for_agreement(&ctx.nodes, AGREE_WAIT)
                 .await
                 .is_none()
             {

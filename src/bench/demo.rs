@@ -28,6 +28,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::bench::launcher::wait_for_agreement;
 use crate::bench::launcher::{LineSink, LocalCluster};
 use crate::bench::metrics::Outcome;
 use crate::bench::report::Report;
@@ -40,7 +41,6 @@ use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, Dispatch, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
 use crate::node::cli::NodeArgs;
-use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
 /// How often the observation phase prints a status line.
@@ -435,29 +435,6 @@ async fn baseline(
     let rps = ok as f64 / run.duration.as_secs_f64().max(1e-9);
     println!("  static split: {rps:.0} requests/s ({ok} requests, every reply verified)");
     Ok(rps)
-}
-
-/// Polls until every node is Active and names the same coordinator.
-pub async fn wait_for_agreement(nodes: &[NodeAddr], limit: Duration) -> Option<(u32, u64)> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let views: Vec<Option<(u32, u64)>> = cluster_status(nodes)
-            .await
-            .into_iter()
-            .map(|(_, s)| {
-                s.ok()
-                    .filter(|s| s.core.state == NodeState::Active)
-                    .and_then(|s| Some((s.core.coordinator?, s.core.epoch)))
-            })
-            .collect();
-        if let Some(Some(first)) = views.first() {
-            if views.iter().all(|v| v.as_ref() == Some(first)) {
-                return Some(*first);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
 
 /// Prints a one-line cluster status every few seconds for `how_long`.

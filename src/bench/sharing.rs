@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::demo::wait_for_agreement;
+use crate::bench::launcher::wait_for_agreement;
 use crate::bench::launcher::{LocalCluster, LocalPeer};
+use crate::bench::views::ViewLatency;
 use crate::config::ClusterConfig;
 use crate::peer::actions::{ImageEntry, PreviewFile, ViewResult};
 use crate::peer::library::RequestRecord;
@@ -85,15 +86,6 @@ pub struct StepRecord {
     pub ms: u64,
     /// What was checked, or why it failed.
     pub detail: String,
-}
-
-/// View latency percentiles, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ViewLatency {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
 }
 
 /// One thumbnail of the picture: what a user saw at a step.

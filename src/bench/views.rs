@@ -16,12 +16,20 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use sha2::{Digest, Sha256};
 
-use crate::bench::sharing::ViewLatency;
 use crate::config::ClusterConfig;
 use crate::peer::Cloud;
 use crate::sharing::wire::{Answer, Shown, ViewAnswer, WithFile};
 use crate::sharing::{Ask, Change, Credential, UserOp};
 use crate::{Error, Result};
+
+/// View latency percentiles, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ViewLatency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
 
 /// How long a viewer's registration in the directory holds (they never renew it).
 const LEASE_MS: u64 = 5_000;

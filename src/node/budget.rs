@@ -19,15 +19,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ids::NodeId;
 
-/// The default budget. An upload costs far more than its bytes while it is served: a 27 MB
-/// PNG of noise took ~350 MB to encrypt (its pixels, a cover four times its size, the
-/// encrypted PNG), and the copies forwarded to the other nodes. Measured with
-/// `scripts/flood.sh` (30 concurrent 27 MB uploads to one node): with 256 MB, nine were taken
-/// at once, the nodes peaked at 1.2-1.4 GB and the cluster held elections with every node
-/// alive; with 64 MB, two at a time, peaks of 554-695 MB and no election. Small images are
-/// unaffected (the demo's 9 KB requests need a few MB in all).
-pub const DEFAULT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
-
 /// Bytes admitted after which a node, once no payload is in flight, gives its free memory
 /// back to the system ([`Budget::drained_after_load`]): the allocator keeps up to 256 MiB
 /// free for speed (`cli::tune_allocator`), which after a flood of huge uploads left a node at
