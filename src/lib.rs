@@ -20,19 +20,21 @@
 //! - [`cluster`]: the protocol core, synchronous state machines driven by messages and ticks:
 //!   the node (lifecycle, election, failure simulation, recovery), the failure detector,
 //!   dispatch (who serves each request, the claim quorum), the replicated state.
-//! - [`node`]: a node process's async shell: the server (node loop, node links, accept loop,
-//!   client connections), the bounded encryption pool, the HTTP API.
+//! - [`node`]: a node process's async shell, which moves bytes and timers only: the node loop
+//!   ([`node::shell`]), the links to other nodes, the accept loop and client connections
+//!   within bounded slots, the payload budget, the encryption pool, the HTTP API, the sharing
+//!   desk ([`node::desk`]: a node's share, grant and view, the only place a sealed file is
+//!   opened for a user), the node's flags ([`node::cli`]).
 //! - [`client`]: the multicast client library and the status table.
-//! - [`bench`]: the stress test, its metrics, report and plot, the process launcher, the demo
-//!   and the chaos scenarios.
-//! - [`config`]: the cluster configuration (TOML, defaults); [`cli`]: flags shared by the
-//!   binaries; [`error`]: the one error type.
+//! - [`bench`]: the load flags, the stress test, its metrics, report and plot, the process
+//!   launcher, the demo and the chaos scenarios.
+//! - [`config`]: the cluster configuration (TOML, defaults); [`cli`]: what every binary sets
+//!   up (logging, runtime, allocator, shutdown); [`error`]: the one error type.
 //!
 //! Phase 2 (users, the directory):
 //! - [`store`]: the durable consensus store, openraft over one redb file per node.
 //! - [`sharing`]: accounts, the directory and the view ledger: the state machine the store
-//!   replicates, and the bodies peers send nodes.
-//! - [`node::desk`]: a node's share, grant and view (the only place a sealed file is opened for a user).
+//!   replicates, who may view a copy, and the bodies peers send nodes.
 //! - [`peer`]: a user's peer process: registration, lease, sharing, P2P messages, its HTTP
 //!   port, the `peer` CLI.
 //! - [`web`]: the user's gallery and the node's live dashboard (embedded HTML, CSS, JS).
