@@ -1,6 +1,6 @@
 //! What every binary sets up the same way: logging, the runtime and its end, the allocator,
 //! the shutdown signal, and the switch flag's value ([`OnOff`]). The node's flags are
-//! [`crate::node::cli`]'s, the load flags [`crate::bench::stress::LoadArgs`].
+//! [`crate::node::cli`]'s, the load flags [`crate::bench::LoadArgs`].
 
 use clap::ValueEnum;
 use serde::Serialize;

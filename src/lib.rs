@@ -13,13 +13,14 @@
 //! ## Layout
 //! One folder per subsystem; each `mod.rs` explains how its parts fit.
 //! - [`ids`]: the ids every part shares (`NodeId`, `Epoch`, `Millis`, `RequestId`).
-//! - [`wire`]: framing, the handshake, the node-to-node messages, the client's request types.
+//! - [`wire`]: framing, the handshake, the client's request types, the protocol version.
 //! - [`codec`]: pure and synchronous: stego (hiding in a cover, PNG out, revealing), seal
 //!   (keys, header, authenticated encryption), metadata (owner, viewers, quotas), the default
 //!   cover.
 //! - [`cluster`]: the protocol core, synchronous state machines driven by messages and ticks:
-//!   the node (lifecycle, election, failure simulation, recovery), the failure detector,
-//!   dispatch (who serves each request, the claim quorum), the replicated state.
+//!   the node (lifecycle, election, failure simulation, recovery), the node-to-node messages,
+//!   the failure detector, dispatch (who serves each request, the claim quorum), the
+//!   replicated state.
 //! - [`node`]: a node process's async shell, which moves bytes and timers only: the node loop
 //!   ([`node::shell`]), the links to other nodes, the accept loop and client connections
 //!   within bounded slots, the payload budget, the encryption pool, the HTTP API, the sharing

@@ -9,9 +9,9 @@ mod sim;
 use std::collections::BTreeMap;
 
 use imgcloud::cluster::log::{GEN_MS, LOG_RETENTION_MS};
+use imgcloud::cluster::message::Message;
 use imgcloud::cluster::node::Event;
 use imgcloud::ids::NodeId;
-use imgcloud::wire::message::Message;
 use sim::Sim;
 
 /// Asserts that every request got exactly one reply.

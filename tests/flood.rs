@@ -200,10 +200,10 @@ fn a_multicast_client_flood_is_served_within_the_budget_by_retrying_refusals() {
 /// affected, and a slot given back is taken by the next client.
 #[test]
 fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
+    use imgcloud::cluster::message::PROTOCOL_VERSION;
     use imgcloud::node::slots::MAX_CLIENT_CONNECTIONS;
     use imgcloud::wire::framing::split;
     use imgcloud::wire::handshake::{Hello, HelloReply};
-    use imgcloud::wire::message::PROTOCOL_VERSION;
 
     let _alone = ONE_FLOOD_AT_A_TIME
         .lock()

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use image::{DynamicImage, ImageFormat};
 use imgcloud::cluster::log::GenSummary;
+use imgcloud::cluster::message::decode_envelope;
+use imgcloud::cluster::message::{Envelope, Heartbeat, Message, NodeState, PROTOCOL_VERSION};
 use imgcloud::codec::metadata::{ImageMeta, Viewer};
 use imgcloud::codec::seal::SealKey;
 use imgcloud::codec::stego::{decrypt_image, encrypt_image, Cover};
-use imgcloud::wire::framing::{decode, decode_envelope, encode};
+use imgcloud::wire::framing::{decode, encode};
 use imgcloud::wire::handshake::Hello;
-use imgcloud::wire::message::{Envelope, Heartbeat, Message, NodeState, PROTOCOL_VERSION};
 use imgcloud::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 
 /// The fuzz targets' key (`SealKey::from_secret(b"fuzz")`).

@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use imgcloud::client::Client;
+use imgcloud::cluster::message::{Envelope, Message, PROTOCOL_VERSION};
 use imgcloud::ids::NodeId;
 use imgcloud::node::http::MAX_UPLOAD_BYTES;
 use imgcloud::node::HANDSHAKE_TIMEOUT;
 use imgcloud::wire::framing::{split, MAX_FRAME_BYTES};
 use imgcloud::wire::handshake::{Hello, PeerAuth};
-use imgcloud::wire::message::{Envelope, Message, PROTOCOL_VERSION};
 use support::{runtime, wait_for, Cluster};
 
 /// One cluster at a time.

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgcloud::client::Client;
+use imgcloud::cluster::message::PROTOCOL_VERSION;
 use imgcloud::codec::seal::SealKey;
 use imgcloud::codec::stego::decrypt_image;
 use imgcloud::wire::framing::split;
 use imgcloud::wire::handshake::{Hello, HelloReply};
-use imgcloud::wire::message::PROTOCOL_VERSION;
 use imgcloud::wire::request::{EncryptReply, EncryptRequest, Outcome};
 use support::{poll, runtime, wait_for, Cluster};
 

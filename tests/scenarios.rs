@@ -5,9 +5,9 @@
 
 mod sim;
 
+use imgcloud::cluster::message::{Message, NodeState};
 use imgcloud::cluster::node::Event;
 use imgcloud::config::FirstVictim;
-use imgcloud::wire::message::{Message, NodeState};
 use sim::Sim;
 
 /// A started, settled three-node cluster.

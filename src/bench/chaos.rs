@@ -41,11 +41,11 @@ use tracing::{info, warn};
 use crate::bench::launcher::LocalCluster;
 use crate::bench::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};
 use crate::bench::stress::{self, Progress, StressOptions};
+use crate::cluster::message::NodeState;
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, NodeAddr};
 use crate::ids::NodeId;
 use crate::node::status::NodeStatus;
-use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
 /// How often the watch reads every node's `/status`.

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::cluster_status;
+use crate::cluster::message::NodeState;
 use crate::config::ClusterConfig;
 use crate::config::NodeAddr;
 use crate::ids::NodeId;
-use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
 /// Where the lines that nodes print on stdout go (besides their logs).

@@ -29,13 +29,13 @@ use tokio::sync::watch;
 use crate::bench::metrics::{Cause, Outcome, Sample};
 use crate::bench::report::FailureWindow;
 use crate::client::{cluster_status, Client};
+use crate::cluster::message::NodeState;
 use crate::codec::cover::DefaultCovers;
 use crate::codec::metadata::{ImageMeta, Viewer};
 use crate::codec::seal::SealKey;
 use crate::codec::stego::{decrypt_image, encrypt_image, Cover};
 use crate::config::NodeAddr;
 use crate::ids::NodeId;
-use crate::wire::message::NodeState;
 use crate::Result;
 
 /// How often [`ClusterWatch`] polls the nodes.

@@ -44,8 +44,8 @@ use crate::config::NodeAddr;
 use crate::ids::{NodeId, RequestId};
 use crate::wire::framing::{decode, encode, split, MAX_DATA_FRAME_BYTES};
 use crate::wire::handshake::{Hello, HelloReply};
-use crate::wire::message::PROTOCOL_VERSION;
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
+use crate::wire::PROTOCOL_VERSION;
 use crate::{Error, Result};
 
 /// How long a request waits for its reply by default.

@@ -7,8 +7,8 @@
 //! requests to [`dispatch`] (which node serves each request, reassignment after a failure) and
 //! finished jobs to [`claims`] (the quorum that lets at most one node reply), asks the
 //! [`detector`] whether a peer node is alive, and keeps the replicated record in [`state`] (a
-//! CRDT merged by anti-entropy). Every decision comes back to the shell
-//! as `Output`s to send and `Event`s to print.
+//! CRDT merged by anti-entropy). Nodes speak in [`message`] envelopes, the core's own types.
+//! Every decision comes back to the shell as `Output`s to send and `Event`s to print.
 //!
 //! Implementation caveats: time is `Millis` passed in by the driver; randomness (the victim
 //! choice) comes from a seeded generator, so a simulation replays exactly.
@@ -17,5 +17,6 @@ pub mod claims;
 pub mod detector;
 pub mod dispatch;
 pub mod log;
+pub mod message;
 pub mod node;
 pub mod state;

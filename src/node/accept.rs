@@ -11,16 +11,16 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use crate::cluster::message::{decode_envelope, Message};
 use crate::ids::NodeId;
 use crate::node::budget::Budget;
 use crate::node::slots::{Slots, MAX_CLIENT_CONNECTIONS, MAX_HANDSHAKES};
 use crate::store::Store;
 use crate::wire::framing::{
-    decode, decode_envelope, split, Admitted, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES,
-    MAX_FRAME_BYTES, MAX_HELLO_BYTES,
+    decode, split, Admitted, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES, MAX_FRAME_BYTES,
+    MAX_HELLO_BYTES,
 };
 use crate::wire::handshake::{Accepted, PeerAuth};
-use crate::wire::message::Message;
 use crate::wire::request::{EncryptReply, EncryptRequest, Refusal, MAX_ID_LEN};
 use crate::{Error, Result};
 

@@ -3,9 +3,9 @@
 
 use tracing::{info, warn};
 
+use crate::cluster::message::NodeState;
 use crate::cluster::node::Event;
 use crate::ids::NodeId;
-use crate::wire::message::NodeState;
 
 /// Prints an event the way an operator reads it.
 pub fn report(id: NodeId, event: &Event) {

@@ -24,10 +24,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::timeout;
 use tracing::{debug, info};
 
+use crate::cluster::message::{ClaimBatch, Envelope, Message};
 use crate::ids::{Epoch, NodeId};
 use crate::wire::framing::{split, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES};
 use crate::wire::handshake::{LinkKind, PeerAuth};
-use crate::wire::message::{ClaimBatch, Envelope, Message};
 use crate::{Error, Result};
 
 /// Envelopes queued for one peer before new ones are dropped.

@@ -38,6 +38,7 @@ use tracing::{info, warn};
 
 use std::collections::BTreeMap;
 
+use crate::cluster::message::NodeState;
 use crate::cluster::node::{Node, NodeConfig};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, Dispatch};
@@ -48,7 +49,6 @@ use crate::node::pool::Pool;
 use crate::node::slots::{Bounded, MAX_HTTP_CONNECTIONS};
 use crate::store::{Silence, Store};
 use crate::wire::handshake::{LinkKind, PeerAuth};
-use crate::wire::message::NodeState;
 use crate::{Error, Result};
 
 use self::accept::accept_loop;

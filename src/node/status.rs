@@ -1,9 +1,9 @@
 //! What a node publishes about itself: the [`NodeStatus`] that `/status`, `/metrics`, the
 //! dashboard and `client status` read.
 
+use crate::cluster::message::NodeState;
 use crate::cluster::node::CoreStatus;
 use crate::ids::NodeId;
-use crate::wire::message::NodeState;
 
 /// Everything `/status` and `/metrics` show.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -14,7 +14,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::wire::message::{Envelope, PROTOCOL_VERSION};
 use crate::{Error, Result};
 
 /// The largest frame accepted: an image request plus its cover, with room to spare.
@@ -55,18 +54,6 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Bytes> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))
-}
-
-/// Decodes a peer envelope, checking the protocol version first.
-pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope> {
-    let (version, _): (u16, _) = postcard::take_from_bytes(bytes)
-        .map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))?;
-    if version != PROTOCOL_VERSION {
-        return Err(Error::Protocol(format!(
-            "peer speaks protocol version {version}, this node speaks {PROTOCOL_VERSION}"
-        )));
-    }
-    decode(bytes)
 }
 
 /// The reading half of a framed connection.
@@ -321,27 +308,6 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::message::Message;
-
-    #[test]
-    fn envelopes_round_trip_and_versions_are_checked() {
-        let envelope = Envelope {
-            version: PROTOCOL_VERSION,
-            from: 2,
-            epoch: 9,
-            message: Message::Election,
-        };
-        let bytes = encode(&envelope).unwrap();
-        assert_eq!(decode_envelope(&bytes).unwrap(), envelope);
-        let other = Envelope {
-            version: PROTOCOL_VERSION + 1,
-            ..envelope
-        };
-        let err = decode_envelope(&encode(&other).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("protocol version"), "{err}");
-        assert!(decode_envelope(&[0xff, 0xff, 0xff]).is_err());
-        assert!(decode_envelope(&[]).is_err());
-    }
 
     #[tokio::test]
     async fn oversized_frames_are_refused() {

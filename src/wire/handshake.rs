@@ -25,7 +25,7 @@ use sha2::Sha256;
 
 use crate::ids::NodeId;
 use crate::wire::framing::{FrameReader, FrameWriter};
-use crate::wire::message::PROTOCOL_VERSION;
+use crate::wire::PROTOCOL_VERSION;
 use crate::{Error, Result};
 
 /// The first frame on every connection.

@@ -14,10 +14,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use imgcloud::cluster::log::{GenSummary, GEN_MS};
+use imgcloud::cluster::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use imgcloud::cluster::node::{Arrival, Event, Node, NodeConfig, Output, Via, ANTI_ENTROPY_MS};
 use imgcloud::config::{FailureSim, Timing};
 use imgcloud::ids::{Epoch, Millis, NodeId};
-use imgcloud::wire::message::{Envelope, Message, NodeState, PROTOCOL_VERSION};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

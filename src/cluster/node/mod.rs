@@ -35,9 +35,9 @@ use rand::{Rng, SeedableRng};
 use crate::cluster::detector::Detector;
 use crate::cluster::dispatch::{static_owner, Assignment, Candidate, Dispatcher, Serve};
 use crate::cluster::log::{gen_at, log_key, Gen, LogKey};
+use crate::cluster::message::{ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot};
 use crate::cluster::state::{Counters, ElectionRecord, FailureRecord, ReplicatedState};
 use crate::config::{FailureSim, Timing};
-use crate::wire::message::{ClaimBatch, Envelope, Heartbeat, Message, NodeState, Snapshot};
 
 mod election;
 mod outputs;

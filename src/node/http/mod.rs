@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cluster::message::NodeState;
 use crate::codec::metadata::Viewer;
 use crate::ids::NodeId;
 use crate::node::budget::Budget;
@@ -33,7 +34,6 @@ use crate::node::status::NodeStatus;
 use crate::sharing::wire::WithFile;
 use crate::sharing::SignedOp;
 use crate::store::Store;
-use crate::wire::message::NodeState;
 use crate::wire::request::{EncryptRequest, Outcome, Refusal};
 use crate::Result;
 use futures::StreamExt;

@@ -47,12 +47,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::oneshot;
 
+use crate::cluster::message::{Envelope, Message, NodeState};
 use crate::cluster::node::{Arrival, Node, Output, Via};
 use crate::ids::{Millis, NodeId, RequestId};
 use crate::node::budget::{Budget, Share};
 use crate::node::link::LinkHandle;
 use crate::node::pool::Pool;
-use crate::wire::message::{Envelope, Message, NodeState};
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::Result;
 

@@ -1,8 +1,9 @@
 //! The peer protocol's messages: one enum, carried in an [`Envelope`] that names the sender and
 //! its election epoch.
 //!
-//! Every variant says who sends it and why. Bytes never appear here: framing and encoding live
-//! in [`crate::wire::framing`], authentication in [`crate::wire::handshake`].
+//! Every variant says who sends it and why. The messages are the core's own (they carry its
+//! state, log and assignments), so they live beside it; bytes never appear here: framing and
+//! encoding live in [`crate::wire::framing`], authentication in [`crate::wire::handshake`].
 
 use serde::{Deserialize, Serialize};
 
@@ -11,15 +12,9 @@ use crate::cluster::log::{Gen, GenSummary};
 use crate::cluster::state::{Counters, FailureRecord, ReplicatedState};
 use crate::ids::{Epoch, NodeId, RequestId};
 use crate::wire::request::{EncryptReply, EncryptRequest};
+use crate::{Error, Result};
 
-/// The version of this protocol; a peer speaking another one is refused.
-/// Version 2: `Served` became the batched `Claims` (claim quorum before a reply). Version 3:
-/// `ClaimBatch::withdrawn` (a node entering a simulated failure gives up its open claims).
-/// Version 4: the request log by generation (commits and heartbeats carry generations, a
-/// sync request the requester's summaries). Version 5: `EncryptRequest::resent_after`
-/// (a lost reply is served again). Version 6: it lists every node whose connection closed.
-/// Version 7: the store's ledger rows (in snapshots) carry `Grant::revoked`.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub use crate::wire::PROTOCOL_VERSION;
 
 /// A node's lifecycle state, as shown in `/status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -202,5 +197,43 @@ impl Message {
             Message::SyncRequest(_) => "SyncRequest",
             Message::SyncResponse(_) => "SyncResponse",
         }
+    }
+}
+
+/// Decodes a peer envelope, checking the protocol version first.
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope> {
+    let (version, _): (u16, _) = postcard::take_from_bytes(bytes)
+        .map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "peer speaks protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+        )));
+    }
+    crate::wire::framing::decode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::framing::encode;
+
+    #[test]
+    fn envelopes_round_trip_and_versions_are_checked() {
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            from: 2,
+            epoch: 9,
+            message: Message::Election,
+        };
+        let bytes = encode(&envelope).unwrap();
+        assert_eq!(decode_envelope(&bytes).unwrap(), envelope);
+        let other = Envelope {
+            version: PROTOCOL_VERSION + 1,
+            ..envelope
+        };
+        let err = decode_envelope(&encode(&other).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("protocol version"), "{err}");
+        assert!(decode_envelope(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode_envelope(&[]).is_err());
     }
 }
