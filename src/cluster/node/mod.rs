@@ -581,8 +581,8 @@ mod tests {
         assert_eq!(asks, 2, "asks both peers for their state");
     }
 
-    #[test]
-    fn a_single_node_cluster_elects_itself() {
+    /// A one-node cluster, ticked for a second: it has elected itself.
+    fn single_node_elected() -> Node {
         let mut n = Node::new(
             NodeConfig {
                 members: vec![1],
@@ -593,6 +593,12 @@ mod tests {
         for t in 0..100 {
             n.tick(t * 10);
         }
+        n
+    }
+
+    #[test]
+    fn a_single_node_cluster_elects_itself() {
+        let n = single_node_elected();
         assert_eq!(n.state(), NodeState::Active);
         assert_eq!(n.coordinator(), Some(1));
     }
@@ -726,20 +732,7 @@ mod tests {
     /// simulator); now the core decides, in one place.
     #[test]
     fn the_core_decides_who_takes_a_request_in() {
-        let single = || {
-            let mut n = Node::new(
-                NodeConfig {
-                    members: vec![1],
-                    ..config(1)
-                },
-                0,
-            );
-            for t in 0..100 {
-                n.tick(t * 10);
-            }
-            n
-        };
-        let mut active = single();
+        let mut active = single_node_elected();
         assert_eq!(active.arrival("a", &[], Via::Http), Arrival::Hold);
         assert_eq!(active.arrival("a", &[], Via::Client), Arrival::Hold);
         assert_eq!(active.arrival("a", &[], Via::Peer), Arrival::Hold);
