@@ -48,6 +48,10 @@ use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::wire::PROTOCOL_VERSION;
 use crate::{Error, Result};
 
+mod status;
+
+pub use status::{cluster_status, status_table};
+
 /// How long a request waits for its reply by default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// The longest a request waits for its reply (and so re-sends it): the cloud remembers a
@@ -596,79 +600,6 @@ fn marked(bytes: &[u8], closed: &[NodeId]) -> Option<Bytes> {
     let mut request: EncryptRequest = decode(bytes).ok()?;
     request.resent_after = closed.to_vec();
     encode(&request).ok()
-}
-
-/// Every node's `/status` (or why it could not be read), in node order.
-pub async fn cluster_status(
-    nodes: &[NodeAddr],
-) -> Vec<(NodeAddr, Result<crate::node::status::NodeStatus>)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    let queries = nodes.iter().map(|node| {
-        let http = http.clone();
-        async move {
-            let url = format!("http://{}/status", node.http);
-            let response = http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
-            response
-                .json()
-                .await
-                .map_err(|e| Error::Protocol(format!("{url}: {e}")))
-        }
-    });
-    let results = futures::future::join_all(queries).await;
-    for (node, result) in nodes.iter().zip(results) {
-        out.push((node.clone(), result));
-    }
-    out
-}
-
-/// One table of every node's status, as `client status` prints it.
-pub fn status_table(rows: &[(NodeAddr, Result<crate::node::status::NodeStatus>)]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<5} {:<11} {:>5} {:>11} {:>7} {:>8} {:>8} {:>9}  {:<24} DIGEST",
-        "NODE", "STATE", "EPOCH", "COORDINATOR", "LOAD", "SERVED", "IN-FLT", "REQ-LOG", "PEERS"
-    );
-    for (node, result) in rows {
-        match result {
-            Ok(s) => {
-                let c = &s.core;
-                let peers: Vec<String> = c
-                    .peers
-                    .iter()
-                    .map(|p| format!("{}:{}", p.id, p.state))
-                    .collect();
-                let coordinator = c.coordinator.map_or("-".to_string(), |id| id.to_string());
-                let _ = writeln!(
-                    out,
-                    "{:<5} {:<11} {:>5} {:>11} {:>7.2} {:>8} {:>8} {:>9}  {:<24} {}",
-                    node.id,
-                    c.state.to_string(),
-                    c.epoch,
-                    coordinator,
-                    c.load,
-                    c.served,
-                    s.in_flight,
-                    c.request_log,
-                    peers.join(" "),
-                    c.digest
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(out, "{:<5} {:<11} {e}", node.id, "unreachable");
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
