@@ -19,17 +19,16 @@ use imgcloud::config::{ClusterConfig, DEFAULT_BASE_PORT};
 
 /// Client of the imgcloud cluster: encrypt images, decrypt them, and (later) drive load.
 #[derive(Debug, Parser)]
-#[command(
-    name = "client",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "client", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     seed: SeedArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 /// The positional form `client ID N`: client ID sends N encryption requests of the built-in
@@ -46,23 +45,19 @@ struct SeedArgs {
     /// Do not decrypt and check each reply.
     #[arg(long)]
     no_verify: bool,
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    key: KeyArgs,
 }
 
-/// Which cluster to talk to.
+/// Which cluster to talk to: global flags, taken before or after any subcommand.
 #[derive(Debug, Args, Clone)]
 struct ClusterArgs {
     /// TOML cluster configuration naming the nodes (and the secret).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Size of the default loopback cluster (without --config).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, global = true)]
     nodes: u32,
     /// Peer port of node 1 in the default loopback cluster; node i uses BASE+i-1, HTTP 1000 above.
-    #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT, global = true)]
     base_port: u16,
 }
 
@@ -76,6 +71,11 @@ impl ClusterArgs {
             }),
         }
     }
+
+    /// The configuration file's, if one was given (for its secret).
+    fn given(&self) -> Result<Option<ClusterConfig>, String> {
+        self.config.as_ref().map(|_| self.load()).transpose()
+    }
 }
 
 /// The client's subcommands.
@@ -86,9 +86,9 @@ enum Command {
     /// Reveal the secret image and access list hidden in an encrypted PNG.
     Decrypt(DecryptArgs),
     /// Print one table of every node's status.
-    Status(StatusArgs),
+    Status,
     /// Print the configuration to give users' peers: the nodes' addresses without the secret.
-    UserConfig(StatusArgs),
+    UserConfig,
     /// Stress-test a running cluster: many clients, verified replies, a report and a plot.
     Stress(StressArgs),
     /// One client process of `stress --client-processes` (prints one line per request).
@@ -104,10 +104,6 @@ struct StressArgs {
     /// Spread the clients over this many OS processes.
     #[arg(long, value_name = "P", default_value_t = 1)]
     client_processes: usize,
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    key: KeyArgs,
 }
 
 /// Flags of the hidden `client stress-worker`.
@@ -118,17 +114,6 @@ struct WorkerArgs {
     first_client: u64,
     #[command(flatten)]
     load: LoadArgs,
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    key: KeyArgs,
-}
-
-/// Flags of `client status`.
-#[derive(Debug, Args)]
-struct StatusArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
 }
 
 /// Flags of `client encrypt`.
@@ -152,13 +137,9 @@ struct EncryptArgs {
     /// Encrypt in this process, without the cluster (the offline codec path).
     #[arg(long)]
     local: bool,
-    #[command(flatten)]
-    cluster: ClusterArgs,
     /// Where to write the encrypted PNG.
     #[arg(short, long, value_name = "OUT.png")]
     output: PathBuf,
-    #[command(flatten)]
-    key: KeyArgs,
 }
 
 /// Flags of `client decrypt`.
@@ -169,28 +150,28 @@ struct DecryptArgs {
     /// Where to write the secret image (default: INPUT.secret.EXT, EXT from the secret's format).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    #[command(flatten)]
-    key: KeyArgs,
 }
 
-/// The cluster secret flag shared by the codec commands.
-#[derive(Debug, Args)]
+/// The cluster secret: a global flag, taken before or after any subcommand.
+#[derive(Debug, Args, Clone)]
 struct KeyArgs {
-    /// Cluster secret (else env IMGCLOUD_SECRET, else the built-in development secret).
-    #[arg(long)]
+    /// Cluster secret (else env IMGCLOUD_SECRET, else --config's, else the built-in development
+    /// secret).
+    #[arg(long, global = true)]
     secret: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (cluster, key) = (&cli.cluster, cli.key.clone());
     let result = match cli.command {
-        Some(Command::Encrypt(args)) => encrypt(args),
-        Some(Command::Decrypt(args)) => decrypt(args),
-        Some(Command::Status(args)) => status(args),
-        Some(Command::UserConfig(args)) => user_config(args),
-        Some(Command::Stress(args)) => stress_command(args),
-        Some(Command::StressWorker(args)) => stress_worker(args),
-        None => seed(cli.seed),
+        Some(Command::Encrypt(args)) => encrypt(args, cluster, key),
+        Some(Command::Decrypt(args)) => decrypt(args, cluster, key),
+        Some(Command::Status) => status(cluster),
+        Some(Command::UserConfig) => user_config(cluster),
+        Some(Command::Stress(args)) => stress_command(args, cluster, key),
+        Some(Command::StressWorker(args)) => stress_worker(args, cluster, key),
+        None => seed(cli.seed, cluster, key),
     };
     match result {
         Ok(code) => code,
@@ -201,13 +182,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Derives the seal key from the resolved cluster secret, warning on the development secret.
-fn seal_key(args: KeyArgs) -> SealKey {
-    seal_key_for(args, None)
-}
-
-/// Like [`seal_key`], with a cluster config's secret ranked between the environment and the
-/// built-in development secret.
+/// Derives the seal key from the resolved cluster secret, with a cluster config's secret
+/// ranked between the environment and the built-in development secret (warning on the latter).
 fn seal_key_for(args: KeyArgs, config: Option<&ClusterConfig>) -> SealKey {
     SealKey::from_secret(resolve_secret_for(args.secret, config).as_bytes())
 }
@@ -230,8 +206,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// `client user-config`: the cluster's configuration for users' peers, on standard output.
-fn user_config(args: StatusArgs) -> Result<ExitCode, String> {
-    let config = args.cluster.load()?;
+fn user_config(cluster: &ClusterArgs) -> Result<ExitCode, String> {
+    let config = cluster.load()?;
     print!(
         "# For users' peers: the nodes of the cloud, without its secret.\n{}",
         config.for_users().to_toml()
@@ -240,8 +216,8 @@ fn user_config(args: StatusArgs) -> Result<ExitCode, String> {
 }
 
 /// `client status`.
-fn status(args: StatusArgs) -> Result<ExitCode, String> {
-    let config = args.cluster.load()?;
+fn status(cluster: &ClusterArgs) -> Result<ExitCode, String> {
+    let config = cluster.load()?;
     let rows = runtime()?.block_on(client::cluster_status(&config.nodes));
     print!("{}", client::status_table(&rows));
     let reachable = rows.iter().filter(|(_, r)| r.is_ok()).count();
@@ -253,9 +229,13 @@ fn status(args: StatusArgs) -> Result<ExitCode, String> {
 }
 
 /// `client stress`.
-fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
-    let config = args.cluster.load()?;
-    let secret = resolve_secret_for(args.key.secret.clone(), Some(&config));
+fn stress_command(
+    args: StressArgs,
+    cluster: &ClusterArgs,
+    key: KeyArgs,
+) -> Result<ExitCode, String> {
+    let config = cluster.load()?;
+    let secret = resolve_secret_for(key.secret, Some(&config));
     let key = SealKey::from_secret(secret.as_bytes());
     let image = args.load.image_bytes().map_err(|e| e.to_string())?;
     let processes = args.client_processes.max(1);
@@ -289,7 +269,7 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
                 let options = args.load.options(image.clone(), 1);
                 stress::trial(&config.nodes, &key, &options, Default::default()).await
             } else {
-                stress::trial_with(&config.nodes, run_workers(&args, processes, &secret)).await
+                stress::trial_with(&config.nodes, run_workers(&args, cluster, processes, &secret)).await
             }
             .map_err(|e| e.to_string())?;
             let took = trial.run.duration.as_secs_f64();
@@ -307,6 +287,7 @@ fn stress_command(args: StressArgs) -> Result<ExitCode, String> {
 /// Runs the load in `processes` child processes and gathers their samples.
 async fn run_workers(
     args: &StressArgs,
+    cluster: &ClusterArgs,
     processes: usize,
     secret: &str,
 ) -> imgcloud::Result<stress::StressRun> {
@@ -325,12 +306,12 @@ async fn run_workers(
             .args(["--clients", &clients.to_string()])
             .args(["--requests", &args.load.requests.to_string()])
             .args(["--deadline", &args.load.deadline.to_string()])
-            .args(["--nodes", &args.cluster.nodes.to_string()])
-            .args(["--base-port", &args.cluster.base_port.to_string()])
+            .args(["--nodes", &cluster.nodes.to_string()])
+            .args(["--base-port", &cluster.base_port.to_string()])
             .env("IMGCLOUD_SECRET", secret)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
-        if let Some(path) = &args.cluster.config {
+        if let Some(path) = &cluster.config {
             cmd.arg("--config").arg(path);
         }
         if let Some(path) = &args.load.image {
@@ -381,9 +362,13 @@ async fn run_workers(
 }
 
 /// `client stress-worker`: one process's share of a spread stress test.
-fn stress_worker(args: WorkerArgs) -> Result<ExitCode, String> {
-    let config = args.cluster.load()?;
-    let secret = resolve_secret_for(args.key.secret, Some(&config));
+fn stress_worker(
+    args: WorkerArgs,
+    cluster: &ClusterArgs,
+    key: KeyArgs,
+) -> Result<ExitCode, String> {
+    let config = cluster.load()?;
+    let secret = resolve_secret_for(key.secret, Some(&config));
     let key = SealKey::from_secret(secret.as_bytes());
     let image = args.load.image_bytes().map_err(|e| e.to_string())?;
     let options = args.load.options(image, args.first_client);
@@ -405,12 +390,12 @@ fn stress_worker(args: WorkerArgs) -> Result<ExitCode, String> {
 }
 
 /// `client ID N`.
-fn seed(args: SeedArgs) -> Result<ExitCode, String> {
+fn seed(args: SeedArgs, cluster: &ClusterArgs, key: KeyArgs) -> Result<ExitCode, String> {
     let (Some(id), Some(count)) = (args.id, args.requests) else {
         return Err("usage: client ID N (or a subcommand; see --help)".into());
     };
-    let config = args.cluster.load()?;
-    let key = seal_key_for(args.key, Some(&config));
+    let config = cluster.load()?;
+    let key = seal_key_for(key, Some(&config));
     let image = match &args.image {
         Some(path) => read(path)?,
         None => imgcloud::SAMPLE_IMAGE.to_vec(),
@@ -473,11 +458,11 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// `client encrypt`.
-fn encrypt(args: EncryptArgs) -> Result<ExitCode, String> {
+fn encrypt(args: EncryptArgs, cluster: &ClusterArgs, key: KeyArgs) -> Result<ExitCode, String> {
     if !args.local {
-        return encrypt_remote(args);
+        return encrypt_remote(args, cluster);
     }
-    let key = seal_key(args.key);
+    let key = seal_key_for(key, cluster.given()?.as_ref());
     let meta = ImageMeta::new(args.owner, args.viewers).map_err(|e| e.to_string())?;
     let secret = read(&args.secret_image)?;
     let covers = DefaultCovers::new();
@@ -505,13 +490,13 @@ fn encrypt(args: EncryptArgs) -> Result<ExitCode, String> {
 }
 
 /// `client encrypt` through the cluster.
-fn encrypt_remote(args: EncryptArgs) -> Result<ExitCode, String> {
+fn encrypt_remote(args: EncryptArgs, cluster: &ClusterArgs) -> Result<ExitCode, String> {
     if args.bits.is_some() {
         return Err(
             "--bits applies to --local only; the cluster picks the fewest bits that fit".into(),
         );
     }
-    let config = args.cluster.load()?;
+    let config = cluster.load()?;
     let secret = read(&args.secret_image)?;
     let cover = args.cover.as_deref().map(read).transpose()?;
     ImageMeta::new(args.owner.clone(), args.viewers.clone()).map_err(|e| e.to_string())?;
@@ -535,8 +520,8 @@ fn encrypt_remote(args: EncryptArgs) -> Result<ExitCode, String> {
 }
 
 /// `client decrypt`.
-fn decrypt(args: DecryptArgs) -> Result<ExitCode, String> {
-    let key = seal_key(args.key);
+fn decrypt(args: DecryptArgs, cluster: &ClusterArgs, key: KeyArgs) -> Result<ExitCode, String> {
+    let key = seal_key_for(key, cluster.given()?.as_ref());
     let png = read(&args.input)?;
     let (meta, secret) = stego::decrypt_image(&png, &key).map_err(|e| e.to_string())?;
     let output = args.output.unwrap_or_else(|| {

@@ -1,0 +1,105 @@
+//! Global flags: the cluster flags (`--config`, `--nodes`, `--base-port`, `--secret`) are taken
+//! before or after a subcommand, and every command that needs the secret reads it from
+//! `--config` (issue 33: `client decrypt --config F` failed with "unexpected argument").
+
+use std::path::Path;
+use std::process::Command;
+
+fn client(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("IMGCLOUD_SECRET")
+        .output()
+        .expect("client runs")
+}
+
+#[test]
+fn client_takes_the_cluster_flags_before_or_after_the_subcommand_and_the_secret_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("photo.jpg"), imgcloud::SAMPLE_IMAGE).unwrap();
+    std::fs::write(
+        dir.path().join("cloud.toml"),
+        "secret = \"flags-secret\"\n[[nodes]]\nid = 1\naddr = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    let after = [
+        "encrypt",
+        "--local",
+        "--owner",
+        "alice",
+        "-o",
+        "sealed.png",
+        "photo.jpg",
+    ];
+    let out = client(
+        &[&after[..], &["--config", "cloud.toml"]].concat(),
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Sealed with the config's secret: the development secret cannot open it ...
+    let out = client(&["decrypt", "sealed.png", "-o", "dev.jpg"], dir.path());
+    assert!(!out.status.success(), "opened without the config's secret");
+    // ... and the config given before or after the subcommand can.
+    for args in [
+        &[
+            "--config",
+            "cloud.toml",
+            "decrypt",
+            "sealed.png",
+            "-o",
+            "a.jpg",
+        ][..],
+        &[
+            "decrypt",
+            "sealed.png",
+            "-o",
+            "b.jpg",
+            "--config",
+            "cloud.toml",
+        ][..],
+        &[
+            "--secret",
+            "flags-secret",
+            "decrypt",
+            "sealed.png",
+            "-o",
+            "c.jpg",
+        ][..],
+    ] {
+        let out = client(args, dir.path());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = args[args.iter().position(|a| *a == "-o").unwrap() + 1];
+        let back = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(
+            back == imgcloud::SAMPLE_IMAGE,
+            "{args:?}: another image came back"
+        );
+    }
+
+    // A cluster command, the flags on either side.
+    for args in [
+        &["--config", "cloud.toml", "user-config"][..],
+        &["user-config", "--config", "cloud.toml"][..],
+    ] {
+        let out = client(args, dir.path());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("127.0.0.1:1"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            !text.contains("flags-secret"),
+            "{args:?}: the secret leaked: {text}"
+        );
+    }
+}
