@@ -67,3 +67,33 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error another process reported (its sentence `message`), as the variant `make`:
+    /// when the sentence already starts with that variant's own words ("invalid input: "),
+    /// they are not said twice.
+    pub fn passed_on(make: fn(String) -> Error, message: String) -> Error {
+        let prefix = make(String::new()).to_string();
+        match message.strip_prefix(&prefix) {
+            Some(rest) if !prefix.is_empty() => make(rest.to_string()),
+            _ => make(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 33: a node's "invalid input: ..." came out of the peer as
+    /// "invalid input: invalid input: ...".
+    #[test]
+    fn an_error_passed_on_does_not_repeat_its_kind() {
+        let twice = Error::passed_on(Error::InvalidInput, "invalid input: no such user".into());
+        assert_eq!(twice.to_string(), "invalid input: no such user");
+        let other = Error::passed_on(Error::InvalidInput, "not an image: a.txt".into());
+        assert_eq!(other.to_string(), "invalid input: not an image: a.txt");
+        let busy = Error::passed_on(Error::Unavailable, "no majority".into());
+        assert_eq!(busy.to_string(), "unavailable: no majority");
+    }
+}

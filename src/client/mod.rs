@@ -462,7 +462,7 @@ fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
             kind: Refusal::Internal,
             message,
         } => Err(Error::Protocol(message)),
-        Outcome::Refused { message, .. } => Err(Error::InvalidInput(message)),
+        Outcome::Refused { message, .. } => Err(Error::passed_on(Error::InvalidInput, message)),
     };
     let _ = done.send(result);
 }

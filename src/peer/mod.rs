@@ -223,9 +223,10 @@ async fn local_call<T: serde::de::DeserializeOwned>(
 
 /// The library error an HTTP error status stands for.
 pub(crate) fn status_error(status: u16, why: String) -> Error {
-    match status {
-        401 | 403 => Error::Unauthorized(why),
-        400 | 404 | 413 => Error::InvalidInput(why),
-        _ => Error::Unavailable(why),
-    }
+    let kind: fn(String) -> Error = match status {
+        401 | 403 => Error::Unauthorized,
+        400 | 404 | 413 => Error::InvalidInput,
+        _ => Error::Unavailable,
+    };
+    Error::passed_on(kind, why)
 }
