@@ -103,3 +103,45 @@ fn client_takes_the_cluster_flags_before_or_after_the_subcommand_and_the_secret_
         );
     }
 }
+
+/// Issue 33: the hint of a subcommand run without its peer left out the flags the user gave
+/// ("start it with `peer --user bob`" for a peer started with --dir and --base-port).
+#[test]
+fn peers_hint_repeats_the_flags_given_on_either_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("bob");
+    let folder = folder.to_str().unwrap();
+    for args in [
+        &[
+            "online",
+            "--user",
+            "bob",
+            "--dir",
+            folder,
+            "--base-port",
+            "9100",
+        ][..],
+        &[
+            "--user",
+            "bob",
+            "--dir",
+            folder,
+            "--base-port",
+            "9100",
+            "online",
+        ][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_peer"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("peer runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let hint = format!("start it with `peer --user bob --dir {folder} --base-port 9100`");
+        assert!(
+            !out.status.success() && err.contains(&hint),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("unavailable:").count(), 1, "{err}");
+    }
+}

@@ -195,6 +195,28 @@ impl PeerArgs {
         Ok(Folder::new(self.user()?, self.dir.clone()))
     }
 
+    /// The command that starts this user's peer, with the folder and cluster flags given.
+    fn start_command(&self) -> String {
+        let mut command = format!("peer --user {}", self.user.as_deref().unwrap_or("NAME"));
+        if let Some(dir) = &self.dir {
+            command += &format!(" --dir {}", dir.display());
+        }
+        if let Some(config) = &self.config {
+            command += &format!(" --config {}", config.display());
+        } else {
+            if self.nodes != 3 {
+                command += &format!(" --nodes {}", self.nodes);
+            }
+            if self.base_port != DEFAULT_BASE_PORT {
+                command += &format!(" --base-port {}", self.base_port);
+            }
+        }
+        if let Some(file) = &self.password_file {
+            command += &format!(" --password-file {}", file.display());
+        }
+        command
+    }
+
     fn credential(&self) -> Result<Credential> {
         let password = match &self.password_file {
             Some(path) => std::fs::read_to_string(path)
@@ -256,6 +278,12 @@ async fn subcommand(args: &PeerArgs, command: &PeerCommand) -> Result<()> {
             let rebuilt = rebuild_here(args).await?;
             show(args.json, &rebuilt, || print_rebuilt(&rebuilt));
             return Ok(());
+        }
+        (_, Err(Error::Unavailable(why))) => {
+            let start = args.start_command();
+            return Err(Error::Unavailable(format!(
+                "{why}; start it with `{start}`"
+            )));
         }
         (_, Err(e)) => return Err(e),
     };

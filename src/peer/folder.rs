@@ -67,15 +67,15 @@ impl Folder {
         })
     }
 
-    /// The running peer, as its file says (it may have died without removing it).
+    /// The running peer, as its file says (it may have died without removing it). The caller,
+    /// which knows the flags given, says how to start it.
     pub fn running(&self) -> Result<Running> {
         let path = self.root.join(RUNNING_FILE);
         let not_running = || {
             Error::Unavailable(format!(
-                "{}'s peer is not running (no {}); start it with `peer --user {}`",
+                "{}'s peer is not running (no {})",
                 self.user,
-                path.display(),
-                self.user
+                path.display()
             ))
         };
         let text = std::fs::read_to_string(&path).map_err(|_| not_running())?;
