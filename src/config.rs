@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::NodeId;
 use crate::{Error, Result};
 
+/// Nodes of the default loopback cluster (the `--nodes` flag's default).
+pub const DEFAULT_NODES: u32 = 3;
 /// Port of node 1's peer/client listener in the default cluster; node `i` uses `BASE + i - 1`.
 pub const DEFAULT_BASE_PORT: u16 = 8001;
 /// Distance between a node's peer port and its HTTP port in generated clusters.

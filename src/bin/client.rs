@@ -15,7 +15,7 @@ use imgcloud::codec::cover::DefaultCovers;
 use imgcloud::codec::metadata::{ImageMeta, Viewer};
 use imgcloud::codec::seal::{resolve_secret, SealKey, SecretSource, DEV_SECRET_WARNING};
 use imgcloud::codec::stego::{self, Cover, HideOptions};
-use imgcloud::config::{ClusterConfig, DEFAULT_BASE_PORT};
+use imgcloud::config::{ClusterConfig, DEFAULT_BASE_PORT, DEFAULT_NODES};
 
 /// Client of the imgcloud cluster: encrypt images, decrypt them, and (later) drive load.
 #[derive(Debug, Parser)]
@@ -54,7 +54,7 @@ struct ClusterArgs {
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Size of the default loopback cluster (without --config).
-    #[arg(long, default_value_t = 3, global = true)]
+    #[arg(long, default_value_t = DEFAULT_NODES, global = true)]
     nodes: u32,
     /// Peer port of node 1 in the default loopback cluster; node i uses BASE+i-1, HTTP 1000 above.
     #[arg(long, default_value_t = DEFAULT_BASE_PORT, global = true)]
@@ -228,16 +228,27 @@ fn status(cluster: &ClusterArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// What a stress run needs: the cluster, its secret (for worker processes) and seal key, and
+/// the image its requests hide.
+fn stress_setup(
+    cluster: &ClusterArgs,
+    key: KeyArgs,
+    load: &LoadArgs,
+) -> Result<(ClusterConfig, String, SealKey, Vec<u8>), String> {
+    let config = cluster.load()?;
+    let secret = resolve_secret_for(key.secret, Some(&config));
+    let key = SealKey::from_secret(secret.as_bytes());
+    let image = load.image_bytes().map_err(|e| e.to_string())?;
+    Ok((config, secret, key, image))
+}
+
 /// `client stress`.
 fn stress_command(
     args: StressArgs,
     cluster: &ClusterArgs,
     key: KeyArgs,
 ) -> Result<ExitCode, String> {
-    let config = cluster.load()?;
-    let secret = resolve_secret_for(key.secret, Some(&config));
-    let key = SealKey::from_secret(secret.as_bytes());
-    let image = args.load.image_bytes().map_err(|e| e.to_string())?;
+    let (config, secret, key, image) = stress_setup(cluster, key, &args.load)?;
     let processes = args.client_processes.max(1);
     runtime()?.block_on(async {
         let limit_rps = if args.load.limit_secs > 0.0 {
@@ -367,10 +378,7 @@ fn stress_worker(
     cluster: &ClusterArgs,
     key: KeyArgs,
 ) -> Result<ExitCode, String> {
-    let config = cluster.load()?;
-    let secret = resolve_secret_for(key.secret, Some(&config));
-    let key = SealKey::from_secret(secret.as_bytes());
-    let image = args.load.image_bytes().map_err(|e| e.to_string())?;
+    let (config, _, key, image) = stress_setup(cluster, key, &args.load)?;
     let options = args.load.options(image, args.first_client);
     let run = runtime()?
         .block_on(stress::run(

@@ -356,39 +356,10 @@ impl Client {
                 "the client's request table broke (a task panicked)".into(),
             ));
         };
-        let until = Instant::now() + self.deadline;
-        let mut pause = FIRST_RETRY;
-        let mut sent = self.to_every_node(&bytes);
-        let result = loop {
-            if sent == 0 {
-                break Err(Error::Unavailable("no node is connected".into()));
-            }
-            match tokio::time::timeout_at(until, &mut answer).await {
-                Ok(Ok(Err(Error::Unavailable(why)))) => {
-                    let wake = Instant::now() + pause.mul_f64(0.5 + rand::random::<f64>());
-                    if wake >= until {
-                        break Err(Error::Unavailable(why));
-                    }
-                    tokio::time::sleep_until(wake).await;
-                    pause = (pause * 2).min(MAX_RETRY);
-                    let again = self.book.lock().ok().and_then(|mut b| b.again(&id));
-                    let Some(next) = again else {
-                        break Err(Error::Unavailable(why));
-                    };
-                    answer = next;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    // A node that is not connected now gets it when its connection comes back.
-                    sent = self.to_every_node(&bytes).max(1);
-                }
-                Ok(Ok(result)) => break result,
-                Ok(Err(_)) => break Err(Error::Unavailable("the client shut down".into())),
-                Err(_) => {
-                    break Err(Error::Timeout(format!(
-                        "no reply to {id} within {:.1} s",
-                        self.deadline.as_secs_f64()
-                    )))
-                }
-            }
+        let result = if self.to_every_node(&bytes) == 0 {
+            Err(Error::Unavailable("no node is connected".into()))
+        } else {
+            self.await_reply(&id, &bytes, &mut answer).await
         };
         let Ok(mut book) = self.book.lock() else {
             return result;
@@ -400,6 +371,46 @@ impl Client {
         };
         book.finish(id);
         result
+    }
+
+    /// Waits for the one reply to request `id` (sent as `bytes`) until the deadline, sending
+    /// it again after a pause whenever every node refused it for now.
+    async fn await_reply(
+        &self,
+        id: &str,
+        bytes: &Bytes,
+        answer: &mut oneshot::Receiver<Result<Encrypted>>,
+    ) -> Result<Encrypted> {
+        let until = Instant::now() + self.deadline;
+        let mut pause = FIRST_RETRY;
+        loop {
+            match tokio::time::timeout_at(until, &mut *answer).await {
+                Ok(Ok(Err(Error::Unavailable(why)))) => {
+                    let wake = Instant::now() + pause.mul_f64(0.5 + rand::random::<f64>());
+                    if wake >= until {
+                        return Err(Error::Unavailable(why));
+                    }
+                    tokio::time::sleep_until(wake).await;
+                    pause = (pause * 2).min(MAX_RETRY);
+                    let again = self.book.lock().ok().and_then(|mut b| b.again(id));
+                    let Some(next) = again else {
+                        return Err(Error::Unavailable(why));
+                    };
+                    *answer = next;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    // A node that is not connected now gets it when its connection comes back.
+                    self.to_every_node(bytes);
+                }
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(Error::Unavailable("the client shut down".into())),
+                Err(_) => {
+                    return Err(Error::Timeout(format!(
+                        "no reply to {id} within {:.1} s",
+                        self.deadline.as_secs_f64()
+                    )))
+                }
+            }
+        }
     }
 
     /// Queues an encoded request on every node's connection; how many took it.

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::cli::{runtime, shutdown_signal, stop_runtime, OnOff};
 use crate::codec::seal::{DEV_SECRET, DEV_SECRET_WARNING};
-use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
+use crate::config::{ClusterConfig, DEFAULT_BASE_PORT, DEFAULT_NODES};
 
 /// One node of the imgcloud cluster.
 ///
@@ -22,7 +22,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Size of the generated loopback cluster (ignored with --config).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DEFAULT_NODES)]
     pub nodes: u32,
     /// Peer port of node 1 in the generated cluster; node i uses BASE+i-1, HTTP 1000 above.
     #[arg(long, default_value_t = DEFAULT_BASE_PORT)]

@@ -36,7 +36,9 @@ pub struct Slots(Arc<Semaphore>);
 
 /// One taken slot.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Slots {
     /// `n` slots.
@@ -48,12 +50,17 @@ impl Slots {
     pub async fn take(&self) -> Slot {
         // The semaphore is never closed.
         let permit = Arc::clone(&self.0).acquire_owned().await;
-        Slot(permit.expect("slots are never closed"))
+        Slot {
+            _permit: permit.expect("slots are never closed"),
+        }
     }
 
     /// A slot if one is free now.
     pub fn try_take(&self) -> Option<Slot> {
-        Arc::clone(&self.0).try_acquire_owned().ok().map(Slot)
+        Arc::clone(&self.0)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Slot { _permit: permit })
     }
 
     /// Slots free now.

@@ -10,7 +10,7 @@ use super::library::RequestRecord;
 use super::owner::{Changed, Rebuilt};
 use super::p2p::RequestAnswer;
 use super::{Approve, Folder, OnlineEntry, PeerOptions};
-use crate::config::{ClusterConfig, DEFAULT_BASE_PORT};
+use crate::config::{ClusterConfig, DEFAULT_BASE_PORT, DEFAULT_NODES};
 use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
 use crate::sharing::Credential;
 use crate::{Error, Result};
@@ -35,7 +35,7 @@ pub struct PeerArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Size of the default loopback cluster (ignored with --config).
-    #[arg(long, global = true, default_value_t = 3)]
+    #[arg(long, global = true, default_value_t = DEFAULT_NODES)]
     pub nodes: u32,
     /// Peer port of node 1 in the default cluster; node i serves HTTP on BASE+999+i.
     #[arg(long, global = true, default_value_t = DEFAULT_BASE_PORT)]
@@ -204,7 +204,7 @@ impl PeerArgs {
         if let Some(config) = &self.config {
             command += &format!(" --config {}", config.display());
         } else {
-            if self.nodes != 3 {
+            if self.nodes != DEFAULT_NODES {
                 command += &format!(" --nodes {}", self.nodes);
             }
             if self.base_port != DEFAULT_BASE_PORT {
