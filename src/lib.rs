@@ -27,6 +27,8 @@
 //!   desk ([`node::desk`]: a node's share, grant and view, the only place a sealed file is
 //!   opened for a user), the node's flags ([`node::cli`]).
 //! - [`client`]: the multicast client library and the status table.
+//! - [`watch`]: the cluster seen from outside through every node's `/status`: read once,
+//!   waited on, or polled ([`watch::ClusterWatch`]); every reader of the nodes' state uses it.
 //! - [`bench`]: the load flags, the stress test, its metrics, report and plot, the process
 //!   launcher, the demo and the chaos scenarios.
 //! - [`config`]: the cluster configuration (TOML, defaults); [`cli`]: what every binary sets
@@ -52,6 +54,7 @@ pub mod node;
 pub mod peer;
 pub mod sharing;
 pub mod store;
+pub mod watch;
 pub mod web;
 pub mod wire;
 

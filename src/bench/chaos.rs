@@ -4,7 +4,7 @@
 //! Every scenario follows the same plan:
 //!
 //! 1. Start the nodes ([`LocalCluster`]) and wait until they agree on a coordinator.
-//! 2. Start a [`CoordinatorWatch`] that reads every node's `/status` every [`POLL_INTERVAL`]
+//! 2. Start a [`ClusterWatch`] that reads every node's `/status` every [`POLL_INTERVAL`]
 //!    and records which coordinators the Active nodes name in each epoch.
 //! 3. Start the load: rounds of [`stress::run`] (`clients` clients, `requests` each) one after
 //!    another until the fault is over, so the fault always hits a running load.
@@ -28,15 +28,15 @@
 //! unavailable (every node said so) are neither ok nor lost. The nodes and the load generator
 //! share one machine, so latencies are those of a loaded laptop, not of a cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::bench::launcher::LocalCluster;
 use crate::bench::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};
@@ -45,7 +45,7 @@ use crate::cluster::message::NodeState;
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, NodeAddr};
 use crate::ids::NodeId;
-use crate::node::status::NodeStatus;
+use crate::watch::{wait_converged, wait_for_agreement, ClusterWatch};
 use crate::{Error, Result};
 
 /// How often the watch reads every node's `/status`.
@@ -356,7 +356,7 @@ async fn run_local(scenario: Scenario, args: &ChaosArgs) -> Result<Outcome> {
 struct Ctx<'a> {
     cluster: &'a mut LocalCluster,
     nodes: Vec<NodeAddr>,
-    watch: &'a CoordinatorWatch,
+    watch: &'a ClusterWatch,
     load: &'a Load,
     args: &'a ChaosArgs,
 }
@@ -368,9 +368,7 @@ async fn drive(
     args: &ChaosArgs,
 ) -> Result<Outcome> {
     let nodes = config.nodes.clone();
-    let Some((coordinator, epoch)) =
-        crate::bench::launcher::wait_for_agreement(&nodes, AGREE_WAIT).await
-    else {
+    let Some((coordinator, epoch)) = wait_for_agreement(&nodes, AGREE_WAIT).await else {
         return Err(Error::Unavailable(format!(
             "the nodes did not agree on a coordinator within {} s; logs in {}",
             AGREE_WAIT.as_secs(),
@@ -382,7 +380,7 @@ async fn drive(
         coordinator, epoch, "cluster ready"
     );
     let key = SealKey::from_secret(config.secret.as_bytes());
-    let watch = CoordinatorWatch::start(&nodes);
+    let watch = ClusterWatch::start(&nodes, Instant::now(), POLL_INTERVAL);
     let load = Load::start(&nodes, &key, stress_options(args));
     let mut problems = Vec::new();
     if !load.wait_running(args.clients as u64, AGREE_WAIT).await {
@@ -404,7 +402,7 @@ async fn drive(
     });
     let (samples, dup, late) = load.finish().await;
     let converged = wait_converged(&nodes, CONVERGE_WAIT).await;
-    let max_coordinators = watch.finish();
+    let max_coordinators = watch.finish().max_coordinators_per_epoch;
     Ok(outcome(
         scenario.name(),
         &samples,
@@ -445,19 +443,9 @@ fn outcome(
     }
 }
 
-/// The coordinator now, as the Active nodes the watch saw last name it.
-fn current_coordinator(ctx: &Ctx<'_>) -> Option<NodeId> {
-    let latest = ctx.watch.latest();
-    latest
-        .values()
-        .filter(|s| s.core.state == NodeState::Active)
-        .max_by_key(|s| s.core.epoch)
-        .and_then(|s| s.core.coordinator)
-}
-
 /// Kills the coordinator or a serving follower, waits, restarts it.
 async fn kill_and_restart(ctx: Ctx<'_>, coordinator: bool) -> Vec<String> {
-    let Some(leader) = current_coordinator(&ctx) else {
+    let Some(leader) = ctx.watch.coordinator() else {
         return vec!["no coordinator to find the victim by".into()];
     };
     let victim = if coordinator {
@@ -513,7 +501,7 @@ fn signal(cluster: &LocalCluster, id: NodeId, signal: &str) -> Result<()> {
 
 /// SIGSTOPs the coordinator, waits, SIGCONTs it.
 async fn stop_coordinator(ctx: Ctx<'_>) -> Vec<String> {
-    let Some(leader) = current_coordinator(&ctx) else {
+    let Some(leader) = ctx.watch.coordinator() else {
         return vec!["no coordinator to stop".into()];
     };
     info!(leader, "SIGSTOP node {leader}");
@@ -539,10 +527,7 @@ async fn restart_loop(ctx: Ctx<'_>) -> Vec<String> {
                 problems.push(format!("round {round}: cannot restart node {id}: {e}"));
                 return problems;
             }
-            if crate::bench::launcher::wait_for_agreement(&ctx.nodes, AGREE_WAIT)
-                .await
-                .is_none()
-            {
+            if wait_for_agreement(&ctx.nodes, AGREE_WAIT).await.is_none() {
                 problems.push(format!(
                     "round {round}: no agreement within {} s after restarting node {id}",
                     AGREE_WAIT.as_secs()
@@ -556,7 +541,7 @@ async fn restart_loop(ctx: Ctx<'_>) -> Vec<String> {
 /// Cuts the coordinator's host off for `cut_for`, checking the two sides, then heals.
 async fn partition(ctx: Ctx<'_>) -> Vec<String> {
     let mut problems = Vec::new();
-    let Some(isolated) = current_coordinator(&ctx) else {
+    let Some(isolated) = ctx.watch.coordinator() else {
         return vec!["no coordinator to isolate".into()];
     };
     let others: Vec<&NodeAddr> = ctx.nodes.iter().filter(|n| n.id != isolated).collect();
@@ -837,101 +822,6 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();
-    }
-}
-
-/// Waits until every node answers, is Active, and all digests are equal.
-pub async fn wait_converged(nodes: &[NodeAddr], limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        let statuses = crate::client::cluster_status(nodes).await;
-        let digests: Option<BTreeSet<String>> = statuses
-            .into_iter()
-            .map(|(_, s)| {
-                s.ok()
-                    .filter(|s| s.core.state == NodeState::Active && !s.core.digest.is_empty())
-                    .map(|s| s.core.digest)
-            })
-            .collect();
-        if digests.is_some_and(|d| d.len() == 1) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Reads every node's `/status` every [`POLL_INTERVAL`] (each node on its own, so a stopped
-/// node does not slow the others) and records the coordinators named per epoch.
-pub struct CoordinatorWatch {
-    per_epoch: Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>,
-    latest: Arc<Mutex<BTreeMap<NodeId, NodeStatus>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl CoordinatorWatch {
-    /// Starts polling.
-    pub fn start(nodes: &[NodeAddr]) -> CoordinatorWatch {
-        let per_epoch = Arc::new(Mutex::new(BTreeMap::<u64, BTreeSet<NodeId>>::new()));
-        let latest = Arc::new(Mutex::new(BTreeMap::new()));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(500))
-            .build()
-            .unwrap_or_default();
-        let tasks = nodes
-            .iter()
-            .map(|node| {
-                let (per_epoch, latest, http) =
-                    (Arc::clone(&per_epoch), Arc::clone(&latest), http.clone());
-                let (id, url) = (node.id, format!("http://{}/status", node.http));
-                tokio::spawn(async move {
-                    loop {
-                        let status = match http.get(&url).send().await {
-                            Ok(r) => r.json::<NodeStatus>().await.ok(),
-                            Err(_) => None,
-                        };
-                        if let Some(s) = status {
-                            if let (NodeState::Active, Some(c)) = (s.core.state, s.core.coordinator)
-                            {
-                                if let Ok(mut m) = per_epoch.lock() {
-                                    m.entry(s.core.epoch).or_default().insert(c);
-                                }
-                            }
-                            if let Ok(mut l) = latest.lock() {
-                                l.insert(id, s);
-                            }
-                        } else if let Ok(mut l) = latest.lock() {
-                            l.remove(&id);
-                        }
-                        tokio::time::sleep(POLL_INTERVAL).await;
-                    }
-                })
-            })
-            .collect();
-        CoordinatorWatch {
-            per_epoch,
-            latest,
-            tasks,
-        }
-    }
-
-    /// The latest status of every node that answered its last poll.
-    pub fn latest(&self) -> BTreeMap<NodeId, NodeStatus> {
-        self.latest.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// Stops polling; returns the most coordinators named in one epoch.
-    pub fn finish(self) -> usize {
-        for task in &self.tasks {
-            task.abort();
-        }
-        let per_epoch = self.per_epoch.lock().map(|m| m.clone()).unwrap_or_default();
-        for (epoch, coordinators) in per_epoch.iter().filter(|(_, c)| c.len() > 1) {
-            warn!(epoch, ?coordinators, "two coordinators in one epoch");
-        }
-        per_epoch.values().map(BTreeSet::len).max().unwrap_or(0)
     }
 }
 

@@ -28,7 +28,6 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::bench::launcher::wait_for_agreement;
 use crate::bench::launcher::{LineSink, LocalCluster};
 use crate::bench::metrics::Outcome;
 use crate::bench::report::Report;
@@ -36,11 +35,11 @@ use crate::bench::sharing::{Cast, Story};
 use crate::bench::stress::{self, Progress};
 use crate::bench::LoadArgs;
 use crate::cli::OnOff;
-use crate::client::cluster_status;
 use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, Dispatch, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
 use crate::node::cli::NodeArgs;
+use crate::watch::{cluster_status, wait_for_agreement};
 use crate::{Error, Result};
 
 /// How often the observation phase prints a status line.

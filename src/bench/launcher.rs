@@ -22,10 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::client::cluster_status;
-use crate::cluster::message::NodeState;
 use crate::config::ClusterConfig;
-use crate::config::NodeAddr;
 use crate::ids::NodeId;
 use crate::{Error, Result};
 
@@ -279,27 +276,4 @@ fn copy_lines(
         keep = None;
         sink(id, &line);
     }
-}
-
-/// Polls until every node is Active and names the same coordinator.
-pub async fn wait_for_agreement(nodes: &[NodeAddr], limit: Duration) -> Option<(u32, u64)> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let views: Vec<Option<(u32, u64)>> = cluster_status(nodes)
-            .await
-            .into_iter()
-            .map(|(_, s)| {
-                s.ok()
-                    .filter(|s| s.core.state == NodeState::Active)
-                    .and_then(|s| Some((s.core.coordinator?, s.core.epoch)))
-            })
-            .collect();
-        if let Some(Some(first)) = views.first() {
-            if views.iter().all(|v| v.as_ref() == Some(first)) {
-                return Some(*first);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }

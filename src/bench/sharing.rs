@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::launcher::wait_for_agreement;
 use crate::bench::launcher::{LocalCluster, LocalPeer};
 use crate::bench::views::ViewLatency;
 use crate::config::ClusterConfig;
@@ -34,6 +33,7 @@ use crate::peer::owner::{Changed, Rebuilt};
 use crate::peer::p2p::RequestAnswer;
 use crate::peer::{local_get, local_post, Folder, OnlineEntry, Running};
 use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
+use crate::watch::wait_for_agreement;
 use crate::{Error, Result};
 
 /// The longest one step may take (a step may wait out a failover or a restart).

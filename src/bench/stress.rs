@@ -19,23 +19,21 @@
 //! as the seed project's did; `--client-processes` in the client binary spreads it over
 //! several processes but not over several machines.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::bench::metrics::{Cause, Outcome, Sample};
 use crate::bench::report::FailureWindow;
-use crate::client::{cluster_status, Client};
-use crate::cluster::message::NodeState;
+use crate::client::Client;
 use crate::codec::cover::DefaultCovers;
 use crate::codec::metadata::{ImageMeta, Viewer};
 use crate::codec::seal::SealKey;
 use crate::codec::stego::{decrypt_image, encrypt_image, Cover};
 use crate::config::NodeAddr;
-use crate::ids::NodeId;
+use crate::watch::{cluster_status, ClusterWatch};
 use crate::Result;
 
 /// How often [`ClusterWatch`] polls the nodes.
@@ -286,121 +284,6 @@ impl ClusterCounters {
     }
 }
 
-/// When a node was first seen not Active, and whether that was after the first poll (so the
-/// failure began while the watch ran, not before).
-#[derive(Clone, Copy, Debug)]
-struct Down {
-    since: f64,
-    began_inside: bool,
-    /// The node was the coordinator (as the Active nodes named it at the last poll).
-    coordinator: bool,
-}
-
-/// Polls the nodes in the background and remembers when each was not Active.
-pub struct ClusterWatch {
-    start: Instant,
-    down_since: Arc<Mutex<BTreeMap<NodeId, Down>>>,
-    windows: Arc<Mutex<Vec<FailureWindow>>>,
-    passed: watch::Receiver<usize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ClusterWatch {
-    /// Starts polling; times are seconds since `start`.
-    pub fn start(nodes: &[NodeAddr], start: Instant) -> ClusterWatch {
-        let down_since = Arc::new(Mutex::new(BTreeMap::<NodeId, Down>::new()));
-        let windows = Arc::new(Mutex::new(Vec::new()));
-        let (passed_tx, passed) = watch::channel(0usize);
-        let nodes = nodes.to_vec();
-        let (down, win) = (Arc::clone(&down_since), Arc::clone(&windows));
-        let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(WATCH_INTERVAL);
-            // The coordinator as the Active nodes named it at the last poll (highest epoch).
-            let mut coordinator: Option<NodeId> = None;
-            for round in 0u64.. {
-                ticker.tick().await;
-                let now = start.elapsed().as_secs_f64();
-                let statuses = cluster_status(&nodes).await;
-                let named = statuses
-                    .iter()
-                    .filter_map(|(_, s)| s.as_ref().ok())
-                    .filter(|s| s.core.state == NodeState::Active)
-                    .max_by_key(|s| s.core.epoch)
-                    .and_then(|s| s.core.coordinator);
-                let was_coordinator = coordinator;
-                for (node, status) in statuses {
-                    let state = status.map(|s| s.core.state).unwrap_or(NodeState::Failed);
-                    let (Ok(mut down), Ok(mut win)) = (down.lock(), win.lock()) else {
-                        return;
-                    };
-                    match (state, down.get(&node.id).copied()) {
-                        (NodeState::Active, Some(d)) => {
-                            down.remove(&node.id);
-                            win.push(FailureWindow {
-                                node: node.id,
-                                start_s: d.since,
-                                end_s: now,
-                                coordinator: d.coordinator,
-                            });
-                            if d.began_inside {
-                                passed_tx.send_modify(|n| *n += 1);
-                            }
-                        }
-                        (NodeState::Active, None) => {}
-                        (_, None) => {
-                            // Down at the first poll: down since before the run, so since 0.
-                            let began_inside = round > 0;
-                            let since = if began_inside { now } else { 0.0 };
-                            down.insert(
-                                node.id,
-                                Down {
-                                    since,
-                                    began_inside,
-                                    coordinator: was_coordinator == Some(node.id),
-                                },
-                            );
-                        }
-                        (_, Some(_)) => {}
-                    }
-                }
-                coordinator = named.or(coordinator);
-            }
-        });
-        ClusterWatch {
-            start,
-            down_since,
-            windows,
-            passed,
-            task,
-        }
-    }
-
-    /// Counts the failures that began after the first poll and are over (the node Active
-    /// again): they came and went while the watch ran.
-    pub fn passed_failures(&self) -> watch::Receiver<usize> {
-        self.passed.clone()
-    }
-
-    /// Stops polling; windows still open end now.
-    pub fn finish(self) -> Vec<FailureWindow> {
-        self.task.abort();
-        let now = self.start.elapsed().as_secs_f64();
-        let mut windows = self.windows.lock().map(|w| w.clone()).unwrap_or_default();
-        if let Ok(down) = self.down_since.lock() {
-            for (&node, d) in down.iter() {
-                windows.push(FailureWindow {
-                    node,
-                    start_s: d.since,
-                    end_s: now,
-                    coordinator: d.coordinator,
-                });
-            }
-        }
-        windows.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
-        windows
-    }
-}
-
 /// One stress run with the cluster's counters and failure windows around it.
 #[derive(Clone, Debug)]
 pub struct Trial {
@@ -439,7 +322,7 @@ pub async fn trial_with(
     load: impl std::future::Future<Output = Result<StressRun>>,
 ) -> Result<Trial> {
     let before = ClusterCounters::read(nodes).await;
-    let watch = ClusterWatch::start(nodes, Instant::now());
+    let watch = ClusterWatch::start(nodes, Instant::now(), WATCH_INTERVAL);
     let run = load.await;
     finish_trial(nodes, before, watch, run?).await
 }
@@ -458,7 +341,7 @@ pub async fn trial_through_failure(
     limit: Duration,
 ) -> Result<Trial> {
     let before = ClusterCounters::read(nodes).await;
-    let watch = ClusterWatch::start(nodes, Instant::now());
+    let watch = ClusterWatch::start(nodes, Instant::now(), WATCH_INTERVAL);
     let (more_tx, more) = watch::channel(true);
     let mut passed = watch.passed_failures();
     let holder = tokio::spawn(async move {
@@ -481,7 +364,7 @@ async fn finish_trial(
     watch: ClusterWatch,
     run: StressRun,
 ) -> Result<Trial> {
-    let windows = watch.finish();
+    let windows = watch.finish().windows;
     // The nodes publish their counters every tick; let the last ones land.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let counters = ClusterCounters::read(nodes).await.since(&before);

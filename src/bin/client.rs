@@ -218,7 +218,7 @@ fn user_config(cluster: &ClusterArgs) -> Result<ExitCode, String> {
 /// `client status`.
 fn status(cluster: &ClusterArgs) -> Result<ExitCode, String> {
     let config = cluster.load()?;
-    let rows = runtime()?.block_on(client::cluster_status(&config.nodes));
+    let rows = runtime()?.block_on(imgcloud::watch::cluster_status(&config.nodes));
     print!("{}", client::status_table(&rows));
     let reachable = rows.iter().filter(|(_, r)| r.is_ok()).count();
     Ok(if reachable == 0 {

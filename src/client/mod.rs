@@ -50,7 +50,7 @@ use crate::{Error, Result};
 
 mod status;
 
-pub use status::{cluster_status, status_table};
+pub use status::status_table;
 
 /// How long a request waits for its reply by default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);

@@ -2,37 +2,6 @@
 
 use super::*;
 
-/// Every node's `/status` (or why it could not be read), in node order.
-pub async fn cluster_status(
-    nodes: &[NodeAddr],
-) -> Vec<(NodeAddr, Result<crate::node::status::NodeStatus>)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    let queries = nodes.iter().map(|node| {
-        let http = http.clone();
-        async move {
-            let url = format!("http://{}/status", node.http);
-            let response = http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
-            response
-                .json()
-                .await
-                .map_err(|e| Error::Protocol(format!("{url}: {e}")))
-        }
-    });
-    let results = futures::future::join_all(queries).await;
-    for (node, result) in nodes.iter().zip(results) {
-        out.push((node.clone(), result));
-    }
-    out
-}
-
 /// One table of every node's status, as `client status` prints it.
 pub fn status_table(rows: &[(NodeAddr, Result<crate::node::status::NodeStatus>)]) -> String {
     use std::fmt::Write as _;

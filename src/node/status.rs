@@ -38,7 +38,7 @@ pub struct NodeStatus {
     pub peer_link_reconnects: u64,
 }
 
-pub(super) fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
+pub(crate) fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
     let core = CoreStatus {
         id,
         state: NodeState::Recovering,

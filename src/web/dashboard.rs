@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{asset, web_css};
 use crate::config::NodeAddr;
 use crate::ids::NodeId;
+use crate::watch::node_status;
 
 const HTML: &str = include_str!("assets/dashboard.html");
 const JS: &str = include_str!("assets/dashboard.js");
@@ -68,7 +69,7 @@ pub async fn gather(
         async move {
             let (status, error) = match own {
                 Some(own) => (Some(own), None),
-                None => match ask(client, node).await {
+                None => match node_status(client, node, PEER_STATUS_TIMEOUT).await {
                     Ok(status) => (Some(status), None),
                     Err(why) => (None, Some(why)),
                 },
@@ -85,24 +86,4 @@ pub async fn gather(
         from: me,
         nodes: futures::future::join_all(asks).await,
     }
-}
-
-async fn ask(client: &reqwest::Client, node: &NodeAddr) -> Result<Value, String> {
-    let url = format!("http://{}/status", node.http);
-    let answer = client
-        .get(url)
-        .timeout(PEER_STATUS_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| match e.is_timeout() {
-            true => format!("no answer within {} ms", PEER_STATUS_TIMEOUT.as_millis()),
-            false => "does not answer".to_string(),
-        })?;
-    if !answer.status().is_success() {
-        return Err(format!("answered {}", answer.status()));
-    }
-    answer
-        .json()
-        .await
-        .map_err(|e| format!("sent a bad status: {e}"))
 }

@@ -1,5 +1,5 @@
-//! Test support: a cluster of real `cloud-node` processes on free loopback ports, a tiny
-//! HTTP/1.1 GET for reading their `/status`, and the bounded waits on what they report that the
+//! Test support: a cluster of real `cloud-node` processes on free loopback ports, their
+//! `/status` read through the library's watcher, a tiny HTTP/1.1 GET for other pages, and the bounded waits on what they report that the
 //! end-to-end tests and `benches/failover.rs` share. Every process is killed when the cluster
 //! drops; every wait has a deadline and polls every 20 ms.
 
@@ -165,10 +165,17 @@ impl Cluster {
         assert!(status.success());
     }
 
-    /// Node `id`'s `/status`, or None if it does not answer within 500 ms.
+    /// Node `id`'s `/status`, or None if it does not answer within 500 ms: read by the
+    /// library's watcher ([`imgcloud::watch::node_status`]), as raw JSON, so the tests check
+    /// the fields the nodes publish.
     pub fn status(&self, id: NodeId) -> Option<Value> {
-        let addr = self.config.node(id).ok()?.http;
-        http_get_json(addr, "/status")
+        let node = self.config.node(id).ok()?;
+        let (runtime, http) = status_reader();
+        let read = imgcloud::watch::node_status(http, node, Duration::from_millis(500));
+        // On a thread of its own: some callers (the browser tests) run inside a runtime.
+        std::thread::scope(|s| s.spawn(|| runtime.block_on(read)).join())
+            .ok()?
+            .ok()
     }
 
     /// Every running node's status (None where a node does not answer).
@@ -321,10 +328,11 @@ pub fn wait_for(limit: Duration, mut pred: impl FnMut() -> bool) -> Option<Durat
     poll(limit, || pred().then(|| start.elapsed()))
 }
 
-/// A minimal HTTP/1.1 GET returning the JSON body, with a 500 ms budget per step.
-pub fn http_get_json(addr: SocketAddr, path: &str) -> Option<Value> {
-    let body = http_get(addr, path)?;
-    serde_json::from_str(&body).ok()
+/// The runtime and HTTP client every test thread reads statuses with (made once).
+fn status_reader() -> &'static (tokio::runtime::Runtime, reqwest::Client) {
+    static READER: std::sync::OnceLock<(tokio::runtime::Runtime, reqwest::Client)> =
+        std::sync::OnceLock::new();
+    READER.get_or_init(|| (runtime(), imgcloud::watch::status_client()))
 }
 
 /// A minimal HTTP/1.1 GET returning the body of a 200 response.
