@@ -31,8 +31,8 @@ use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle, RGBColor};
 
 use crate::bench::metrics::Slice;
-use crate::bench::report::FailureWindow;
 use crate::ids::NodeId;
+use crate::watch::FailureWindow;
 use crate::{Error, Result};
 
 /// Width of the rendered image in pixels.

@@ -50,6 +50,7 @@ use serde_json::Value;
 
 use crate::bench::metrics::{mean_ci95, Interval, LatencyMs, Slice, Summary, SLICE};
 use crate::ids::NodeId;
+use crate::watch::FailureWindow;
 
 /// Width of the rule lines of the console summary.
 const RULE: usize = 60;
@@ -59,20 +60,6 @@ const TITLE: &str = "              STRESS TEST RESULTS";
 const LABEL: usize = 23;
 /// Slack when comparing slice edges (multiples of 0.1 s) with window edges, in seconds.
 const EDGE_S: f64 = 1e-9;
-
-/// A period during which the stress test kept one node failed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FailureWindow {
-    /// The node that was failed.
-    pub node: NodeId,
-    /// When the failure was injected, in seconds since the run started.
-    pub start_s: f64,
-    /// When the node was brought back (or the run ended), in seconds since the run started.
-    pub end_s: f64,
-    /// Whether the node was the coordinator when it failed (absent, false, in older reports).
-    #[serde(default)]
-    pub coordinator: bool,
-}
 
 /// The figures of a run that only the stress driver knows, to complete a [`Summary`].
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::bench::metrics::{Cause, Outcome, Sample};
-use crate::bench::report::FailureWindow;
 use crate::client::Client;
 use crate::codec::cover::DefaultCovers;
 use crate::codec::metadata::{ImageMeta, Viewer};
 use crate::codec::seal::SealKey;
 use crate::codec::stego::{decrypt_image, encrypt_image, Cover};
 use crate::config::NodeAddr;
+use crate::watch::FailureWindow;
 use crate::watch::{cluster_status, ClusterWatch};
 use crate::Result;
 

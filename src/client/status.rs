@@ -3,7 +3,7 @@
 use super::*;
 
 /// One table of every node's status, as `client status` prints it.
-pub fn status_table(rows: &[(NodeAddr, Result<crate::node::status::NodeStatus>)]) -> String {
+pub fn status_table(rows: &[(NodeAddr, Result<crate::watch::NodeStatus>)]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

@@ -4,7 +4,6 @@
 
 use image::DynamicImage;
 
-use super::input::{decode_allowance, too_large_png, unsupported_colour, MAX_SIDE};
 use super::HEADER_SAMPLES;
 use crate::error::{Error, Result};
 
@@ -88,27 +87,6 @@ impl Shape {
             other => return Err(unsupported_colour(other)),
         };
         Shape::new(image.width(), image.height(), color, sixteen)
-    }
-
-    /// The shape of the rows a PNG reader (with [`png::Transformations::EXPAND`]) yields,
-    /// refused if decoding it would pass the limits of [`decode_image`].
-    pub(super) fn of_png<R: std::io::BufRead + std::io::Seek>(
-        reader: &png::Reader<R>,
-        file_len: usize,
-    ) -> Result<Shape> {
-        let (color, depth) = reader.output_color_type();
-        let info = reader.info();
-        let shape = Shape::new(
-            info.width,
-            info.height,
-            color,
-            depth == png::BitDepth::Sixteen,
-        )?;
-        let decoded = shape.row_len() as u64 * u64::from(shape.height);
-        if info.width > MAX_SIDE || info.height > MAX_SIDE || decoded > decode_allowance(file_len) {
-            return Err(too_large_png(file_len, info.width, info.height));
-        }
-        Ok(shape)
     }
 
     /// Bytes per sample: 1 or 2.
@@ -290,4 +268,24 @@ pub(super) fn gather_1(lows: &[u8]) -> u8 {
 pub(super) fn gather_2(lows: &[u8]) -> u8 {
     let word = u32::from_be_bytes(lows.try_into().unwrap_or_default());
     ((word & 0x0303_0303).wrapping_mul(0x0104_1040) >> 24) as u8
+}
+
+/// Converts a decoded image into one of the eight layouts that carry a payload.
+pub(super) fn normalise(image: DynamicImage) -> Result<DynamicImage> {
+    Ok(match image {
+        DynamicImage::ImageRgb32F(_) => DynamicImage::ImageRgb16(image.to_rgb16()),
+        DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba16(image.to_rgba16()),
+        other => {
+            Shape::of(&other)?;
+            other
+        }
+    })
+}
+
+/// The error for a sample layout the codec does not handle.
+fn unsupported_colour(image: &DynamicImage) -> Error {
+    Error::Unsupported(format!(
+        "the cover's colour type {:?} cannot carry a payload",
+        image.color()
+    ))
 }

@@ -165,28 +165,8 @@ fn looks_truncated(message: &str) -> bool {
     .any(|s| m.contains(s))
 }
 
-/// Converts a decoded image into one of the eight layouts that carry a payload.
-pub(super) fn normalise(image: DynamicImage) -> Result<DynamicImage> {
-    Ok(match image {
-        DynamicImage::ImageRgb32F(_) => DynamicImage::ImageRgb16(image.to_rgb16()),
-        DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba16(image.to_rgba16()),
-        other => {
-            Shape::of(&other)?;
-            other
-        }
-    })
-}
-
-/// The error for a sample layout the codec does not handle.
-pub(super) fn unsupported_colour(image: &DynamicImage) -> Error {
-    Error::Unsupported(format!(
-        "the cover's colour type {:?} cannot carry a payload",
-        image.color()
-    ))
-}
-
 /// Most decoded bytes allowed for an encoded image of `file_len` bytes.
-pub(super) fn decode_allowance(file_len: usize) -> u64 {
+fn decode_allowance(file_len: usize) -> u64 {
     MAX_DECODED_BYTES
         .min(FREE_DECODED_BYTES.saturating_add(MAX_EXPANSION.saturating_mul(file_len as u64)))
 }
@@ -231,4 +211,25 @@ pub(super) fn png_error(e: png::DecodingError, what: &str, len: usize) -> Error 
         )),
         other => Error::NotAnImage(format!("{name} is damaged: {other}")),
     }
+}
+
+/// The [`Shape`] of the rows a PNG reader (with [`png::Transformations::EXPAND`]) yields,
+/// refused if decoding it would pass the limits of [`decode_image`].
+pub(super) fn png_shape<R: std::io::BufRead + std::io::Seek>(
+    reader: &png::Reader<R>,
+    file_len: usize,
+) -> Result<Shape> {
+    let (color, depth) = reader.output_color_type();
+    let info = reader.info();
+    let shape = Shape::new(
+        info.width,
+        info.height,
+        color,
+        depth == png::BitDepth::Sixteen,
+    )?;
+    let decoded = shape.row_len() as u64 * u64::from(shape.height);
+    if info.width > MAX_SIDE || info.height > MAX_SIDE || decoded > decode_allowance(file_len) {
+        return Err(too_large_png(file_len, info.width, info.height));
+    }
+    Ok(shape)
 }

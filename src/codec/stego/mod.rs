@@ -38,8 +38,8 @@ use crate::codec::cover::DefaultCovers;
 use crate::codec::metadata::ImageMeta;
 use crate::codec::seal::{encode_plaintext, SealKey, HEADER_LEN, TAG_LEN};
 use crate::error::{Error, Result};
-use carriers::{Embedder, RowsOf, Shape};
-use input::{check_secret, normalise, png_error, png_reader};
+use carriers::{normalise, Embedder, RowsOf, Shape};
+use input::{check_secret, png_error, png_reader, png_shape};
 pub use input::{
     decode_image, image_extension, FREE_DECODED_BYTES, MAX_DECODED_BYTES, MAX_EXPANSION, MAX_SIDE,
 };
@@ -134,7 +134,7 @@ pub fn encrypt_image_with(
             // Non-interlaced PNG, the usual cover: decoded row by row as it is encoded (once
             // more for a second pass).
             Some(reader) if !reader.info().interlaced => {
-                let (shape, len) = (Shape::of_png(&reader, bytes.len())?, bytes.len());
+                let (shape, len) = (png_shape(&reader, bytes.len())?, bytes.len());
                 write_smaller(&shape, payload(&shape)?, options.stored, || {
                     let mut reader = png_reader(bytes, "cover")?.ok_or_else(|| {
                         Error::NotAnImage(format!("the cover ({len} bytes) is not a PNG"))

@@ -1,9 +1,9 @@
 //! Finding and opening a payload: the header from the first 384 carriers, then the body, reading
 //! only the rows that hold them.
 
-use super::carriers::{gather_1, gather_2, low_byte, Layout, Shape};
+use super::carriers::{gather_1, gather_2, low_byte, normalise, Layout, Shape};
 use super::input::{
-    decode_image, normalise, png_error, png_reader, too_large_png, MAX_DECODED_BYTES, PNG_SIGNATURE,
+    decode_image, png_error, png_reader, png_shape, too_large_png, MAX_DECODED_BYTES, PNG_SIGNATURE,
 };
 use super::{samples_needed, HEADER_SAMPLES};
 use crate::codec::metadata::ImageMeta;
@@ -87,7 +87,7 @@ fn reveal_png(png: &[u8], key: &SealKey) -> Result<(ImageMeta, Vec<u8>)> {
             "the file ({len} bytes) is not a PNG"
         )));
     };
-    let shape = Shape::of_png(&reader, len)?;
+    let shape = png_shape(&reader, len)?;
     let Layout { channels, colour } = shape.layout;
     let bytes_per_sample = shape.bytes_per_sample();
     let (width, interlaced) = (shape.width as usize, reader.info().interlaced);

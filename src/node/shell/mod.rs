@@ -57,8 +57,8 @@ use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::Result;
 
 use super::events::report;
-use super::status::NodeStatus;
 use super::TICK;
+use crate::watch::NodeStatus;
 
 mod requests;
 

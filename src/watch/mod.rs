@@ -18,15 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::bench::report::FailureWindow;
 use crate::cluster::message::NodeState;
 use crate::config::NodeAddr;
 use crate::ids::NodeId;
-use crate::node::status::NodeStatus;
 use crate::{Error, Result};
+
+mod status;
+pub use status::NodeStatus;
 
 /// How long [`cluster_status`] and [`ClusterWatch`] wait for one node's `/status`.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -292,6 +294,20 @@ impl ClusterWatch {
             windows,
         }
     }
+}
+
+/// A period during which a node was not Active (failed, recovering or not answering).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailureWindow {
+    /// The node that was failed.
+    pub node: NodeId,
+    /// When the failure was injected, in seconds since the run started.
+    pub start_s: f64,
+    /// When the node was brought back (or the run ended), in seconds since the run started.
+    pub end_s: f64,
+    /// Whether the node was the coordinator when it failed (absent, false, in older reports).
+    #[serde(default)]
+    pub coordinator: bool,
 }
 
 /// What a [`ClusterWatch`] saw.
