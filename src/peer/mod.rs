@@ -9,7 +9,9 @@
 //!                                                   calls GET /api/online with the token
 //! ```
 //!
-//! - [`actions`]: what the peer does: share, previews, request, approve, deny, view.
+//! - [`actions`]: the peer itself, sharing its own images and their previews; [`requests`]
+//!   asking for views and deciding requests; [`copies`] a copy's way from grant to viewer;
+//!   [`view`] a view spent through the cloud.
 //! - [`mail`]: the user's mailbox in the cloud: letters applied once, then acknowledged.
 //! - [`owner`]: an owner's controls (allow, quota, revoke), receipts, and `rebuild`.
 //! - [`cloud`]: signed operations and directory reads against any node.
@@ -28,11 +30,14 @@ pub mod actions;
 mod api;
 pub mod cli;
 pub mod cloud;
+mod copies;
 pub mod folder;
 pub mod library;
 mod mail;
 pub mod owner;
 pub mod p2p;
+mod requests;
+mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;

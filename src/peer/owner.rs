@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::actions::{digest, Delivery, Peer};
+use super::actions::{digest, Peer};
+use super::copies::Delivery;
 use crate::codec::metadata::ImageId;
 use crate::sharing::wire::{Answer, Holdings, OwnHolding, Shown, WithFile};
 use crate::sharing::{Ask, Change, UserOp};
