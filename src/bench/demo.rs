@@ -32,7 +32,8 @@ use crate::bench::launcher::{LineSink, LocalCluster};
 use crate::bench::metrics::Outcome;
 use crate::bench::report::Report;
 use crate::bench::sharing::{Cast, Story};
-use crate::bench::stress::{self, Progress};
+use crate::bench::stress::{self, Progress, Trial};
+use crate::bench::trials::{measure_limit, run_trials, write_report, Yardsticks};
 use crate::bench::LoadArgs;
 use crate::cli::OnOff;
 use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
@@ -156,24 +157,7 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
 
     let secret = hex::encode(rand::random::<[u8; 16]>());
     let key = SealKey::from_secret(secret.as_bytes());
-    let limit_rps = if args.load.limit_secs > 0.0 {
-        let verify = !args.load.no_verify;
-        println!(
-            "Measuring this machine's limit: the codec alone ({}) on every core for {:.0} s...",
-            if verify { "hide + verify" } else { "hide" },
-            args.load.limit_secs
-        );
-        let (image, key, secs) = (image.clone(), key.clone(), args.load.limit_secs);
-        let limit = tokio::task::spawn_blocking(move || {
-            stress::measure_limit(&image, &key, Duration::from_secs_f64(secs), verify)
-        })
-        .await
-        .map_err(|e| Error::Config(format!("limit measurement failed: {e}")))?;
-        println!("  limit: {limit:.0} requests/s");
-        Some(limit)
-    } else {
-        None
-    };
+    let limit_rps = measure_limit(&args.load, &image, &key).await?;
 
     let mut config = ClusterConfig {
         secret,
@@ -224,77 +208,15 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         started.elapsed().as_millis()
     );
 
-    let mut reports = Vec::new();
-    let config_json = serde_json::to_value(&args).unwrap_or_default();
-    for t in 1..=args.load.trials {
-        let total = (args.load.clients * args.load.requests) as u64;
-        let progress: Progress = Arc::default();
-        let pb = ProgressBar::new(total);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb.set_prefix(format!("trial {t}/{}", args.load.trials));
-        if let Ok(mut slot) = bar.lock() {
-            *slot = Some(pb.clone());
-        }
-        let ticker = {
-            let (pb, progress) = (pb.clone(), Arc::clone(&progress));
-            tokio::spawn(async move {
-                loop {
-                    let done = progress.load(std::sync::atomic::Ordering::Relaxed);
-                    // Past the quota while the load waits for a failure to come and go.
-                    pb.set_length(done.max(total));
-                    pb.set_position(done);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        };
-        let options = args.load.options(image.clone(), 1);
-        let limit = failure_limit(&config);
-        let trial = if config.failures.enabled {
-            stress::trial_through_failure(&config.nodes, &key, &options, progress, limit).await
-        } else {
-            stress::trial(&config.nodes, &key, &options, progress).await
-        };
-        ticker.abort();
-        pb.finish_and_clear();
-        if let Ok(mut slot) = bar.lock() {
-            *slot = None;
-        }
-        let trial = trial?;
-        if config.failures.enabled {
-            let sent = trial.run.samples.len() as u64;
-            if !trial.failure_passed() {
-                println!(
-                    "Note: no simulated failure began and ended within {:.0} s of load \
-                     (failure period {} s, longest failure {} s); see the node logs in {}",
-                    limit.as_secs_f64(),
-                    args.failure_period,
-                    args.failure_max,
-                    dir.display()
-                );
-            } else if sent > total {
-                println!(
-                    "The load ran on past its {total} requests until a simulated failure had \
-                     come and gone: {sent} requests in {:.2} s",
-                    trial.run.duration.as_secs_f64()
-                );
-            }
-        }
-        reports.push(stress::report(
-            &trial,
-            !args.load.no_verify,
-            limit_rps,
-            baseline_rps,
-            config_json.clone(),
-        ));
-    }
-    let mut report = Report::combine_trials(reports);
-    println!("{}", report.console());
-    write_outputs(&report, &args.load)?;
+    let yardsticks = Yardsticks {
+        limit_rps,
+        baseline_rps,
+        config: serde_json::to_value(&args).unwrap_or_default(),
+    };
+    let mut report = run_trials(&args.load, &yardsticks, |t| {
+        one_trial(t, &args, &config, &key, &image, &bar, &dir)
+    })
+    .await?;
 
     if args.sharing == OnOff::On {
         let cast = Cast {
@@ -340,31 +262,75 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Writes the JSON report and the plot of its `timeline` and `failure_windows` (with several
-/// trials, the first trial's, as the report's top level keeps them).
-pub fn write_outputs(report: &Report, load: &LoadArgs) -> Result<()> {
-    write_report(report, load)?;
-    println!("Report: {}", load.report.display());
-    let title = format!(
-        "imgcloud stress test: {} requests, {:.0} req/s, p99 {:.0} ms",
-        report.summary.total, report.summary.throughput_rps, report.summary.latency_ms.p99
+/// Runs trial `t` with a progress bar (through a failure when failures are on), and says when
+/// no failure came and went inside it or when the load ran on past its quota to meet one.
+async fn one_trial(
+    t: usize,
+    args: &DemoArgs,
+    config: &ClusterConfig,
+    key: &SealKey,
+    image: &[u8],
+    bar: &Bar,
+    dir: &std::path::Path,
+) -> Result<Trial> {
+    let total = (args.load.clients * args.load.requests) as u64;
+    let progress: Progress = Arc::default();
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    crate::bench::plot::render(
-        &title,
-        &report.timeline,
-        crate::bench::metrics::SLICE,
-        &report.failure_windows,
-        &load.plot,
-    )?;
-    println!("Plot:   {}", load.plot.display());
-    Ok(())
-}
-
-/// Writes the JSON report.
-fn write_report(report: &Report, load: &LoadArgs) -> Result<()> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| Error::Config(e.to_string()))?;
-    std::fs::write(&load.report, json)
-        .map_err(|e| Error::Config(format!("cannot write {}: {e}", load.report.display())))
+    pb.set_prefix(format!("trial {t}/{}", args.load.trials));
+    if let Ok(mut slot) = bar.lock() {
+        *slot = Some(pb.clone());
+    }
+    let ticker = {
+        let (pb, progress) = (pb.clone(), Arc::clone(&progress));
+        tokio::spawn(async move {
+            loop {
+                let done = progress.load(std::sync::atomic::Ordering::Relaxed);
+                // Past the quota while the load waits for a failure to come and go.
+                pb.set_length(done.max(total));
+                pb.set_position(done);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let options = args.load.options(image.to_vec(), 1);
+    let limit = failure_limit(config);
+    let trial = if config.failures.enabled {
+        stress::trial_through_failure(&config.nodes, key, &options, progress, limit).await
+    } else {
+        stress::trial(&config.nodes, key, &options, progress).await
+    };
+    ticker.abort();
+    pb.finish_and_clear();
+    if let Ok(mut slot) = bar.lock() {
+        *slot = None;
+    }
+    let trial = trial?;
+    if config.failures.enabled {
+        let sent = trial.run.samples.len() as u64;
+        if !trial.failure_passed() {
+            println!(
+                "Note: no simulated failure began and ended within {:.0} s of load \
+                 (failure period {} s, longest failure {} s); see the node logs in {}",
+                limit.as_secs_f64(),
+                args.failure_period,
+                args.failure_max,
+                dir.display()
+            );
+        } else if sent > total {
+            println!(
+                "The load ran on past its {total} requests until a simulated failure had \
+                 come and gone: {sent} requests in {:.2} s",
+                trial.run.duration.as_secs_f64()
+            );
+        }
+    }
+    Ok(trial)
 }
 
 /// The longest a load waits for a failure to come and go: the nodes' settling time before a

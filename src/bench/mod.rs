@@ -4,7 +4,10 @@
 //! How the parts fit. [`launcher`] starts node processes on this machine. [`stress`] drives
 //! concurrent verified load through [`crate::client`] and watches the cluster while it runs;
 //! [`metrics`] turns its samples into figures, [`report`] into JSON and the console summary,
-//! [`plot`] into a PNG. [`demo`] strings them together (limit, nodes, trials, outputs);
+//! [`plot`] into a PNG. [`workers`] spreads a load over
+//! client processes. [`trials`] is the trial loop `demo` and `client stress` share (limit,
+//! K trials, combined report, outputs). [`demo`] strings them together (limit, nodes, trials,
+//! outputs);
 //! [`chaos`] injects real faults (kill, stop, restart, partition) under the same load.
 //!
 //! Implementation caveats: everything here runs on the operator's machine next to the nodes,
@@ -19,7 +22,9 @@ pub mod report;
 pub mod sharing;
 pub mod storyboard;
 pub mod stress;
+pub mod trials;
 pub mod views;
+pub mod workers;
 
 use std::path::PathBuf;
 

@@ -48,6 +48,7 @@ use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::wire::PROTOCOL_VERSION;
 use crate::{Error, Result};
 
+pub mod cli;
 mod status;
 
 pub use status::status_table;
