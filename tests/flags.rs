@@ -145,3 +145,60 @@ fn peers_hint_repeats_the_flags_given_on_either_side() {
         assert_eq!(err.matches("unavailable:").count(), 1, "{err}");
     }
 }
+
+/// How a binary parses `args`, as Debug text (to compare two orders of the same flags).
+fn parsed<P: clap::Parser + std::fmt::Debug>(args: &[&str]) -> String {
+    let parsed = P::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    format!("{parsed:?}")
+}
+
+/// Parses `first`, then the same words with `flags` moved after `rest`: both must parse the
+/// same, and the flags must have been taken (`taken` appears in the parse).
+fn same_either_side<P: clap::Parser + std::fmt::Debug>(
+    program: &str,
+    flags: &[&str],
+    rest: &[&str],
+    taken: &str,
+) {
+    let before: Vec<&str> = [&[program], flags, rest].concat();
+    let after: Vec<&str> = [&[program], rest, flags].concat();
+    let (b, a) = (parsed::<P>(&before), parsed::<P>(&after));
+    assert_eq!(b, a, "{before:?} and {after:?} parse differently");
+    assert!(b.contains(taken), "{before:?} did not take its flags: {b}");
+}
+
+/// Issue 33: every binary takes its cluster flags (and `--json` where it applies) on either
+/// side of its subcommand or positional arguments.
+#[test]
+fn every_binary_takes_its_flags_on_either_side() {
+    use imgcloud::bench::chaos::ChaosArgs;
+    use imgcloud::client::cli::ClientArgs;
+    use imgcloud::node::cli::NodeArgs;
+    use imgcloud::peer::cli::PeerArgs;
+
+    let cluster = ["--nodes", "5", "--base-port", "9100"];
+    for rest in [
+        &["status"][..],
+        &["status", "--json"],
+        &["user-config"],
+        &["decrypt", "x.png"],
+        &["encrypt", "s.png", "--owner", "alice", "-o", "out.png"],
+        &["stress", "--clients", "2"],
+        &["7", "3"],
+    ] {
+        let flags = [&cluster[..], &["--secret", "s", "--config", "c.toml"]].concat();
+        same_either_side::<ClientArgs>("client", &flags, rest, "base_port: 9100");
+    }
+    for rest in [&["online"][..], &["share", "p.png"], &["view", "cat"], &[]] {
+        let flags = [&cluster[..], &["--user", "bob", "--dir", "d", "--json"]].concat();
+        same_either_side::<PeerArgs>("peer", &flags, rest, "base_port: 9100");
+    }
+    let node = [&cluster[..], &["--secret", "s", "--config", "c.toml"]].concat();
+    same_either_side::<NodeArgs>("cloud-node", &node, &["2"], "base_port: 9100");
+    same_either_side::<ChaosArgs>(
+        "chaos",
+        &["--base-port", "9100", "--clients", "3"],
+        &["kill-server", "partition"],
+        "base_port: Some(9100)",
+    );
+}

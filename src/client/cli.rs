@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::bench::trials::{measure_limit, run_trials, Yardsticks};
 use crate::bench::workers::{print_worker_run, run_workers};
 use crate::bench::{stress, LoadArgs};
-use crate::client::{status_table, Client};
+use crate::client::{status_json, status_table, Client};
 use crate::codec::cover::DefaultCovers;
 use crate::codec::metadata::{ImageMeta, Viewer};
 use crate::codec::seal::{resolve_secret, SealKey, SecretSource, DEV_SECRET_WARNING};
@@ -104,7 +104,11 @@ enum Command {
     /// Reveal the secret image and access list hidden in an encrypted PNG.
     Decrypt(DecryptArgs),
     /// Print one table of every node's status.
-    Status,
+    Status {
+        /// Print every node's status as JSON (`{"node", "http", "status"}` or `"error"`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the configuration to give users' peers: the nodes' addresses without the secret.
     UserConfig,
     /// Stress-test a running cluster: many clients, verified replies, a report and a plot.
@@ -185,7 +189,7 @@ pub fn main(cli: ClientArgs) -> ExitCode {
     let result = match cli.command {
         Some(Command::Encrypt(args)) => encrypt(args, cluster, key),
         Some(Command::Decrypt(args)) => decrypt(args, cluster, key),
-        Some(Command::Status) => status(cluster),
+        Some(Command::Status { json }) => status(cluster, json),
         Some(Command::UserConfig) => user_config(cluster),
         Some(Command::Stress(args)) => stress_command(args, cluster, key),
         Some(Command::StressWorker(args)) => stress_worker(args, cluster, key),
@@ -234,10 +238,14 @@ fn user_config(cluster: &ClusterArgs) -> Result<ExitCode, String> {
 }
 
 /// `client status`.
-fn status(cluster: &ClusterArgs) -> Result<ExitCode, String> {
+fn status(cluster: &ClusterArgs, json: bool) -> Result<ExitCode, String> {
     let config = cluster.load()?;
     let rows = runtime()?.block_on(crate::watch::cluster_status(&config.nodes));
-    print!("{}", status_table(&rows));
+    if json {
+        println!("{}", status_json(&rows));
+    } else {
+        print!("{}", status_table(&rows));
+    }
     let reachable = rows.iter().filter(|(_, r)| r.is_ok()).count();
     Ok(if reachable == 0 {
         ExitCode::FAILURE

@@ -51,7 +51,7 @@ use crate::{Error, Result};
 pub mod cli;
 mod status;
 
-pub use status::status_table;
+pub use status::{status_json, status_table};
 
 /// How long a request waits for its reply by default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);

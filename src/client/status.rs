@@ -43,3 +43,18 @@ pub fn status_table(rows: &[(NodeAddr, Result<crate::watch::NodeStatus>)]) -> St
     }
     out
 }
+
+/// Every node's status as `client status --json` prints it: an array of `{"node", "http",
+/// "status"}`, or `{"node", "http", "error"}` for a node that could not be read.
+pub fn status_json(rows: &[(NodeAddr, Result<crate::watch::NodeStatus>)]) -> String {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(node, result)| match result {
+            Ok(s) => serde_json::json!({ "node": node.id, "http": node.http, "status": s }),
+            Err(e) => {
+                serde_json::json!({ "node": node.id, "http": node.http, "error": e.to_string() })
+            }
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows).unwrap_or_default()
+}
