@@ -41,7 +41,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free ports: node i uses BASE+i-1 (peers) and BASE+999+i (HTTP).
+# Free ports: node i uses BASE+i-1 (members) and BASE+999+i (HTTP).
 BASE=$((20000 + RANDOM % 20000))
 python3 - "$RUN/big.png" "$MB" <<'EOF'
 import os, struct, sys, zlib

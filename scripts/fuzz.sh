@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets in fuzz/ one after another, each for SECS seconds, on one core.
 #
-#   scripts/fuzz.sh SECS [TARGET...]      (targets: peer_frame reveal hide_cover; default all)
+#   scripts/fuzz.sh SECS [TARGET...]      (targets: member_frame reveal hide_cover; default all)
 #
 # Works on stable Rust: RUSTC_BOOTSTRAP=1 lets it accept the nightly flags cargo-fuzz passes.
 # Set FUZZ_SANITIZER=none if the address sanitizer is not available. New inputs that reach new
@@ -11,13 +11,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
-  echo "usage: $0 SECS [TARGET...]   (targets: peer_frame reveal hide_cover)" >&2
+  echo "usage: $0 SECS [TARGET...]   (targets: member_frame reveal hide_cover)" >&2
   exit 2
 fi
 secs=$1
 shift
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(peer_frame reveal hide_cover)
+[ ${#targets[@]} -eq 0 ] && targets=(member_frame reveal hide_cover)
 
 export RUSTC_BOOTSTRAP=1
 sanitizer=${FUZZ_SANITIZER:-address}
@@ -30,7 +30,7 @@ fi
 # decompression of big pictures.
 max_len() {
   case $1 in
-    peer_frame) echo 4096 ;;
+    member_frame) echo 4096 ;;
     *) echo 65536 ;;
   esac
 }

@@ -45,7 +45,7 @@ NS_PREFIX=imgm-
 BRIDGE_NS=imgm-br
 SUBNET=10.78.0            # bench/chaos/lab.rs uses 10.77.0.0/24
 CLIENT_BASE=100           # client host h is $SUBNET.(CLIENT_BASE + h)
-NODE_PORT=8001            # peers and clients, on every cloud host
+NODE_PORT=8001            # members and clients, on every cloud host
 HTTP_PORT=9001            # HTTP API, on every cloud host
 LOCK_FILE=/tmp/imgcloud-multihost.lock
 

@@ -7,8 +7,8 @@
 #   SOAK_REQUESTS=4000 scripts/soak.sh   requests per client (50 clients)
 #
 # Checks (issue 27): every request answered once (the stress report: lost 0, duplicates 0);
-# every node's RSS <= 96 MB and growing <= 16 MB from 200k requests to the end; no peer link
-# re-connected (imgcloud_peer_link_reconnects_total 0); a node restarted after the soak is
+# every node's RSS <= 96 MB and growing <= 16 MB from 200k requests to the end; no link
+# re-connected (imgcloud_link_reconnects_total 0); a node restarted after the soak is
 # Active within 1 s of its start. Every process it starts is stopped on exit.
 set -uo pipefail
 
@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free base port: node i uses BASE+i-1 for peers and clients, and 1000 above for HTTP.
+# A free base port: node i uses BASE+i-1 for members and clients, and 1000 above for HTTP.
 free_base() {
     for _ in $(seq 50); do
         local base=$((20000 + RANDOM % 9000))
@@ -108,7 +108,7 @@ for i in 1 2 3; do
 done
 
 reconnects=0
-for i in 1 2 3; do reconnects=$((reconnects + $(metric "$i" imgcloud_peer_link_reconnects_total | cut -d. -f1))); done
+for i in 1 2 3; do reconnects=$((reconnects + $(metric "$i" imgcloud_link_reconnects_total | cut -d. -f1))); done
 entries=$(metric 1 imgcloud_request_log_entries | cut -d. -f1)
 check "links" $([[ $reconnects == 0 ]] && echo 1 || echo 0) "$reconnects re-connections; node 1's request log holds $entries entries"
 

@@ -1,7 +1,7 @@
 //! Cluster configuration: plain data with defaults, loaded once by a binary and passed by value.
 //!
 //! With no file at all the cluster is the default three nodes on loopback: node `i` listens for
-//! peers and clients on `127.0.0.1:800i` and serves HTTP on `127.0.0.1:900i`. A TOML file
+//! members and clients on `127.0.0.1:800i` and serves HTTP on `127.0.0.1:900i`. A TOML file
 //! (`--config cluster.toml`) names the nodes and may override the secret, the timing and the
 //! failure simulation; flags override the file.
 
@@ -16,9 +16,9 @@ use crate::{Error, Result};
 
 /// Nodes of the default loopback cluster (the `--nodes` flag's default).
 pub const DEFAULT_NODES: u32 = 3;
-/// Port of node 1's peer/client listener in the default cluster; node `i` uses `BASE + i - 1`.
+/// Port of node 1's member and client listener in the default cluster; node `i` uses `BASE + i - 1`.
 pub const DEFAULT_BASE_PORT: u16 = 8001;
-/// Distance between a node's peer port and its HTTP port in generated clusters.
+/// Distance between a node's protocol port and its HTTP port in generated clusters.
 pub const HTTP_PORT_OFFSET: u16 = 1000;
 
 /// Where one node listens.
@@ -26,7 +26,7 @@ pub const HTTP_PORT_OFFSET: u16 = 1000;
 pub struct NodeAddr {
     /// The node's id.
     pub id: NodeId,
-    /// Peer and client listener (TCP, framed protocol).
+    /// Member and client listener (TCP, framed protocol).
     pub addr: SocketAddr,
     /// HTTP API listener.
     pub http: SocketAddr,
@@ -36,9 +36,9 @@ pub struct NodeAddr {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Timing {
-    /// How often a node sends a heartbeat to each peer.
+    /// How often a node sends a heartbeat to each other member.
     pub heartbeat_ms: u64,
-    /// A peer silent this long is suspected (the adaptive detector may wait longer under load).
+    /// A member silent this long is suspected (the adaptive detector may wait longer under load).
     pub suspect_ms: u64,
     /// The adaptive detector never waits longer than this.
     pub suspect_max_ms: u64,
@@ -124,7 +124,7 @@ impl FailureSim {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClusterConfig {
-    /// The shared secret: authenticates peers and keys the image payloads.
+    /// The shared secret: authenticates members and keys the image payloads.
     pub secret: String,
     /// Every node of the cluster.
     pub nodes: Vec<NodeAddr>,

@@ -137,12 +137,12 @@ fn status_and_metrics_describe_the_node() {
         "epoch",
         "coordinator",
         "load",
-        "peers",
+        "members",
         "digest",
     ] {
         assert!(!s[key].is_null(), "/status lacks {key}: {s}");
     }
-    assert_eq!(s["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(s["members"].as_array().unwrap().len(), 2);
     let metrics = support::http_get(cluster.config.node(2).unwrap().http, "/metrics").unwrap();
     assert!(metrics.contains("# TYPE imgcloud_epoch gauge"));
     assert!(metrics.contains("imgcloud_state{node=\"2\",state=\"Active\"} 1"));

@@ -369,7 +369,7 @@ fn a_node_far_behind_installs_a_snapshot_and_a_stopped_one_catches_up() {
 #[test]
 fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
     use imgcloud::wire::framing::split;
-    use imgcloud::wire::handshake::PeerAuth;
+    use imgcloud::wire::handshake::MemberAuth;
 
     let cluster = Cluster::start(3, &[]);
     assert!(support::poll(Duration::from_secs(10), || cluster.directory(1)).is_some());
@@ -380,7 +380,7 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
         // A process without the secret is refused a store link.
         let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
         let (mut r, mut w) = split(stream);
-        let refused = PeerAuth::new("not the secret")
+        let refused = MemberAuth::new("not the secret")
             .connect(
                 imgcloud::wire::handshake::LinkKind::Store,
                 &mut r,
@@ -399,7 +399,7 @@ fn a_wrong_secret_or_garbage_on_a_store_link_closes_only_that_link() {
         for garbage in [vec![0xff; 64], vec![7; 100_000]] {
             let stream = tokio::net::TcpStream::connect(node1).await.unwrap();
             let (mut r, mut w) = split(stream);
-            PeerAuth::new(&secret)
+            MemberAuth::new(&secret)
                 .connect(
                     imgcloud::wire::handshake::LinkKind::Store,
                     &mut r,

@@ -330,9 +330,9 @@ fn a_server_that_dies_before_its_claim_reaches_anyone_is_replaced_and_answered_o
 }
 
 #[test]
-fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_once() {
-    // The peer voted for the claim, and the server died before it learned it had a majority:
-    // its connection closes after its last messages, the peers release their votes for it,
+fn a_server_that_dies_after_its_claim_reached_a_member_is_replaced_and_answered_once() {
+    // The member voted for the claim, and the server died before it learned it had a majority:
+    // its connection closes after its last messages, the members release their votes for it,
     // and the request is served again by a survivor.
     for seed in 0..6 {
         let (mut sim, ids, victim) = nine_requests_and_a_serving_victim(seed, "v");
@@ -347,8 +347,8 @@ fn a_server_that_dies_after_its_claim_reached_a_peer_is_replaced_and_answered_on
 }
 
 #[test]
-fn a_server_stopped_after_peers_voted_for_it_then_killed_is_replaced_and_answered_once() {
-    // The peers voted for its claim; it falls silent (SIGSTOP) before it learns it won, so
+fn a_server_stopped_after_members_voted_for_it_then_killed_is_replaced_and_answered_once() {
+    // The members voted for its claim; it falls silent (SIGSTOP) before it learns it won, so
     // the survivor that its request is reassigned to loses the claim to those votes. Then it
     // is killed: the votes go with its connection, and a survivor must serve the request.
     for seed in 0..6 {

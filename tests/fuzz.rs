@@ -96,9 +96,9 @@ fn bounded<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'stati
     }
 }
 
-/// The `peer_frame` target's body: every decoder the network feeds; whether the request
+/// The `member_frame` target's body: every decoder the network feeds; whether the request
 /// decoder accepted the bytes.
-fn peer_frame(data: &[u8]) -> bool {
+fn member_frame(data: &[u8]) -> bool {
     let _ = decode_envelope(data);
     let _ = decode::<Hello>(data);
     let _ = decode::<EncryptReply>(data);
@@ -106,13 +106,13 @@ fn peer_frame(data: &[u8]) -> bool {
 }
 
 #[test]
-fn peer_frame_regressions_are_refused_and_the_corpus_does_not_panic() {
-    for (path, data) in regressions("peer_frame") {
-        let accepted = bounded(&path, move || peer_frame(&data));
+fn member_frame_regressions_are_refused_and_the_corpus_does_not_panic() {
+    for (path, data) in regressions("member_frame") {
+        let accepted = bounded(&path, move || member_frame(&data));
         assert!(!accepted, "{}: a bad frame was accepted", path.display());
     }
-    for (path, data) in corpus("peer_frame") {
-        bounded(&path, move || peer_frame(&data));
+    for (path, data) in corpus("member_frame") {
+        bounded(&path, move || member_frame(&data));
     }
 }
 
@@ -229,8 +229,8 @@ fn frames() -> Vec<(String, Vec<u8>)> {
     };
     let mut out = vec![
         (
-            "hello-peer".into(),
-            encode(&Hello::Peer {
+            "hello-member".into(),
+            encode(&Hello::Member {
                 version: PROTOCOL_VERSION,
                 from: 1,
                 to: 2,
@@ -295,7 +295,7 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
     };
     for (name, bytes) in frames() {
-        write("peer_frame", &name, &bytes);
+        write("member_frame", &name, &bytes);
     }
     let (key, meta, secret) = (key(), meta(), secret());
     for (name, cover) in covers() {

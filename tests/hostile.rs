@@ -1,4 +1,4 @@
-//! Hostile peers and clients against real `cloud-node` processes: a process without the
+//! Hostile members and clients against real `cloud-node` processes: a process without the
 //! cluster secret, oversized frames and garbage, hundreds of idle connections, a slow HTTP
 //! body, and bodies over the upload limit. Each test checks that only the offending connection
 //! suffers: the cluster keeps its coordinator and epoch, and keeps serving.
@@ -19,7 +19,7 @@ use imgcloud::ids::NodeId;
 use imgcloud::node::http::MAX_UPLOAD_BYTES;
 use imgcloud::node::HANDSHAKE_TIMEOUT;
 use imgcloud::wire::framing::{split, MAX_FRAME_BYTES};
-use imgcloud::wire::handshake::{Hello, PeerAuth};
+use imgcloud::wire::handshake::{Hello, MemberAuth};
 use support::{runtime, wait_for, Cluster};
 
 /// One cluster at a time.
@@ -79,7 +79,7 @@ async fn http_encrypt(addr: SocketAddr, limit: Duration) -> u16 {
         .unwrap_or(0)
 }
 
-/// Reads until the peer closes the connection (EOF or reset) or `limit` passes; true if closed.
+/// Reads until the member closes the connection (EOF or reset) or `limit` passes; true if closed.
 fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     let end = Instant::now() + limit;
     let mut buf = [0u8; 4096];
@@ -115,7 +115,7 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
     let _serial = serial();
     let (cluster, view) = agreed_cluster();
     let rt = runtime();
-    let wrong = PeerAuth::new("wrong");
+    let wrong = MemberAuth::new("wrong");
     for target in cluster.config.ids() {
         let addr = cluster.config.node(target).unwrap().addr;
         let existing = if target == 1 { 2 } else { 1 };
@@ -230,7 +230,7 @@ fn an_oversized_frame_or_garbage_closes_only_that_connection() {
         ("a 1 MiB first frame", huge_hello),
         ("a garbage first frame", garbage.clone()),
         (
-            "raw HTTP on the peer port",
+            "raw HTTP on the protocol port",
             b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         ),
         (

@@ -1,4 +1,4 @@
-//! `/metrics` with real `cloud-node` processes: `imgcloud_peer_link_reconnects_total` stays 0
+//! `/metrics` with real `cloud-node` processes: `imgcloud_link_reconnects_total` stays 0
 //! while no link breaks, and counts the links that broke and came back when a node is killed
 //! and restarted.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use support::{poll, Cluster};
 
 /// The metric under test.
-const RECONNECTS: &str = "imgcloud_peer_link_reconnects_total";
+const RECONNECTS: &str = "imgcloud_link_reconnects_total";
 
 /// Node `id`'s re-connection count as `/metrics` shows it; None if the node does not answer.
 /// Panics if it answers without the metric.
@@ -23,7 +23,7 @@ fn reconnects(cluster: &Cluster, id: u32) -> Option<u64> {
         .unwrap_or_else(|| {
             panic!(
                 "node {id}'s /metrics has no {prefix:?} (src/http.rs's metrics_text must list \
-                 NodeStatus::peer_link_reconnects):\n{text}"
+                 NodeStatus::link_reconnects):\n{text}"
             )
         });
     assert!(
@@ -51,7 +51,7 @@ fn a_quiet_cluster_counts_no_link_reconnection() {
 }
 
 #[test]
-fn a_killed_and_restarted_node_counts_one_reconnection_at_each_peer() {
+fn a_killed_and_restarted_node_counts_one_reconnection_at_each_member() {
     let mut cluster = Cluster::start(3, &[]);
     cluster
         .wait_agreed(Duration::from_secs(5))

@@ -117,8 +117,8 @@ fn twenty_clients_get_one_verified_reply_per_request_while_a_server_is_killed() 
     let seen_down = wait_for(Duration::from_secs(30), || {
         cluster.statuses().values().flatten().count() == 2
             && cluster.statuses().values().flatten().all(|s| {
-                s["peers"].as_array().is_some_and(|peers| {
-                    peers
+                s["members"].as_array().is_some_and(|members| {
+                    members
                         .iter()
                         .any(|p| p["id"] == victim && p["state"] != "Active")
                 })

@@ -60,7 +60,7 @@ struct ClusterArgs {
     /// Size of the default loopback cluster (without --config).
     #[arg(long, default_value_t = DEFAULT_NODES, global = true)]
     nodes: u32,
-    /// Peer port of node 1 in the default loopback cluster; node i uses BASE+i-1, HTTP 1000 above.
+    /// Protocol port of node 1 in the default loopback cluster; node i uses BASE+i-1, HTTP 1000 above.
     #[arg(long, default_value_t = DEFAULT_BASE_PORT, global = true)]
     base_port: u16,
 }

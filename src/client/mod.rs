@@ -516,7 +516,7 @@ async fn link(
                     node.id
                 ))),
                 HelloReply::Challenge { .. } => Err(Error::Protocol(format!(
-                    "node {} asked for a peer handshake",
+                    "node {} asked for a member handshake",
                     node.id
                 ))),
             }

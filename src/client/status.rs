@@ -9,14 +9,14 @@ pub fn status_table(rows: &[(NodeAddr, Result<crate::watch::NodeStatus>)]) -> St
     let _ = writeln!(
         out,
         "{:<5} {:<11} {:>5} {:>11} {:>7} {:>8} {:>8} {:>9}  {:<24} DIGEST",
-        "NODE", "STATE", "EPOCH", "COORDINATOR", "LOAD", "SERVED", "IN-FLT", "REQ-LOG", "PEERS"
+        "NODE", "STATE", "EPOCH", "COORDINATOR", "LOAD", "SERVED", "IN-FLT", "REQ-LOG", "MEMBERS"
     );
     for (node, result) in rows {
         match result {
             Ok(s) => {
                 let c = &s.core;
-                let peers: Vec<String> = c
-                    .peers
+                let members: Vec<String> = c
+                    .members
                     .iter()
                     .map(|p| format!("{}:{}", p.id, p.state))
                     .collect();
@@ -32,7 +32,7 @@ pub fn status_table(rows: &[(NodeAddr, Result<crate::watch::NodeStatus>)]) -> St
                     c.served,
                     s.in_flight,
                     c.request_log,
-                    peers.join(" "),
+                    members.join(" "),
                     c.digest
                 );
             }

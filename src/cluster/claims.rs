@@ -11,7 +11,7 @@
 //!
 //! **Takeovers.** A node may also claim a request *before* serving it ([`ClaimKind::Takeover`]):
 //! when no live coordinator has assigned a request it holds (see
-//! [`crate::cluster::dispatch::TAKEOVER_HOLD_MS`]). The peers vote exactly as for a finished
+//! [`crate::cluster::dispatch::TAKEOVER_HOLD_MS`]). The members vote exactly as for a finished
 //! job's claim; the node serves only once a majority holds it as the winner, and gives the
 //! takeover up at the first answer that names another node (it withdraws, so that nobody keeps
 //! a vote for it). After the job it claims the result as usual: a server replies only on the
@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::cluster::dispatch::PENDING_TTL_MS;
 use crate::ids::{Millis, NodeId, RequestId};
 
-/// A claim that has no majority yet is sent again to the peers that have not answered after
+/// A claim that has no majority yet is sent again to the members that have not answered after
 /// this long (the first copy may have been lost with a link).
 pub const CLAIM_RETRY_MS: u64 = 500;
 /// A claim still undecided after this long is given up (its result dropped, logged).
@@ -47,7 +47,7 @@ pub const MAX_OPEN_CLAIMS: usize = 1_000;
 /// them too).
 pub const TAKEOVER_TTL_MS: u64 = 2 * CLAIM_RETRY_MS;
 
-/// What a claim asks the peers to hold this node as the winner of.
+/// What a claim asks the members to hold this node as the winner of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimKind {
     /// A finished job's result: reply once a majority holds this node.
@@ -70,7 +70,7 @@ pub enum Verdict {
 /// What [`Claims::due`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DueClaims {
-    /// Claims to send again to the peers that have not answered.
+    /// Claims to send again to the members that have not answered.
     pub resend: Vec<RequestId>,
     /// Claims undecided for [`CLAIM_TTL_MS`]: given up.
     pub expired: Vec<RequestId>,
@@ -182,8 +182,8 @@ impl Claims {
 
     /// Forgets every vote for `node` given over its connection `link` or an older one: that
     /// connection closed, so the process behind it is gone. Safe because a server writes its
-    /// commit to every peer link before it writes a reply, and a peer reads everything a
-    /// connection carried before it sees the connection close: a peer that has no commit from
+    /// commit to every link before it writes a reply, and a member reads everything a
+    /// connection carried before it sees the connection close: a member that has no commit from
     /// `node` when `node`'s connection closes knows `node` never replied over it. Votes given
     /// over a newer connection (the same node, restarted) stay. Each vote goes to the first
     /// claimant it refused, if any (see [`Reanswer`]).
@@ -346,12 +346,12 @@ impl Claims {
         self.open.get(id).map(|o| o.kind)
     }
 
-    /// The peers among `peers` that have not answered the claim of `id`.
-    pub fn unanswered(&self, id: &str, peers: &[NodeId]) -> Vec<NodeId> {
+    /// The members among `members` that have not answered the claim of `id`.
+    pub fn unanswered(&self, id: &str, members: &[NodeId]) -> Vec<NodeId> {
         let Some(open) = self.open.get(id) else {
             return Vec::new();
         };
-        peers
+        members
             .iter()
             .copied()
             .filter(|&p| !open.answered(p))

@@ -1,30 +1,30 @@
-//! The failure detector: decides, from heartbeat arrivals, whether a peer is alive.
+//! The failure detector: decides, from heartbeat arrivals, whether a member is alive.
 //!
 //! A simplified phi-accrual detector. Heartbeat inter-arrival times are kept in a sliding
 //! window; modelling them as exponential with the window's mean, the suspicion level after a
-//! silence of `t` is `phi = t / (mean * ln 10)`, and a peer is suspected once `phi` passes
+//! silence of `t` is `phi = t / (mean * ln 10)`, and a member is suspected once `phi` passes
 //! [`PHI_THRESHOLD`]. The resulting timeout is clamped between a floor (`suspect_ms`, so an idle
-//! cluster detects a silent peer in about that time) and a ceiling: when the machine is loaded
+//! cluster detects a silent member in about that time) and a ceiling: when the machine is loaded
 //! and heartbeats arrive late, the mean grows and the detector waits longer instead of declaring
-//! a slow peer dead.
+//! a slow member dead.
 //!
 //! A closed connection is stronger evidence than silence: the node shell reports it, and the
-//! peer is suspected at once, until it is heard from again. A killed process is therefore
+//! member is suspected at once, until it is heard from again. A killed process is therefore
 //! detected in milliseconds, a stopped one after the timeout.
 //!
-//! Implementation caveats: intervals longer than the ceiling (a peer that was down) are left
+//! Implementation caveats: intervals longer than the ceiling (a member that was down) are left
 //! out of the window so that an outage does not make the detector lax afterwards.
 
 use std::collections::VecDeque;
 
 use crate::ids::Millis;
 
-/// Suspicion level at which a peer is declared suspected.
+/// Suspicion level at which a member is declared suspected.
 pub const PHI_THRESHOLD: f64 = 3.0;
 /// How many inter-arrival times the detector remembers.
 const WINDOW: usize = 64;
 
-/// Liveness of one peer.
+/// Liveness of one member.
 #[derive(Clone, Debug)]
 pub struct Detector {
     floor_ms: u64,
@@ -36,7 +36,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// A detector that has heard nothing yet (the peer counts as not alive).
+    /// A detector that has heard nothing yet (the member counts as not alive).
     pub fn new(floor_ms: u64, ceiling_ms: u64) -> Self {
         Detector {
             floor_ms,
@@ -48,7 +48,7 @@ impl Detector {
         }
     }
 
-    /// Records a message from the peer at `now`.
+    /// Records a message from the member at `now`.
     pub fn heard(&mut self, now: Millis) {
         if let Some(last) = self.last_heard {
             let gap = now.saturating_sub(last);
@@ -64,7 +64,7 @@ impl Detector {
         self.disconnected = false;
     }
 
-    /// Records that the connection from the peer closed: suspected until heard again.
+    /// Records that the connection from the member closed: suspected until heard again.
     pub fn disconnected(&mut self) {
         self.disconnected = true;
     }
@@ -74,7 +74,7 @@ impl Detector {
         *self = Detector::new(self.floor_ms, self.ceiling_ms);
     }
 
-    /// The silence after which the peer is suspected, given the arrivals seen so far.
+    /// The silence after which the member is suspected, given the arrivals seen so far.
     pub fn timeout_ms(&self) -> u64 {
         if self.intervals.is_empty() {
             return self.floor_ms;
@@ -84,7 +84,7 @@ impl Detector {
         timeout.clamp(self.floor_ms, self.ceiling_ms)
     }
 
-    /// Whether the peer is considered alive at `now`.
+    /// Whether the member is considered alive at `now`.
     pub fn is_alive(&self, now: Millis) -> bool {
         match self.last_heard {
             Some(last) => !self.disconnected && now.saturating_sub(last) <= self.timeout_ms(),
@@ -92,7 +92,7 @@ impl Detector {
         }
     }
 
-    /// When the peer was last heard from.
+    /// When the member was last heard from.
     pub fn last_heard(&self) -> Option<Millis> {
         self.last_heard
     }
@@ -111,12 +111,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_peer_is_not_alive() {
+    fn unknown_member_is_not_alive() {
         assert!(!Detector::new(800, 3000).is_alive(0));
     }
 
     #[test]
-    fn silent_peer_is_suspected_after_the_floor() {
+    fn silent_member_is_suspected_after_the_floor() {
         let d = beating(100, 20);
         let last = 1900;
         assert!(d.is_alive(last + 800));
@@ -129,7 +129,7 @@ mod tests {
         assert!(d.timeout_ms() > 2000, "timeout {}", d.timeout_ms());
         assert!(
             d.is_alive(19 * 300 + 1500),
-            "a slow but regular peer stays alive"
+            "a slow but regular member stays alive"
         );
         assert_eq!(
             beating(2000, 20).timeout_ms(),

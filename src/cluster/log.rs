@@ -2,7 +2,7 @@
 //!
 //! Every commit (see [`crate::cluster::dispatch`]) enters the log tagged with a **generation**:
 //! the committing node's count of [`GEN_MS`] periods. A node's current generation is the
-//! highest it has seen (its own clock's, and every peer's from their heartbeats), so all nodes
+//! highest it has seen (its own clock's, and every member's from their heartbeats), so all nodes
 //! advance together, at the pace of the fastest clock. The compaction rule, applied the same
 //! way everywhere: a node keeps the generations from `current - RETAIN_GENS + 1` on and drops
 //! the older ones whole, and refuses entries older than that. So the log holds at most

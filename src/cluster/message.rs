@@ -1,4 +1,4 @@
-//! The peer protocol's messages: one enum, carried in an [`Envelope`] that names the sender and
+//! The member protocol's messages: one enum, carried in an [`Envelope`] that names the sender and
 //! its election epoch.
 //!
 //! Every variant says who sends it and why. The messages are the core's own (they carry its
@@ -21,9 +21,9 @@ pub use crate::wire::PROTOCOL_VERSION;
 pub enum NodeState {
     /// Serving: takes part in elections and serves requests.
     Active,
-    /// Simulated failure: ignores every peer and client until its time is up.
+    /// Simulated failure: ignores every member and client until its time is up.
     Failed,
-    /// Catching up with a majority of peers before serving again.
+    /// Catching up with a majority of members before serving again.
     Recovering,
 }
 
@@ -78,7 +78,7 @@ pub struct Heartbeat {
     pub log_gen: Gen,
 }
 
-/// What a node knows, sent to a recovering or diverged peer.
+/// What a node knows, sent to a recovering or diverged member.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The sender's state.
@@ -92,8 +92,8 @@ pub struct Snapshot {
     pub replicated: ReplicatedState,
 }
 
-/// Claims, answers and commits of finished requests, for one peer (see [`crate::cluster::dispatch`]).
-/// They flow at thousands per second, so the core gathers them per peer and sends them as one
+/// Claims, answers and commits of finished requests, for one member (see [`crate::cluster::dispatch`]).
+/// They flow at thousands per second, so the core gathers them per member and sends them as one
 /// message per flush (after each burst of inputs, and every tick); at idle a flush follows every
 /// input, so batching adds no latency. Claims are not fenced by epoch: a node's vote, not its
 /// epoch, decides who replies.
@@ -123,26 +123,26 @@ impl ClaimBatch {
     }
 }
 
-/// The peer protocol.
+/// The member protocol.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    /// Every node to every peer, every heartbeat interval (not while Failed).
+    /// Every node to every member, every heartbeat interval (not while Failed).
     Heartbeat(Heartbeat),
-    /// A candidate to every peer: "vote for me in epoch `Envelope::epoch`, and tell me your load"
+    /// A candidate to every member: "vote for me in epoch `Envelope::epoch`, and tell me your load"
     /// (the Bully algorithm's Election and LoadQuery in one).
     Election,
-    /// A peer's answer to `Election` (Bully's Ok and LoadResponse): its load, and whether it
+    /// A member's answer to `Election` (Bully's Ok and LoadResponse): its load, and whether it
     /// grants its one vote of that epoch to the candidate. `Envelope::epoch` is the highest
-    /// epoch the peer knows, so a candidate that is behind learns it.
+    /// epoch the member knows, so a candidate that is behind learns it.
     ElectionOk {
         /// The epoch of the election this answers.
         round: Epoch,
         /// Whether the vote is granted.
         granted: bool,
-        /// The peer's load when it answered.
+        /// The member's load when it answered.
         load: f64,
     },
-    /// The candidate that won a majority of votes, to every peer: the coordinator of the
+    /// The candidate that won a majority of votes, to every member: the coordinator of the
     /// epoch, chosen as the lowest load among the voters (ties by id).
     Coordinator {
         /// The new coordinator.
@@ -150,11 +150,11 @@ pub enum Message {
         /// Every answering node's load, as the candidate saw them.
         loads: Vec<(NodeId, f64)>,
     },
-    /// The coordinator to every peer: the named victim fails now for the given time.
+    /// The coordinator to every member: the named victim fails now for the given time.
     Fail(FailureRecord),
-    /// The coordinator to every peer: who serves a request (see [`crate::cluster::dispatch`]).
+    /// The coordinator to every member: who serves a request (see [`crate::cluster::dispatch`]).
     Assign(Assignment),
-    /// Claims of finished requests, answers to claims, and commits, batched per peer
+    /// Claims of finished requests, answers to claims, and commits, batched per member
     /// ([`ClaimBatch`]). A server replies to a client only once a majority names it.
     Claims(ClaimBatch),
     /// A node chosen to serve a request it does not have, to the coordinator: choose another.
@@ -168,11 +168,11 @@ pub enum Message {
         /// The requests.
         ids: Vec<RequestId>,
     },
-    /// A node that received a request alone (plain HTTP), to every peer: hold it too.
+    /// A node that received a request alone (plain HTTP), to every member: hold it too.
     Forward(Box<EncryptRequest>),
     /// The server of a forwarded request to the node that received it: the answer.
     Reply(Box<EncryptReply>),
-    /// A recovering node, or one whose digest differs, to a peer: "send me what you know",
+    /// A recovering node, or one whose digest differs, to a member: "send me what you know",
     /// with the summaries of its request log's generations (the answer holds those that differ).
     SyncRequest(Vec<GenSummary>),
     /// The answer to `SyncRequest`.
@@ -200,13 +200,13 @@ impl Message {
     }
 }
 
-/// Decodes a peer envelope, checking the protocol version first.
+/// Decodes a member envelope, checking the protocol version first.
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope> {
     let (version, _): (u16, _) = postcard::take_from_bytes(bytes)
         .map_err(|e| Error::Protocol(format!("undecodable frame of {} bytes: {e}", bytes.len())))?;
     if version != PROTOCOL_VERSION {
         return Err(Error::Protocol(format!(
-            "peer speaks protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+            "member speaks protocol version {version}, this node speaks {PROTOCOL_VERSION}"
         )));
     }
     crate::wire::framing::decode(bytes)

@@ -6,7 +6,7 @@
 //! Failed), the election, the failure simulation and recovery, one file each; it routes
 //! requests to [`dispatch`] (which node serves each request, reassignment after a failure) and
 //! finished jobs to [`claims`] (the quorum that lets at most one node reply), asks the
-//! [`detector`] whether a peer node is alive, and keeps the replicated record in [`state`] (a
+//! [`detector`] whether a member is alive, and keeps the replicated record in [`state`] (a
 //! CRDT merged by anti-entropy). Nodes speak in [`message`] envelopes, the core's own types.
 //! Every decision comes back to the shell as `Output`s to send and `Event`s to print.
 //!

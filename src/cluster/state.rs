@@ -4,7 +4,7 @@
 //! is commutative, associative and idempotent. Nodes add records where they happen (the winner
 //! of an election, the coordinator that picks a victim), send them along with the protocol
 //! message that caused them, and repair any gap by anti-entropy: heartbeats carry a digest, and
-//! a peer whose digest differs for long enough is asked for its whole state, which is merged.
+//! a member whose digest differs for long enough is asked for its whole state, which is merged.
 //! A recovering node merges the states of a majority before it serves again.
 //!
 //! - elections: one record per epoch (at most one coordinator per epoch, so records never clash);
@@ -23,7 +23,7 @@
 //! heartbeat anyway (each node's own), so a busy cluster whose logs agree compares equal.
 //!
 //! Implementation caveats: the digest is a hash over XORs of entry hashes (fine against
-//! accidents, not against an adversary, who is kept out by peer authentication); elections and
+//! accidents, not against an adversary, who is kept out by member authentication); elections and
 //! failures are kept for the cluster's life (one record each, a few hundred an hour).
 
 use std::collections::BTreeMap;

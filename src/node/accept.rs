@@ -20,7 +20,7 @@ use crate::wire::framing::{
     decode, split, Admitted, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES, MAX_FRAME_BYTES,
     MAX_HELLO_BYTES,
 };
-use crate::wire::handshake::{Accepted, PeerAuth};
+use crate::wire::handshake::{Accepted, MemberAuth};
 use crate::wire::request::{EncryptReply, EncryptRequest, Refusal, MAX_ID_LEN};
 use crate::{Error, Result};
 
@@ -34,7 +34,7 @@ pub(super) async fn accept_loop(
     listener: TcpListener,
     me: NodeId,
     members: Arc<Vec<NodeId>>,
-    auth: PeerAuth,
+    auth: MemberAuth,
     inputs: mpsc::Sender<Input>,
     store: Store,
     budget: Budget,
@@ -75,29 +75,29 @@ pub(super) async fn accept_loop(
             // Only a client keeps the slot: a member's link never holds one.
             let client_slot = client_slot.filter(|_| matches!(accepted, Ok(Ok(Accepted::Client))));
             match accepted {
-                Ok(Ok(Accepted::Peer(peer))) => {
-                    let _ = inputs.send(Input::PeerOpened(peer, conn)).await;
-                    let reason = read_peer(&mut reader, peer, conn, &inputs, false).await;
+                Ok(Ok(Accepted::Member(member))) => {
+                    let _ = inputs.send(Input::LinkOpened(member, conn)).await;
+                    let reason = read_member(&mut reader, member, conn, &inputs, false).await;
                     match reason {
                         Ok(()) => debug!(
                             node = me,
-                            peer, "[Node {me}] connection from node {peer} closed"
+                            member, "[Node {me}] connection from node {member} closed"
                         ),
                         Err(e) => {
-                            warn!(node = me, peer, %remote, "[Node {me}] closed connection from node {peer}: {e}")
+                            warn!(node = me, member, %remote, "[Node {me}] closed connection from node {member}: {e}")
                         }
                     }
-                    let _ = inputs.send(Input::PeerClosed(peer, conn)).await;
+                    let _ = inputs.send(Input::LinkClosed(member, conn)).await;
                 }
-                Ok(Ok(Accepted::Data(peer))) => {
+                Ok(Ok(Accepted::Data(member))) => {
                     reader.allow_frames(MAX_DATA_FRAME_BYTES);
-                    if let Err(e) = read_peer(&mut reader, peer, conn, &inputs, true).await {
-                        warn!(node = me, peer, %remote, "[Node {me}] closed the data link from node {peer}: {e}");
+                    if let Err(e) = read_member(&mut reader, member, conn, &inputs, true).await {
+                        warn!(node = me, member, %remote, "[Node {me}] closed the data link from node {member}: {e}");
                     }
                 }
-                Ok(Ok(Accepted::Store(peer))) => {
-                    if let Err(e) = store.serve(reader, writer, peer).await {
-                        warn!(node = me, peer, %remote, "[Node {me}] closed the store link from node {peer}: {e}");
+                Ok(Ok(Accepted::Store(member))) => {
+                    if let Err(e) = store.serve(reader, writer, member).await {
+                        warn!(node = me, member, %remote, "[Node {me}] closed the store link from node {member}: {e}");
                     }
                 }
                 Ok(Ok(Accepted::Client)) => {
@@ -116,27 +116,27 @@ pub(super) async fn accept_loop(
     }
 }
 
-/// Forwards a peer's envelopes to the node loop until the connection ends. On its data link
-/// (`data`) only payloads and replies may come; its close says nothing of the peer's life.
-async fn read_peer(
+/// Forwards a member's envelopes to the node loop until the connection ends. On its data link
+/// (`data`) only payloads and replies may come; its close says nothing of the member's life.
+async fn read_member(
     reader: &mut FrameReader,
-    peer: NodeId,
+    member: NodeId,
     conn: u64,
     inputs: &mpsc::Sender<Input>,
     data: bool,
 ) -> Result<()> {
     while let Some(frame) = reader.next_frame().await? {
         let envelope = decode_envelope(&frame)?;
-        if envelope.from != peer {
+        if envelope.from != member {
             return Err(Error::Protocol(format!(
-                "node {peer} sent a message signed as node {}",
+                "node {member} sent a message signed as node {}",
                 envelope.from
             )));
         }
         let payload = matches!(envelope.message, Message::Forward(_) | Message::Reply(_));
         if data && !payload {
             return Err(Error::Protocol(format!(
-                "node {peer} sent a {} on its data link",
+                "node {member} sent a {} on its data link",
                 envelope.message.kind()
             )));
         }

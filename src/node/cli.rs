@@ -11,7 +11,7 @@ use crate::config::{ClusterConfig, DEFAULT_BASE_PORT, DEFAULT_NODES};
 
 /// One node of the imgcloud cluster.
 ///
-/// With no flags, node ID of the default 3-node loopback cluster: node i listens for peers and
+/// With no flags, node ID of the default 3-node loopback cluster: node i listens for members and
 /// clients on 127.0.0.1:800i and serves HTTP (/status, /metrics) on 127.0.0.1:900i.
 #[derive(Parser, Debug)]
 #[command(name = "cloud-node", version, about, long_about = None)]
@@ -24,10 +24,10 @@ pub struct NodeArgs {
     /// Size of the generated loopback cluster (ignored with --config).
     #[arg(long, default_value_t = DEFAULT_NODES)]
     pub nodes: u32,
-    /// Peer port of node 1 in the generated cluster; node i uses BASE+i-1, HTTP 1000 above.
+    /// Protocol port of node 1 in the generated cluster; node i uses BASE+i-1, HTTP 1000 above.
     #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
     pub base_port: u16,
-    /// Cluster secret (authenticates peers, keys the image payloads).
+    /// Cluster secret (authenticates members, keys the image payloads).
     #[arg(long, env = "IMGCLOUD_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     /// The elected-victim failure simulation.
@@ -42,7 +42,7 @@ pub struct NodeArgs {
     /// Heartbeat interval in milliseconds.
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
-    /// Silence after which a peer is suspected, in milliseconds (the adaptive floor).
+    /// Silence after which a member is suspected, in milliseconds (the adaptive floor).
     #[arg(long)]
     pub suspect_ms: Option<u64>,
     /// Simulated processing delay added to every encryption, in milliseconds.

@@ -31,7 +31,7 @@ pub fn report(id: NodeId, event: &Event) {
             info!(node = id, state = %to, reason = %reason, "state change");
         }
         Event::Adopted { epoch, coordinator } => {
-            info!(node = id, epoch, coordinator, "[Node {id}] following coordinator {coordinator} (epoch {epoch}, learned from a peer)")
+            info!(node = id, epoch, coordinator, "[Node {id}] following coordinator {coordinator} (epoch {epoch}, learned from a member)")
         }
         Event::CoordinatorLost { reason } => {
             info!(node = id, "[Node {id}] no coordinator: {reason}")

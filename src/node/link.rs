@@ -27,12 +27,12 @@ use tracing::{debug, info};
 use crate::cluster::message::{ClaimBatch, Envelope, Message};
 use crate::ids::{Epoch, NodeId};
 use crate::wire::framing::{split, FrameReader, FrameWriter, MAX_DATA_FRAME_BYTES};
-use crate::wire::handshake::{LinkKind, PeerAuth};
+use crate::wire::handshake::{LinkKind, MemberAuth};
 use crate::{Error, Result};
 
-/// Envelopes queued for one peer before new ones are dropped.
+/// Envelopes queued for one member before new ones are dropped.
 pub const LINK_QUEUE: usize = 4096;
-/// Commits kept for a peer whose link is down; beyond, the oldest go (that peer, once back,
+/// Commits kept for a member whose link is down; beyond, the oldest go (that member, once back,
 /// merges the log's missing generations by anti-entropy).
 pub const MAX_KEPT_COMMITS: usize = 200_000;
 /// Entries of each list in one written claim batch: a large pending batch (after a link was
@@ -40,15 +40,15 @@ pub const MAX_KEPT_COMMITS: usize = 200_000;
 const MAX_BATCH_ENTRIES: usize = 20_000;
 /// A connection must finish its handshake within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait between two attempts to reach the peer.
+/// Longest wait between two attempts to reach the member.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What the link's queue carries.
 pub enum Link {
-    /// An envelope for the peer.
+    /// An envelope for the member.
     Envelope(Envelope),
     /// Fired once everything given to the link before it (pending claims included) is written
-    /// and flushed to the peer's socket (dropped unfired if the link is down: the peer has seen
+    /// and flushed to the member's socket (dropped unfired if the link is down: the member has seen
     /// the connection close).
     Barrier(oneshot::Sender<()>),
 }
@@ -90,7 +90,7 @@ impl LinkHandle {
         self.pending.ready.notify_one();
     }
 
-    /// Queues an envelope, waiting for room (a committed reply for the peer: it must not be
+    /// Queues an envelope, waiting for room (a committed reply for the member: it must not be
     /// dropped).
     pub async fn send_waiting(&self, envelope: Envelope) -> bool {
         self.queue.send(Link::Envelope(envelope)).await.is_ok()
@@ -131,13 +131,13 @@ fn append(to: &mut ClaimBatch, from: ClaimBatch) {
 }
 
 /// A link of `kind` ([`LinkKind::Node`] for the protocol, [`LinkKind::Data`] for payloads and
-/// replies) to `peer` at `addr`: its handle, and the task to spawn.
+/// replies) to `member` at `addr`: its handle, and the task to spawn.
 pub fn link(
     kind: LinkKind,
     me: NodeId,
-    peer: NodeId,
+    member: NodeId,
     addr: std::net::SocketAddr,
-    auth: PeerAuth,
+    auth: MemberAuth,
     reconnects: Arc<AtomicU64>,
 ) -> (LinkHandle, impl std::future::Future<Output = Result<()>>) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
@@ -146,7 +146,7 @@ pub fn link(
         queue: tx,
         pending: Arc::clone(&pending),
     };
-    let task = run(kind, me, peer, addr, auth, rx, pending, reconnects);
+    let task = run(kind, me, member, addr, auth, rx, pending, reconnects);
     (handle, task)
 }
 
@@ -154,9 +154,9 @@ pub fn link(
 async fn run(
     kind: LinkKind,
     me: NodeId,
-    peer: NodeId,
+    member: NodeId,
     addr: std::net::SocketAddr,
-    auth: PeerAuth,
+    auth: MemberAuth,
     mut queue: mpsc::Receiver<Link>,
     pending: Arc<Pending>,
     reconnects: Arc<AtomicU64>,
@@ -176,7 +176,7 @@ async fn run(
         let attempt = async {
             let stream = TcpStream::connect(addr).await?;
             let (mut reader, mut writer) = split(stream);
-            auth.connect(kind, &mut reader, &mut writer, me, peer)
+            auth.connect(kind, &mut reader, &mut writer, me, member)
                 .await?;
             if kind == LinkKind::Data {
                 writer.allow_frames(MAX_DATA_FRAME_BYTES);
@@ -189,28 +189,28 @@ async fn run(
                     let n = reconnects.fetch_add(1, Ordering::Relaxed) + 1;
                     info!(
                         node = me,
-                        peer,
+                        member,
                         reconnects = n,
-                        "[Node {me}] {what} to node {peer} up again"
+                        "[Node {me}] {what} to node {member} up again"
                     );
                 } else {
-                    info!(node = me, peer, "[Node {me}] {what} to node {peer} up");
+                    info!(node = me, member, "[Node {me}] {what} to node {member} up");
                 }
                 was_up = true;
                 backoff = Duration::from_millis(20);
                 reported = false;
-                // Keep the read half alive so the connection stays open; peers never write on it.
+                // Keep the read half alive so the connection stays open; members never write on it.
                 let _reader: FrameReader = reader;
                 match write_loop(me, writer, &mut queue, &pending).await {
                     Ok(()) => return Ok(()),
                     Err(e) => {
-                        debug!(node = me, peer, error = %e, "[Node {me}] {what} to node {peer} lost")
+                        debug!(node = me, member, error = %e, "[Node {me}] {what} to node {member} lost")
                     }
                 }
             }
             Ok(Err(e)) => {
                 if !reported {
-                    debug!(node = me, peer, error = %e, "[Node {me}] cannot reach node {peer}");
+                    debug!(node = me, member, error = %e, "[Node {me}] cannot reach node {member}");
                     reported = true;
                 }
             }
@@ -218,7 +218,7 @@ async fn run(
                 if !reported {
                     debug!(
                         node = me,
-                        peer, "[Node {me}] handshake with node {peer} timed out"
+                        member, "[Node {me}] handshake with node {member} timed out"
                     );
                     reported = true;
                 }
@@ -282,7 +282,7 @@ async fn write_loop(
             sent = feed_pending(me, &mut writer, pending, &mut unflushed).await;
         }
         if let Err(e) = sent.and(writer.flush().await) {
-            // They may not have reached the peer: write them again on the next connection.
+            // They may not have reached the member: write them again on the next connection.
             let mut guard = pending.batch.lock().expect("pending claims lock");
             let later = std::mem::take(&mut guard.1.served);
             guard.1.served = unflushed;
@@ -340,7 +340,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// Issue 30: a takeover's claim waiting in a backed-up link and withdrawn since reached the
-    /// peer after the withdrawal (a batch's withdrawals are read first): a vote left behind.
+    /// member after the withdrawal (a batch's withdrawals are read first): a vote left behind.
     #[test]
     fn a_claim_withdrawn_while_it_waits_in_the_link_is_not_sent() {
         let mut pending = ClaimBatch {
@@ -357,13 +357,13 @@ mod tests {
         assert_eq!(pending.withdrawn, vec!["r".to_string(), "t".to_string()]);
     }
 
-    /// Issue 27: a full link queue dropped claim batches, and the commits in them. A peer that
+    /// Issue 27: a full link queue dropped claim batches, and the commits in them. A member that
     /// reads nothing for a while gets every commit once it reads.
     #[tokio::test]
-    async fn commits_are_never_dropped_when_the_peer_reads_slowly() {
+    async fn commits_are_never_dropped_when_the_member_reads_slowly() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let auth = PeerAuth::new("test-secret");
+        let auth = MemberAuth::new("test-secret");
         let (handle, task) = link(
             LinkKind::Node,
             1,
@@ -379,8 +379,8 @@ mod tests {
             .accept(&mut reader, &mut writer, 2, &[1, 2], true)
             .await
             .unwrap();
-        assert!(matches!(accepted, Accepted::Peer(1)));
-        // Far more batches than the queue holds, while the peer does not read.
+        assert!(matches!(accepted, Accepted::Member(1)));
+        // Far more batches than the queue holds, while the member does not read.
         let total = 3 * LINK_QUEUE;
         for i in 0..total {
             let batch = ClaimBatch {

@@ -48,7 +48,7 @@ use crate::node::link::link;
 use crate::node::pool::Pool;
 use crate::node::slots::{Bounded, MAX_HTTP_CONNECTIONS};
 use crate::store::{Silence, Store};
-use crate::wire::handshake::{LinkKind, PeerAuth};
+use crate::wire::handshake::{LinkKind, MemberAuth};
 use crate::{Error, Result};
 
 use self::accept::accept_loop;
@@ -95,7 +95,7 @@ pub async fn run(
         .map_err(|e| Error::Config(format!("node {id} cannot serve HTTP on {}: {e}", me.http)))?;
     info!(node = id, addr = %me.addr, http = %me.http, "[Node {id}] listening");
 
-    let auth = PeerAuth::new(&config.secret);
+    let auth = MemberAuth::new(&config.secret);
     let pool = Pool::new(
         SealKey::from_secret(config.secret.as_bytes()),
         config.workers,
@@ -126,7 +126,7 @@ pub async fn run(
     let reconnects = Arc::new(AtomicU64::new(0));
     // The data links' re-connections are not reported: they follow the protocol links'.
     let data_reconnects = Arc::new(AtomicU64::new(0));
-    for peer in config.nodes.iter().filter(|n| n.id != id) {
+    for member in config.nodes.iter().filter(|n| n.id != id) {
         for (kind, links, counter) in [
             (LinkKind::Node, &mut links, &reconnects),
             (LinkKind::Data, &mut data_links, &data_reconnects),
@@ -134,12 +134,12 @@ pub async fn run(
             let (handle, task) = link(
                 kind,
                 id,
-                peer.id,
-                peer.addr,
+                member.id,
+                member.addr,
                 auth.clone(),
                 Arc::clone(counter),
             );
-            links.insert(peer.id, handle);
+            links.insert(member.id, handle);
             tasks.spawn(task);
         }
     }

@@ -14,7 +14,7 @@ pub(crate) fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         coordinator: None,
         load: 0.0,
         quorum: false,
-        peers: Vec::new(),
+        members: Vec::new(),
         digest: String::new(),
         elections: 0,
         failures: 0,
@@ -37,6 +37,6 @@ pub(crate) fn initial_status(id: NodeId, workers: usize) -> NodeStatus {
         queued: 0,
         workers,
         uptime_s: 0.0,
-        peer_link_reconnects: 0,
+        link_reconnects: 0,
     }
 }

@@ -104,7 +104,7 @@ impl Disk {
                     identity.node
                 )),
                 e => Error::Storage(format!(
-                    "cannot open the store {}: {e} (the file is damaged or not a store: move it away to start this node empty; its peers then send it their state)",
+                    "cannot open the store {}: {e} (the file is damaged or not a store: move it away to start this node empty; its members then send it their state)",
                     path.display()
                 )),
             })?;

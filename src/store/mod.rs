@@ -53,7 +53,7 @@ use crate::config::ClusterConfig;
 use crate::ids::NodeId;
 use crate::sharing::{unix_millis, Command, Reply, Sealed, SignedOp, State};
 use crate::wire::framing::{FrameReader, FrameWriter};
-use crate::wire::handshake::PeerAuth;
+use crate::wire::handshake::MemberAuth;
 use crate::{Error, Result};
 
 pub use network::Silence;
@@ -155,7 +155,7 @@ struct Inner {
 fn cluster_fingerprint(config: &ClusterConfig) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"imgcloud store identity v1");
-    h.update(PeerAuth::new(&config.secret).fingerprint());
+    h.update(MemberAuth::new(&config.secret).fingerprint());
     for id in config.ids() {
         h.update(id.to_be_bytes());
     }
@@ -180,7 +180,7 @@ impl Store {
         let machine = machine::Machine::load(disk)?;
         let fresh = log.is_fresh()?;
         let state = machine.state();
-        let auth = PeerAuth::new(&config.secret);
+        let auth = MemberAuth::new(&config.secret);
         let channels: BTreeMap<NodeId, Arc<Channel>> = config
             .nodes
             .iter()

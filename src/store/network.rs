@@ -1,7 +1,7 @@
 //! The store's RPCs between nodes: Raft's own (append, vote, snapshot) and two of ours (a
 //! write forwarded to the leader, a read index asked of it), over authenticated TCP.
 //!
-//! Each node keeps one [`Channel`] per other node: one connection on the peer port, opened
+//! Each node keeps one [`Channel`] per other node: one connection on the protocol port, opened
 //! with the cluster-secret handshake as a *store* link (so it can never be mistaken for a
 //! node link), multiplexed by request id, so a slow write never holds up a heartbeat. The
 //! accepting side handles each request in its own task, at most [`MAX_IN_FLIGHT`] at once per
@@ -35,7 +35,7 @@ use super::TypeConfig;
 use crate::ids::NodeId;
 use crate::sharing::{Command, Reply};
 use crate::wire::framing::{split, FrameReader, FrameWriter};
-use crate::wire::handshake::{LinkKind, PeerAuth};
+use crate::wire::handshake::{LinkKind, MemberAuth};
 use crate::{Error, Result};
 
 /// Requests one store connection handles at once.
@@ -114,7 +114,7 @@ pub(super) struct Channel {
     me: NodeId,
     target: NodeId,
     addr: SocketAddr,
-    auth: PeerAuth,
+    auth: MemberAuth,
     silent: Silence,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
 }
@@ -124,7 +124,7 @@ impl Channel {
         me: NodeId,
         target: NodeId,
         addr: SocketAddr,
-        auth: PeerAuth,
+        auth: MemberAuth,
         silent: Silence,
     ) -> Self {
         Channel {

@@ -32,8 +32,8 @@ pub struct NodeStatus {
     pub workers: usize,
     /// Seconds since the process started.
     pub uptime_s: f64,
-    /// Times one of this node's links to a peer came up again after it had been up and broke
+    /// Times one of this node's links to a member came up again after it had been up and broke
     /// (0 if no link ever broke); absent (0) in the status of older nodes.
     #[serde(default)]
-    pub peer_link_reconnects: u64,
+    pub link_reconnects: u64,
 }

@@ -3,7 +3,7 @@
 //! Every frame is a 4-byte big-endian length followed by that many bytes of postcard-encoded
 //! value (tokio-util's `LengthDelimitedCodec`). This is the only place that sees bytes on the
 //! wire: the rest of the crate reads and writes typed values. A frame longer than the limit, a
-//! value that does not decode, or a peer speaking another protocol version is an
+//! value that does not decode, or a member speaking another protocol version is an
 //! [`Error::Protocol`], after which the caller closes the connection.
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -90,7 +90,7 @@ impl FrameReader {
         self.inner.decoder_mut().set_max_frame_length(max);
     }
 
-    /// The next frame's bytes; `None` when the peer closed the connection cleanly.
+    /// The next frame's bytes; `None` when the member closed the connection cleanly.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>> {
         match self.inner.next().await {
             None => Ok(None),
@@ -166,7 +166,7 @@ pub struct AdmittingReader<A, F> {
 }
 
 impl<A, F: FnMut(usize) -> Option<A>> AdmittingReader<A, F> {
-    /// The next frame; `None` when the peer closed the connection cleanly.
+    /// The next frame; `None` when the member closed the connection cleanly.
     pub async fn next(&mut self) -> Result<Option<Admitted<A>>> {
         match self.inner.next().await {
             None => Ok(None),

@@ -1,11 +1,11 @@
-//! Who is on the other end of a connection: a peer that knows the cluster secret, or a client.
+//! Who is on the other end of a connection: a member that knows the cluster secret, or a client.
 //!
-//! Every connection opens with a [`Hello`]. A client says so and is welcomed. A peer proves
+//! Every connection opens with a [`Hello`]. A client says so and is welcomed. A member proves
 //! knowledge of the cluster secret by mutual challenge-response, without sending the secret:
 //!
 //! ```text
 //! connector                                   acceptor
-//!   Hello::Peer { from, to, nonce_c }   ->
+//!   Hello::Member { from, to, nonce_c }   ->
 //!                                       <-    Challenge { nonce_s, mac("acceptor", ...) }
 //!   Proof { mac("connector", ...) }     ->
 //! ```
@@ -31,8 +31,8 @@ use crate::{Error, Result};
 /// The first frame on every connection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Hello {
-    /// A node opening its link to a peer.
-    Peer {
+    /// A node opening its link to a member.
+    Member {
         /// Protocol version of the connector.
         version: u16,
         /// The connecting node.
@@ -47,7 +47,7 @@ pub enum Hello {
         /// Protocol version of the client.
         version: u16,
     },
-    /// A node opening its data link to a peer: request payloads and replies, apart from the
+    /// A node opening its data link to a member: request payloads and replies, apart from the
     /// node protocol's control messages (same proof, other MAC roles).
     Data {
         /// Protocol version of the connector.
@@ -59,7 +59,7 @@ pub enum Hello {
         /// The connector's challenge.
         nonce: [u8; 16],
     },
-    /// A node opening a consensus-store link to a peer (same proof, other MAC roles).
+    /// A node opening a consensus-store link to a member (same proof, other MAC roles).
     Store {
         /// Protocol version of the connector.
         version: u16,
@@ -77,7 +77,7 @@ impl Hello {
     fn version(&self) -> u16 {
         match self {
             Hello::Client { version }
-            | Hello::Peer { version, .. }
+            | Hello::Member { version, .. }
             | Hello::Data { version, .. }
             | Hello::Store { version, .. } => *version,
         }
@@ -87,7 +87,7 @@ impl Hello {
     fn link(&self) -> Option<(LinkKind, NodeId, NodeId, [u8; 16])> {
         let (kind, from, to, nonce) = match self {
             Hello::Client { .. } => return None,
-            Hello::Peer {
+            Hello::Member {
                 from, to, nonce, ..
             } => (LinkKind::Node, from, to, nonce),
             Hello::Data {
@@ -104,7 +104,7 @@ impl Hello {
 /// The acceptor's answer to a [`Hello`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HelloReply {
-    /// To a peer: the acceptor's proof and its own challenge.
+    /// To a member: the acceptor's proof and its own challenge.
     Challenge {
         /// The acceptor's challenge.
         nonce: [u8; 16],
@@ -130,17 +130,17 @@ pub struct Proof {
 /// What an accepted connection turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accepted {
-    /// An authenticated peer.
-    Peer(NodeId),
+    /// An authenticated member.
+    Member(NodeId),
     /// A client.
     Client,
-    /// An authenticated peer's consensus-store link.
+    /// An authenticated member's consensus-store link.
     Store(NodeId),
-    /// An authenticated peer's data link (payloads and replies only).
+    /// An authenticated member's data link (payloads and replies only).
     Data(NodeId),
 }
 
-/// Which kind of link a node opens to a peer.
+/// Which kind of link a node opens to a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkKind {
     /// The phase-1 node protocol (envelopes).
@@ -161,9 +161,9 @@ impl LinkKind {
     }
 }
 
-/// The peer-authentication key, derived from the cluster secret.
+/// The member-authentication key, derived from the cluster secret.
 #[derive(Clone)]
-pub struct PeerAuth {
+pub struct MemberAuth {
     key: [u8; 32],
 }
 
@@ -173,14 +173,14 @@ fn nonce() -> [u8; 16] {
     n
 }
 
-impl PeerAuth {
+impl MemberAuth {
     /// Derives the key from the cluster secret.
     pub fn new(secret: &str) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"imgcloud"), secret.as_bytes());
         let mut key = [0u8; 32];
-        hk.expand(b"imgcloud peer authentication v1", &mut key)
+        hk.expand(b"imgcloud member authentication v1", &mut key)
             .expect("32 bytes is a valid HKDF length");
-        PeerAuth { key }
+        MemberAuth { key }
     }
 
     /// A digest of the key that identifies the cluster without revealing its secret.
@@ -220,7 +220,7 @@ impl PeerAuth {
         let nonce_c = nonce();
         let (acceptor, connector) = kind.roles();
         let hello = match kind {
-            LinkKind::Node => Hello::Peer {
+            LinkKind::Node => Hello::Member {
                 version: PROTOCOL_VERSION,
                 from: me,
                 to,
@@ -318,7 +318,7 @@ impl PeerAuth {
     ) -> Result<Accepted> {
         if to != me || from == me || !members.contains(&from) {
             let reason =
-                format!("a peer claiming to be node {from} wants node {to}; this is node {me}");
+                format!("a member claiming to be node {from} wants node {to}; this is node {me}");
             writer.write(&HelloReply::Refused(reason.clone())).await?;
             return Err(Error::Protocol(reason));
         }
@@ -343,7 +343,7 @@ impl PeerAuth {
                 ))
             })?;
         Ok(match kind {
-            LinkKind::Node => Accepted::Peer(from),
+            LinkKind::Node => Accepted::Member(from),
             LinkKind::Store => Accepted::Store(from),
             LinkKind::Data => Accepted::Data(from),
         })
@@ -371,8 +371,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (a, c) = (
-            PeerAuth::new(acceptor_secret),
-            PeerAuth::new(connector_secret),
+            MemberAuth::new(acceptor_secret),
+            MemberAuth::new(connector_secret),
         );
         let connector = tokio::spawn(async move {
             let (mut r, mut w) = split(TcpStream::connect(addr).await.unwrap());
@@ -392,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn without_room_a_client_is_refused_and_a_member_is_not() {
         let (accepted, connected) = handshake_with_room("s", "s", false).await;
-        assert!(matches!(accepted, Ok(Accepted::Peer(2))), "{accepted:?}");
+        assert!(matches!(accepted, Ok(Accepted::Member(2))), "{accepted:?}");
         assert!(connected.is_ok());
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -407,7 +407,7 @@ mod tests {
         });
         let (stream, _) = listener.accept().await.unwrap();
         let (mut r, mut w) = split(stream);
-        let accepted = PeerAuth::new("s")
+        let accepted = MemberAuth::new("s")
             .accept(&mut r, &mut w, 1, &[1, 2, 3], false)
             .await;
         assert!(accepted.is_err());
@@ -419,9 +419,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn peers_with_the_secret_are_accepted() {
+    async fn members_with_the_secret_are_accepted() {
         let (accepted, connected) = handshake("s", "s").await;
-        assert_eq!(accepted.unwrap(), Accepted::Peer(2));
+        assert_eq!(accepted.unwrap(), Accepted::Member(2));
         connected.unwrap();
     }
 

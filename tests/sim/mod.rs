@@ -1,6 +1,6 @@
 //! A deterministic simulator for the protocol core: N [`Node`]s, a virtual clock in
 //! milliseconds, a network with seeded random latency, directed link cuts (partitions),
-//! crashes (the peers see the connection close, like SIGKILL), stops (silence without a close,
+//! crashes (the members see the connection close, like SIGKILL), stops (silence without a close,
 //! like SIGSTOP) and restarts. After every step it checks the safety invariants:
 //! at most one coordinator per epoch, and never two nodes acting as coordinator at once.
 //!
@@ -28,13 +28,13 @@ pub const SERVICE_MS: Millis = 20;
 
 /// Something scheduled on the simulated network or in a node's shell.
 enum Due {
-    /// A peer message reaches a node.
+    /// A member message reaches a node.
     Deliver(NodeId, Envelope),
     /// A client's request reaches a node.
     Arrive(NodeId, String),
     /// A node's encryption job finishes.
     Finish(NodeId, String),
-    /// A node sees the connection from a peer close.
+    /// A node sees the connection from a member close.
     Closed(NodeId, NodeId),
 }
 
@@ -162,7 +162,7 @@ impl Sim {
         }
     }
 
-    /// Kills a node: its peers see the connection close.
+    /// Kills a node: its members see the connection close.
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.remove(&id);
         self.jobs.remove(&id);
@@ -317,9 +317,9 @@ impl Sim {
                         let out = node.request_arrived(now, &id);
                         self.route(to, out);
                     }
-                    Due::Closed(on, peer) => {
+                    Due::Closed(on, member) => {
                         if let Some(node) = self.nodes.get_mut(&on) {
-                            node.peer_disconnected(now, peer);
+                            node.member_disconnected(now, member);
                         }
                     }
                     Due::Finish(on, id) => {

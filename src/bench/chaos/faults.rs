@@ -140,12 +140,12 @@ pub(super) async fn partition(ctx: Ctx<'_>) -> Vec<String> {
             "the isolated node {isolated} answered POST /encrypt with {other:?}, not 503"
         )),
     }
-    if let Some(peer) = others.first() {
-        match post_encrypt(&http, peer).await {
+    if let Some(member) = others.first() {
+        match post_encrypt(&http, member).await {
             Some(200) => {}
             other => problems.push(format!(
                 "majority node {} answered POST /encrypt with {other:?}, not 200",
-                peer.id
+                member.id
             )),
         }
     }

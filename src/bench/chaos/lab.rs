@@ -47,9 +47,9 @@ fn host_netns(id: NodeId) -> String {
     format!("{HOST_NETNS}{id}")
 }
 
-/// Drops, inside node `id`'s namespace, all traffic to and from `peers`.
-pub fn cut(id: NodeId, peers: &[String]) -> Result<()> {
-    let set = peers.join(", ");
+/// Drops, inside node `id`'s namespace, all traffic to and from `members`.
+pub fn cut(id: NodeId, members: &[String]) -> Result<()> {
+    let set = members.join(", ");
     let rules = format!(
         "table inet {CUT_TABLE} {{\n\
          chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n\
@@ -179,7 +179,7 @@ impl Lab {
             sh(
                 "ip",
                 &[
-                    "-n", lb, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                    "-n", lb, "link", "add", &veth, "type", "veth", "member", "name", "eth0",
                     "netns", &ns,
                 ],
                 None,

@@ -119,7 +119,7 @@ pub struct ChaosArgs {
     /// Requests per client per load round (rounds repeat until the fault is over).
     #[arg(long, default_value_t = 20)]
     pub requests: usize,
-    /// Peer port of node 1 (node i uses BASE+i-1, HTTP 1000 above); default: free ports.
+    /// Protocol port of node 1 (node i uses BASE+i-1, HTTP 1000 above); default: free ports.
     #[arg(long)]
     pub base_port: Option<u16>,
     /// Seconds a request waits for its reply before it counts as lost (at most 60: the cloud

@@ -69,7 +69,7 @@ impl Node {
             self.dispatcher.recount();
             self.bump_counters(|c| c.elections_won += 1);
             self.next_victim_at = now + self.failures.period().as_millis() as u64;
-            for p in self.peers.values_mut() {
+            for p in self.others.values_mut() {
                 p.return_seen = true;
             }
         }
@@ -187,7 +187,7 @@ impl Node {
     }
 
     pub(super) fn maybe_start_election(&mut self, now: Millis) {
-        // Peers started with us refuse votes for a while; asking them now would be wasted.
+        // Members started with us refuse votes for a while; asking them now would be wasted.
         if now < self.started_at + self.timing.election_timeout_ms {
             return;
         }
@@ -224,7 +224,7 @@ impl Node {
     }
 
     pub(super) fn start_election(&mut self, now: Millis, reason: String) {
-        // Epochs come from peers too: saturate rather than overflow on an absurd one.
+        // Epochs come from members too: saturate rather than overflow on an absurd one.
         let epoch = self
             .max_epoch_seen
             .max(self.epoch)
@@ -250,13 +250,13 @@ impl Node {
 
     pub(super) fn drive_round(&mut self, now: Millis) {
         let Some(r) = self.round.as_ref() else { return };
-        let live_peers: Vec<NodeId> = self
-            .peers
+        let live_members: Vec<NodeId> = self
+            .others
             .keys()
             .copied()
-            .filter(|&p| self.peer_alive(p, now))
+            .filter(|&p| self.member_alive(p, now))
             .collect();
-        let all_answered = live_peers.iter().all(|p| r.votes.contains_key(p));
+        let all_answered = live_members.iter().all(|p| r.votes.contains_key(p));
         let decide = match r.majority_at {
             Some(at) => all_answered || now >= at + COLLECT_WINDOW_MS,
             None => false,
@@ -316,7 +316,7 @@ impl Node {
     pub(super) fn coordinator_duties(&mut self, now: Millis) {
         // A node that came back, once it has settled.
         let returned: Vec<NodeId> = self
-            .peers
+            .others
             .iter()
             .filter(|(_, p)| {
                 !p.return_seen && p.up_since.is_some_and(|t| now >= t + RETURN_SETTLE_MS)
@@ -329,7 +329,7 @@ impl Node {
                 .is_none_or(|t| now >= t + RETURN_REELECTION_MS);
             if allowed {
                 for id in &returned {
-                    if let Some(p) = self.peers.get_mut(id) {
+                    if let Some(p) = self.others.get_mut(id) {
                         p.return_seen = true;
                     }
                 }
@@ -340,9 +340,9 @@ impl Node {
         }
         // A node with clearly lower load, for long enough.
         let best = self
-            .peers
+            .others
             .iter()
-            .filter(|(&id, _)| self.peer_up(id, now))
+            .filter(|(&id, _)| self.member_up(id, now))
             .map(|(_, p)| rounded(p.load))
             .fold(f64::INFINITY, f64::min);
         if best + LOAD_MARGIN < rounded(self.load) {

@@ -4,7 +4,7 @@
 //! ([`crate::node`]) and the deterministic simulator of the scenario tests both drive it.
 //!
 //! ## Lifecycle
-//! A node starts **Recovering**: it asks every peer for its [`Snapshot`] and becomes **Active**
+//! A node starts **Recovering**: it asks every member for its [`Snapshot`] and becomes **Active**
 //! once it has merged the state of a majority (itself included). An Active node that loses
 //! contact with the majority goes back to Recovering, so a node cut off from the majority never
 //! acts, and catches up before it serves again. A node elected as the victim of the failure
@@ -50,7 +50,7 @@ pub use election::{
     COLLECT_WINDOW_MS, ELECTION_STAGGER_MS, LEASE_FRACTION, LOAD_HOLD_MS, LOAD_MARGIN,
     LOAD_REELECTION_MS, RETURN_REELECTION_MS, RETURN_SETTLE_MS,
 };
-pub use outputs::{CoreStatus, Event, Output, PeerStatus};
+pub use outputs::{CoreStatus, Event, MemberStatus, Output};
 pub use recovery::{ANTI_ENTROPY_MS, SYNC_RETRY_MS};
 pub use serving::{Arrival, Via, RESEND_WINDOW_MS};
 pub use victim::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
@@ -73,9 +73,9 @@ pub struct NodeConfig {
     pub static_split: bool,
 }
 
-/// One peer as this node sees it.
+/// One member as this node sees it.
 #[derive(Clone, Debug)]
-struct Peer {
+struct Member {
     detector: Detector,
     state: NodeState,
     load: f64,
@@ -83,13 +83,13 @@ struct Peer {
     epoch: Epoch,
     coordinator: Option<NodeId>,
     digest: String,
-    /// Since when this peer has been up without a break (None: not up).
+    /// Since when this member has been up without a break (None: not up).
     up_since: Option<Millis>,
-    /// Whether the coordinator already counted this peer's current up period.
+    /// Whether the coordinator already counted this member's current up period.
     return_seen: bool,
     digest_differs_since: Option<Millis>,
     last_sync_request: Option<Millis>,
-    /// Until when this peer is an elected victim of the failure simulation: down, whatever
+    /// Until when this member is an elected victim of the failure simulation: down, whatever
     /// its detector says (it was told to go silent; nobody needs to detect it).
     down_until: Millis,
 }
@@ -114,7 +114,7 @@ pub struct Node {
     round: Option<Round>,
     election_due: Option<Millis>,
     failed_rounds: u32,
-    peers: BTreeMap<NodeId, Peer>,
+    others: BTreeMap<NodeId, Member>,
     load: f64,
     cost: f64,
     dispatcher: Dispatcher,
@@ -122,7 +122,7 @@ pub struct Node {
     /// [`Node::take_over_stalled`]); updated every tick.
     takeover_mode: bool,
     claims: Claims,
-    /// Claims, answers and commits per peer, until the next flush.
+    /// Claims, answers and commits per member, until the next flush.
     outbox: BTreeMap<NodeId, ClaimBatch>,
     /// The connection the message being handled came over (see [`Node::step_on_link`]).
     link: u64,
@@ -163,11 +163,11 @@ impl Node {
         members.sort_unstable();
         members.dedup();
         let t = config.timing;
-        let peers = members
+        let others = members
             .iter()
             .filter(|&&m| m != config.id)
             .map(|&m| {
-                let peer = Peer {
+                let member = Member {
                     detector: Detector::new(t.suspect_ms, t.suspect_max_ms),
                     state: NodeState::Recovering,
                     load: 0.0,
@@ -181,7 +181,7 @@ impl Node {
                     last_sync_request: None,
                     down_until: 0,
                 };
-                (m, peer)
+                (m, member)
             })
             .collect();
         let mut node = Node {
@@ -203,7 +203,7 @@ impl Node {
             round: None,
             election_due: None,
             failed_rounds: 0,
-            peers,
+            others,
             load: 0.0,
             cost: 0.0,
             dispatcher: Dispatcher::default(),
@@ -289,35 +289,35 @@ impl Node {
         self.members.len() / 2 + 1
     }
 
-    fn peer_alive(&self, id: NodeId, now: Millis) -> bool {
-        self.peers
+    fn member_alive(&self, id: NodeId, now: Millis) -> bool {
+        self.others
             .get(&id)
             .is_some_and(|p| p.detector.is_alive(now))
     }
 
-    /// A peer is up when it is alive, says it is Active and is not an elected victim.
-    fn peer_up(&self, id: NodeId, now: Millis) -> bool {
-        self.peers.get(&id).is_some_and(|p| {
+    /// A member is up when it is alive, says it is Active and is not an elected victim.
+    fn member_up(&self, id: NodeId, now: Millis) -> bool {
+        self.others.get(&id).is_some_and(|p| {
             p.detector.is_alive(now) && p.state == NodeState::Active && now >= p.down_until
         })
     }
 
-    /// The peers this node hears from (its failure detector's view).
-    pub fn live_peers(&self, now: Millis) -> Vec<NodeId> {
-        self.peers
+    /// The members this node hears from (its failure detector's view).
+    pub fn live_members(&self, now: Millis) -> Vec<NodeId> {
+        self.others
             .keys()
             .copied()
-            .filter(|&p| self.peer_alive(p, now))
+            .filter(|&p| self.member_alive(p, now))
             .collect()
     }
 
     fn up_or_self(&self, id: NodeId, now: Millis) -> bool {
-        id == self.id || self.peer_up(id, now)
+        id == self.id || self.member_up(id, now)
     }
 
-    /// Peers heard from within `window` milliseconds.
+    /// Members heard from within `window` milliseconds.
     fn heard_within(&self, now: Millis, window: u64) -> usize {
-        self.peers
+        self.others
             .values()
             .filter(|p| {
                 p.detector
@@ -329,9 +329,9 @@ impl Node {
 
     fn has_quorum(&self, now: Millis) -> bool {
         1 + self
-            .peers
+            .others
             .keys()
-            .filter(|&&p| self.peer_alive(p, now))
+            .filter(|&&p| self.member_alive(p, now))
             .count()
             >= self.majority()
     }
@@ -348,17 +348,17 @@ impl Node {
 
     // ----- input ---------------------------------------------------------------------------
 
-    /// Tells the core that the (latest) connection from `peer` closed: the peer is suspected
+    /// Tells the core that the (latest) connection from `member` closed: the member is suspected
     /// at once, and the votes for its claims are released ([`Node::release_votes`]).
-    pub fn peer_disconnected(&mut self, now: Millis, peer: NodeId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
+    pub fn member_disconnected(&mut self, now: Millis, member: NodeId) {
+        if let Some(p) = self.others.get_mut(&member) {
             p.detector.disconnected();
         }
         // The latest connection: every older one is gone too.
-        self.release_votes(now, peer, u64::MAX);
+        self.release_votes(now, member, u64::MAX);
     }
 
-    /// Handles one message from a peer that came over the driver's connection number `link`
+    /// Handles one message from a member that came over the driver's connection number `link`
     /// (the votes it causes are released when that connection closes; see
     /// [`Node::release_votes`]).
     pub fn step_on_link(&mut self, now: Millis, envelope: Envelope, link: u64) -> Vec<Output> {
@@ -368,16 +368,16 @@ impl Node {
         out
     }
 
-    /// Handles one message from a peer (over connection 0: a driver that does not number its
-    /// connections, such as the simulator, releases votes only with [`Node::peer_disconnected`]).
+    /// Handles one message from a member (over connection 0: a driver that does not number its
+    /// connections, such as the simulator, releases votes only with [`Node::member_disconnected`]).
     pub fn step(&mut self, now: Millis, envelope: Envelope) -> Vec<Output> {
         let from = envelope.from;
-        if self.state == NodeState::Failed || from == self.id || !self.peers.contains_key(&from) {
+        if self.state == NodeState::Failed || from == self.id || !self.others.contains_key(&from) {
             return Vec::new();
         }
         let epoch = envelope.epoch;
         self.max_epoch_seen = self.max_epoch_seen.max(epoch);
-        if let Some(p) = self.peers.get_mut(&from) {
+        if let Some(p) = self.others.get_mut(&from) {
             p.detector.heard(now);
         }
         match envelope.message {
@@ -412,7 +412,7 @@ impl Node {
             self.changed();
         }
         let my_digest = self.digest();
-        if let Some(p) = self.peers.get_mut(&from) {
+        if let Some(p) = self.others.get_mut(&from) {
             p.state = hb.state;
             p.load = hb.load;
             p.cost = hb.cost;
@@ -445,13 +445,13 @@ impl Node {
             if now < self.failed_until {
                 return Vec::new();
             }
-            for p in self.peers.values_mut() {
+            for p in self.others.values_mut() {
                 p.detector.reset();
                 p.up_since = None;
             }
             self.enter_recovering(now, "simulated failure over");
         }
-        self.track_peers(now);
+        self.track_members(now);
         if self.replicated.log.advance(gen_at(now)) {
             self.changed();
         }
@@ -485,8 +485,8 @@ impl Node {
         self.flush()
     }
 
-    fn track_peers(&mut self, now: Millis) {
-        for p in self.peers.values_mut() {
+    fn track_members(&mut self, now: Millis) {
+        for p in self.others.values_mut() {
             let up = p.detector.is_alive(now) && p.state == NodeState::Active;
             match (up, p.up_since) {
                 (true, None) => {
@@ -513,7 +513,7 @@ impl Node {
                     );
                 }
             }
-            Some(c) if !self.peer_up(c, now) => {
+            Some(c) if !self.member_up(c, now) => {
                 self.lose_coordinator(format!("coordinator {c} suspected"));
             }
             _ => {}
@@ -528,7 +528,7 @@ impl Node {
             if self.round.is_none() {
                 self.coordinator_duties(now);
             }
-        } else if let Some(c) = self.coordinator.filter(|&c| self.peer_up(c, now)) {
+        } else if let Some(c) = self.coordinator.filter(|&c| self.member_up(c, now)) {
             let ids = self.dispatcher.due_reports(now);
             if !ids.is_empty() {
                 self.send(c, Message::Unassigned { ids });
@@ -578,7 +578,7 @@ mod tests {
             .iter()
             .filter(|o| matches!(o, Output::Send { envelope, .. } if matches!(envelope.message, Message::SyncRequest(_))))
             .count();
-        assert_eq!(asks, 2, "asks both peers for their state");
+        assert_eq!(asks, 2, "asks both members for their state");
     }
 
     /// A one-node cluster, ticked for a second: it has elected itself.
@@ -603,8 +603,8 @@ mod tests {
         assert_eq!(n.coordinator(), Some(1));
     }
 
-    fn from(peer: NodeId, message: Message) -> Envelope {
-        Envelope::new(peer, 0, message)
+    fn from(member: NodeId, message: Message) -> Envelope {
+        Envelope::new(member, 0, message)
     }
 
     /// Node 2's answer to a sync request: an Active node with this request log.
@@ -618,17 +618,17 @@ mod tests {
         from(2, Message::SyncResponse(Box::new(snapshot)))
     }
 
-    /// A claim of request `a` from `peer`; returns the answers sent back.
-    fn claim_a(n: &mut Node, now: Millis, peer: NodeId) -> Vec<(RequestId, NodeId)> {
+    /// A claim of request `a` from `member`; returns the answers sent back.
+    fn claim_a(n: &mut Node, now: Millis, member: NodeId) -> Vec<(RequestId, NodeId)> {
         let batch = ClaimBatch {
             claims: vec!["a".into()],
             ..ClaimBatch::default()
         };
-        n.step(now, from(peer, Message::Claims(batch)));
+        n.step(now, from(member, Message::Claims(batch)));
         n.flush()
             .into_iter()
             .filter_map(|o| match o {
-                Output::Send { to, envelope } if to == peer => match envelope.message {
+                Output::Send { to, envelope } if to == member => match envelope.message {
                     Message::Claims(b) => Some(b.acks),
                     _ => None,
                 },
@@ -654,7 +654,7 @@ mod tests {
             vec![("a".to_string(), 2)],
             "the second claimant is told the first one's name"
         );
-        n.peer_disconnected(50, 2);
+        n.member_disconnected(50, 2);
         assert_eq!(
             claim_a(&mut n, 60, 3),
             vec![("a".to_string(), 3), ("a".to_string(), 3)],
@@ -702,7 +702,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(claims, vec![2, 3], "claimed from every peer");
+        assert_eq!(claims, vec![2, 3], "claimed from every member");
         let answer = |winner| ClaimBatch {
             acks: vec![("y".into(), winner)],
             ..ClaimBatch::default()
@@ -735,7 +735,7 @@ mod tests {
         let mut active = single_node_elected();
         assert_eq!(active.arrival("a", &[], Via::Http), Arrival::Hold);
         assert_eq!(active.arrival("a", &[], Via::Client), Arrival::Hold);
-        assert_eq!(active.arrival("a", &[], Via::Peer), Arrival::Hold);
+        assert_eq!(active.arrival("a", &[], Via::Member), Arrival::Hold);
         let mut starting = Node::new(config(1), 0);
         assert_eq!(
             starting.arrival("a", &[], Via::Http),
@@ -780,7 +780,7 @@ mod tests {
         victim.step(20, from(2, Message::Fail(record)));
         assert!(victim.silent());
         assert_eq!(victim.arrival("a", &[], Via::Client), Arrival::Ignore);
-        assert_eq!(victim.arrival("a", &[], Via::Peer), Arrival::Ignore);
+        assert_eq!(victim.arrival("a", &[], Via::Member), Arrival::Ignore);
         assert_eq!(
             victim.arrival("a", &[], Via::Http),
             Arrival::Refuse("this node is in a (simulated) failure")
@@ -820,31 +820,31 @@ mod tests {
             .collect();
         assert_eq!(last, vec![(2, vec!["y".into()]), (3, vec!["y".into()])]);
 
-        // A peer forgets its vote for the claimant that withdrew, and only for that one.
-        let mut peer = Node::new(config(1), 0);
-        peer.step(5, caught_up());
-        assert_eq!(claim_a(&mut peer, 10, 2), vec![("a".to_string(), 2)]);
+        // A member forgets its vote for the claimant that withdrew, and only for that one.
+        let mut member = Node::new(config(1), 0);
+        member.step(5, caught_up());
+        assert_eq!(claim_a(&mut member, 10, 2), vec![("a".to_string(), 2)]);
         let withdraw = || {
             Message::Claims(ClaimBatch {
                 withdrawn: vec!["a".into()],
                 ..ClaimBatch::default()
             })
         };
-        peer.step(20, from(3, withdraw()));
+        member.step(20, from(3, withdraw()));
         assert_eq!(
-            claim_a(&mut peer, 30, 3),
+            claim_a(&mut member, 30, 3),
             vec![("a".to_string(), 2)],
             "node 3 cannot withdraw node 2's claim"
         );
-        peer.step(40, from(2, withdraw()));
+        member.step(40, from(2, withdraw()));
         assert_eq!(
-            claim_a(&mut peer, 50, 3),
+            claim_a(&mut member, 50, 3),
             vec![("a".to_string(), 3), ("a".to_string(), 3)],
             "the vote goes to node 3, refused before: told at once, and answered again"
         );
     }
 
-    /// Issue 30: a result whose claim both peers answered with a takeover's node was dropped;
+    /// Issue 30: a result whose claim both members answered with a takeover's node was dropped;
     /// the takeover then withdrew, and the request waited 8 s for a later failure to free it.
     /// Now the result waits, and wins when a voter gives its vote again.
     #[test]
@@ -871,10 +871,10 @@ mod tests {
         );
     }
 
-    /// Issue 27: a claim given up at its TTL kept the peers' votes for it, so no other node
+    /// Issue 27: a claim given up at its TTL kept the members' votes for it, so no other node
     /// could ever win the request.
     #[test]
-    fn a_claim_given_up_is_withdrawn_from_every_peer() {
+    fn a_claim_given_up_is_withdrawn_from_every_member() {
         let mut n = Node::new(config(1), 0);
         n.step(5, synced_from_2(ReplicatedState::default()));
         assert!(n.job_finished(10, "y").is_empty(), "waits for a majority");
@@ -917,9 +917,9 @@ mod tests {
         );
     }
 
-    /// Issue 27: epochs come from peers; the next election's epoch overflowed on the largest.
+    /// Issue 27: epochs come from members; the next election's epoch overflowed on the largest.
     #[test]
-    fn an_absurd_epoch_from_a_peer_does_not_overflow_the_next_election() {
+    fn an_absurd_epoch_from_a_member_does_not_overflow_the_next_election() {
         let mut n = Node::new(config(1), 0);
         n.step(5, synced_from_2(ReplicatedState::default()));
         let mut hostile = from(3, Message::Election);

@@ -6,9 +6,9 @@ use super::*;
 /// What the core asks its driver to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
-    /// Send an envelope to a peer (best effort: the protocol tolerates loss).
+    /// Send an envelope to a member (best effort: the protocol tolerates loss).
     Send {
-        /// The peer.
+        /// The member.
         to: NodeId,
         /// The message.
         envelope: Envelope,
@@ -18,8 +18,8 @@ pub enum Output {
     Serve(RequestId),
     /// Send the kept result of this request to its client: a majority holds this node as its
     /// winner. Given at most once per request in the cluster. The driver must first write the
-    /// commit that goes with it (the `Send`s of the same flush) to the peer connections, then
-    /// the reply: a peer releases its votes for a node whose connection closed, which is safe
+    /// commit that goes with it (the `Send`s of the same flush) to the member connections, then
+    /// the reply: a member releases its votes for a node whose connection closed, which is safe
     /// only if a reply can never precede its commit on the wire.
     Reply(RequestId),
     /// Discard the kept result of this request without replying: another node won it (or the
@@ -43,7 +43,7 @@ pub enum Event {
         /// Each node's load as the decision saw it (None: did not answer).
         loads: Vec<(NodeId, Option<f64>)>,
     },
-    /// This node adopted a coordinator it did not see elected (from a peer's heartbeat or state).
+    /// This node adopted a coordinator it did not see elected (from a member's heartbeat or state).
     Adopted {
         /// The epoch.
         epoch: Epoch,
@@ -96,10 +96,10 @@ pub enum Event {
     },
 }
 
-/// Status of one peer, as shown in `/status`.
+/// Status of one member, as shown in `/status`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PeerStatus {
-    /// The peer.
+pub struct MemberStatus {
+    /// The member.
     pub id: NodeId,
     /// Its state as this node sees it (Failed when it is not heard from).
     pub state: NodeState,
@@ -122,8 +122,8 @@ pub struct CoreStatus {
     pub load: f64,
     /// Whether it hears from a majority.
     pub quorum: bool,
-    /// The peers.
-    pub peers: Vec<PeerStatus>,
+    /// The members.
+    pub members: Vec<MemberStatus>,
     /// Digest of the replicated state.
     pub digest: String,
     /// Elections recorded in the replicated state.
@@ -148,10 +148,10 @@ pub struct CoreStatus {
 impl Node {
     /// The status shown by `/status`.
     pub fn status(&mut self, now: Millis) -> CoreStatus {
-        let peers = self
-            .peers
+        let members = self
+            .others
             .iter()
-            .map(|(&id, p)| PeerStatus {
+            .map(|(&id, p)| MemberStatus {
                 id,
                 state: if p.detector.is_alive(now) {
                     p.state
@@ -172,7 +172,7 @@ impl Node {
             },
             load: rounded(self.load),
             quorum: self.state != NodeState::Failed && self.has_quorum(now),
-            peers,
+            members,
             digest: self.digest(),
             elections: self.replicated.elections.len(),
             failures: self.replicated.failures.len(),
@@ -195,8 +195,8 @@ impl Node {
     }
 
     pub(super) fn broadcast_at(&mut self, epoch: Epoch, message: Message) {
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        for to in peers {
+        let members: Vec<NodeId> = self.others.keys().copied().collect();
+        for to in members {
             self.send_at(to, epoch, message.clone());
         }
     }
@@ -209,11 +209,11 @@ impl Node {
         std::mem::take(&mut self.out)
     }
 
-    pub(super) fn peer_ids(&self) -> Vec<NodeId> {
-        self.peers.keys().copied().collect()
+    pub(super) fn member_ids(&self) -> Vec<NodeId> {
+        self.others.keys().copied().collect()
     }
 
-    /// Sends what the core gathered per peer (claims, answers, commits) as one message each,
+    /// Sends what the core gathered per member (claims, answers, commits) as one message each,
     /// and returns it with any other pending output. The driver calls it after a burst of
     /// inputs; [`Node::tick`] calls it too.
     pub fn flush(&mut self) -> Vec<Output> {

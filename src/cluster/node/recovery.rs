@@ -1,16 +1,16 @@
 //! Recovery: a node that was silent catches up with a majority before it acts, and
 //! anti-entropy repairs any gap later.
 //!
-//! A Recovering node asks every peer for its `Snapshot` (every [`SYNC_RETRY_MS`]) and becomes
+//! A Recovering node asks every member for its `Snapshot` (every [`SYNC_RETRY_MS`]) and becomes
 //! Active once it has merged the state of a majority, itself included. An Active node whose
-//! digest has differed from a peer's for [`ANTI_ENTROPY_MS`] asks that peer for its state.
+//! digest has differed from a member's for [`ANTI_ENTROPY_MS`] asks that member for its state.
 
 use super::*;
 use crate::cluster::log::GenSummary;
 
-/// How often a recovering node asks its peers for their state.
+/// How often a recovering node asks its members for their state.
 pub const SYNC_RETRY_MS: u64 = 200;
-/// Digests must differ this long before a node asks a peer for its state.
+/// Digests must differ this long before a node asks a member for its state.
 pub const ANTI_ENTROPY_MS: u64 = 1_000;
 
 impl Node {
@@ -42,7 +42,7 @@ impl Node {
             to: NodeState::Active,
             reason,
         });
-        for p in self.peers.values_mut() {
+        for p in self.others.values_mut() {
             p.return_seen = true;
         }
         self.last_election_at = now;
@@ -52,7 +52,7 @@ impl Node {
     /// summaries `theirs`.
     pub(super) fn snapshot(&self, now: Millis, theirs: &[GenSummary]) -> Snapshot {
         let mut members = vec![(self.id, self.state)];
-        for (&id, p) in &self.peers {
+        for (&id, p) in &self.others {
             members.push((
                 id,
                 if p.detector.is_alive(now) {
@@ -73,7 +73,7 @@ impl Node {
     pub(super) fn on_sync_request(&mut self, from: NodeId, theirs: &[GenSummary]) {
         // The snapshot's member view does not depend on timing precision; use the last tick.
         let now = self
-            .peers
+            .others
             .get(&from)
             .and_then(|p| p.detector.last_heard())
             .unwrap_or(0);
@@ -104,7 +104,7 @@ impl Node {
             self.changed();
             self.settle_merged();
         }
-        if let Some(p) = self.peers.get_mut(&from) {
+        if let Some(p) = self.others.get_mut(&from) {
             p.digest_differs_since = None;
             p.state = snapshot.state;
         }
@@ -131,7 +131,7 @@ impl Node {
         if now >= self.next_sync_request {
             self.next_sync_request = now + SYNC_RETRY_MS;
             let missing: Vec<NodeId> = self
-                .peers
+                .others
                 .keys()
                 .copied()
                 .filter(|p| !self.recovery_heard.contains(p))
@@ -145,7 +145,7 @@ impl Node {
 
     pub(super) fn anti_entropy(&mut self, now: Millis) {
         let due: Vec<NodeId> = self
-            .peers
+            .others
             .iter()
             .filter(|(_, p)| {
                 p.digest_differs_since
@@ -160,7 +160,7 @@ impl Node {
         }
         let summaries = self.replicated.log.summaries();
         for id in due {
-            if let Some(p) = self.peers.get_mut(&id) {
+            if let Some(p) = self.others.get_mut(&id) {
                 p.last_sync_request = Some(now);
             }
             self.send(id, Message::SyncRequest(summaries.clone()));

@@ -2,10 +2,10 @@
 //!
 //! See [`crate::cluster::dispatch`]. The coordinator assigns each request to one server
 //! ([`Output::Serve`]). When the job is done the driver keeps the result and calls
-//! [`Node::job_finished`]; the core claims the request from every peer and answers with
+//! [`Node::job_finished`]; the core claims the request from every member and answers with
 //! [`Output::Reply`] once a majority (this node included) holds it as the winner, or
 //! [`Output::Drop`] once it cannot win (or the request log names another server). Claims,
-//! answers and commits are gathered per peer and leave on [`Node::flush`] (and every tick).
+//! answers and commits are gathered per member and leave on [`Node::flush`] (and every tick).
 
 use super::*;
 use crate::cluster::dispatch::{TAKEOVER_HOLD_MS, TAKEOVER_STEP_MS};
@@ -22,7 +22,7 @@ pub enum Via {
     /// Over this node's HTTP API, which only this node got: it forwards it to the others.
     Http,
     /// Forwarded by the node whose HTTP API got it.
-    Peer,
+    Member,
 }
 
 /// What the driver does with a request that reached this node ([`Node::arrival`]).
@@ -45,17 +45,17 @@ pub enum Arrival {
 }
 
 impl Node {
-    /// Tells the core that connection `link` from `peer` closed (any, not only the latest):
-    /// every uncommitted vote for `peer` given over it (or an older one) goes to the first
-    /// claimant it refused, who is told, so that a request `peer` claimed and did not commit
+    /// Tells the core that connection `link` from `member` closed (any, not only the latest):
+    /// every uncommitted vote for `member` given over it (or an older one) goes to the first
+    /// claimant it refused, who is told, so that a request `member` claimed and did not commit
     /// can be won by another server. The driver must have handed the core everything that
     /// connection carried first (it did: one reader per connection, in order), and must write
-    /// a commit to every peer before the reply it allows (see [`Output::Reply`]).
-    pub fn release_votes(&mut self, now: Millis, peer: NodeId, link: u64) {
-        if peer == self.id {
+    /// a commit to every member before the reply it allows (see [`Output::Reply`]).
+    pub fn release_votes(&mut self, now: Millis, member: NodeId, link: u64) {
+        if member == self.id {
             return;
         }
-        for again in self.claims.release(now, peer, link) {
+        for again in self.claims.release(now, member, link) {
             self.tell(now, again);
         }
     }
@@ -184,32 +184,32 @@ impl Node {
         self.take_output()
     }
 
-    /// Sends a claim just opened (`new`) to every peer, and applies the verdict this node's own
+    /// Sends a claim just opened (`new`) to every member, and applies the verdict this node's own
     /// answer gave, if any.
     fn send_claim(&mut self, now: Millis, id: &str, (new, verdict): (bool, Option<Verdict>)) {
         if new {
-            self.add_for_every_peer(|batch| batch.claims.push(id.to_string()));
+            self.add_for_every_member(|batch| batch.claims.push(id.to_string()));
         }
         if let Some(verdict) = verdict {
             self.decide_claim(now, id, verdict);
         }
     }
 
-    /// Adds to the batch every peer gets at the next flush.
-    pub(super) fn add_for_every_peer(&mut self, mut add: impl FnMut(&mut ClaimBatch)) {
-        for p in self.peer_ids() {
+    /// Adds to the batch every member gets at the next flush.
+    pub(super) fn add_for_every_member(&mut self, mut add: impl FnMut(&mut ClaimBatch)) {
+        for p in self.member_ids() {
             add(self.outbox.entry(p).or_default());
         }
     }
 
-    /// The nodes that may serve: this one and every up peer, with their costs.
+    /// The nodes that may serve: this one and every up member, with their costs.
     pub(super) fn candidates(&self, now: Millis) -> Vec<Candidate> {
         let mut candidates = vec![Candidate {
             id: self.id,
             cost: self.cost,
         }];
-        for (&id, p) in &self.peers {
-            if self.peer_up(id, now) {
+        for (&id, p) in &self.others {
+            if self.member_up(id, now) {
                 candidates.push(Candidate { id, cost: p.cost });
             }
         }
@@ -342,7 +342,7 @@ impl Node {
                 self.dispatcher.served(id);
                 self.out.push(Output::Reply(id.to_string()));
                 let me = self.id;
-                self.add_for_every_peer(|batch| batch.served.push((id.to_string(), me, gen)));
+                self.add_for_every_member(|batch| batch.served.push((id.to_string(), me, gen)));
             }
             (ClaimKind::Result, Verdict::Lost) => {}
             (ClaimKind::Takeover, Verdict::Won) => {
@@ -360,12 +360,12 @@ impl Node {
     }
 
     /// Withdraws this node's claim of `id` (a takeover given up, or a result dropped): its own
-    /// vote and the peers' votes for it go, each to the first claimant it refused.
+    /// vote and the members' votes for it go, each to the first claimant it refused.
     pub(super) fn withdraw_claim(&mut self, now: Millis, id: &str) {
         if let Some(again) = self.claims.withdraw(now, id, self.id) {
             self.tell(now, again);
         }
-        self.add_for_every_peer(|batch| batch.withdrawn.push(id.to_string()));
+        self.add_for_every_member(|batch| batch.withdrawn.push(id.to_string()));
     }
 
     /// The order in which the nodes this node hears take over a request, and this node's
@@ -376,19 +376,19 @@ impl Node {
             return None;
         }
         let coordinator = self.coordinator;
-        let heard_within = |p: &Peer, window: u64| {
+        let heard_within = |p: &Member, window: u64| {
             p.detector
                 .last_heard()
                 .is_some_and(|t| now.saturating_sub(t) < window)
         };
         let coordinator_heard = coordinator
-            .and_then(|c| self.peers.get(&c))
+            .and_then(|c| self.others.get(&c))
             .is_some_and(|p| heard_within(p, TAKEOVER_HOLD_MS));
         if coordinator_heard {
             return None;
         }
         let mut heard: Vec<NodeId> = self
-            .peers
+            .others
             .iter()
             .filter(|&(&id, p)| {
                 Some(id) != coordinator
@@ -515,9 +515,9 @@ impl Node {
     pub(super) fn maintain_claims(&mut self, now: Millis) {
         let due = self.claims.due(now);
         if !due.resend.is_empty() {
-            let peers = self.peer_ids();
+            let members = self.member_ids();
             for id in due.resend {
-                for p in self.claims.unanswered(&id, &peers) {
+                for p in self.claims.unanswered(&id, &members) {
                     self.outbox.entry(p).or_default().claims.push(id.clone());
                 }
             }
@@ -545,7 +545,7 @@ impl Node {
         self.claims.sweep(now);
     }
 
-    /// Gives up this node's undecided claim of `id`: the result goes, the peers are told to
+    /// Gives up this node's undecided claim of `id`: the result goes, the members are told to
     /// forget their votes for it (else nobody could ever win the request), and the coordinator
     /// is asked to choose another server, as when a chosen node lacks the payload.
     pub(super) fn give_up(&mut self, now: Millis, id: &str) {

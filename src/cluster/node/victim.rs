@@ -28,7 +28,7 @@ impl Node {
         }
         // It goes silent after one last batch: the commits of claims it has won (their replies
         // may already be on their way) and the withdrawal of its undecided claims, whose
-        // results it drops, so that the peers' votes for it go and a survivor can win them
+        // results it drops, so that the members' votes for it go and a survivor can win them
         // (otherwise those requests would wait for its return).
         let mut withdrawn = self.claims.open_ids();
         for id in &withdrawn {
@@ -37,7 +37,7 @@ impl Node {
             }
         }
         withdrawn.extend(taken_over);
-        self.add_for_every_peer(|batch| {
+        self.add_for_every_member(|batch| {
             batch.claims.clear();
             batch.acks.clear();
             batch.withdrawn.extend(withdrawn.iter().cloned());
@@ -79,7 +79,7 @@ impl Node {
     /// request is assigned to it, and what it held is assigned again at once; if it was the
     /// coordinator, the survivors elect another at once).
     fn victim_down(&mut self, now: Millis, record: FailureRecord) {
-        if let Some(p) = self.peers.get_mut(&record.victim) {
+        if let Some(p) = self.others.get_mut(&record.victim) {
             p.down_until = now.saturating_add(record.duration_ms);
         }
     }
@@ -88,7 +88,7 @@ impl Node {
         if !self.failures.enabled || now < self.next_victim_at {
             return;
         }
-        let settled = self.peers.values().all(|p| {
+        let settled = self.others.values().all(|p| {
             p.state == NodeState::Active && p.up_since.is_some_and(|t| now >= t + VICTIM_SETTLE_MS)
         });
         if !settled {
@@ -97,8 +97,8 @@ impl Node {
         let first = self.replicated.failures.is_empty();
         let victim = match (first, self.failures.first) {
             (true, FirstVictim::Coordinator) => self.id,
-            (true, FirstVictim::Worker) if !self.peers.is_empty() => {
-                let workers = self.peer_ids();
+            (true, FirstVictim::Worker) if !self.others.is_empty() => {
+                let workers = self.member_ids();
                 workers[self.rng.gen_range(0..workers.len())]
             }
             _ => self.members[self.rng.gen_range(0..self.members.len())],

@@ -22,12 +22,12 @@ pub fn metrics_text(status: &NodeStatus) -> String {
     let states = [NodeState::Active, NodeState::Failed, NodeState::Recovering]
         .map(|st| (format!(",state=\"{st}\""), flag(s.state == st)))
         .to_vec();
-    let peers = s
-        .peers
+    let members = s
+        .members
         .iter()
         .map(|p| {
             (
-                format!(",peer=\"{}\"", p.id),
+                format!(",member=\"{}\"", p.id),
                 flag(p.state == NodeState::Active),
             )
         })
@@ -60,10 +60,10 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             one(flag(s.quorum)),
         ),
         (
-            "peer_up",
+            "member_up",
             "gauge",
-            "1 if the peer is alive and Active as this node sees it.",
-            peers,
+            "1 if the member is alive and Active as this node sees it.",
+            members,
         ),
         (
             "served_in_log",
@@ -102,10 +102,10 @@ pub fn metrics_text(status: &NodeStatus) -> String {
             one(status.takeovers as f64),
         ),
         (
-            "peer_link_reconnects_total",
+            "link_reconnects_total",
             "counter",
             "Times a link to another node came up again after it had been up and broke.",
-            one(status.peer_link_reconnects as f64),
+            one(status.link_reconnects as f64),
         ),
         (
             "in_flight",

@@ -4,7 +4,7 @@
 //! `/status` and `/metrics` read the latest [`NodeStatus`] that the node loop publishes every
 //! tick, so they never wait for the protocol core; `/status` answers even while the node is in
 //! its simulated failure (it is the operator's window, and says "Failed"). `POST /encrypt`
-//! hands the request to the node loop, which forwards it to the peers so that the cluster,
+//! hands the request to the node loop, which forwards it to the members so that the cluster,
 //! not this node, decides who serves it, and waits for the answer. A node that cannot finish
 //! it answers 503 with a JSON error at once: when it is not Active with a coordinator as the
 //! request arrives, and when it loses its majority (or fails) while the request waits, since

@@ -1,38 +1,38 @@
 //! The node's async shell: sockets, timers and tasks around the synchronous [`Node`] core.
 //!
 //! ```text
-//!            accept loop ──(handshake)──> peer reader tasks ─┐
-//!                                                            ├─> node loop ──> peer link tasks ──> peers
+//!            accept loop ──(handshake)──> member reader tasks ─┐
+//!                                                            ├─> node loop ──> link tasks ──> members
 //!                          timer (every TICK) ───────────────┘      │
 //!                                                                   └─> status (watch) ──> HTTP API
 //! ```
 //!
 //! - One **node loop** task owns the core. It feeds it every inbound message and a tick every
-//!   [`TICK`], routes the core's outputs to the peer links, prints the events an operator
+//!   [`TICK`], routes the core's outputs to the links, prints the events an operator
 //!   should see, and publishes a [`NodeStatus`] for the HTTP API. It handles what is queued in
 //!   bursts and flushes the core's batched claims after each burst.
-//! - A finished encryption is **kept**, not sent: the core claims the request from the peers
+//! - A finished encryption is **kept**, not sent: the core claims the request from the members
 //!   and says [`Output::Reply`] once a majority names this node as the winner (then the reply
 //!   goes to the client, or to the node an HTTP request came through), or [`Output::Drop`]
 //!   (another node won; nothing is sent). The core bounds how many results wait. Replies wait
-//!   for a **barrier** through every peer link: the commit flushed with them is written to the
-//!   peers' sockets before any reply is written, so a peer that sees this process's connection
+//!   for a **barrier** through every link: the commit flushed with them is written to the
+//!   members' sockets before any reply is written, so a member that sees this process's connection
 //!   close without its commit knows it never replied (and releases its votes). Only the links
-//!   to peers heard from are waited for, at most [`BARRIER_WAIT`]: a blocked link (a
+//!   to members heard from are waited for, at most [`BARRIER_WAIT`]: a blocked link (a
 //!   partition) must not hold the majority's replies.
 //! - While the node is not Active (it lost its majority, or is in a simulated failure), the
 //!   HTTP requests that came through it are answered 503 at once: it cannot finish them.
-//! - One **peer link** task per peer owns the outgoing connection to it
-//!   ([`crate::node::link`]): it connects, authenticates ([`crate::wire::handshake::PeerAuth`]), writes, and
+//! - One **link** task per member owns the outgoing connection to it
+//!   ([`crate::node::link`]): it connects, authenticates ([`crate::wire::handshake::MemberAuth`]), writes, and
 //!   reconnects with back-off. Envelopes that the protocol can lose are dropped when its queue
 //!   is full or it is down; claim batches (with the commits) are merged and never dropped.
 //!   Each time a link that was up comes up again it counts one re-connection
-//!   (`peer_link_reconnects` in [`NodeStatus`]); a link's first connection does not count.
-//! - The **accept loop** authenticates each inbound connection; a peer's connection gets a
+//!   (`link_reconnects` in [`NodeStatus`]); a link's first connection does not count.
+//! - The **accept loop** authenticates each inbound connection; a member's connection gets a
 //!   reader task that decodes envelopes and hands them to the node loop, and reports its close
 //!   (the failure detector's strongest evidence). A bad frame closes only that connection.
 //!
-//! Implementation caveats: links are one-way (each node dials every peer), so a pair of nodes
+//! Implementation caveats: links are one-way (each node dials every member), so a pair of nodes
 //! uses two TCP connections; that keeps reconnection free of races.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,26 +65,26 @@ mod requests;
 /// Inputs handled in one burst before the core's batched claims are flushed.
 const MAX_BURST: usize = 256;
 
-/// Longest wait for the peer links to write the commits that go before a batch of replies.
-/// A link that cannot write for this long is blocked (a partition: the peer sees no close,
+/// Longest wait for the links to write the commits that go before a batch of replies.
+/// A link that cannot write for this long is blocked (a partition: the member sees no close,
 /// so it releases no vote) and is not waited for any further.
 const BARRIER_WAIT: Duration = Duration::from_millis(200);
 
-/// Longest wait for room in a full client or peer queue for a reply that has been committed.
+/// Longest wait for room in a full client or member queue for a reply that has been committed.
 const COMMITTED_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// What the node loop receives.
 pub(crate) enum Input {
-    /// An envelope from an authenticated peer connection (with its connection number).
+    /// An envelope from an authenticated member connection (with its connection number).
     Envelope(Envelope, u64),
-    /// A peer connection opened (with its connection number).
-    PeerOpened(NodeId, u64),
-    /// A peer connection closed.
-    PeerClosed(NodeId, u64),
+    /// A member connection opened (with its connection number).
+    LinkOpened(NodeId, u64),
+    /// A member connection closed.
+    LinkClosed(NodeId, u64),
     /// A request from a client connection (the client sent it to every node), with its
     /// payload's share of the node's budget.
     ClientRequest(EncryptRequest, mpsc::Sender<EncryptReply>, Share),
-    /// A request that reached this node alone (plain HTTP): forwarded to the peers.
+    /// A request that reached this node alone (plain HTTP): forwarded to the members.
     HttpRequest(EncryptRequest, oneshot::Sender<EncryptReply>),
     /// An encryption job finished.
     Done(EncryptReply),
@@ -94,7 +94,7 @@ pub(crate) enum Input {
 enum Delivery {
     Client(mpsc::Sender<EncryptReply>),
     Http(oneshot::Sender<EncryptReply>),
-    Peer(LinkHandle),
+    Member(LinkHandle),
 }
 
 /// Where the answer to a held request goes.
@@ -144,7 +144,7 @@ pub(super) struct Shell {
     http_waiters: HashMap<RequestId, oneshot::Sender<EncryptReply>>,
     latest_conn: BTreeMap<NodeId, u64>,
     status: watch::Sender<NodeStatus>,
-    /// Re-connections of the peer links, counted by their tasks.
+    /// Re-connections of the links, counted by their tasks.
     reconnects: Arc<AtomicU64>,
 }
 
@@ -209,7 +209,7 @@ impl Shell {
                     Some(input) => {
                         self.handle(input);
                         // What else is queued joins the burst; then the claims, answers and
-                        // commits gathered go out as one message per peer.
+                        // commits gathered go out as one message per member.
                         for _ in 1..MAX_BURST {
                             match inputs.try_recv() {
                                 Ok(input) => self.handle(input),
@@ -258,7 +258,7 @@ impl Shell {
             queued: self.pool.queued(),
             workers: self.pool.workers(),
             uptime_s: self.started.elapsed().as_secs_f64(),
-            peer_link_reconnects: self.reconnects.load(Ordering::Relaxed),
+            link_reconnects: self.reconnects.load(Ordering::Relaxed),
             core,
         };
         self.status.send_replace(status);
@@ -272,7 +272,7 @@ impl Shell {
                     let origin = envelope.from;
                     match self
                         .core
-                        .arrival(&request.id, &request.resent_after, Via::Peer)
+                        .arrival(&request.id, &request.resent_after, Via::Member)
                     {
                         Arrival::Hold => self.hold_forwarded(*request, origin),
                         _ => Vec::new(),
@@ -288,17 +288,17 @@ impl Shell {
                 }
                 _ => self.core.step_on_link(now, envelope, conn),
             },
-            Input::PeerOpened(peer, conn) => {
-                self.latest_conn.insert(peer, conn);
+            Input::LinkOpened(member, conn) => {
+                self.latest_conn.insert(member, conn);
                 Vec::new()
             }
-            Input::PeerClosed(peer, conn) => {
-                if self.latest_conn.get(&peer) == Some(&conn) {
-                    self.core.peer_disconnected(now, peer);
+            Input::LinkClosed(member, conn) => {
+                if self.latest_conn.get(&member) == Some(&conn) {
+                    self.core.member_disconnected(now, member);
                 } else {
-                    // An older connection of the peer (a restarted process): the votes given
+                    // An older connection of the member (a restarted process): the votes given
                     // over it go, those given over the newer one stay.
-                    self.core.release_votes(now, peer, conn);
+                    self.core.release_votes(now, member, conn);
                 }
                 Vec::new()
             }
@@ -358,7 +358,7 @@ impl Shell {
             if !link.send(envelope) {
                 debug!(
                     node = self.id(),
-                    peer = to,
+                    member = to,
                     "link queue full; message dropped"
                 );
             }
@@ -399,8 +399,8 @@ impl Shell {
     }
 }
 
-/// Queues a reply whose commit the peers hold: it is the only reply the request gets, so a full
-/// queue (a client or peer reading slowly) is waited for, up to [`COMMITTED_REPLY_WAIT`], in a
+/// Queues a reply whose commit the members hold: it is the only reply the request gets, so a full
+/// queue (a client or member reading slowly) is waited for, up to [`COMMITTED_REPLY_WAIT`], in a
 /// task of its own so that the other replies of the batch do not wait with it.
 fn send_committed<T: Send + 'static>(queue: mpsc::Sender<T>, item: T) {
     if let Err(mpsc::error::TrySendError::Full(item)) = queue.try_send(item) {

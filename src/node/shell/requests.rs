@@ -1,6 +1,6 @@
 //! A request's way through the node loop: its payload held (within the budget), its job
 //! served, its result kept until the core's verdict, and its reply written once the commit
-//! that goes with it is on the peers' sockets.
+//! that goes with it is on the members' sockets.
 
 use super::*;
 
@@ -126,22 +126,22 @@ impl Shell {
         }
     }
 
-    /// Sends the replies of the last flush once every peer link has written what was queued
+    /// Sends the replies of the last flush once every link has written what was queued
     /// before them (the commits): a reply never reaches a client before its commit reaches
-    /// the peers' sockets.
+    /// the members' sockets.
     pub(super) fn release_ready(&mut self) {
         if self.ready.is_empty() {
             return;
         }
         let me = self.id();
         let epoch = self.core.epoch();
-        // Only the links to peers heard from: a silent peer is dead (its votes died with it)
+        // Only the links to members heard from: a silent member is dead (its votes died with it)
         // or cut off (its link is blocked, and it releases nothing without a close).
         let barrier_links: Vec<LinkHandle> = self
             .core
-            .live_peers(self.now())
+            .live_members(self.now())
             .iter()
-            .filter_map(|peer| self.links.get(peer).cloned())
+            .filter_map(|member| self.links.get(member).cloned())
             .collect();
         let mut deliveries = Vec::new();
         for Finished { reply, reply_to } in std::mem::take(&mut self.ready) {
@@ -154,7 +154,7 @@ impl Shell {
                     }
                 }
                 ReplyTo::Origin(origin) => match self.data_links.get(&origin) {
-                    Some(link) => Delivery::Peer(link.clone()),
+                    Some(link) => Delivery::Member(link.clone()),
                     None => continue,
                 },
             };
@@ -166,7 +166,7 @@ impl Shell {
                     // A full queue is waited for (within the bound below): a barrier that
                     // could not be queued would let the replies overtake their commits.
                     if let Some(barrier) = link.barrier(BARRIER_WAIT).await {
-                        // Err: the link is down, and the peer has seen the connection close.
+                        // Err: the link is down, and the member has seen the connection close.
                         let _ = barrier.await;
                     }
                 }
@@ -174,7 +174,7 @@ impl Shell {
             if timeout(BARRIER_WAIT, written).await.is_err() {
                 debug!(
                     node = me,
-                    "a peer link did not write within {BARRIER_WAIT:?}; replying anyway"
+                    "a link did not write within {BARRIER_WAIT:?}; replying anyway"
                 );
             }
             for (reply, to) in deliveries {
@@ -183,14 +183,14 @@ impl Shell {
                     Delivery::Http(waiter) => {
                         let _ = waiter.send(reply);
                     }
-                    Delivery::Peer(link) => {
+                    Delivery::Member(link) => {
                         let envelope = Envelope::new(me, epoch, Message::Reply(Box::new(reply)));
                         tokio::spawn(async move {
                             if timeout(COMMITTED_REPLY_WAIT, link.send_waiting(envelope))
                                 .await
                                 .is_err()
                             {
-                                warn!("a committed reply for a peer was dropped: its link took more than {COMMITTED_REPLY_WAIT:?}");
+                                warn!("a committed reply for a member was dropped: its link took more than {COMMITTED_REPLY_WAIT:?}");
                             }
                         });
                     }

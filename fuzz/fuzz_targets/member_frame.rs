@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a peer or client frame: every decoder a node runs on what a socket gave it.
+//! Arbitrary bytes as a member or client frame: every decoder a node runs on what a socket gave it.
 //! A frame must decode or fail with an error, never panic, and never allocate from a declared
 //! length more than the frame itself could hold.
 #![no_main]
