@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{asset, web_css};
 use crate::config::NodeAddr;
 use crate::ids::NodeId;
 use crate::watch::node_status;
@@ -18,20 +16,11 @@ const HTML: &str = include_str!("assets/dashboard.html");
 const JS: &str = include_str!("assets/dashboard.js");
 
 /// How long `/cluster` waits for another node's `/status`.
-pub const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(400);
+pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_millis(400);
 
-/// The page's routes (`/`, `/dashboard.js`, `/web.css`), for the node's router.
+/// The page's routes (`/`, `/dashboard.js`, `/web.css`, `/web.js`), for the node's router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", HTML) }),
-        )
-        .route(
-            "/dashboard.js",
-            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
-        )
-        .route("/web.css", get(web_css))
+    super::page(HTML, "/dashboard.js", JS)
 }
 
 /// One node as `/cluster` reports it.
@@ -57,7 +46,7 @@ pub struct ClusterReport {
 }
 
 /// Every node's status: `own` for node `me`, the others asked over HTTP at once (each within
-/// [`PEER_STATUS_TIMEOUT`]).
+/// [`MEMBER_STATUS_TIMEOUT`]).
 pub async fn gather(
     client: &reqwest::Client,
     nodes: &[NodeAddr],
@@ -69,7 +58,7 @@ pub async fn gather(
         async move {
             let (status, error) = match own {
                 Some(own) => (Some(own), None),
-                None => match node_status(client, node, PEER_STATUS_TIMEOUT).await {
+                None => match node_status(client, node, MEMBER_STATUS_TIMEOUT).await {
                     Ok(status) => (Some(status), None),
                     Err(why) => (None, Some(why)),
                 },

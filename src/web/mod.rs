@@ -3,11 +3,11 @@
 //! in the binary with `include_str!`: no build step, nothing fetched at run time, no CDN.
 //!
 //! ```text
-//! browser ── GET / ──────────────> gallery.html + gallery.js + web.css   (no token needed)
+//! browser ── GET / ──────────────> gallery.html + gallery.js + web.css + web.js (no token)
 //!    │        GET /api/* ?token ─> peer::api (the same JSON API the `peer` CLI calls)
 //!    │        GET /api/events ───> server-sent events: the library changed, or a tick
 //!    │
-//!    └─── GET / on a node ───────> dashboard.html + dashboard.js + web.css
+//!    └─── GET / on a node ───────> dashboard.html + dashboard.js + web.css + web.js
 //!             GET /cluster ──────> this node's /status and every other node's, fetched
 //!             GET /directory         server-side with a short timeout (no CORS)
 //! ```
@@ -25,9 +25,32 @@ pub mod gallery;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 
 /// The style both pages share.
 const WEB_CSS: &str = include_str!("assets/web.css");
+/// The script both pages share (loaded before each page's own).
+const WEB_JS: &str = include_str!("assets/web.js");
+
+/// A page's routes: `/` (its HTML), `script_path` (its script), and the shared `/web.css` and
+/// `/web.js`, for the router of the process that serves it.
+fn page<S: Clone + Send + Sync + 'static>(
+    html: &'static str,
+    script_path: &'static str,
+    script: &'static str,
+) -> Router<S> {
+    const HTML: &str = "text/html; charset=utf-8";
+    const JS: &str = "text/javascript; charset=utf-8";
+    Router::new()
+        .route("/", get(move || async move { asset(HTML, html) }))
+        .route(script_path, get(move || async move { asset(JS, script) }))
+        .route(
+            "/web.css",
+            get(|| async { asset("text/css; charset=utf-8", WEB_CSS) }),
+        )
+        .route("/web.js", get(|| async { asset(JS, WEB_JS) }))
+}
 
 /// An embedded asset with its content type (never cached: a new binary serves new assets).
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -39,9 +62,4 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-/// `GET /web.css`.
-async fn web_css() -> Response {
-    asset("text/css; charset=utf-8", WEB_CSS)
 }

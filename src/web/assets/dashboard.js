@@ -11,24 +11,6 @@ const history = {};   // node id -> [{ t, state }]
 const last = {};      // node id -> last state seen
 const events = [];    // { t, text, kind }
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-function svg(tag, attrs) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  return node;
-}
-
 function clock(t) {
   return ((t - started) / 1000).toFixed(1) + " s";
 }
@@ -52,7 +34,7 @@ function note(t, id, from, to) {
 function render(cluster) {
   const now = Date.now();
   const nodes = cluster.nodes;
-  document.getElementById("from").textContent = cluster.from;
+  byId("from").textContent = cluster.from;
   for (const n of nodes) {
     const s = stateOf(n);
     (history[n.id] = history[n.id] || []).push({ t: now, state: s });
@@ -67,14 +49,14 @@ function render(cluster) {
   // The consensus leader as the highest term names it.
   const terms = up.map((n) => n.status.store).filter((s) => s && s.leader).sort((a, b) => b.term - a.term);
   const coordinator = named ? named.coordinator : null;
-  document.getElementById("coordinator").textContent = coordinator ? "node " + coordinator : "none";
-  document.getElementById("epoch").textContent = named ? named.epoch : "-";
-  document.getElementById("leader").textContent = terms.length ? "node " + terms[0].leader + " (term " + terms[0].term + ")" : "none";
-  document.getElementById("active").textContent = active.length + " / " + nodes.length;
-  document.getElementById("served").textContent = up.reduce((a, n) => Math.max(a, n.status.request_log || 0), 0);
+  byId("coordinator").textContent = coordinator ? "node " + coordinator : "none";
+  byId("epoch").textContent = named ? named.epoch : "-";
+  byId("leader").textContent = terms.length ? "node " + terms[0].leader + " (term " + terms[0].term + ")" : "none";
+  byId("active").textContent = active.length + " / " + nodes.length;
+  byId("served").textContent = up.reduce((a, n) => Math.max(a, n.status.request_log || 0), 0);
   renderSharing(now, up);
 
-  document.getElementById("nodes").replaceChildren(...nodes.map((n) => {
+  byId("nodes").replaceChildren(...nodes.map((n) => {
     const s = n.status;
     const state = stateOf(n);
     const roles = [];
@@ -118,8 +100,8 @@ function render(cluster) {
     tick.textContent = s ? "-" + s + " s" : "now";
     strip.append(tick);
   }
-  document.getElementById("strips").replaceChildren(strip);
-  document.getElementById("events").replaceChildren(...events.map((e) =>
+  byId("strips").replaceChildren(strip);
+  byId("events").replaceChildren(...events.map((e) =>
     el("li", { "data-kind": e.kind }, el("span", { class: "t", text: clock(e.t) }), e.text)));
 }
 
@@ -136,7 +118,7 @@ function renderSharing(now, up) {
   while (spent.length > 2 && spent[1].t < now - 3000) spent.shift();
   const first = spent[0];
   const rate = now > first.t ? (newest.views_spent - first.views) / ((now - first.t) / 1000) : 0;
-  const set = (id, v) => { document.getElementById(id).textContent = String(v); };
+  const set = (id, v) => { byId(id).textContent = String(v); };
   set("views-rate", Math.max(0, rate).toFixed(0));
   set("views-spent", newest.views_spent);
   set("views-default", Object.values(defaults).reduce((a, b) => a + b, 0));
@@ -147,8 +129,8 @@ function renderSharing(now, up) {
 }
 
 function renderDirectory(users) {
-  document.getElementById("users").textContent = users.filter((u) => u.online).length + " / " + users.length;
-  const box = document.getElementById("directory");
+  byId("users").textContent = users.filter((u) => u.online).length + " / " + users.length;
+  const box = byId("directory");
   if (!users.length) { box.replaceChildren(el("p", { class: "empty", text: "No users registered." })); return; }
   const head = el("tr", {}, ...["user", "", "address", "last seen", "shares"].map((h) => el("th", { scope: "col", text: h })));
   const rows = users.map((u) => el("tr", { "data-user": u.user },
@@ -161,7 +143,7 @@ function renderDirectory(users) {
 }
 
 async function loop(path, every, use) {
-  const live = document.getElementById("live");
+  const live = byId("live");
   for (;;) {
     const t = Date.now();
     try {

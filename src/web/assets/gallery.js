@@ -41,21 +41,7 @@ function baseName(path) {
   return String(path).split(/[\\/]/).pop();
 }
 
-// --- small DOM helpers ---------------------------------------------------------------------
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k.startsWith("data-")) node.setAttribute(k, v);
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
+// --- small DOM helpers (el, byId, plural and svg are in web.js) ----------------------------
 
 // Brings `box`'s children in line with `items`, in place: each child is keyed by `key(item)`,
 // rebuilt only when its item changed (as JSON), moved only when out of order. A click, a
@@ -91,16 +77,8 @@ function showKeyed(box, items, key, build, empty) {
   for (const node of old.values()) node.remove();
 }
 
-function byId(id) {
-  return document.getElementById(id);
-}
-
 function setError(id, message) {
   byId(id).textContent = message || "";
-}
-
-function plural(n, one, many) {
-  return n + " " + (n === 1 ? one : many);
 }
 
 // An image's name for messages: the name the folder or the directory knows it by.
