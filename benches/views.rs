@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use imgcloud::bench::views;
 use imgcloud::codec::metadata::ImageId;
-use imgcloud::sharing::wire::{GrantAnswer, Shown, ViewAnswer, WithFile};
+use imgcloud::sharing::bodies::{GrantAnswer, Shown, ViewAnswer, WithFile};
 use imgcloud::sharing::{Change, Credential, UserOp};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -33,7 +33,7 @@
 //! - [`bench`]: the load flags, the stress test (in one process or spread over worker
 //!   processes), the trial loop the demo and `client stress` share, its metrics, report and
 //!   plot, the process launcher, the demo and the chaos scenarios.
-//! - [`config`]: the cluster configuration (TOML, defaults); [`cli`]: what every binary sets
+//! - [`config`]: the cluster configuration (TOML, defaults); [`setup`]: what every binary sets
 //!   up (logging, runtime, allocator, shutdown); [`error`]: the one error type.
 //!
 //! Phase 2 (users, the directory):
@@ -45,7 +45,6 @@
 //! - [`web`]: the user's gallery and the node's live dashboard (embedded HTML, CSS, JS).
 
 pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod codec;
@@ -54,6 +53,7 @@ pub mod error;
 pub mod ids;
 pub mod node;
 pub mod peer;
+pub mod setup;
 pub mod sharing;
 pub mod store;
 pub mod watch;

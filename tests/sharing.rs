@@ -206,7 +206,7 @@ fn twenty_views_racing_over_five_while_the_leader_is_killed_show_exactly_five_im
 
 /// The body of `POST /view`: a view of `file` (a copy) signed by `who`.
 fn view_body(who: &imgcloud::sharing::Credential, file: &[u8]) -> Vec<u8> {
-    use imgcloud::sharing::{wire::WithFile, UserOp};
+    use imgcloud::sharing::{bodies::WithFile, UserOp};
     let op = who.sign(UserOp::View {
         file: imgcloud::peer::actions::digest(file),
     });
@@ -225,7 +225,7 @@ fn view_at(
     node: u32,
     body: Vec<u8>,
     who: &imgcloud::sharing::Credential,
-) -> Result<imgcloud::sharing::wire::ViewAnswer, (u16, String)> {
+) -> Result<imgcloud::sharing::bodies::ViewAnswer, (u16, String)> {
     let mut answer = view_to(cluster.config.node(node).unwrap().http, body)?;
     answer.image = who
         .open_sealed(&answer.image)
@@ -237,7 +237,7 @@ fn view_at(
 fn view_to(
     http: std::net::SocketAddr,
     body: Vec<u8>,
-) -> Result<imgcloud::sharing::wire::ViewAnswer, (u16, String)> {
+) -> Result<imgcloud::sharing::bodies::ViewAnswer, (u16, String)> {
     let (status, bytes) = support::runtime().block_on(async {
         let response = reqwest::Client::new()
             .post(format!("http://{http}/view"))
@@ -336,7 +336,7 @@ fn bad_copies_requests_and_messages_get_clear_errors_and_change_nothing() {
         "a 1 GB body must be refused as too large"
     );
     let (status, body) = {
-        use imgcloud::sharing::{wire::WithFile, UserOp};
+        use imgcloud::sharing::{bodies::WithFile, UserOp};
         let op = bob_key.sign(UserOp::View { file: [0; 32] });
         let body = postcard::to_stdvec(&WithFile {
             op,
@@ -496,7 +496,7 @@ fn huge_post(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 #[test]
 fn a_view_at_a_node_cut_off_from_the_majority_is_refused_and_shows_nothing() {
-    use imgcloud::sharing::wire::Shown;
+    use imgcloud::sharing::bodies::Shown;
     let cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
     let bob = User::start(&cluster, "bob", &[]);
@@ -603,7 +603,7 @@ fn a_restored_old_copy_spends_what_the_ledger_says_while_views_remain_and_after_
 
 #[test]
 fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
-    use imgcloud::peer::p2p::{self, Envelope, Msg};
+    use imgcloud::peer::p2p::{self, Msg, SignedMsg};
     use imgcloud::sharing::Credential;
     let cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &[]);
@@ -680,7 +680,7 @@ fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
     );
 
     // A message sent twice (a replay) is refused the second time; one re-addressed is refused.
-    let envelope = Envelope::seal(
+    let envelope = SignedMsg::seal(
         &carol_key,
         "alice",
         Msg::Request {
@@ -689,7 +689,7 @@ fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
             views: 1,
         },
     );
-    let raw = |addr: &str, envelope: &Envelope| {
+    let raw = |addr: &str, envelope: &SignedMsg| {
         post(
             &format!("http://{addr}/p2p"),
             postcard::to_stdvec(envelope).unwrap(),
@@ -717,7 +717,7 @@ fn a_third_user_cannot_forge_or_replay_copies_denials_or_requests() {
 
 #[test]
 fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_the_retry_gets_it() {
-    use imgcloud::sharing::wire::Shown;
+    use imgcloud::sharing::bodies::Shown;
     let mut cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
     let bob = User::start(&cluster, "bob", &[]);
@@ -786,7 +786,7 @@ fn a_node_killed_between_the_commit_of_a_view_and_its_reply_counts_it_once_and_t
 
 #[test]
 fn a_captured_view_request_replayed_after_a_revoke_shows_nothing_even_after_kill_9() {
-    use imgcloud::sharing::wire::Shown;
+    use imgcloud::sharing::bodies::Shown;
     let mut cluster = Cluster::start(3, &[]);
     let alice = User::start(&cluster, "alice", &["--approve", "auto"]);
     let bob = User::start(&cluster, "bob", &[]);
@@ -801,7 +801,7 @@ fn a_captured_view_request_replayed_after_a_revoke_shows_nothing_even_after_kill
     let carol_key = imgcloud::sharing::Credential::derive("carol", "carol's password").unwrap();
     let e = carol_key.open_sealed(&raw.image).unwrap_err().to_string();
     assert!(e.contains("not sealed to carol"), "{e}");
-    let seen = imgcloud::sharing::wire::ViewAnswer {
+    let seen = imgcloud::sharing::bodies::ViewAnswer {
         image: bob_key
             .open_sealed(&raw.image)
             .expect("bob opens his reply"),

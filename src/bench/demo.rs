@@ -29,17 +29,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::bench::launcher::{LineSink, LocalCluster};
-use crate::bench::metrics::Outcome;
+use crate::bench::metrics::SampleOutcome;
 use crate::bench::report::Report;
 use crate::bench::sharing::{Cast, Story};
 use crate::bench::stress::{self, Progress, Trial};
 use crate::bench::trials::{measure_limit, run_trials, write_report, Yardsticks};
 use crate::bench::LoadArgs;
-use crate::cli::OnOff;
 use crate::cluster::node::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, Dispatch, FirstVictim, NodeAddr, DEFAULT_BASE_PORT};
 use crate::node::cli::NodeArgs;
+use crate::setup::OnOff;
 use crate::watch::{cluster_status, wait_for_agreement};
 use crate::{Error, Result};
 
@@ -388,7 +388,7 @@ async fn baseline(
     let ok = run
         .samples
         .iter()
-        .filter(|s| s.outcome == Outcome::Ok)
+        .filter(|s| s.outcome == SampleOutcome::Ok)
         .count();
     if ok < run.samples.len() {
         return Err(Error::Unavailable(format!(

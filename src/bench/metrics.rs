@@ -58,7 +58,7 @@ pub struct Sample {
     /// The node that served it, when the reply says.
     pub served_by: Option<NodeId>,
     /// Whether it succeeded.
-    pub outcome: Outcome,
+    pub outcome: SampleOutcome,
 }
 
 impl Sample {
@@ -69,13 +69,13 @@ impl Sample {
 
     /// Whether the request succeeded.
     pub fn is_ok(&self) -> bool {
-        self.outcome == Outcome::Ok
+        self.outcome == SampleOutcome::Ok
     }
 }
 
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Outcome {
+pub enum SampleOutcome {
     /// A verified (or, with verification off, well-formed) reply arrived.
     Ok,
     /// The request failed for the given cause.
@@ -240,12 +240,12 @@ pub fn summarize(samples: &[Sample], duration: Duration) -> Summary {
     let mut served_per_node = BTreeMap::new();
     for sample in samples {
         match sample.outcome {
-            Outcome::Ok => {
+            SampleOutcome::Ok => {
                 if let Some(node) = sample.served_by {
                     *served_per_node.entry(node).or_insert(0) += 1;
                 }
             }
-            Outcome::Failed(cause) => {
+            SampleOutcome::Failed(cause) => {
                 *failed_by_cause.entry(cause.name().to_string()).or_insert(0) += 1;
             }
         }
@@ -380,7 +380,7 @@ mod tests {
             sent_at: ms(sent_ms),
             latency: ms(latency_ms),
             served_by: Some(node),
-            outcome: Outcome::Ok,
+            outcome: SampleOutcome::Ok,
         }
     }
 
@@ -389,7 +389,7 @@ mod tests {
             sent_at: ms(sent_ms),
             latency: ms(latency_ms),
             served_by: None,
-            outcome: Outcome::Failed(cause),
+            outcome: SampleOutcome::Failed(cause),
         }
     }
 

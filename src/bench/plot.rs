@@ -369,7 +369,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::bench::metrics::{timeline, Cause, Outcome, Sample};
+    use crate::bench::metrics::{timeline, Cause, Sample, SampleOutcome};
 
     /// The synthetic run's slice width.
     const SECOND: Duration = Duration::from_secs(1);
@@ -408,9 +408,9 @@ mod tests {
                 latency: Duration::from_secs_f64(latency / 1000.0),
                 served_by: (!fails).then_some(node),
                 outcome: if fails {
-                    Outcome::Failed(Cause::Timeout)
+                    SampleOutcome::Failed(Cause::Timeout)
                 } else {
-                    Outcome::Ok
+                    SampleOutcome::Ok
                 },
             });
         }

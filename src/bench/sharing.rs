@@ -32,7 +32,7 @@ use crate::peer::library::RequestRecord;
 use crate::peer::owner::{Changed, Rebuilt};
 use crate::peer::p2p::RequestAnswer;
 use crate::peer::{local_get, local_post, Folder, OnlineEntry, Running};
-use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
+use crate::sharing::bodies::{OwnHolding, SharedAnswer, Shown};
 use crate::watch::wait_for_agreement;
 use crate::{Error, Result};
 
@@ -90,7 +90,7 @@ pub struct StepRecord {
 
 /// One thumbnail of the picture: what a user saw at a step.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub struct StoryFrame {
     /// Who saw it.
     pub who: String,
     /// The step, in a few words.
@@ -120,7 +120,7 @@ pub struct Story<'a> {
     /// Every step so far.
     pub report: SharingReport,
     /// What each user saw.
-    pub frames: Vec<Frame>,
+    pub frames: Vec<StoryFrame>,
 }
 
 impl<'a> Story<'a> {
@@ -616,7 +616,7 @@ impl<'a> Story<'a> {
         shown: Option<Shown>,
         left: Option<u32>,
     ) {
-        self.frames.push(Frame {
+        self.frames.push(StoryFrame {
             who: who.to_string(),
             step: step.to_string(),
             png,

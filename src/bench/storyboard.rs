@@ -13,8 +13,8 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, RGBColor};
 
 use crate::bench::plot::{plot_error, png_of, register_embedded_font, FAMILY, INK, RED};
-use crate::bench::sharing::Frame;
-use crate::sharing::wire::Shown;
+use crate::bench::sharing::StoryFrame;
+use crate::sharing::bodies::Shown;
 use crate::Result;
 
 /// A thumbnail's box.
@@ -33,13 +33,13 @@ const GREEN: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 const GREY: RGBColor = RGBColor(0x99, 0x99, 0x99);
 
 /// Renders `frames` as a PNG file at `path`.
-pub fn render(title: &str, frames: &[Frame], path: &Path) -> Result<()> {
+pub fn render(title: &str, frames: &[StoryFrame], path: &Path) -> Result<()> {
     std::fs::write(path, render_to_buffer(title, frames)?)?;
     Ok(())
 }
 
 /// Renders `frames` as PNG bytes: one row per user, in the order users first appear.
-pub fn render_to_buffer(title: &str, frames: &[Frame]) -> Result<Vec<u8>> {
+pub fn render_to_buffer(title: &str, frames: &[StoryFrame]) -> Result<Vec<u8>> {
     register_embedded_font();
     let mut users: Vec<&str> = Vec::new();
     for f in frames {
@@ -47,7 +47,7 @@ pub fn render_to_buffer(title: &str, frames: &[Frame]) -> Result<Vec<u8>> {
             users.push(&f.who);
         }
     }
-    let rows: Vec<Vec<&Frame>> = users
+    let rows: Vec<Vec<&StoryFrame>> = users
         .iter()
         .map(|u| frames.iter().filter(|f| f.who == *u).collect())
         .collect();
@@ -117,7 +117,7 @@ pub fn render_to_buffer(title: &str, frames: &[Frame]) -> Result<Vec<u8>> {
 }
 
 /// The frame's colour: green for an image shown, red for the default image, grey otherwise.
-fn colour(frame: &Frame) -> RGBColor {
+fn colour(frame: &StoryFrame) -> RGBColor {
     match frame.shown {
         Some(Shown::Image) => GREEN,
         Some(Shown::Default) => RED,
@@ -126,7 +126,7 @@ fn colour(frame: &Frame) -> RGBColor {
 }
 
 /// The caption's second line.
-fn what(frame: &Frame) -> String {
+fn what(frame: &StoryFrame) -> String {
     match (frame.shown, frame.views_left) {
         (Some(Shown::Image), Some(1)) => "image, 1 view left".to_string(),
         (Some(Shown::Image), Some(n)) => format!("image, {n} views left"),
@@ -140,8 +140,8 @@ fn what(frame: &Frame) -> String {
 mod tests {
     use super::*;
 
-    fn frame(who: &str, shown: Option<Shown>, png: Option<Vec<u8>>) -> Frame {
-        Frame {
+    fn frame(who: &str, shown: Option<Shown>, png: Option<Vec<u8>>) -> StoryFrame {
+        StoryFrame {
             who: who.into(),
             step: "a step".into(),
             png,

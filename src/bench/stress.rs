@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::bench::metrics::{Cause, Outcome, Sample};
+use crate::bench::metrics::{Cause, Sample, SampleOutcome};
 use crate::client::Client;
 use crate::codec::cover::DefaultCovers;
 use crate::codec::metadata::{ImageMeta, Viewer};
@@ -127,7 +127,7 @@ pub async fn run_while(
                         sent_at,
                         latency: Duration::ZERO,
                         served_by: None,
-                        outcome: Outcome::Failed(Cause::Connection),
+                        outcome: SampleOutcome::Failed(Cause::Connection),
                     };
                     progress.fetch_add(requests as u64, Ordering::Relaxed);
                     return (vec![failed; requests], 0, 0);
@@ -152,16 +152,16 @@ pub async fn run_while(
                             .await
                             .unwrap_or(false);
                             if checked {
-                                Outcome::Ok
+                                SampleOutcome::Ok
                             } else {
-                                Outcome::Failed(Cause::WrongReply)
+                                SampleOutcome::Failed(Cause::WrongReply)
                             }
                         } else {
-                            Outcome::Ok
+                            SampleOutcome::Ok
                         };
                         (Some(reply.served_by), outcome)
                     }
-                    Err(e) => (None, Outcome::Failed(Cause::from(&e))),
+                    Err(e) => (None, SampleOutcome::Failed(Cause::from(&e))),
                 };
                 samples.push(Sample {
                     sent_at,
@@ -413,8 +413,8 @@ pub fn report(
 pub fn sample_line(s: &Sample) -> String {
     let served = s.served_by.map_or("-".to_string(), |n| n.to_string());
     let outcome = match s.outcome {
-        Outcome::Ok => "ok",
-        Outcome::Failed(cause) => cause.name(),
+        SampleOutcome::Ok => "ok",
+        SampleOutcome::Failed(cause) => cause.name(),
     };
     format!(
         "{} {} {served} {outcome}",
@@ -433,8 +433,8 @@ pub fn parse_sample_line(line: &str) -> Option<Sample> {
         n => Some(n.parse().ok()?),
     };
     let outcome = match parts.next()? {
-        "ok" => Outcome::Ok,
-        name => Outcome::Failed(*Cause::ALL.iter().find(|c| c.name() == name)?),
+        "ok" => SampleOutcome::Ok,
+        name => SampleOutcome::Failed(*Cause::ALL.iter().find(|c| c.name() == name)?),
     };
     Some(Sample {
         sent_at,
@@ -455,13 +455,13 @@ mod tests {
                 sent_at: Duration::from_micros(12),
                 latency: Duration::from_micros(3400),
                 served_by: Some(2),
-                outcome: Outcome::Ok,
+                outcome: SampleOutcome::Ok,
             },
             Sample {
                 sent_at: Duration::from_secs(3),
                 latency: Duration::from_secs(30),
                 served_by: None,
-                outcome: Outcome::Failed(Cause::Timeout),
+                outcome: SampleOutcome::Failed(Cause::Timeout),
             },
         ];
         for s in samples {

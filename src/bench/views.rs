@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ClusterConfig;
 use crate::peer::Cloud;
-use crate::sharing::wire::{Answer, Shown, ViewAnswer, WithFile};
+use crate::sharing::bodies::{Answer, Shown, ViewAnswer, WithFile};
 use crate::sharing::{Ask, Change, Credential, UserOp};
 use crate::{Error, Result};
 

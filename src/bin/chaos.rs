@@ -3,12 +3,12 @@
 
 use clap::Parser;
 use imgcloud::bench::chaos::{run, ChaosArgs};
-use imgcloud::cli::init_logging;
+use imgcloud::setup::init_logging;
 
 fn main() {
     init_logging();
     let args = ChaosArgs::parse();
-    let runtime = match imgcloud::cli::runtime() {
+    let runtime = match imgcloud::setup::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chaos: cannot start the runtime: {e}");

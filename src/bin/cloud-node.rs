@@ -1,8 +1,8 @@
 //! `cloud-node ID`: runs one node of the cluster until Ctrl-C or SIGTERM.
 
 use clap::Parser;
-use imgcloud::cli::init_logging;
 use imgcloud::node::cli::{run_node, NodeArgs};
+use imgcloud::setup::init_logging;
 
 fn main() {
     init_logging();

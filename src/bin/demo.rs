@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use imgcloud::bench::demo::{DemoArgs, DemoCommand};
-use imgcloud::cli::init_logging;
 use imgcloud::node::cli::run_node;
+use imgcloud::setup::init_logging;
 
 fn main() {
     let mut args = DemoArgs::parse();
@@ -26,7 +26,7 @@ fn main() {
         }
         None => {}
     }
-    let runtime = match imgcloud::cli::runtime() {
+    let runtime = match imgcloud::setup::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("demo: cannot start the async runtime: {e}");
@@ -43,7 +43,7 @@ fn main() {
                     1
                 }
             },
-            _ = imgcloud::cli::shutdown_signal() => {
+            _ = imgcloud::setup::shutdown_signal() => {
                 eprintln!("demo: interrupted; stopping the nodes");
                 130
             }

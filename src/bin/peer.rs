@@ -1,8 +1,8 @@
 //! `peer --user NAME [SUBCOMMAND]`: a user's peer process, or one of its subcommands.
 
 use clap::Parser;
-use imgcloud::cli::init_logging;
 use imgcloud::peer::cli::{main as run, PeerArgs};
+use imgcloud::setup::init_logging;
 
 fn main() {
     init_logging();

@@ -224,7 +224,7 @@ fn resolve_secret_for(flag: Option<String>, config: Option<&ClusterConfig>) -> S
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    crate::cli::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))
+    crate::setup::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 /// `client user-config`: the cluster's configuration for users' peers, on standard output.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::cli::{runtime, shutdown_signal, stop_runtime, OnOff};
 use crate::codec::seal::{DEV_SECRET, DEV_SECRET_WARNING};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT, DEFAULT_NODES};
+use crate::setup::{runtime, shutdown_signal, stop_runtime, OnOff};
 
 /// One node of the imgcloud cluster.
 ///

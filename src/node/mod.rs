@@ -224,7 +224,7 @@ async fn give_back_memory(budget: Budget) -> Result<()> {
     loop {
         every.tick().await;
         if drained && budget.in_use() == 0 {
-            let _ = tokio::task::spawn_blocking(crate::cli::give_back_free_memory).await;
+            let _ = tokio::task::spawn_blocking(crate::setup::give_back_free_memory).await;
         }
         drained = budget.drained_after_load();
     }

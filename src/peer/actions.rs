@@ -32,8 +32,8 @@ use super::p2p::{Directory, Inbox, Msg, Preview};
 use super::Approve;
 use crate::client::Client;
 use crate::config::ClusterConfig;
+use crate::sharing::bodies::{SharedAnswer, Shown, WithFile};
 use crate::sharing::ledger::MAX_VIEWS;
-use crate::sharing::wire::{SharedAnswer, Shown, WithFile};
 use crate::sharing::{Credential, SignedOp, UserOp};
 use crate::{Error, Result};
 
@@ -113,7 +113,7 @@ pub struct ImageEntry {
     pub path: PathBuf,
     /// For own images: each viewer's views used and left, as the ledger says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub viewers: Option<Vec<crate::sharing::wire::Receipt>>,
+    pub viewers: Option<Vec<crate::sharing::bodies::Receipt>>,
 }
 
 /// What `view` did, as `view --json` prints it.

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use super::actions::{Peer, ShareArgs};
-use super::p2p::{Envelope, Msg, MAX_MESSAGE_BYTES};
+use super::p2p::{Msg, SignedMsg, MAX_MESSAGE_BYTES};
 use crate::sharing::{Change, DirectoryEntry, SharedImage};
 use crate::Error;
 
@@ -283,10 +283,10 @@ async fn view(State(peer): State<Arc<Peer>>, _: LoggedIn, args: Body<ViewArgs>) 
     })
 }
 
-/// `POST /p2p`: a signed message from another peer (postcard [`Envelope`]); the answer is
+/// `POST /p2p`: a signed message from another peer (postcard [`SignedMsg`]); the answer is
 /// postcard too, or a JSON error.
 async fn p2p(State(peer): State<Arc<Peer>>, bytes: axum::body::Bytes) -> Response {
-    let envelope: Envelope = match postcard::from_bytes(&bytes) {
+    let envelope: SignedMsg = match postcard::from_bytes(&bytes) {
         Ok(envelope) => envelope,
         Err(e) => {
             return error(

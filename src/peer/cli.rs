@@ -11,7 +11,7 @@ use super::owner::{Changed, Rebuilt};
 use super::p2p::RequestAnswer;
 use super::{Approve, Folder, OnlineEntry, PeerOptions};
 use crate::config::{ClusterConfig, DEFAULT_BASE_PORT, DEFAULT_NODES};
-use crate::sharing::wire::{OwnHolding, SharedAnswer, Shown};
+use crate::sharing::bodies::{OwnHolding, SharedAnswer, Shown};
 use crate::sharing::Credential;
 use crate::{Error, Result};
 
@@ -237,7 +237,7 @@ impl PeerArgs {
 
 /// Runs the binary as the flags say.
 pub fn main(args: PeerArgs) -> Result<()> {
-    let runtime = crate::cli::runtime()?;
+    let runtime = crate::setup::runtime()?;
     let result = runtime.block_on(async move {
         match &args.command {
             None => {
@@ -254,11 +254,11 @@ pub fn main(args: PeerArgs) -> Result<()> {
                 let shutdown = async move {
                     if watch {
                         tokio::select! {
-                            _ = crate::cli::shutdown_signal() => {}
+                            _ = crate::setup::shutdown_signal() => {}
                             _ = crate::node::stdin_closed() => {}
                         }
                     } else {
-                        crate::cli::shutdown_signal().await
+                        crate::setup::shutdown_signal().await
                     }
                 };
                 super::run(options, credential, shutdown).await
@@ -266,7 +266,7 @@ pub fn main(args: PeerArgs) -> Result<()> {
             Some(command) => subcommand(&args, command).await,
         }
     });
-    crate::cli::stop_runtime(runtime);
+    crate::setup::stop_runtime(runtime);
     result
 }
 

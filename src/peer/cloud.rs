@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::ClusterConfig;
-use crate::sharing::wire::{Answer, GrantAnswer, SharedAnswer, ViewAnswer, WithFile};
+use crate::sharing::bodies::{Answer, GrantAnswer, SharedAnswer, ViewAnswer, WithFile};
 use crate::sharing::Credential;
 use crate::sharing::{DirectoryEntry, Query, SignedOp};
 use crate::{Error, Result};

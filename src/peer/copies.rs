@@ -5,7 +5,7 @@ use super::actions::{digest, Peer};
 use super::library::{write_atomic, CopyRecord, RequestState};
 use super::p2p::{self, Msg};
 use crate::codec::metadata::ImageId;
-use crate::sharing::wire::WithFile;
+use crate::sharing::bodies::WithFile;
 use crate::sharing::{Change, Posted, UserOp};
 use crate::{Error, Result};
 
@@ -27,7 +27,7 @@ impl Peer {
         image: &str,
         viewer: &str,
         change: Change,
-    ) -> Result<crate::sharing::wire::GrantAnswer> {
+    ) -> Result<crate::sharing::bodies::GrantAnswer> {
         let id: ImageId = image.parse()?;
         let encrypted = std::fs::read(self.library.own_file(image))?;
         let op = UserOp::Grant {

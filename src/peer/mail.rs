@@ -22,7 +22,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::actions::Peer;
-use crate::sharing::wire::Answer;
+use crate::sharing::bodies::Answer;
 use crate::sharing::{Ask, Letter, Posted, UserOp};
 use crate::{Error, Result};
 

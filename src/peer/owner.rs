@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::actions::{digest, Peer};
 use super::copies::Delivery;
 use crate::codec::metadata::ImageId;
-use crate::sharing::wire::{Answer, Holdings, OwnHolding, Shown, WithFile};
+use crate::sharing::bodies::{Answer, Holdings, OwnHolding, Shown, WithFile};
 use crate::sharing::{Ask, Change, UserOp};
 use crate::{Error, Result};
 

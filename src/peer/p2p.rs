@@ -2,7 +2,7 @@
 //! signed with the sender's key, which the addressee looks up in the cloud's directory.
 //!
 //! ```text
-//! bob's peer ── Envelope { from: bob, to: alice, seq, msg, sig } ──> alice's peer
+//! bob's peer ── SignedMsg { from: bob, to: alice, seq, msg, sig } ──> alice's peer
 //!                                   alice: sig by bob's key in the directory? bob online?
 //!                                          to == alice? seq within a minute, not seen before?
 //!            <── postcard answer (or a JSON error with 400/401/404/413) ──
@@ -105,7 +105,7 @@ pub struct RequestAnswer {
 
 /// A signed message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct SignedMsg {
     /// The sender.
     pub from: String,
     /// The addressee.
@@ -119,10 +119,10 @@ pub struct Envelope {
     pub sig: Vec<u8>,
 }
 
-impl Envelope {
+impl SignedMsg {
     /// Signs `msg` from `credential`'s user to `to`.
-    pub fn seal(credential: &Credential, to: &str, msg: Msg) -> Envelope {
-        let mut envelope = Envelope {
+    pub fn seal(credential: &Credential, to: &str, msg: Msg) -> SignedMsg {
+        let mut envelope = SignedMsg {
             from: credential.user().to_string(),
             to: to.to_string(),
             seq: credential.next_seq(),
@@ -245,7 +245,7 @@ impl Inbox {
 
     /// Accepts `envelope` if it is a fresh message to this user, signed by its sender, who is
     /// logged in (online in the directory).
-    pub async fn accept(&self, envelope: &Envelope, directory: &Directory) -> Result<()> {
+    pub async fn accept(&self, envelope: &SignedMsg, directory: &Directory) -> Result<()> {
         if envelope.to != self.me {
             return Err(Error::InvalidInput(format!(
                 "this message is for {}, and this is {}'s peer",
@@ -297,7 +297,7 @@ pub async fn send<T: serde::de::DeserializeOwned>(
     addr: &str,
     msg: Msg,
 ) -> Result<T> {
-    let envelope = Envelope::seal(credential, to, msg);
+    let envelope = SignedMsg::seal(credential, to, msg);
     let body = postcard::to_stdvec(&envelope).expect("an envelope serializes");
     static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     let http = HTTP.get_or_init(|| {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::actions::{digest, Peer, ViewResult};
 use super::library::{file_safe, write_atomic, CopyRecord, OwnImage};
-use crate::sharing::wire::{Shown, WithFile};
+use crate::sharing::bodies::{Shown, WithFile};
 use crate::sharing::UserOp;
 use crate::{Error, Result};
 

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{GrantHolding, Holdings, OwnHolding, Receipt};
+use super::bodies::{GrantHolding, Holdings, OwnHolding, Receipt};
 use crate::codec::metadata::ImageId;
 
 /// The most images one user may share.

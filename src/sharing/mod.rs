@@ -24,10 +24,10 @@
 //! with their last-seen time); the number of users is bounded by [`MAX_USERS`].
 
 pub mod account;
+pub mod bodies;
 pub mod directory;
 pub mod ledger;
 pub mod mailbox;
-pub mod wire;
 
 use std::collections::BTreeMap;
 

@@ -95,7 +95,7 @@ pub(super) enum Response {
 
 /// A request or response with the id that pairs them.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Frame<T> {
+pub(super) struct Tagged<T> {
     pub id: u64,
     pub body: T,
 }
@@ -103,7 +103,7 @@ pub(super) struct Frame<T> {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 struct Conn {
-    frames: mpsc::Sender<Frame<Request>>,
+    frames: mpsc::Sender<Tagged<Request>>,
     pending: Pending,
     next: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -150,7 +150,7 @@ impl Channel {
         let id = conn.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
-        let sent = conn.frames.send(Frame { id, body: request }).await.is_ok();
+        let sent = conn.frames.send(Tagged { id, body: request }).await.is_ok();
         let answer = if sent {
             timeout(ttl, rx).await.ok()
         } else {
@@ -213,7 +213,7 @@ impl Channel {
 
 async fn write_frames<T: Serialize>(
     mut writer: FrameWriter,
-    mut rx: mpsc::Receiver<Frame<T>>,
+    mut rx: mpsc::Receiver<Tagged<T>>,
     closed: Arc<AtomicBool>,
 ) {
     let result = async {
@@ -235,7 +235,7 @@ async fn write_frames<T: Serialize>(
 
 async fn read_responses(mut reader: FrameReader, pending: Pending, closed: Arc<AtomicBool>) {
     loop {
-        match reader.read::<Frame<Response>>().await {
+        match reader.read::<Tagged<Response>>().await {
             Ok(Some(frame)) => {
                 if let Some(tx) = pending.lock().expect("pending lock").remove(&frame.id) {
                     let _ = tx.send(frame.body);
@@ -263,11 +263,11 @@ where
     H: Fn(Request) -> F + Send + Sync + Clone + 'static,
     F: std::future::Future<Output = Response> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<Frame<Response>>(WRITE_QUEUE);
+    let (tx, rx) = mpsc::channel::<Tagged<Response>>(WRITE_QUEUE);
     let closed = Arc::new(AtomicBool::new(false));
     tokio::spawn(write_frames(writer, rx, closed.clone()));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(frame) = reader.read::<Frame<Request>>().await? {
+    while let Some(frame) = reader.read::<Tagged<Request>>().await? {
         if silent() || closed.load(Ordering::Relaxed) {
             continue;
         }
@@ -275,7 +275,7 @@ where
         let (handle, tx) = (handle.clone(), tx.clone());
         tokio::spawn(async move {
             let body = handle(frame.body).await;
-            let _ = tx.send(Frame { id: frame.id, body }).await;
+            let _ = tx.send(Tagged { id: frame.id, body }).await;
             drop(permit);
         });
     }
@@ -289,16 +289,16 @@ pub(super) struct Network {
 }
 
 /// One replication or vote stream to a target.
-pub(super) struct Link {
+pub(super) struct TargetLink {
     channel: Option<Arc<Channel>>,
     target: NodeId,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Link;
+    type Network = TargetLink;
 
-    async fn new_client(&mut self, target: NodeId, _node: &EmptyNode) -> Link {
-        Link {
+    async fn new_client(&mut self, target: NodeId, _node: &EmptyNode) -> TargetLink {
+        TargetLink {
             channel: self.channels.get(&target).cloned(),
             target,
         }
@@ -318,7 +318,7 @@ fn unexpected<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, EmptyNod
     ))))
 }
 
-impl Link {
+impl TargetLink {
     async fn call<E: std::error::Error>(
         &self,
         request: Request,
@@ -337,7 +337,7 @@ impl Link {
     }
 }
 
-impl RaftNetwork<TypeConfig> for Link {
+impl RaftNetwork<TypeConfig> for TargetLink {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{cluster_config, drive, node_program, run_base, run_dir, ChaosArgs, Outcome, Scenario};
+use super::{
+    cluster_config, drive, node_program, run_base, run_dir, ChaosArgs, Scenario, ScenarioOutcome,
+};
 use crate::bench::launcher::LocalCluster;
 use crate::config::NodeAddr;
 use crate::ids::NodeId;
@@ -78,7 +80,7 @@ pub fn heal(id: NodeId) -> Result<()> {
 
 /// The partition scenario's outer half: builds the namespaces, runs `partition-inner` in the
 /// load generator's namespace, passes its line on, and tears everything down.
-pub(super) async fn partition_outer(args: &ChaosArgs) -> Result<Outcome> {
+pub(super) async fn partition_outer(args: &ChaosArgs) -> Result<ScenarioOutcome> {
     let lab = Lab::build(3)?;
     let exe = std::env::current_exe()?;
     let mut command = tokio::process::Command::new("ip");
@@ -106,7 +108,7 @@ pub(super) async fn partition_outer(args: &ChaosArgs) -> Result<Outcome> {
     drop(lab);
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text.lines().find(|l| l.starts_with("scenario="));
-    let mut outcome = line.and_then(Outcome::parse_line).ok_or_else(|| {
+    let mut outcome = line.and_then(ScenarioOutcome::parse_line).ok_or_else(|| {
         Error::Protocol(format!(
             "partition-inner printed no result line (exit {})",
             output.status
@@ -121,7 +123,7 @@ pub(super) async fn partition_outer(args: &ChaosArgs) -> Result<Outcome> {
 }
 
 /// The partition scenario's inner half, run inside [`LB_NETNS`]: nodes in their namespaces.
-pub(super) async fn partition_inner(args: &ChaosArgs) -> Result<Outcome> {
+pub(super) async fn partition_inner(args: &ChaosArgs) -> Result<ScenarioOutcome> {
     let nodes: Vec<NodeAddr> = (1..=3u32)
         .map(|id| NodeAddr {
             id,

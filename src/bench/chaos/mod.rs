@@ -43,7 +43,7 @@ use clap::Parser;
 use tracing::info;
 
 use crate::bench::launcher::LocalCluster;
-use crate::bench::metrics::{Cause, LatencyMs, Outcome as SampleOutcome, Sample};
+use crate::bench::metrics::{Cause, LatencyMs, Sample, SampleOutcome};
 use crate::bench::stress::StressOptions;
 use crate::codec::seal::SealKey;
 use crate::config::{ClusterConfig, NodeAddr};
@@ -151,7 +151,7 @@ pub struct ChaosArgs {
 
 /// What one scenario measured.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
+pub struct ScenarioOutcome {
     /// The scenario's name.
     pub scenario: String,
     /// Requests sent.
@@ -174,7 +174,7 @@ pub struct Outcome {
     pub problems: Vec<String>,
 }
 
-impl Outcome {
+impl ScenarioOutcome {
     /// The one line `chaos` prints.
     pub fn line(&self) -> String {
         format!(
@@ -201,13 +201,13 @@ impl Outcome {
     }
 
     /// Reads a line back (the partition scenario's inner run prints it).
-    pub fn parse_line(line: &str) -> Option<Outcome> {
+    pub fn parse_line(line: &str) -> Option<ScenarioOutcome> {
         let fields: BTreeMap<&str, &str> = line
             .split_whitespace()
             .filter_map(|kv| kv.split_once('='))
             .collect();
         let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
-        Some(Outcome {
+        Some(ScenarioOutcome {
             scenario: fields.get("scenario")?.to_string(),
             sent: num("sent")?,
             ok: num("ok")?,
@@ -252,7 +252,7 @@ pub async fn run(args: ChaosArgs) -> Result<bool> {
             Scenario::Partition => partition_outer(&args).await,
             local => run_local(local, &args).await,
         };
-        let outcome = outcome.unwrap_or_else(|e| Outcome {
+        let outcome = outcome.unwrap_or_else(|e| ScenarioOutcome {
             scenario: scenario.name().to_string(),
             sent: 0,
             ok: 0,
@@ -271,7 +271,7 @@ pub async fn run(args: ChaosArgs) -> Result<bool> {
     Ok(all_passed)
 }
 
-fn report_problems(outcome: &Outcome) {
+fn report_problems(outcome: &ScenarioOutcome) {
     for problem in &outcome.problems {
         eprintln!("chaos: {}: {problem}", outcome.scenario);
     }
@@ -343,7 +343,7 @@ fn stress_options(args: &ChaosArgs) -> StressOptions {
 }
 
 /// Runs a scenario of loopback processes.
-async fn run_local(scenario: Scenario, args: &ChaosArgs) -> Result<Outcome> {
+async fn run_local(scenario: Scenario, args: &ChaosArgs) -> Result<ScenarioOutcome> {
     let config = cluster_config(loopback_nodes(args.base_port)?);
     let dir = run_dir(args, scenario.name());
     let program = node_program(args)?;
@@ -367,7 +367,7 @@ async fn drive(
     cluster: &mut LocalCluster,
     config: &ClusterConfig,
     args: &ChaosArgs,
-) -> Result<Outcome> {
+) -> Result<ScenarioOutcome> {
     let nodes = config.nodes.clone();
     let Some((coordinator, epoch)) = wait_for_agreement(&nodes, AGREE_WAIT).await else {
         return Err(Error::Unavailable(format!(
@@ -423,14 +423,14 @@ fn outcome(
     max_coordinators_per_epoch: usize,
     converged: bool,
     problems: Vec<String>,
-) -> Outcome {
+) -> ScenarioOutcome {
     let ok = samples.iter().filter(|s| s.is_ok()).count() as u64;
     let lost = samples
         .iter()
         .filter(|s| s.outcome == SampleOutcome::Failed(Cause::Timeout))
         .count() as u64;
     let p99 = LatencyMs::of(samples.iter().filter(|s| s.is_ok()).map(|s| s.latency)).p99;
-    Outcome {
+    ScenarioOutcome {
         scenario: scenario.to_string(),
         sent: samples.len() as u64,
         ok,
@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn the_line_reads_back_with_its_late_count() {
-        let outcome = Outcome {
+        let outcome = ScenarioOutcome {
             scenario: "partition".into(),
             sent: 120,
             ok: 118,
@@ -464,6 +464,6 @@ mod tests {
         };
         let line = outcome.line();
         assert!(line.contains(" dup=0 late=1 "), "{line}");
-        assert_eq!(Outcome::parse_line(&line), Some(outcome));
+        assert_eq!(ScenarioOutcome::parse_line(&line), Some(outcome));
     }
 }

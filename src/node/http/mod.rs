@@ -30,7 +30,7 @@ use crate::node::budget::Budget;
 use crate::node::desk::Desk;
 use crate::node::shell::Input;
 use crate::node::slots::Bounded;
-use crate::sharing::wire::WithFile;
+use crate::sharing::bodies::WithFile;
 use crate::sharing::SignedOp;
 use crate::store::Store;
 use crate::watch::NodeStatus;
