@@ -76,7 +76,7 @@ impl Node {
     }
 
     pub(super) fn adopt(&mut self, now: Millis, epoch: Epoch, coordinator: NodeId) {
-        if self.state == NodeState::Failed {
+        if self.state() == NodeState::Failed {
             return;
         }
         let known = self.epoch == epoch && self.coordinator == Some(coordinator);
@@ -93,7 +93,7 @@ impl Node {
             Some(c) => self.up_or_self(c, now),
             None => false,
         };
-        let granted = self.state == NodeState::Active
+        let granted = self.state() == NodeState::Active
             && !quarantined
             && epoch > self.voted
             && epoch > self.epoch

@@ -103,8 +103,8 @@ pub struct Node {
     failures: FailureSim,
     rng: StdRng,
     started_at: Millis,
-    state: NodeState,
-    failed_until: Millis,
+    /// Active, Failed or Recovering, with what only that role keeps.
+    role: Role,
     epoch: Epoch,
     coordinator: Option<NodeId>,
     /// Highest epoch this node voted in (it votes at most once per epoch).
@@ -135,10 +135,7 @@ pub struct Node {
     inherited_order: VecDeque<(Millis, LogKey)>,
     replicated: ReplicatedState,
     digest: Option<String>,
-    recovery_heard: BTreeSet<NodeId>,
-    recovering_since: Millis,
     last_recovery_ms: Option<u64>,
-    next_sync_request: Millis,
     next_heartbeat: Millis,
     next_victim_at: Millis,
     victim_seq: u32,
@@ -146,6 +143,50 @@ pub struct Node {
     last_return_reelection: Option<Millis>,
     imbalance_since: Option<Millis>,
     out: Vec<Output>,
+}
+
+/// What a node is doing, with what only that role keeps (toydb's `Node::{Follower, Candidate,
+/// Leader}` is the model): a Failed node only waits for its end; a Recovering node tracks whose
+/// state it has merged and when it asks the others again.
+#[derive(Clone, Debug)]
+enum Role {
+    /// Serving: takes part in elections and serves requests.
+    Active,
+    /// Simulated failure: silent to members and clients until `until`.
+    Failed { until: Millis },
+    /// Catching up with a majority before it serves again.
+    Recovering(Recovery),
+}
+
+/// A Recovering node's progress.
+#[derive(Clone, Debug)]
+struct Recovery {
+    /// When it began to recover.
+    since: Millis,
+    /// The members whose state it has merged.
+    heard: BTreeSet<NodeId>,
+    /// When it asks the members that have not answered again.
+    next_ask: Millis,
+}
+
+impl Role {
+    /// A node that begins to recover at `now`.
+    fn recovering(now: Millis) -> Role {
+        Role::Recovering(Recovery {
+            since: now,
+            heard: BTreeSet::new(),
+            next_ask: now,
+        })
+    }
+
+    /// The state members and status pages see.
+    fn state(&self) -> NodeState {
+        match self {
+            Role::Active => NodeState::Active,
+            Role::Failed { .. } => NodeState::Failed,
+            Role::Recovering(_) => NodeState::Recovering,
+        }
+    }
 }
 
 /// Loads are compared as printed: rounded to two decimals.
@@ -194,8 +235,7 @@ impl Node {
                 config.seed ^ u64::from(config.id).wrapping_mul(0x9E37_79B9),
             ),
             started_at: now,
-            state: NodeState::Recovering,
-            failed_until: 0,
+            role: Role::recovering(now),
             epoch: 0,
             coordinator: None,
             voted: 0,
@@ -216,10 +256,7 @@ impl Node {
             inherited_order: VecDeque::new(),
             replicated: ReplicatedState::default(),
             digest: None,
-            recovery_heard: BTreeSet::new(),
-            recovering_since: now,
             last_recovery_ms: None,
-            next_sync_request: now,
             next_heartbeat: now,
             next_victim_at: u64::MAX,
             victim_seq: 0,
@@ -241,7 +278,7 @@ impl Node {
 
     /// This node's state.
     pub fn state(&self) -> NodeState {
-        self.state
+        self.role.state()
     }
 
     /// This node's epoch.
@@ -256,7 +293,7 @@ impl Node {
 
     /// Whether this node is the coordinator.
     pub fn is_coordinator(&self) -> bool {
-        self.coordinator == Some(self.id) && self.state == NodeState::Active
+        self.coordinator == Some(self.id) && self.state() == NodeState::Active
     }
 
     /// The replicated state.
@@ -372,7 +409,8 @@ impl Node {
     /// connections, such as the simulator, releases votes only with [`Node::member_disconnected`]).
     pub fn step(&mut self, now: Millis, envelope: Envelope) -> Vec<Output> {
         let from = envelope.from;
-        if self.state == NodeState::Failed || from == self.id || !self.others.contains_key(&from) {
+        if self.state() == NodeState::Failed || from == self.id || !self.others.contains_key(&from)
+        {
             return Vec::new();
         }
         let epoch = envelope.epoch;
@@ -441,8 +479,8 @@ impl Node {
 
     /// Advances the core to `now`.
     pub fn tick(&mut self, now: Millis) -> Vec<Output> {
-        if self.state == NodeState::Failed {
-            if now < self.failed_until {
+        if let Role::Failed { until } = self.role {
+            if now < until {
                 return Vec::new();
             }
             for p in self.others.values_mut() {
@@ -467,7 +505,7 @@ impl Node {
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_ms;
             let hb = Heartbeat {
-                state: self.state,
+                state: self.state(),
                 load: self.load,
                 cost: self.cost,
                 coordinator: self.coordinator,
@@ -477,7 +515,7 @@ impl Node {
             };
             self.broadcast_at(self.epoch, Message::Heartbeat(hb));
         }
-        match self.state {
+        match self.state() {
             NodeState::Recovering => self.drive_recovery(now),
             NodeState::Active => self.drive_active(now),
             NodeState::Failed => {}

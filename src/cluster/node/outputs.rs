@@ -163,15 +163,15 @@ impl Node {
             .collect();
         CoreStatus {
             id: self.id,
-            state: self.state,
+            state: self.state(),
             epoch: self.epoch,
-            coordinator: if self.state == NodeState::Failed {
+            coordinator: if self.state() == NodeState::Failed {
                 None
             } else {
                 self.coordinator
             },
             load: rounded(self.load),
-            quorum: self.state != NodeState::Failed && self.has_quorum(now),
+            quorum: self.state() != NodeState::Failed && self.has_quorum(now),
             members,
             digest: self.digest(),
             elections: self.replicated.elections.len(),

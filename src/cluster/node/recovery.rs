@@ -16,12 +16,9 @@ pub const ANTI_ENTROPY_MS: u64 = 1_000;
 impl Node {
     pub(super) fn enter_recovering(&mut self, now: Millis, reason: &str) {
         self.lose_coordinator(reason.to_string());
-        self.state = NodeState::Recovering;
+        self.role = Role::recovering(now);
         self.round = None;
         self.election_due = None;
-        self.recovery_heard.clear();
-        self.recovering_since = now;
-        self.next_sync_request = now;
         self.emit(Event::StateChanged {
             to: NodeState::Recovering,
             reason: reason.to_string(),
@@ -29,13 +26,17 @@ impl Node {
     }
 
     pub(super) fn enter_active(&mut self, now: Millis) {
-        self.state = NodeState::Active;
+        let (since, heard) = match &self.role {
+            Role::Recovering(r) => (r.since, r.heard.len()),
+            _ => (now, 0),
+        };
+        self.role = Role::Active;
         self.synced = true;
-        self.last_recovery_ms = Some(now.saturating_sub(self.recovering_since));
+        self.last_recovery_ms = Some(now.saturating_sub(since));
         self.bump_counters(|c| c.recoveries += 1);
         let reason = format!(
             "state merged from {} of {} nodes",
-            self.recovery_heard.len() + 1,
+            heard + 1,
             self.members.len()
         );
         self.emit(Event::StateChanged {
@@ -51,7 +52,7 @@ impl Node {
     /// What this node knows, its request log reduced to the generations that differ from the
     /// summaries `theirs`.
     pub(super) fn snapshot(&self, now: Millis, theirs: &[GenSummary]) -> Snapshot {
-        let mut members = vec![(self.id, self.state)];
+        let mut members = vec![(self.id, self.state())];
         for (&id, p) in &self.others {
             members.push((
                 id,
@@ -63,7 +64,7 @@ impl Node {
             ));
         }
         Snapshot {
-            state: self.state,
+            state: self.state(),
             coordinator: self.coordinator,
             members,
             replicated: self.replicated.differing(theirs),
@@ -115,9 +116,10 @@ impl Node {
                 self.adopt(now, epoch, c);
             }
         }
-        if self.state == NodeState::Recovering {
-            self.recovery_heard.insert(from);
-            if self.recovery_heard.len() + 1 >= self.majority() {
+        let majority = self.majority();
+        if let Role::Recovering(r) = &mut self.role {
+            r.heard.insert(from);
+            if r.heard.len() + 1 >= majority {
                 self.enter_active(now);
             }
         }
@@ -128,13 +130,17 @@ impl Node {
             self.enter_active(now);
             return;
         }
-        if now >= self.next_sync_request {
-            self.next_sync_request = now + SYNC_RETRY_MS;
+        let Role::Recovering(r) = &mut self.role else {
+            return;
+        };
+        if now >= r.next_ask {
+            r.next_ask = now + SYNC_RETRY_MS;
+            let heard = &r.heard;
             let missing: Vec<NodeId> = self
                 .others
                 .keys()
                 .copied()
-                .filter(|p| !self.recovery_heard.contains(p))
+                .filter(|p| !heard.contains(p))
                 .collect();
             let summaries = self.replicated.log.summaries();
             for p in missing {

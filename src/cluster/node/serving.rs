@@ -90,7 +90,7 @@ impl Node {
     /// whose connections to its client closed while it waited). The one place that decides
     /// who takes a request in; the driver only carries it out.
     pub fn arrival(&mut self, id: &str, resent_after: &[NodeId], via: Via) -> Arrival {
-        let failed = self.state == NodeState::Failed;
+        let failed = self.state() == NodeState::Failed;
         match via {
             Via::Http if self.static_split => {
                 Arrival::Refuse("a static-split baseline node serves the client protocol only")
@@ -124,7 +124,7 @@ impl Node {
     /// Whether this node neither takes nor answers anything now: it is in a simulated
     /// failure, so its finished jobs and the replies passing through it are dropped.
     pub fn silent(&self) -> bool {
-        self.state == NodeState::Failed
+        self.state() == NodeState::Failed
     }
 
     /// Whether the request log says `id` was served.
@@ -134,13 +134,13 @@ impl Node {
 
     /// Whether this node can take part in serving requests now: Active, with a coordinator.
     pub fn accepting(&self) -> bool {
-        self.state == NodeState::Active && self.coordinator.is_some()
+        self.state() == NodeState::Active && self.coordinator.is_some()
     }
 
     /// A client's request reached this node; the driver holds its payload until it is told
     /// to serve ([`Output::Serve`]) or to forget it ([`Output::Forget`]).
     pub fn request_arrived(&mut self, now: Millis, id: &str) -> Vec<Output> {
-        if self.state == NodeState::Failed || self.already_served(id) {
+        if self.state() == NodeState::Failed || self.already_served(id) {
             return vec![Output::Forget(id.to_string())];
         }
         if !self.dispatcher.arrived(now, id) {
@@ -163,7 +163,7 @@ impl Node {
     /// the request, and later says [`Output::Reply`] or [`Output::Drop`] for it (exactly one of
     /// them, unless the driver is told the same in this call's output).
     pub fn job_finished(&mut self, now: Millis, id: &str) -> Vec<Output> {
-        if self.state == NodeState::Failed {
+        if self.state() == NodeState::Failed {
             return vec![Output::Drop(id.to_string())];
         }
         self.bump_counters(|c| c.served += 1);

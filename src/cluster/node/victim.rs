@@ -19,8 +19,9 @@ impl Node {
         self.coordinator = None;
         self.round = None;
         self.election_due = None;
-        self.state = NodeState::Failed;
-        self.failed_until = now.saturating_add(duration_ms);
+        self.role = Role::Failed {
+            until: now.saturating_add(duration_ms),
+        };
         // Requests it took over and serves: the votes for it go with the results.
         let taken_over = self.dispatcher.taken_over(self.id);
         for id in self.dispatcher.clear() {
