@@ -468,3 +468,43 @@ fn a_peer_refuses_a_config_holding_the_cluster_secret_and_client_user_config_mak
     std::fs::write(&cluster.user_config_path, &text).unwrap();
     let (_eve, _) = started(&cluster, "eve", "pw");
 }
+
+/// Issue 34: a peer started while the cloud had no majority exited at once ("the cloud has no
+/// majority ... retry later"), so after the heal that user was gone. Now it runs, serves its
+/// page, says once that it waits, and registers as soon as a majority answers.
+#[test]
+fn a_peer_started_without_a_majority_waits_and_registers_when_the_cloud_returns() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.kill(2);
+    cluster.kill(3);
+    let mut carol = cluster.peer_within("carol", "pw", "carol", &[], Duration::from_secs(3));
+    assert_eq!(carol.addr, None, "carol came online without a majority");
+    let waiting = support::poll(Duration::from_secs(10), || {
+        carol
+            .stdout()
+            .contains("waiting for the cloud")
+            .then_some(())
+    });
+    assert!(
+        waiting.is_some(),
+        "carol's peer did not say it waits; stdout:\n{}\nstderr:\n{}",
+        carol.stdout(),
+        carol.stderr()
+    );
+    assert!(
+        carol.child.try_wait().unwrap().is_none(),
+        "carol's peer exited without the cloud: {}",
+        carol.stderr()
+    );
+    cluster.spawn(2);
+    cluster.spawn(3);
+    let online = support::poll(Duration::from_secs(40), || {
+        entry(&cluster, 1, "carol").filter(|e| e["online"] == true)
+    });
+    assert!(
+        online.is_some(),
+        "carol did not register after the heal; stdout:\n{}",
+        carol.stdout()
+    );
+    assert!(carol.stdout().contains("online at"), "{}", carol.stdout());
+}

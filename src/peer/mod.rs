@@ -22,9 +22,13 @@
 //!   page at `/`.
 //! - [`cli`]: the `peer` binary's flags and subcommands.
 //!
+//! A peer outlives the cloud's outages: started while the cloud (or a majority of it) does
+//! not answer, or losing it later, it serves its gallery and API anyway, says once that it is
+//! waiting for the cloud, and registers again with back-off (from [`RENEW`] to
+//! [`MAX_RETRY`]); only a refused password ends it.
+//!
 //! Implementation caveats: the lease is renewed every [`RENEW`]; a peer whose renewals fail
-//! (the cloud has no majority) keeps serving and keeps trying, and shows offline in the
-//! directory once its lease ends.
+//! shows offline in the directory once its lease ends, until a registration goes through.
 
 pub mod actions;
 mod api;
@@ -59,6 +63,8 @@ use crate::{Error, Result};
 pub const LEASE: Duration = Duration::from_millis(3000);
 /// How often the peer renews its registration.
 pub const RENEW: Duration = Duration::from_millis(1000);
+/// The longest pause between two registrations while the cloud does not answer.
+pub const MAX_RETRY: Duration = Duration::from_secs(8);
 /// How long a subcommand waits for the running peer (a share encrypts through the cloud).
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -119,12 +125,6 @@ pub async fn run(
         options.approve,
     ));
     let cloud = &cloud;
-    let register = || UserOp::Register {
-        addr: addr.to_string(),
-        lease_ms: LEASE.as_millis() as u64,
-    };
-    peer.signed(register(), |op| async move { cloud.submit(&op).await })
-        .await?;
     let running = Running {
         user: user.clone(),
         addr,
@@ -132,31 +132,58 @@ pub async fn run(
         pid: std::process::id(),
     };
     options.folder.set_running(&running)?;
-    println!(
-        "[peer {user}] online at {addr}; gallery: {}",
-        running.gallery_url()
-    );
-    info!(user = %user, %addr, "[peer {user}] registered");
-
-    let renewals = async {
-        let mut every = tokio::time::interval(RENEW);
-        every.tick().await;
+    let register = || UserOp::Register {
+        addr: addr.to_string(),
+        lease_ms: LEASE.as_millis() as u64,
+    };
+    // Registers, then renews every RENEW. While the cloud does not answer (down, or no
+    // majority) the peer serves its gallery and API anyway and tries again, backing off to
+    // MAX_RETRY; only a refusal of the password ends it.
+    let registrations = async {
+        let (mut online, mut ever, mut waiting) = (false, false, false);
+        let mut pause = RENEW;
         loop {
-            every.tick().await;
-            match peer
+            let answer = peer
                 .signed(register(), |op| async move { cloud.submit(&op).await })
-                .await
-            {
-                Ok(()) => {}
+                .await;
+            match answer {
+                Ok(()) if !ever => {
+                    println!(
+                        "[peer {user}] online at {addr}; gallery: {}",
+                        running.gallery_url()
+                    );
+                    info!(user = %user, %addr, "[peer {user}] registered");
+                    (online, ever, waiting, pause) = (true, true, false, RENEW);
+                }
+                Ok(()) => {
+                    if !online {
+                        println!("[peer {user}] the cloud answers again: online at {addr}");
+                    }
+                    (online, waiting, pause) = (true, false, RENEW);
+                }
                 Err(e @ Error::Unauthorized(_)) => return Err(e),
-                Err(e) => warn!(user = %user, "[peer {user}] could not renew the lease: {e}"),
+                Err(e) => {
+                    if !waiting {
+                        let gallery = running.gallery_url();
+                        println!(
+                            "[peer {user}] waiting for the cloud ({e}); trying again with back-off, the gallery works meanwhile: {gallery}"
+                        );
+                        waiting = true;
+                    }
+                    warn!(user = %user, "[peer {user}] could not register: {e}");
+                    online = false;
+                }
+            }
+            tokio::time::sleep(pause).await;
+            if !online {
+                pause = (pause * 2).min(MAX_RETRY);
             }
         }
     };
     let result = tokio::select! {
         _ = shutdown => Ok(()),
         r = api::serve(listener, peer.clone()) => r,
-        r = renewals => r,
+        r = registrations => r,
         () = peer.follow_mail() => Ok(()),
     };
     options.folder.clear_running();

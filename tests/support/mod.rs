@@ -498,6 +498,18 @@ impl Cluster {
 
     /// The same with the folder `peers/FOLDER` (another machine's copy of the user).
     pub fn peer_at(&self, user: &str, password: &str, folder: &str, extra: &[&str]) -> PeerProc {
+        self.peer_within(user, password, folder, extra, Duration::from_secs(20))
+    }
+
+    /// [`Cluster::peer_at`], waiting at most `limit` for the "online at" line.
+    pub fn peer_within(
+        &self,
+        user: &str,
+        password: &str,
+        folder: &str,
+        extra: &[&str],
+        limit: Duration,
+    ) -> PeerProc {
         let dir = self.dir.path().join("peers").join(folder);
         let mut child = self
             .peer_command(user, password, &dir, &["--parent-watch"])
@@ -515,7 +527,7 @@ impl Cluster {
             }
         });
         let (stderr, _) = Drained::start(child.stderr.take().unwrap(), |_| {});
-        let addr = rx.recv_timeout(Duration::from_secs(20)).ok();
+        let addr = rx.recv_timeout(limit).ok();
         PeerProc {
             user: user.to_string(),
             dir,
