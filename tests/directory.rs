@@ -23,7 +23,17 @@ fn online_everywhere(cluster: &Cluster, user: &str, addr: &str) -> bool {
 }
 
 fn started(cluster: &Cluster, user: &str, password: &str) -> (PeerProc, String) {
-    let peer = cluster.peer(user, password, &[]);
+    started_with(cluster, user, password, &[])
+}
+
+/// `user`'s peer started with `extra` flags, online; its printed address.
+fn started_with(
+    cluster: &Cluster,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> (PeerProc, String) {
+    let peer = cluster.peer(user, password, extra);
     let addr = peer.addr.clone().unwrap_or_else(|| {
         panic!(
             "{user}'s peer did not come online; node 1 log:\n{}",
@@ -506,5 +516,19 @@ fn a_peer_started_without_a_majority_waits_and_registers_when_the_cloud_returns(
         "carol did not register after the heal; stdout:\n{}",
         carol.stdout()
     );
-    assert!(carol.stdout().contains("online at"), "{}", carol.stdout());
+    // The directory may show the registration a moment before the peer prints its line.
+    let said = support::poll(Duration::from_secs(10), || {
+        carol.stdout().contains("online at").then_some(())
+    });
+    assert!(said.is_some(), "{}", carol.stdout());
+}
+
+/// Issue 34: a peer listening on every interface (`--listen 0.0.0.0:0`) registered
+/// 0.0.0.0:PORT, which no other peer can reach; it registers its address towards the cloud.
+#[test]
+fn a_peer_on_every_interface_registers_an_address_others_can_reach() {
+    let cluster = Cluster::start(3, &[]);
+    let (_dave, addr) = started_with(&cluster, "dave", "pw", &["--listen", "0.0.0.0:0"]);
+    assert!(addr.starts_with("127.0.0.1:"), "dave advertised {addr}");
+    assert!(online_everywhere(&cluster, "dave", &addr));
 }

@@ -43,9 +43,15 @@ pub struct PeerArgs {
     /// A file whose first line is the password (else IMGCLOUD_PASSWORD).
     #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Where the peer listens (default: a free port on 127.0.0.1).
+    /// Where the peer listens (default: a free port on 127.0.0.1, or on every interface when
+    /// the cloud is on another host).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// The address other peers reach this one at, registered in the directory (default: the
+    /// listening address; listening on every interface, this host's address on the route to
+    /// the cloud). Never a loopback address when the cloud is on another host.
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<std::net::IpAddr>,
     /// How the peer answers view requests: approve them all, or ask the user.
     #[arg(long, value_enum, default_value_t = Approve::Ask)]
     pub approve: Approve,
@@ -244,9 +250,8 @@ pub fn main(args: PeerArgs) -> Result<()> {
                 let options = PeerOptions {
                     folder: args.folder()?,
                     cluster: args.cluster()?,
-                    listen: args
-                        .listen
-                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+                    listen: args.listen,
+                    advertise: args.advertise,
                     approve: args.approve,
                 };
                 let credential = args.credential()?;

@@ -44,7 +44,7 @@ mod requests;
 mod view;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,8 +84,10 @@ pub struct PeerOptions {
     pub folder: Folder,
     /// The cloud's nodes.
     pub cluster: ClusterConfig,
-    /// Where to listen (port 0: any free port).
-    pub listen: SocketAddr,
+    /// Where to listen (port 0: any free port; None: see [`listen_addr`]).
+    pub listen: Option<SocketAddr>,
+    /// The address to register for other peers (None: see [`advertised`]).
+    pub advertise: Option<IpAddr>,
     /// How incoming requests are decided.
     pub approve: Approve,
 }
@@ -106,13 +108,14 @@ pub async fn run(
             )));
         }
     }
-    let listener = TcpListener::bind(options.listen).await.map_err(|e| {
-        Error::Config(format!(
-            "{user}'s peer cannot listen on {}: {e}",
-            options.listen
-        ))
-    })?;
-    let addr = listener.local_addr()?;
+    let cloud_addrs: Vec<SocketAddr> = options.cluster.nodes.iter().map(|n| n.http).collect();
+    let listen = options.listen.unwrap_or_else(|| listen_addr(&cloud_addrs));
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Config(format!("{user}'s peer cannot listen on {listen}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let addr = advertised(bound, options.advertise, &cloud_addrs, route_to)
+        .map_err(|why| Error::Config(format!("{user}'s peer listens on {bound} but {why}")))?;
     let cloud = Cloud::new(&options.cluster);
     let library = library::Library::open(options.folder.root())?;
     let token = hex::encode(rand::random::<[u8; 16]>());
@@ -198,6 +201,59 @@ pub async fn run(
     result
 }
 
+/// Where a peer listens by default: a free port on 127.0.0.1 when the whole cloud is on this
+/// host, else on every interface (other hosts' peers must reach it).
+pub fn listen_addr(cloud: &[SocketAddr]) -> SocketAddr {
+    if cloud.iter().all(|a| a.ip().is_loopback()) {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    }
+}
+
+/// The address a peer bound to `bound` registers: `flag` if given, else the bound address, or,
+/// bound to every interface, the local address `route` finds towards the cloud. A reason
+/// (ending the sentence "the peer listens on ... but") when that would be unspecified, or
+/// loopback while the cloud is on another host.
+pub fn advertised(
+    bound: SocketAddr,
+    flag: Option<IpAddr>,
+    cloud: &[SocketAddr],
+    route: impl Fn(SocketAddr) -> Option<IpAddr>,
+) -> std::result::Result<SocketAddr, String> {
+    let remote = cloud.iter().find(|a| !a.ip().is_loopback());
+    let ip = match flag {
+        Some(ip) => ip,
+        None if bound.ip().is_unspecified() => {
+            let towards = remote.or(cloud.first()).copied();
+            towards.and_then(&route).ok_or_else(|| {
+                "no route to the cloud shows this host's address; name it with --advertise IP"
+                    .to_string()
+            })?
+        }
+        None => bound.ip(),
+    };
+    if ip.is_unspecified() {
+        return Err(format!(
+            "{ip} is no address other peers can reach; name one with --advertise IP"
+        ));
+    }
+    if let (true, Some(node)) = (ip.is_loopback(), remote) {
+        return Err(format!(
+            "would advertise {ip}, which peers on other hosts cannot reach (the cloud is at {node}); listen on this host's address (--listen IP:0 or 0.0.0.0:0) or name it with --advertise IP"
+        ));
+    }
+    Ok(SocketAddr::new(ip, bound.port()))
+}
+
+/// This host's address on the route to `to` (a connected UDP socket: nothing is sent).
+fn route_to(to: SocketAddr) -> Option<IpAddr> {
+    let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(to).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 /// Asks the running peer who it is (a liveness check that also proves the token).
 async fn ask_whoami(running: &Running) -> Result<String> {
     let value: serde_json::Value = local_get(running, "/api/whoami").await?;
@@ -261,4 +317,52 @@ pub(crate) fn status_error(status: u16, why: String) -> Error {
         _ => Error::Unavailable,
     };
     Error::passed_on(kind, why)
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A route that finds `ip` whatever the destination.
+    fn via(ip: &str) -> impl Fn(SocketAddr) -> Option<IpAddr> {
+        let ip: IpAddr = ip.parse().unwrap();
+        move |_| Some(ip)
+    }
+
+    #[test]
+    fn a_peer_on_every_interface_advertises_its_address_towards_the_cloud() {
+        let cloud = [addr("10.0.0.1:9001"), addr("10.0.0.2:9002")];
+        let got = advertised(addr("0.0.0.0:4567"), None, &cloud, via("10.0.0.7"));
+        assert_eq!(got, Ok(addr("10.0.0.7:4567")));
+        // Issue 34: it advertised 0.0.0.0:PORT, which no other peer can reach.
+        let local = [addr("127.0.0.1:9001")];
+        let got = advertised(addr("0.0.0.0:4567"), None, &local, via("127.0.0.1"));
+        assert_eq!(got, Ok(addr("127.0.0.1:4567")));
+    }
+
+    #[test]
+    fn a_loopback_address_is_never_advertised_to_a_cloud_on_another_host() {
+        let cloud = [addr("10.0.0.1:9001")];
+        let why = advertised(addr("127.0.0.1:4567"), None, &cloud, via("10.0.0.7")).unwrap_err();
+        assert!(why.contains("other hosts cannot reach"), "{why}");
+        let flagged = "127.0.0.1".parse().ok();
+        assert!(advertised(addr("0.0.0.0:4567"), flagged, &cloud, via("10.0.0.7")).is_err());
+        // The flag names the address on a multi-homed host.
+        let flagged = "192.168.5.5".parse().ok();
+        let got = advertised(addr("0.0.0.0:4567"), flagged, &cloud, via("10.0.0.7"));
+        assert_eq!(got, Ok(addr("192.168.5.5:4567")));
+        // Without a route there is nothing to advertise but the flag.
+        let got = advertised(addr("0.0.0.0:4567"), None, &cloud, |_| None);
+        assert!(got.unwrap_err().contains("--advertise"));
+    }
+
+    #[test]
+    fn the_default_listening_address_follows_where_the_cloud_is() {
+        assert!(listen_addr(&[addr("127.0.0.1:9001")]).ip().is_loopback());
+        assert!(listen_addr(&[addr("10.0.0.1:9001")]).ip().is_unspecified());
+    }
 }
