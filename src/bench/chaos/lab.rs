@@ -181,8 +181,9 @@ impl Lab {
             sh(
                 "ip",
                 &[
-                    "-n", lb, "link", "add", &veth, "type", "veth", "member", "name", "eth0",
-                    "netns", &ns,
+                    // "peer" is ip-link's word for the other end of a veth pair.
+                    "-n", lb, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns,
                 ],
                 None,
             )?;
