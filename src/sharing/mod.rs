@@ -767,15 +767,18 @@ mod tests {
         let view = with(bob.sign(UserOp::View { file: [2; 32] }), &["bob"]);
         let viewed = Reply::Viewed { views_left: 2 };
         assert_eq!(state.apply(&view).0, viewed);
-        // A retry within the window: the same answer, nothing spent.
+        // A retry within the window, which counts from the signing (`seq`, in microseconds):
+        // the same answer, nothing spent. (From `view.at_ms` the edge was flaky: the view is
+        // applied up to a millisecond after it is signed.)
+        let signed_ms = view.op.seq / 1000;
         let retry = Command {
-            at_ms: view.at_ms + VIEW_RETRY_MS,
+            at_ms: signed_ms + VIEW_RETRY_MS,
             ..view.clone()
         };
         assert_eq!(state.apply(&retry), (viewed.clone(), Vec::new()));
         // Past the window: a replay.
         let late = Command {
-            at_ms: view.at_ms + VIEW_RETRY_MS + 1000,
+            at_ms: signed_ms + VIEW_RETRY_MS + 1000,
             ..view.clone()
         };
         assert!(matches!(state.apply(&late).0, Reply::Forbidden(why) if why.contains("stale")));
