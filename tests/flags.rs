@@ -111,28 +111,13 @@ fn peers_hint_repeats_the_flags_given_on_either_side() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("bob");
     let folder = folder.to_str().unwrap();
+    let flags = ["--user", "bob", "--dir", folder, "--base-port", "9100"];
     for args in [
-        &[
-            "online",
-            "--user",
-            "bob",
-            "--dir",
-            folder,
-            "--base-port",
-            "9100",
-        ][..],
-        &[
-            "--user",
-            "bob",
-            "--dir",
-            folder,
-            "--base-port",
-            "9100",
-            "online",
-        ][..],
+        [&["online"][..], &flags].concat(),
+        [&flags[..], &["online"]].concat(),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_peer"))
-            .args(args)
+            .args(&args)
             .current_dir(dir.path())
             .output()
             .expect("peer runs");

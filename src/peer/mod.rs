@@ -143,42 +143,38 @@ pub async fn run(
     // majority) the peer serves its gallery and API anyway and tries again, backing off to
     // MAX_RETRY; only a refusal of the password ends it.
     let registrations = async {
-        let (mut online, mut ever, mut waiting) = (false, false, false);
+        // Whether a registration ever went through, and whether the last one failed.
+        let (mut registered, mut away) = (false, false);
         let mut pause = RENEW;
         loop {
             let answer = peer
                 .signed(register(), |op| async move { cloud.submit(&op).await })
                 .await;
             match answer {
-                Ok(()) if !ever => {
-                    println!(
-                        "[peer {user}] online at {addr}; gallery: {}",
-                        running.gallery_url()
-                    );
-                    info!(user = %user, %addr, "[peer {user}] registered");
-                    (online, ever, waiting, pause) = (true, true, false, RENEW);
-                }
                 Ok(()) => {
-                    if !online {
+                    if !registered {
+                        let gallery = running.gallery_url();
+                        println!("[peer {user}] online at {addr}; gallery: {gallery}");
+                        info!(user = %user, %addr, "[peer {user}] registered");
+                    } else if away {
                         println!("[peer {user}] the cloud answers again: online at {addr}");
                     }
-                    (online, waiting, pause) = (true, false, RENEW);
+                    (registered, away, pause) = (true, false, RENEW);
                 }
                 Err(e @ Error::Unauthorized(_)) => return Err(e),
                 Err(e) => {
-                    if !waiting {
+                    if !away {
                         let gallery = running.gallery_url();
                         println!(
                             "[peer {user}] waiting for the cloud ({e}); trying again with back-off, the gallery works meanwhile: {gallery}"
                         );
-                        waiting = true;
                     }
                     warn!(user = %user, "[peer {user}] could not register: {e}");
-                    online = false;
+                    away = true;
                 }
             }
             tokio::time::sleep(pause).await;
-            if !online {
+            if away {
                 pause = (pause * 2).min(MAX_RETRY);
             }
         }
