@@ -158,7 +158,7 @@ fn a_watched_node_exits_promptly_on_sigterm_and_when_its_parent_goes() {
         let out = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-node"))
             .args(["1", "--parent-watch", "--config"])
-            .arg(&cluster.config_path)
+            .arg(cluster.config_path())
             .stdin(std::process::Stdio::piped())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -254,7 +254,7 @@ fn a_data_dir_of_another_node_or_a_damaged_store_stops_the_node_with_a_sentence(
     assert!(support::poll(Duration::from_secs(10), || cluster.directory(1)).is_some());
     let data = cluster.config.data_dir.clone().unwrap();
     cluster.kill(2);
-    let config_path = cluster.config_path.clone();
+    let config_path = cluster.config_path();
     let run = |dir: &std::path::Path| {
         support::output_within(
             std::process::Command::new(env!("CARGO_BIN_EXE_cloud-node"))
@@ -311,7 +311,7 @@ fn converged(cluster: &Cluster, index: u64) -> bool {
 fn a_node_far_behind_installs_a_snapshot_and_a_stopped_one_catches_up() {
     let mut cluster = Cluster::new(3, &[]);
     cluster.config.store.snapshot_every = 50;
-    std::fs::write(&cluster.config_path, cluster.config.to_toml()).unwrap();
+    cluster.write_config().unwrap();
     for id in cluster.config.ids() {
         cluster.spawn(id);
     }
@@ -442,7 +442,7 @@ fn a_peer_refuses_a_config_holding_the_cluster_secret_and_client_user_config_mak
             .args(["--user", "eve", "--dir"])
             .arg(&dir)
             .arg("--config")
-            .arg(&cluster.config_path)
+            .arg(cluster.config_path())
             .env("IMGCLOUD_PASSWORD", "pw")
             .stdin(std::process::Stdio::null()),
         support::COMMAND_LIMIT,
@@ -461,7 +461,7 @@ fn a_peer_refuses_a_config_holding_the_cluster_secret_and_client_user_config_mak
     let out = support::output_within(
         std::process::Command::new(env!("CARGO_BIN_EXE_client"))
             .args(["user-config", "--config"])
-            .arg(&cluster.config_path),
+            .arg(cluster.config_path()),
         support::COMMAND_LIMIT,
         "client user-config",
     );

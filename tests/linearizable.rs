@@ -560,9 +560,9 @@ async fn client(ctx: Arc<Ctx>, task: usize, until: Instant, seed: u64) -> Vec<Ev
 fn raft_leader(cluster: &Cluster) -> NodeId {
     support::poll(Duration::from_secs(10), || {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for id in cluster.procs.keys() {
+        for id in cluster.running() {
             if let Some(leader) = cluster
-                .status(*id)
+                .status(id)
                 .and_then(|s| s["store"]["leader"].as_u64())
             {
                 *votes.entry(leader).or_default() += 1;
@@ -570,7 +570,7 @@ fn raft_leader(cluster: &Cluster) -> NodeId {
         }
         votes
             .into_iter()
-            .find(|&(_, v)| v * 2 > cluster.procs.len())
+            .find(|&(_, v)| v * 2 > cluster.running().count())
             .map(|(leader, _)| leader as NodeId)
     })
     .unwrap_or_else(|| panic!("no Raft leader within 10 s: {:?}", cluster.statuses()))
@@ -810,12 +810,7 @@ fn scenario(name: &str, fault: Fault, seed: u64) {
         let fault_end = Instant::now() + FAULT_FOR;
         while Instant::now() < fault_end {
             if failover.is_none() {
-                let others: Vec<NodeId> = cluster
-                    .procs
-                    .keys()
-                    .copied()
-                    .filter(|&id| id != victim)
-                    .collect();
+                let others: Vec<NodeId> = cluster.running().filter(|&id| id != victim).collect();
                 let named: Vec<Option<u64>> = others
                     .iter()
                     .map(|&id| {

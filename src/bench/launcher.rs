@@ -37,6 +37,7 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     program: PathBuf,
     prefix_args: Vec<String>,
+    env: Vec<(String, String)>,
     children: BTreeMap<NodeId, Child>,
     sink: Arc<Mutex<Option<LineSink>>>,
 }
@@ -50,22 +51,58 @@ impl LocalCluster {
         prefix_args: &[&str],
         sink: Option<LineSink>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let mut config = config;
-        config.data_dir.get_or_insert_with(|| dir.join("data"));
-        std::fs::write(dir.join("cluster.toml"), config.to_toml())?;
-        let mut cluster = LocalCluster {
-            config,
-            dir: dir.to_path_buf(),
-            program: program.to_path_buf(),
-            prefix_args: prefix_args.iter().map(|s| s.to_string()).collect(),
-            children: BTreeMap::new(),
-            sink: Arc::new(Mutex::new(sink)),
-        };
+        let mut cluster = Self::prepare(config, dir, program, prefix_args, sink)?;
         for id in cluster.config.ids() {
             cluster.spawn(id)?;
         }
         Ok(cluster)
+    }
+
+    /// Writes the config into `dir` and starts no node yet ([`LocalCluster::spawn`] starts
+    /// them, in any order).
+    pub fn prepare(
+        config: ClusterConfig,
+        dir: &Path,
+        program: &Path,
+        prefix_args: &[&str],
+        sink: Option<LineSink>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut config = config;
+        config.data_dir.get_or_insert_with(|| dir.join("data"));
+        let cluster = LocalCluster {
+            config,
+            dir: dir.to_path_buf(),
+            program: program.to_path_buf(),
+            prefix_args: prefix_args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            children: BTreeMap::new(),
+            sink: Arc::new(Mutex::new(sink)),
+        };
+        cluster.write_config()?;
+        Ok(cluster)
+    }
+
+    /// Writes [`LocalCluster::config`] to the run folder again (after a change; nodes started
+    /// from then on read it).
+    pub fn write_config(&self) -> Result<()> {
+        std::fs::write(self.config_path(), self.config.to_toml())?;
+        Ok(())
+    }
+
+    /// The config file the nodes read.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("cluster.toml")
+    }
+
+    /// Sets an environment variable for the nodes started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The nodes started and not killed, in id order.
+    pub fn running(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.children.keys().copied()
     }
 
     /// Changes where node output goes (None: logs only).
@@ -86,8 +123,9 @@ impl LocalCluster {
             .args(&self.prefix_args)
             .arg(id.to_string())
             .arg("--config")
-            .arg(self.dir.join("cluster.toml"))
+            .arg(self.config_path())
             .arg("--parent-watch")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log.try_clone()?)

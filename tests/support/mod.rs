@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imgcloud::bench::launcher::LocalCluster;
 use imgcloud::config::{ClusterConfig, NodeAddr};
 use imgcloud::ids::NodeId;
 use serde_json::Value;
@@ -66,19 +67,33 @@ fn rand_seed() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
-/// A cluster of real node processes.
+/// A cluster of real `cloud-node` processes, started by the library's launcher
+/// ([`LocalCluster`], the one the demo and chaos use) in a temporary folder; `Cluster` derefs
+/// to it (`config`, `kill`, `pid`, `running`, `config_path`, `write_config`).
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub config: ClusterConfig,
-    pub config_path: PathBuf,
+    /// The nodes; dropped (killed) before the folder they write in.
+    pub nodes: LocalCluster,
     /// The configuration users' peers get: the nodes' addresses without the secret.
     pub user_config_path: PathBuf,
-    pub procs: BTreeMap<NodeId, Child>,
-    extra: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.nodes
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.nodes
+    }
 }
 
 impl Cluster {
-    /// Writes a config for `n` nodes on free ports; starts nothing.
+    /// Writes a config for `n` nodes on free ports; starts nothing. `extra` are flags every
+    /// node gets.
     pub fn new(n: u32, extra: &[&str]) -> Cluster {
         let addrs = free_addrs(2 * n as usize);
         let nodes = (0..n as usize)
@@ -95,18 +110,16 @@ impl Cluster {
         };
         config.failures.enabled = false;
         let dir = tempfile::tempdir().unwrap();
-        config.data_dir = Some(dir.path().join("data"));
-        let config_path = dir.path().join("cluster.toml");
-        std::fs::write(&config_path, config.to_toml()).unwrap();
         let user_config_path = dir.path().join("cloud.toml");
         std::fs::write(&user_config_path, config.for_users().to_toml()).unwrap();
+        let program = Path::new(env!("CARGO_BIN_EXE_cloud-node"));
+        let mut nodes = LocalCluster::prepare(config, dir.path(), program, extra, None).unwrap();
+        let level = std::env::var("IMGCLOUD_TEST_LOG").unwrap_or_else(|_| "info".into());
+        nodes.set_env("RUST_LOG", &level);
         Cluster {
-            dir,
-            config,
-            config_path,
+            nodes,
             user_config_path,
-            procs: BTreeMap::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
         }
     }
 
@@ -120,43 +133,15 @@ impl Cluster {
     }
 
     /// Starts (or restarts) node `id`; its output goes to `node-ID.log` in the cluster's folder.
-    /// The node watches its standard input (`--parent-watch`), a pipe this process holds: if
+    /// The node watches its standard input (`--parent-watch`), a pipe the launcher holds: if
     /// the test binary dies, killed or aborted, its nodes exit with it.
     pub fn spawn(&mut self, id: NodeId) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node-{id}.log")))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cloud-node"))
-            .arg(id.to_string())
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--parent-watch")
-            .args(&self.extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("IMGCLOUD_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cloud-node starts");
-        self.procs.insert(id, child);
-    }
-
-    /// SIGKILLs node `id`.
-    pub fn kill(&mut self, id: NodeId) {
-        if let Some(mut child) = self.procs.remove(&id) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.nodes.spawn(id).expect("cloud-node starts");
     }
 
     /// Sends a signal (e.g. "STOP", "CONT") to node `id`.
     pub fn signal(&self, id: NodeId, signal: &str) {
-        let pid = self.procs[&id].id().to_string();
+        let pid = self.pid(id).expect("node runs").to_string();
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid)
@@ -180,7 +165,7 @@ impl Cluster {
 
     /// Every running node's status (None where a node does not answer).
     pub fn statuses(&self) -> BTreeMap<NodeId, Option<Value>> {
-        self.procs.keys().map(|&id| (id, self.status(id))).collect()
+        self.running().map(|id| (id, self.status(id))).collect()
     }
 
     /// The coordinator every running node names, if they all answer, are Active and agree.
@@ -296,12 +281,15 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Wakes stopped nodes and SIGKILLs every node (a test ends without a clean shutdown).
     fn drop(&mut self) {
-        for id in self.procs.keys().copied().collect::<Vec<_>>() {
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(self.procs[&id].id().to_string())
-                .status();
+        for id in self.running().collect::<Vec<_>>() {
+            if let Some(pid) = self.pid(id) {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(pid.to_string())
+                    .status();
+            }
             self.kill(id);
         }
     }
@@ -685,6 +673,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 impl Cluster {
     /// CPU seconds its node processes have used.
     pub fn nodes_cpu(&self) -> f64 {
-        self.procs.values().map(|c| cpu_seconds(c.id())).sum()
+        self.running()
+            .filter_map(|id| self.pid(id))
+            .map(cpu_seconds)
+            .sum()
     }
 }
