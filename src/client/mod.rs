@@ -28,13 +28,12 @@
 //! stays a timeout for the caller. The ids of finished requests are kept for the client's
 //! lifetime, to tell a duplicate from a late reply.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
@@ -42,14 +41,17 @@ use tokio::time::{timeout, Instant};
 use crate::codec::metadata::Viewer;
 use crate::config::NodeAddr;
 use crate::ids::{NodeId, RequestId};
-use crate::wire::framing::{decode, encode, split, MAX_DATA_FRAME_BYTES};
-use crate::wire::handshake::{Hello, HelloReply};
-use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
-use crate::wire::PROTOCOL_VERSION;
+use crate::wire::framing::encode;
+use crate::wire::request::EncryptRequest;
 use crate::{Error, Result};
 
+mod book;
 pub mod cli;
+mod link;
 mod status;
+
+use book::{Book, LinkHandle};
+use link::link;
 
 pub use status::{status_json, status_table};
 
@@ -70,7 +72,7 @@ pub fn deadline_from_secs(secs: f64) -> Duration {
 /// How long [`Client::connect`] waits for the first node.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait between two connection attempts to a node.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The first pause before a request every node refused for now is sent again.
 pub const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// The longest pause between two sends of a refused request (a busy node says "retry in a
@@ -86,135 +88,6 @@ pub struct Encrypted {
     pub served_by: NodeId,
     /// The PNG with the hidden image.
     pub png: Vec<u8>,
-}
-
-struct Waiter {
-    done: Option<oneshot::Sender<Result<Encrypted>>>,
-    /// Whether a decisive reply (not "unavailable") came.
-    answered: bool,
-    unavailable: usize,
-    /// The encoded request, re-sent to a node whose connection comes back.
-    bytes: Bytes,
-    /// The nodes whose connections closed while the request waited: had one of them won
-    /// it, its reply is lost ([`EncryptRequest::resent_after`]).
-    closed: Vec<NodeId>,
-    /// The one node that holds the request marked with `closed`: every node that got the mark
-    /// would serve it again, so one carries it at a time.
-    carrier: Option<NodeId>,
-}
-
-#[derive(Default)]
-struct Book {
-    waiting: HashMap<RequestId, Waiter>,
-    /// Finished requests that had a decisive reply: another one is a duplicate.
-    answered: HashSet<RequestId>,
-    /// Finished requests whose caller gave up without one: the first one now is late.
-    abandoned: HashSet<RequestId>,
-    duplicates: u64,
-    late: u64,
-}
-
-impl Book {
-    /// Registers a request; the receiver gets its outcome.
-    fn wait_for(&mut self, id: RequestId, bytes: Bytes) -> oneshot::Receiver<Result<Encrypted>> {
-        let (done, answer) = oneshot::channel();
-        let waiter = Waiter {
-            done: Some(done),
-            answered: false,
-            unavailable: 0,
-            bytes,
-            closed: Vec::new(),
-            carrier: None,
-        };
-        self.waiting.insert(id, waiter);
-        answer
-    }
-
-    /// Counts a decisive reply that came after the caller had its outcome: a duplicate if the
-    /// request had a decisive reply before, else late.
-    fn extra_reply(&mut self, answered_before: bool) {
-        if answered_before {
-            self.duplicates += 1;
-        } else {
-            self.late += 1;
-        }
-    }
-
-    /// The requests a new connection to `node` carries: every one still waiting, except
-    /// those a closed connection marked that another connected node carries (`up` says
-    /// which are connected). The marked ones it takes, `node` carries from now on.
-    fn for_new_connection(&mut self, node: NodeId, up: impl Fn(NodeId) -> bool) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        for waiter in self.waiting.values_mut().filter(|w| w.done.is_some()) {
-            if waiter.closed.is_empty() {
-                out.push(waiter.bytes.clone());
-            } else if !waiter.carrier.is_some_and(|c| c != node && up(c)) {
-                if let Some(marked) = marked(&waiter.bytes, &waiter.closed) {
-                    waiter.carrier = Some(node);
-                    out.push(marked);
-                }
-            }
-        }
-        out
-    }
-
-    /// After the connection to `gone` closed: every request still waiting is marked with it
-    /// and given to its carrier if that one is still connected, else to `next`, the first
-    /// other node that is (none: it waits for a connection to come back). Every reply that
-    /// came over the closed connection was delivered before: its reader has ended.
-    fn connection_closed<'a>(
-        &mut self,
-        gone: NodeId,
-        next: Option<&'a LinkHandle>,
-        link: impl Fn(NodeId) -> Option<&'a LinkHandle>,
-    ) {
-        for waiter in self.waiting.values_mut().filter(|w| w.done.is_some()) {
-            if !waiter.closed.contains(&gone) {
-                waiter.closed.push(gone);
-            }
-            let carrier = waiter
-                .carrier
-                .filter(|&c| c != gone)
-                .and_then(&link)
-                .filter(|l| l.up.load(Ordering::Relaxed))
-                .or(next);
-            waiter.carrier = None;
-            let (Some(carrier), Some(marked)) = (carrier, marked(&waiter.bytes, &waiter.closed))
-            else {
-                continue;
-            };
-            // A full queue is a node that is not reading: the request waits for its deadline.
-            if carrier
-                .queue
-                .upgrade()
-                .is_some_and(|q| q.try_send(marked).is_ok())
-            {
-                waiter.carrier = Some(carrier.id);
-            }
-        }
-    }
-
-    /// Waits again for a request every node refused for now, to be sent again; None if a
-    /// decisive reply came meanwhile (it counted as late) or the request is not waiting.
-    fn again(&mut self, id: &str) -> Option<oneshot::Receiver<Result<Encrypted>>> {
-        let waiter = self.waiting.get_mut(id)?;
-        if waiter.answered || waiter.done.is_some() {
-            return None;
-        }
-        let (done, answer) = oneshot::channel();
-        waiter.done = Some(done);
-        waiter.unavailable = 0;
-        Some(answer)
-    }
-
-    /// Retires a request whose caller stopped waiting.
-    fn finish(&mut self, id: RequestId) {
-        if self.waiting.remove(&id).is_some_and(|w| w.answered) {
-            self.answered.insert(id);
-        } else {
-            self.abandoned.insert(id);
-        }
-    }
 }
 
 /// A connection to every node of a cluster.
@@ -423,200 +296,12 @@ impl Client {
     }
 }
 
-/// Records a reply: the first decisive one answers the waiter (or is late, if the caller gave up
-/// first), later ones are duplicates.
-fn deliver(book: &Mutex<Book>, reply: EncryptReply, nodes: usize) {
-    let Ok(mut book) = book.lock() else { return };
-    let id = reply.id.clone();
-    let decisive = !matches!(
-        reply.outcome,
-        Outcome::Refused {
-            kind: Refusal::Unavailable,
-            ..
-        }
-    );
-    let Some(waiter) = book.waiting.get_mut(&id) else {
-        if decisive && book.abandoned.remove(&id) {
-            book.late += 1;
-            book.answered.insert(id);
-        } else if decisive && book.answered.contains(&id) {
-            book.duplicates += 1;
-        }
-        return;
-    };
-    let Some(done) = waiter.done.take() else {
-        // The caller has its outcome and has not retired the request yet.
-        if decisive {
-            let answered_before = std::mem::replace(&mut waiter.answered, true);
-            book.extra_reply(answered_before);
-        }
-        return;
-    };
-    waiter.answered = decisive;
-    let result = match reply.outcome {
-        Outcome::Encrypted(png) => Ok(Encrypted {
-            id,
-            served_by: reply.served_by,
-            png,
-        }),
-        Outcome::Refused {
-            kind: Refusal::Unavailable,
-            message,
-        } => {
-            waiter.unavailable += 1;
-            if waiter.unavailable < nodes {
-                waiter.done = Some(done);
-                return;
-            }
-            Err(Error::Unavailable(message))
-        }
-        Outcome::Refused {
-            kind: Refusal::Internal,
-            message,
-        } => Err(Error::Protocol(message)),
-        Outcome::Refused { message, .. } => Err(Error::passed_on(Error::InvalidInput, message)),
-    };
-    let _ = done.send(result);
-}
-
-/// Owns the connection to one node: connect, write requests, read replies, reconnect.
-///
-/// When a connection closes, the requests still waiting go to one other connected node again,
-/// marked [`EncryptRequest::resent_after`] this node: it may have won one and replied over the
-/// connection that is gone.
-async fn link(
-    node: NodeAddr,
-    mut requests: mpsc::Receiver<Bytes>,
-    handles: Arc<Vec<LinkHandle>>,
-    book: Arc<Mutex<Book>>,
-    connected: Arc<watch::Sender<usize>>,
-    nodes: usize,
-) {
-    let up = handles
-        .iter()
-        .find(|h| h.id == node.id)
-        .map(|h| Arc::clone(&h.up))
-        .unwrap_or_default();
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        // Requests queued while this node was unreachable went to the others.
-        while requests.try_recv().is_ok() {}
-        let attempt = async {
-            let stream = TcpStream::connect(node.addr).await?;
-            let (mut reader, mut writer) = split(stream);
-            writer
-                .write(&Hello::Client {
-                    version: PROTOCOL_VERSION,
-                })
-                .await?;
-            match reader.expect::<HelloReply>().await? {
-                HelloReply::Welcome { .. } => Ok((reader, writer)),
-                HelloReply::Refused(reason) => Err(Error::Protocol(format!(
-                    "node {} refused: {reason}",
-                    node.id
-                ))),
-                HelloReply::Challenge { .. } => Err(Error::Protocol(format!(
-                    "node {} asked for a member handshake",
-                    node.id
-                ))),
-            }
-        };
-        if let Ok(Ok((mut reader, mut writer))) = timeout(Duration::from_secs(2), attempt).await {
-            backoff = Duration::from_millis(50);
-            // A reply may be four times its request: as large as a data link's frames.
-            reader.allow_frames(MAX_DATA_FRAME_BYTES);
-            // Requests still waiting may have reached no node that is alive now (every holder
-            // restarted): give them to this one too. Nodes serve an id once, whatever its copies.
-            let is_up = |id| {
-                handles
-                    .iter()
-                    .any(|h| h.id == id && h.up.load(Ordering::Relaxed))
-            };
-            let waiting = book
-                .lock()
-                .map(|mut b| b.for_new_connection(node.id, is_up))
-                .unwrap_or_default();
-            let mut resent = Ok(());
-            for bytes in waiting {
-                resent = resent.and(writer.feed_bytes(bytes).await);
-            }
-            if resent.and(writer.flush().await).is_err() {
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-            connected.send_modify(|n| *n += 1);
-            up.store(true, Ordering::Relaxed);
-            let started = Instant::now();
-            let book_r = Arc::clone(&book);
-            let mut read = tokio::spawn(async move {
-                while let Ok(Some(reply)) = reader.read::<EncryptReply>().await {
-                    deliver(&book_r, reply, nodes);
-                }
-            });
-            loop {
-                tokio::select! {
-                    _ = &mut read => break,
-                    next = requests.recv() => match next {
-                        None => {
-                            read.abort();
-                            up.store(false, Ordering::Relaxed);
-                            connected.send_modify(|n| *n -= 1);
-                            return;
-                        }
-                        Some(bytes) => {
-                            let mut ok = writer.feed_bytes(bytes).await.is_ok();
-                            while ok {
-                                match requests.try_recv() {
-                                    Ok(more) => ok = writer.feed_bytes(more).await.is_ok(),
-                                    Err(_) => break,
-                                }
-                            }
-                            if !ok || writer.flush().await.is_err() {
-                                read.abort();
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            up.store(false, Ordering::Relaxed);
-            connected.send_modify(|n| *n -= 1);
-            if let Ok(mut book) = book.lock() {
-                let next = handles
-                    .iter()
-                    .find(|h| h.id != node.id && h.up.load(Ordering::Relaxed));
-                book.connection_closed(node.id, next, |id| handles.iter().find(|h| h.id == id));
-            }
-            if started.elapsed() > Duration::from_secs(5) {
-                backoff = Duration::from_millis(50);
-            }
-        }
-        if requests.is_closed() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// A node's request queue and connection state, as every link task sees it.
-struct LinkHandle {
-    id: NodeId,
-    queue: mpsc::WeakSender<Bytes>,
-    /// Whether its connection is up.
-    up: Arc<AtomicBool>,
-}
-
-/// The encoded request `bytes`, marked as re-sent after the connections to `closed` closed.
-fn marked(bytes: &[u8], closed: &[NodeId]) -> Option<Bytes> {
-    let mut request: EncryptRequest = decode(bytes).ok()?;
-    request.resent_after = closed.to_vec();
-    encode(&request).ok()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::book::deliver;
     use super::*;
+    use crate::wire::framing::decode;
+    use crate::wire::request::{EncryptReply, Outcome, Refusal};
 
     /// A client with one node link that nothing reads: its replies come from the test.
     fn offline_client(deadline: Duration) -> (Client, mpsc::Receiver<Bytes>) {
