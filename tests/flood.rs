@@ -200,10 +200,8 @@ fn a_multicast_client_flood_is_served_within_the_budget_by_retrying_refusals() {
 /// affected, and a slot given back is taken by the next client.
 #[test]
 fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
-    use imgcloud::cluster::message::PROTOCOL_VERSION;
     use imgcloud::node::slots::MAX_CLIENT_CONNECTIONS;
-    use imgcloud::wire::framing::split;
-    use imgcloud::wire::handshake::{Hello, HelloReply};
+    use imgcloud::wire::handshake::HelloReply;
 
     let _alone = ONE_FLOOD_AT_A_TIME
         .lock()
@@ -214,19 +212,14 @@ fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
         .1;
     let addr = cluster.config.node(1).unwrap().addr;
     let rt = runtime();
-    let hello = || async move {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut r, mut w) = split(stream);
-        let version = PROTOCOL_VERSION;
-        w.write(&Hello::Client { version }).await?;
-        let reply = r.expect::<HelloReply>().await?;
-        Ok::<_, imgcloud::Error>((reply, r, w))
-    };
     let (welcomed, refused) = rt.block_on(async {
         let mut open = Vec::new();
         let mut refused = Vec::new();
         for _ in 0..MAX_CLIENT_CONNECTIONS + 20 {
-            match hello().await.expect("every connection is answered") {
+            match support::client_hello(addr)
+                .await
+                .expect("every connection is answered")
+            {
                 (HelloReply::Welcome { .. }, r, w) => open.push((r, w)),
                 (HelloReply::Refused(why), ..) => refused.push(why),
                 (other, ..) => panic!("{other:?}"),
@@ -238,9 +231,13 @@ fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
         assert_eq!(full["epoch"].as_u64(), Some(epoch_before), "{full}");
         // One client leaves: the next is welcomed.
         open.pop();
-        let next =
-            poll_async(|| async { matches!(hello().await, Ok((HelloReply::Welcome { .. }, ..))) })
-                .await;
+        let next = poll_async(|| async {
+            matches!(
+                support::client_hello(addr).await,
+                Ok((HelloReply::Welcome { .. }, ..))
+            )
+        })
+        .await;
         assert!(next, "a slot given back is taken");
         (open.len(), refused)
     });

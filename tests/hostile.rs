@@ -169,15 +169,7 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
     // The same coup over a client connection (no secret needed to be a client).
     let addr = cluster.config.node(1).unwrap().addr;
     let closed = rt.block_on(async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut reader, mut writer) = split(stream);
-        writer
-            .write(&Hello::Client {
-                version: PROTOCOL_VERSION,
-            })
-            .await
-            .unwrap();
-        let _welcome = reader.next_frame().await;
+        let (_welcome, mut reader, mut writer) = support::client_hello(addr).await.unwrap();
         let _ = writer.write(&coup(2)).await;
         tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(_)) = reader.next_frame().await {}

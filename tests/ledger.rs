@@ -108,15 +108,20 @@ fn start() -> State {
             name: format!("photo {i}"),
             file: [0; 32],
         });
-        let sealed = Sealed {
-            image: image(i),
-            owner: "alice".into(),
-            viewers: vec![],
-            bytes: 1000,
-        };
+        let sealed = sealed(i, vec![]);
         assert_eq!(state.apply(&command(op, Some(sealed))).0, Reply::Done);
     }
     state
+}
+
+/// Alice's image `i` as the store keeps it, with copies sealed for `viewers`.
+fn sealed(i: usize, viewers: Vec<String>) -> Sealed {
+    Sealed {
+        image: image(i),
+        owner: "alice".into(),
+        viewers,
+        bytes: 1000,
+    }
 }
 
 fn grant(v: usize, i: usize, change: Change) -> Command {
@@ -126,12 +131,7 @@ fn grant(v: usize, i: usize, change: Change) -> Command {
         change,
         file: [0; 32],
     });
-    let sealed = Sealed {
-        image: image(i),
-        owner: "alice".into(),
-        viewers: vec![],
-        bytes: 1000,
-    };
+    let sealed = sealed(i, vec![]);
     command(op, Some(sealed))
 }
 
@@ -139,12 +139,7 @@ fn view(v: usize, i: usize, copy_for: usize) -> Command {
     let op = viewer(v).sign(UserOp::View {
         file: [v as u8; 32],
     });
-    let sealed = Sealed {
-        image: image(i),
-        owner: "alice".into(),
-        viewers: vec![VIEWERS[copy_for].into()],
-        bytes: 1000,
-    };
+    let sealed = sealed(i, vec![VIEWERS[copy_for].into()]);
     command(op, Some(sealed))
 }
 

@@ -10,11 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgcloud::client::Client;
-use imgcloud::cluster::message::PROTOCOL_VERSION;
 use imgcloud::codec::seal::SealKey;
 use imgcloud::codec::stego::decrypt_image;
-use imgcloud::wire::framing::split;
-use imgcloud::wire::handshake::{Hello, HelloReply};
 use imgcloud::wire::request::{EncryptReply, EncryptRequest, Outcome};
 use support::{poll, runtime, wait_for, Cluster};
 
@@ -351,15 +348,7 @@ async fn send_raw(
     imgcloud::wire::framing::FrameReader,
     imgcloud::wire::framing::FrameWriter,
 ) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut reader, mut writer) = split(stream);
-    writer
-        .write(&Hello::Client {
-            version: PROTOCOL_VERSION,
-        })
-        .await
-        .unwrap();
-    let _welcome: HelloReply = reader.expect().await.unwrap();
+    let (_welcome, reader, mut writer) = support::client_hello(addr).await.unwrap();
     writer.write(request).await.unwrap();
     (reader, writer)
 }

@@ -191,7 +191,8 @@ pub async fn run(args: DemoArgs) -> Result<Report> {
         args.nodes,
         dir.display()
     );
-    let mut cluster = LocalCluster::start(config.clone(), &dir, &exe, &node_args, Some(sink))?;
+    let mut cluster =
+        LocalCluster::new(config.clone(), &dir, &exe, &node_args, Some(sink))?.started()?;
 
     let started = Instant::now();
     let agreed = wait_for_agreement(&config.nodes, FIRST_ELECTION_WAIT).await;
@@ -367,7 +368,7 @@ async fn baseline(
          id hashes to, no fault tolerance), same clients and image; logs in {}",
         dir.display()
     );
-    let mut nodes = LocalCluster::start(baseline.clone(), &dir, exe, node_args, None)?;
+    let mut nodes = LocalCluster::new(baseline.clone(), &dir, exe, node_args, None)?.started()?;
     let measured = async {
         if wait_for_agreement(&baseline.nodes, FIRST_ELECTION_WAIT)
             .await

@@ -43,24 +43,9 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Writes the config into `dir` and starts every node with `program prefix_args...`.
-    pub fn start(
-        config: ClusterConfig,
-        dir: &Path,
-        program: &Path,
-        prefix_args: &[&str],
-        sink: Option<LineSink>,
-    ) -> Result<Self> {
-        let mut cluster = Self::prepare(config, dir, program, prefix_args, sink)?;
-        for id in cluster.config.ids() {
-            cluster.spawn(id)?;
-        }
-        Ok(cluster)
-    }
-
-    /// Writes the config into `dir` and starts no node yet ([`LocalCluster::spawn`] starts
-    /// them, in any order).
-    pub fn prepare(
+    /// Writes the config into `dir` and starts no node yet: [`LocalCluster::started`] starts
+    /// them all, [`LocalCluster::spawn`] one (in any order).
+    pub fn new(
         config: ClusterConfig,
         dir: &Path,
         program: &Path,
@@ -81,6 +66,14 @@ impl LocalCluster {
         };
         cluster.write_config()?;
         Ok(cluster)
+    }
+
+    /// Starts every node.
+    pub fn started(mut self) -> Result<Self> {
+        for id in self.config.ids() {
+            self.spawn(id)?;
+        }
+        Ok(self)
     }
 
     /// Writes [`LocalCluster::config`] to the run folder again (after a change; nodes started

@@ -250,34 +250,11 @@ impl Claims {
         self.open.keys().cloned().collect()
     }
 
-    /// Opens a claim of `me` for `id` (a job finished); `own` is this node's own vote, if it may
-    /// vote. Returns the verdict if this node's answer alone decides (a one-node cluster), and
-    /// whether the claim is new (false: it was already open, and stays as it was).
-    pub fn open_claim(
-        &mut self,
-        now: Millis,
-        id: &str,
-        me: NodeId,
-        own: Option<NodeId>,
-        members: usize,
-    ) -> (bool, Option<Verdict>) {
-        self.open_kind(now, id, me, own, members, ClaimKind::Result)
-    }
-
-    /// Opens a takeover of `id` by `me`, whose own vote is `own` (see [`ClaimKind::Takeover`]);
-    /// as [`Claims::open_claim`].
-    pub fn open_takeover(
-        &mut self,
-        now: Millis,
-        id: &str,
-        me: NodeId,
-        own: NodeId,
-        members: usize,
-    ) -> (bool, Option<Verdict>) {
-        self.open_kind(now, id, me, Some(own), members, ClaimKind::Takeover)
-    }
-
-    fn open_kind(
+    /// Opens a claim of `me` for `id`: a finished job's result or a takeover (see
+    /// [`ClaimKind`]); `own` is this node's own vote, if it may vote. Returns whether the claim
+    /// is new (false: it was already open, and stays as it was) and the verdict if this node's
+    /// answer alone decides (a one-node cluster).
+    pub fn claim(
         &mut self,
         now: Millis,
         id: &str,
@@ -454,10 +431,13 @@ mod tests {
     fn a_claim_wins_with_a_majority_and_loses_once_it_cannot_reach_one() {
         // Three nodes: own vote plus one answer wins; two answers for others lose.
         let mut c = Claims::default();
-        assert_eq!(c.open_claim(0, "a", 1, Some(1), 3), (true, None));
+        assert_eq!(
+            c.claim(0, "a", 1, Some(1), 3, ClaimKind::Result),
+            (true, None)
+        );
         assert_eq!(c.answer("a", 2, 1, 3), Some(Verdict::Won));
         assert_eq!(c.close("a"), Some(ClaimKind::Result));
-        c.open_claim(0, "b", 1, Some(1), 3);
+        c.claim(0, "b", 1, Some(1), 3, ClaimKind::Result);
         assert_eq!(
             c.answer("b", 2, 9, 3),
             None,
@@ -470,16 +450,16 @@ mod tests {
         );
         assert_eq!(c.answer("b", 3, 9, 3), Some(Verdict::Lost));
         // Own vote already for another node: two answers against, nothing can save it.
-        c.open_claim(0, "c", 1, Some(2), 3);
+        c.claim(0, "c", 1, Some(2), 3, ClaimKind::Result);
         assert_eq!(c.answer("c", 2, 9, 3), Some(Verdict::Lost));
         // Five nodes: one answer against does not decide; three for win.
-        c.open_claim(0, "d", 1, Some(1), 5);
+        c.claim(0, "d", 1, Some(1), 5, ClaimKind::Result);
         assert_eq!(c.answer("d", 2, 9, 5), None);
         assert_eq!(c.answer("d", 3, 1, 5), None);
         assert_eq!(c.answer("d", 4, 1, 5), Some(Verdict::Won));
         // One node: its own vote decides at once.
         assert_eq!(
-            c.open_claim(0, "e", 1, Some(1), 1),
+            c.claim(0, "e", 1, Some(1), 1, ClaimKind::Result),
             (true, Some(Verdict::Won))
         );
     }
@@ -487,10 +467,13 @@ mod tests {
     #[test]
     fn a_takeover_wins_with_a_majority_and_is_given_up_at_the_first_answer_against() {
         let mut c = Claims::default();
-        assert_eq!(c.open_takeover(0, "a", 1, 1, 3), (true, None));
+        assert_eq!(
+            c.claim(0, "a", 1, Some(1), 3, ClaimKind::Takeover),
+            (true, None)
+        );
         assert_eq!(c.answer("a", 2, 1, 3), Some(Verdict::Won));
         assert_eq!(c.close("a"), Some(ClaimKind::Takeover));
-        c.open_takeover(0, "b", 1, 1, 5);
+        c.claim(0, "b", 1, Some(1), 5, ClaimKind::Takeover);
         assert_eq!(
             c.answer("b", 2, 3, 5),
             Some(Verdict::Lost),
@@ -498,8 +481,8 @@ mod tests {
         );
         c.close("b");
         // Undecided takeovers are given up sooner than results.
-        c.open_takeover(0, "c", 1, 1, 3);
-        c.open_claim(0, "d", 1, Some(1), 3);
+        c.claim(0, "c", 1, Some(1), 3, ClaimKind::Takeover);
+        c.claim(0, "d", 1, Some(1), 3, ClaimKind::Result);
         let due = c.due(TAKEOVER_TTL_MS);
         assert_eq!(due.abandoned, vec!["c".to_string()]);
         assert!(due.expired.is_empty());
@@ -520,7 +503,7 @@ mod tests {
         assert_eq!(c.vote_of("a"), Some(1));
         assert_eq!(c.withdraw(5, "b", 2), None);
         // The claimant's side: the new answer replaces the old one.
-        c.open_claim(0, "r", 1, Some(1), 3);
+        c.claim(0, "r", 1, Some(1), 3, ClaimKind::Result);
         assert_eq!(c.answer("r", 2, 2, 3), None);
         assert_eq!(c.answer("r", 2, 1, 3), Some(Verdict::Won));
     }
@@ -528,8 +511,8 @@ mod tests {
     #[test]
     fn undecided_claims_are_sent_again_then_given_up_oldest_first() {
         let mut c = Claims::default();
-        c.open_claim(0, "a", 1, Some(1), 3);
-        c.open_claim(10, "b", 1, Some(1), 3);
+        c.claim(0, "a", 1, Some(1), 3, ClaimKind::Result);
+        c.claim(10, "b", 1, Some(1), 3, ClaimKind::Result);
         assert_eq!(c.due(CLAIM_RETRY_MS - 1), DueClaims::default());
         let due = c.due(CLAIM_RETRY_MS);
         assert_eq!(due.resend, vec!["a".to_string()]);
@@ -543,7 +526,14 @@ mod tests {
         assert_eq!(c.open(), 0);
         // Over the limit, the oldest go first.
         for i in 0..MAX_OPEN_CLAIMS + 2 {
-            c.open_claim(CLAIM_TTL_MS + i as u64, &format!("r{i}"), 1, Some(1), 3);
+            c.claim(
+                CLAIM_TTL_MS + i as u64,
+                &format!("r{i}"),
+                1,
+                Some(1),
+                3,
+                ClaimKind::Result,
+            );
         }
         let due = c.due(CLAIM_TTL_MS + 1);
         assert_eq!(due.evicted, vec!["r0".to_string(), "r1".to_string()]);

@@ -450,6 +450,15 @@ mod tests {
         assert_eq!(static_owner("x", &[]), None);
     }
 
+    fn assignment(id: &str, server: NodeId, attempt: u32, epoch: Epoch) -> Assignment {
+        Assignment {
+            id: id.into(),
+            server,
+            attempt,
+            epoch,
+        }
+    }
+
     fn equal(n: u32) -> Vec<Candidate> {
         (1..=n).map(|id| Candidate { id, cost: 0.002 }).collect()
     }
@@ -529,19 +538,9 @@ mod tests {
     fn a_newer_coordinators_assignment_wins_over_a_higher_attempt_of_an_older_one() {
         let mut d = Dispatcher::default();
         d.arrived(0, "a");
-        let old = Assignment {
-            id: "a".into(),
-            server: 3,
-            attempt: 2,
-            epoch: 4,
-        };
+        let old = assignment("a", 3, 2, 4);
         assert_eq!(d.assigned(0, 2, &old), Serve::No);
-        let new = Assignment {
-            id: "a".into(),
-            server: 2,
-            attempt: 1,
-            epoch: 5,
-        };
+        let new = assignment("a", 2, 1, 5);
         assert_eq!(d.assigned(0, 2, &new), Serve::Yes);
         assert_eq!(d.assignment("a"), Some(new));
         assert_eq!(
@@ -555,24 +554,14 @@ mod tests {
     fn only_the_chosen_holder_serves_once() {
         let mut d = Dispatcher::default();
         d.arrived(0, "a");
-        let a = Assignment {
-            id: "a".into(),
-            server: 2,
-            attempt: 1,
-            epoch: 1,
-        };
+        let a = assignment("a", 2, 1, 1);
         assert_eq!(d.assigned(0, 2, &a), Serve::Yes);
         assert_eq!(
             d.assigned(0, 2, &a),
             Serve::No,
             "a repeated assignment does not serve twice"
         );
-        let b = Assignment {
-            id: "b".into(),
-            server: 1,
-            attempt: 1,
-            epoch: 1,
-        };
+        let b = assignment("b", 1, 1, 1);
         assert_eq!(d.assigned(0, 1, &b), Serve::Cannot);
         assert!(
             d.due_declines(DECLINE_AFTER_MS - 1).is_empty(),

@@ -113,7 +113,7 @@ impl Cluster {
         let user_config_path = dir.path().join("cloud.toml");
         std::fs::write(&user_config_path, config.for_users().to_toml()).unwrap();
         let program = Path::new(env!("CARGO_BIN_EXE_cloud-node"));
-        let mut nodes = LocalCluster::prepare(config, dir.path(), program, extra, None).unwrap();
+        let mut nodes = LocalCluster::new(config, dir.path(), program, extra, None).unwrap();
         let level = std::env::var("IMGCLOUD_TEST_LOG").unwrap_or_else(|_| "info".into());
         nodes.set_env("RUST_LOG", &level);
         Cluster {
@@ -293,6 +293,24 @@ impl Drop for Cluster {
             self.kill(id);
         }
     }
+}
+
+/// Opens a client connection to a node's protocol port and says hello as a client; returns
+/// the node's answer (welcome or refusal) and the connection.
+pub async fn client_hello(
+    addr: SocketAddr,
+) -> imgcloud::Result<(
+    imgcloud::wire::handshake::HelloReply,
+    imgcloud::wire::framing::FrameReader,
+    imgcloud::wire::framing::FrameWriter,
+)> {
+    use imgcloud::wire::handshake::Hello;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut reader, mut writer) = imgcloud::wire::framing::split(stream);
+    let version = imgcloud::wire::PROTOCOL_VERSION;
+    writer.write(&Hello::Client { version }).await?;
+    let reply = reader.expect().await?;
+    Ok((reply, reader, writer))
 }
 
 /// Calls `probe` every 20 ms until it returns a value or `limit` passes (it is called at least

@@ -139,7 +139,8 @@ pub(super) async fn partition_inner(args: &ChaosArgs) -> Result<ScenarioOutcome>
     let script = format!("exec ip netns exec {HOST_NETNS}\"$1\" \"$0\" \"$@\"");
     let program_arg = program.to_string_lossy().to_string();
     let prefix = ["-c", script.as_str(), program_arg.as_str()];
-    let mut cluster = LocalCluster::start(config.clone(), &dir, Path::new("sh"), &prefix, None)?;
+    let mut cluster =
+        LocalCluster::new(config.clone(), &dir, Path::new("sh"), &prefix, None)?.started()?;
     let result = drive(Scenario::Partition, &mut cluster, &config, args).await;
     cluster.stop();
     for id in config.ids() {

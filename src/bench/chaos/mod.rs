@@ -347,7 +347,7 @@ async fn run_local(scenario: Scenario, args: &ChaosArgs) -> Result<ScenarioOutco
     let config = cluster_config(loopback_nodes(args.base_port)?);
     let dir = run_dir(args, scenario.name());
     let program = node_program(args)?;
-    let mut cluster = LocalCluster::start(config.clone(), &dir, &program, &[], None)?;
+    let mut cluster = LocalCluster::new(config.clone(), &dir, &program, &[], None)?.started()?;
     let result = drive(scenario, &mut cluster, &config, args).await;
     cluster.stop();
     result

@@ -179,7 +179,9 @@ impl Node {
         }
         let own = self.synced.then(|| self.claims.vote(now, id, self.id, 0));
         let members = self.members.len();
-        let opened = self.claims.open_claim(now, id, self.id, own, members);
+        let opened = self
+            .claims
+            .claim(now, id, self.id, own, members, ClaimKind::Result);
         self.send_claim(now, id, opened);
         self.take_output()
     }
@@ -448,9 +450,14 @@ impl Node {
         }
         self.claims.vote(now, id, self.id, 0);
         let members = self.members.len();
-        let opened = self
-            .claims
-            .open_takeover(now, id, self.id, self.id, members);
+        let opened = self.claims.claim(
+            now,
+            id,
+            self.id,
+            Some(self.id),
+            members,
+            ClaimKind::Takeover,
+        );
         self.send_claim(now, id, opened);
     }
 
