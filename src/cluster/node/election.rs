@@ -37,6 +37,37 @@ pub const LOAD_REELECTION_MS: u64 = 10_000;
 /// A coordinator steps down after this fraction of the suspicion timeout without a majority.
 pub const LEASE_FRACTION: f64 = 0.75;
 
+/// What a node keeps about elections: the round it runs as candidate (if any), when the next
+/// one is due, how many rounds in a row failed, and what paces re-elections.
+#[derive(Clone, Debug)]
+pub(super) struct Election {
+    /// The round this node runs as candidate.
+    pub(super) round: Option<Round>,
+    /// When this node starts a round (a coordinator went silent, a node came back).
+    pub(super) due: Option<Millis>,
+    /// Rounds in a row that reached no majority (their back-off grows with it).
+    pub(super) failed_rounds: u32,
+    /// When the last election ended.
+    pub(super) last_at: Millis,
+    /// When this node last called a re-election for a returning member.
+    pub(super) last_return: Option<Millis>,
+    /// Since when the loads have been out of balance (a re-election by load is due after a while).
+    pub(super) imbalance_since: Option<Millis>,
+}
+
+impl Election {
+    pub(super) fn new(now: Millis) -> Self {
+        Election {
+            round: None,
+            due: None,
+            failed_rounds: 0,
+            last_at: now,
+            last_return: None,
+            imbalance_since: None,
+        }
+    }
+}
+
 /// An election this node runs as candidate.
 #[derive(Clone, Debug)]
 pub(super) struct Round {
@@ -58,17 +89,22 @@ impl Node {
         self.epoch = epoch;
         self.max_epoch_seen = self.max_epoch_seen.max(epoch);
         self.coordinator = Some(coordinator);
-        if self.round.as_ref().is_some_and(|r| r.epoch <= epoch) {
-            self.round = None;
+        if self
+            .election
+            .round
+            .as_ref()
+            .is_some_and(|r| r.epoch <= epoch)
+        {
+            self.election.round = None;
         }
-        self.election_due = None;
-        self.failed_rounds = 0;
-        self.last_election_at = now;
-        self.imbalance_since = None;
+        self.election.due = None;
+        self.election.failed_rounds = 0;
+        self.election.last_at = now;
+        self.election.imbalance_since = None;
         if coordinator == self.id {
             self.dispatcher.recount();
             self.bump_counters(|c| c.elections_won += 1);
-            self.next_victim_at = now + self.failures.period().as_millis() as u64;
+            self.victims.next_at = now + self.failures.period().as_millis() as u64;
             for p in self.others.values_mut() {
                 p.return_seen = true;
             }
@@ -100,12 +136,17 @@ impl Node {
             && !has_other_live_coordinator;
         if granted {
             self.voted = epoch;
-            if self.round.as_ref().is_some_and(|r| r.epoch < epoch) {
-                self.round = None;
+            if self
+                .election
+                .round
+                .as_ref()
+                .is_some_and(|r| r.epoch < epoch)
+            {
+                self.election.round = None;
             }
             // Give the candidate time to finish before starting one of our own.
-            self.election_due = None;
-            self.last_election_at = now;
+            self.election.due = None;
+            self.election.last_at = now;
         }
         let known = self.epoch.max(self.voted);
         let load = self.load;
@@ -129,7 +170,9 @@ impl Node {
         load: f64,
     ) {
         let majority = self.majority();
-        let Some(r) = self.round.as_mut() else { return };
+        let Some(r) = self.election.round.as_mut() else {
+            return;
+        };
         if r.epoch != round {
             return;
         }
@@ -191,7 +234,7 @@ impl Node {
         if now < self.started_at + self.timing.election_timeout_ms {
             return;
         }
-        let due = match self.election_due {
+        let due = match self.election.due {
             Some(due) => due,
             None => {
                 let live: Vec<NodeId> = self
@@ -201,20 +244,21 @@ impl Node {
                     .filter(|&m| self.up_or_self(m, now))
                     .collect();
                 let rank = live.iter().position(|&m| m == self.id).unwrap_or(0) as u64;
-                let backoff = if self.failed_rounds == 0 {
+                let backoff = if self.election.failed_rounds == 0 {
                     0
                 } else {
-                    self.rng
-                        .gen_range(0..ELECTION_STAGGER_MS * u64::from(self.failed_rounds.min(4)))
+                    self.rng.gen_range(
+                        0..ELECTION_STAGGER_MS * u64::from(self.election.failed_rounds.min(4)),
+                    )
                 };
                 // Wait at least until an election we voted in could have finished.
-                let after_vote = self.last_election_at + self.timing.election_timeout_ms;
+                let after_vote = self.election.last_at + self.timing.election_timeout_ms;
                 let due = (now + rank * ELECTION_STAGGER_MS + backoff).max(if rank == 0 {
                     now
                 } else {
                     after_vote
                 });
-                self.election_due = Some(due);
+                self.election.due = Some(due);
                 due
             }
         };
@@ -232,12 +276,12 @@ impl Node {
             .saturating_add(1);
         self.voted = epoch;
         self.max_epoch_seen = epoch;
-        self.election_due = None;
-        self.last_election_at = now;
+        self.election.due = None;
+        self.election.last_at = now;
         let mut votes = BTreeMap::new();
         votes.insert(self.id, (true, self.load));
         let majority_at = (self.majority() == 1).then_some(now);
-        self.round = Some(Round {
+        self.election.round = Some(Round {
             epoch,
             started: now,
             votes,
@@ -249,7 +293,9 @@ impl Node {
     }
 
     pub(super) fn drive_round(&mut self, now: Millis) {
-        let Some(r) = self.round.as_ref() else { return };
+        let Some(r) = self.election.round.as_ref() else {
+            return;
+        };
         let live_members: Vec<NodeId> = self
             .others
             .keys()
@@ -267,14 +313,14 @@ impl Node {
             && (all_answered || now >= r.started + self.timing.election_timeout_ms)
         {
             // No majority is coming for this epoch: back off and try again.
-            self.round = None;
-            self.failed_rounds += 1;
-            self.election_due = None;
+            self.election.round = None;
+            self.election.failed_rounds += 1;
+            self.election.due = None;
         }
     }
 
     pub(super) fn decide(&mut self, now: Millis) {
-        let Some(round) = self.round.take() else {
+        let Some(round) = self.election.round.take() else {
             return;
         };
         let winner = round
@@ -325,7 +371,8 @@ impl Node {
             .collect();
         if let Some(&back) = returned.first() {
             let allowed = self
-                .last_return_reelection
+                .election
+                .last_return
                 .is_none_or(|t| now >= t + RETURN_REELECTION_MS);
             if allowed {
                 for id in &returned {
@@ -333,7 +380,7 @@ impl Node {
                         p.return_seen = true;
                     }
                 }
-                self.last_return_reelection = Some(now);
+                self.election.last_return = Some(now);
                 self.start_election(now, format!("node {back} returned"));
                 return;
             }
@@ -346,9 +393,9 @@ impl Node {
             .map(|(_, p)| rounded(p.load))
             .fold(f64::INFINITY, f64::min);
         if best + LOAD_MARGIN < rounded(self.load) {
-            let since = *self.imbalance_since.get_or_insert(now);
-            if now >= since + LOAD_HOLD_MS && now >= self.last_election_at + LOAD_REELECTION_MS {
-                self.imbalance_since = None;
+            let since = *self.election.imbalance_since.get_or_insert(now);
+            if now >= since + LOAD_HOLD_MS && now >= self.election.last_at + LOAD_REELECTION_MS {
+                self.election.imbalance_since = None;
                 let reason = format!(
                     "load {:.2} vs {:.2} for {} s",
                     self.load,
@@ -359,7 +406,7 @@ impl Node {
                 return;
             }
         } else {
-            self.imbalance_since = None;
+            self.election.imbalance_since = None;
         }
         self.maybe_elect_victim(now);
     }

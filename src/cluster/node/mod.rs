@@ -45,7 +45,7 @@ mod recovery;
 mod serving;
 mod victim;
 
-use election::Round;
+use election::Election;
 pub use election::{
     COLLECT_WINDOW_MS, ELECTION_STAGGER_MS, LEASE_FRACTION, LOAD_HOLD_MS, LOAD_MARGIN,
     LOAD_REELECTION_MS, RETURN_REELECTION_MS, RETURN_SETTLE_MS,
@@ -53,6 +53,7 @@ pub use election::{
 pub use outputs::{CoreStatus, Event, MemberStatus, Output};
 pub use recovery::{ANTI_ENTROPY_MS, SYNC_RETRY_MS};
 pub use serving::{Arrival, Via, RESEND_WINDOW_MS};
+use victim::VictimSchedule;
 pub use victim::{MIN_FAILURE_MS, VICTIM_SETTLE_MS};
 
 /// What the core needs to know about its cluster.
@@ -111,9 +112,8 @@ pub struct Node {
     voted: Epoch,
     /// Highest epoch seen in any message.
     max_epoch_seen: Epoch,
-    round: Option<Round>,
-    election_due: Option<Millis>,
-    failed_rounds: u32,
+    /// The election bookkeeping: the round this node runs as candidate, when the next is due.
+    election: Election,
     others: BTreeMap<NodeId, Member>,
     load: f64,
     cost: f64,
@@ -137,11 +137,8 @@ pub struct Node {
     digest: Option<String>,
     last_recovery_ms: Option<u64>,
     next_heartbeat: Millis,
-    next_victim_at: Millis,
-    victim_seq: u32,
-    last_election_at: Millis,
-    last_return_reelection: Option<Millis>,
-    imbalance_since: Option<Millis>,
+    /// When this node, as coordinator, picks the next victim of the failure simulation.
+    victims: VictimSchedule,
     out: Vec<Output>,
 }
 
@@ -240,9 +237,7 @@ impl Node {
             coordinator: None,
             voted: 0,
             max_epoch_seen: 0,
-            round: None,
-            election_due: None,
-            failed_rounds: 0,
+            election: Election::new(now),
             others,
             load: 0.0,
             cost: 0.0,
@@ -258,11 +253,7 @@ impl Node {
             digest: None,
             last_recovery_ms: None,
             next_heartbeat: now,
-            next_victim_at: u64::MAX,
-            victim_seq: 0,
-            last_election_at: now,
-            last_return_reelection: None,
-            imbalance_since: None,
+            victims: VictimSchedule::default(),
             out: Vec::new(),
         };
         node.replicated
@@ -556,14 +547,14 @@ impl Node {
             }
             _ => {}
         }
-        if self.round.is_some() {
+        if self.election.round.is_some() {
             self.drive_round(now);
         } else if self.coordinator.is_none() {
             self.maybe_start_election(now);
         }
         if self.is_coordinator() {
             self.assign_waiting(now);
-            if self.round.is_none() {
+            if self.election.round.is_none() {
                 self.coordinator_duties(now);
             }
         } else if let Some(c) = self.coordinator.filter(|&c| self.member_up(c, now)) {

@@ -17,8 +17,8 @@ impl Node {
     pub(super) fn enter_recovering(&mut self, now: Millis, reason: &str) {
         self.lose_coordinator(reason.to_string());
         self.role = Role::recovering(now);
-        self.round = None;
-        self.election_due = None;
+        self.election.round = None;
+        self.election.due = None;
         self.emit(Event::StateChanged {
             to: NodeState::Recovering,
             reason: reason.to_string(),
@@ -46,7 +46,7 @@ impl Node {
         for p in self.others.values_mut() {
             p.return_seen = true;
         }
-        self.last_election_at = now;
+        self.election.last_at = now;
     }
 
     /// What this node knows, its request log reduced to the generations that differ from the

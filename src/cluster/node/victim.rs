@@ -14,11 +14,29 @@ pub const VICTIM_SETTLE_MS: u64 = 2_000;
 /// The shortest simulated failure.
 pub const MIN_FAILURE_MS: u64 = 1_000;
 
+/// The coordinator's schedule of simulated failures: when it picks the next victim, and how
+/// many it has picked (each pick has its own number).
+#[derive(Clone, Debug)]
+pub(super) struct VictimSchedule {
+    pub(super) next_at: Millis,
+    pub(super) seq: u32,
+}
+
+impl Default for VictimSchedule {
+    /// Nothing scheduled until this node is coordinator.
+    fn default() -> Self {
+        VictimSchedule {
+            next_at: Millis::MAX,
+            seq: 0,
+        }
+    }
+}
+
 impl Node {
     pub(super) fn enter_failed(&mut self, now: Millis, duration_ms: u64) {
         self.coordinator = None;
-        self.round = None;
-        self.election_due = None;
+        self.election.round = None;
+        self.election.due = None;
         self.role = Role::Failed {
             until: now.saturating_add(duration_ms),
         };
@@ -86,7 +104,7 @@ impl Node {
     }
 
     pub(super) fn maybe_elect_victim(&mut self, now: Millis) {
-        if !self.failures.enabled || now < self.next_victim_at {
+        if !self.failures.enabled || now < self.victims.next_at {
             return;
         }
         let settled = self.others.values().all(|p| {
@@ -106,16 +124,16 @@ impl Node {
         };
         let max_ms = (self.failures.max().as_millis() as u64).max(MIN_FAILURE_MS);
         let duration_ms = self.rng.gen_range(MIN_FAILURE_MS..=max_ms);
-        self.victim_seq += 1;
+        self.victims.seq += 1;
         let record = FailureRecord {
             epoch: self.epoch,
-            seq: self.victim_seq,
+            seq: self.victims.seq,
             victim,
             duration_ms,
         };
         self.replicated.record_failure(record);
         self.changed();
-        self.next_victim_at = now + self.failures.period().as_millis() as u64;
+        self.victims.next_at = now + self.failures.period().as_millis() as u64;
         self.emit(Event::VictimElected(record));
         self.broadcast_at(self.epoch, Message::Fail(record));
         if victim == self.id {
