@@ -26,13 +26,15 @@
 //!   within bounded slots, the payload budget, the encryption pool, the HTTP API, the sharing
 //!   desk ([`node::desk`]: a node's share, grant and view, the only place a sealed file is
 //!   opened for a user), the node's flags ([`node::cli`]).
-//! - [`client`]: the multicast client library, the status table, and the `client` binary's
-//!   flags and commands ([`client::cli`]).
+//! - [`client`]: the multicast client library (its table of waiting requests, one task per
+//!   node connection), the status table, and the `client` binary's flags and commands
+//!   ([`client::cli`]).
 //! - [`watch`]: the cluster seen from outside through every node's `/status`: read once,
 //!   waited on, or polled ([`watch::ClusterWatch`]); every reader of the nodes' state uses it.
 //! - [`bench`]: the load flags, the stress test (in one process or spread over worker
 //!   processes), the trial loop the demo and `client stress` share, its metrics, report and
-//!   plot, the process launcher, the demo and the chaos scenarios.
+//!   plot, the process launcher (the demo, chaos and the tests' clusters use it), the demo
+//!   and the chaos scenarios.
 //! - [`config`]: the cluster configuration (TOML, defaults); [`setup`]: what every binary sets
 //!   up (logging, runtime, allocator, shutdown); [`error`]: the one error type.
 //!
