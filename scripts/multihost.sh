@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the stress test on a "multi-host" cluster built out of network namespaces on this machine:
-# cloud hosts imgm-cloud1..N (10.78.0.1..N, one cloud-node each) and client hosts
-# imgm-client1..H (10.78.0.101..), each with its own address on one bridge (br0 in namespace
-# imgm-br). Every host runs one `client stress --client-processes P`, all started together
-# once the cluster has elected its first coordinator; each writes its own report and plot,
-# and the script prints one combined summary.
+# Runs the stress test and the users' story on a "multi-host" cluster built out of network
+# namespaces on this machine: cloud hosts imgm-cloud1..N (10.78.0.1..N, one cloud-node each) and
+# client hosts imgm-client1..H (10.78.0.101..), each with its own address on one bridge (br0 in
+# namespace imgm-br). Every client host runs one `client stress --client-processes P`, all
+# started together once the cluster has elected its first coordinator; each writes its own
+# report and plot. Then every client host runs --users real `peer` processes that share across
+# hosts, through a whole-cloud kill -9 and a cut-off host (scripts/multihost-users.sh tells the
+# story). The script prints one combined summary.
 #
 # Usage: scripts/multihost.sh [FLAGS]          (needs root; installs iproute2, curl, jq if missing)
 #
@@ -20,16 +22,20 @@
 #   --delay-ms MS          simulated processing delay per encryption                  [0]
 #   --deadline SECS        a request without a reply after this long is lost          [30]
 #   --no-verify            do not decrypt and compare every reply (verified by default)
+#   --users N              users (peer processes) per client host; 0: no users' part   [10]
 #   --out DIR              output directory                                 [multihost-out]
 #   --election-wait SECS   bound on the wait for the first election                   [30]
 #   --timeout SECS         bound on the whole load phase                              [900]
-#   --no-build             use the release binaries already built ($CARGO_TARGET_DIR or target)
+#   --no-build             use the binaries already built ($CARGO_TARGET_DIR or target)
+#   --profile P            the cargo profile whose binaries run: release or debug     [release]
 #   -h, --help             this text
 #
 # Output in DIR: cluster.toml (the generated config, secret included, mode 600), per client host
-# clientH-report.json, clientH-report.png and clientH.log, per node cloudI.log. Exits 0 only if
-# every request succeeded (verified), none was lost or duplicated, and the cluster's replicated
-# request log has exactly one entry per request; 1 if the run failed, 2 if it could not start.
+# clientH-report.json, clientH-report.png and clientH.log, per node cloudI.log, per user
+# users/hH-uK.log (the peer's output) and users/directory.json. Exits 0 only if every request
+# succeeded (verified), none was lost or duplicated, the cluster's replicated request log has
+# exactly one entry per request, and every user's step held with no overdraw and nothing lost
+# after the restart; 1 if the run failed, 2 if it could not start.
 # A trap removes every namespace and process it made, also on failure or Ctrl-C; if the script is
 # SIGKILLed, a guardian process does it, and the next run removes anything still left.
 # Under sudo, keep cargo on the PATH: sudo env "PATH=$PATH" scripts/multihost.sh
@@ -51,7 +57,7 @@ LOCK_FILE=/tmp/imgcloud-multihost.lock
 
 CLIENTS=50 REQUESTS=200 HOSTS=3 PROCS=3 NODES=3
 FAILURES=on FAILURE_PERIOD=30 FAILURE_MAX=20 DELAY_MS=0 DEADLINE=30
-VERIFY=1 OUT=multihost-out ELECTION_WAIT=30 TIMEOUT=900 BUILD=1
+VERIFY=1 OUT=multihost-out ELECTION_WAIT=30 TIMEOUT=900 BUILD=1 USERS=10 PROFILE=release
 
 say() { echo "$ME: $*" >&2; }
 die() { say "$*"; exit 2; }
@@ -85,19 +91,25 @@ while [[ $# -gt 0 ]]; do
         --out) OUT=$value ;;
         --election-wait) ELECTION_WAIT=$value ;;
         --timeout) TIMEOUT=$value ;;
+        --users) USERS=$value ;;
+        --profile) PROFILE=$value ;;
         *) die "unknown flag $flag (see --help)" ;;
     esac
 done
 for pair in "--clients:$CLIENTS" "--requests:$REQUESTS" "--client-hosts:$HOSTS" \
     "--client-processes:$PROCS" "--nodes:$NODES" "--delay-ms:$DELAY_MS" \
-    "--election-wait:$ELECTION_WAIT" "--timeout:$TIMEOUT"; do
-    if ! is_int "${pair#*:}" || [[ $((10#${pair#*:})) == 0 && ${pair%%:*} != --delay-ms ]]; then
+    "--election-wait:$ELECTION_WAIT" "--timeout:$TIMEOUT" "--users:$USERS"; do
+    if ! is_int "${pair#*:}" || [[ $((10#${pair#*:})) == 0 && ${pair%%:*} != --delay-ms && ${pair%%:*} != --users ]]; then
         die "${pair%%:*} wants a positive integer, not '${pair#*:}'"
     fi
 done
 # Base 10 from here on (a leading zero would otherwise read as octal).
 CLIENTS=$((10#$CLIENTS)) REQUESTS=$((10#$REQUESTS)) HOSTS=$((10#$HOSTS)) PROCS=$((10#$PROCS))
 NODES=$((10#$NODES)) DELAY_MS=$((10#$DELAY_MS)) ELECTION_WAIT=$((10#$ELECTION_WAIT)) TIMEOUT=$((10#$TIMEOUT))
+USERS=$((10#$USERS))
+[[ $PROFILE == release || $PROFILE == debug ]] || die "--profile wants release or debug, not '$PROFILE'"
+[[ $USERS == 0 || $HOSTS -ge 2 ]] || die "the users' part needs at least 2 client hosts (viewers are on the next host)"
+[[ $USERS -le 100 ]] || die "at most 100 users per client host"
 for pair in "--failure-period:$FAILURE_PERIOD" "--failure-max:$FAILURE_MAX" "--deadline:$DEADLINE"; do
     is_num "${pair#*:}" || die "${pair%%:*} wants a number of seconds, not '${pair#*:}'"
 done
@@ -116,6 +128,7 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+[[ $USERS -gt 0 ]] && ! command -v nft >/dev/null 2>&1 && missing+=(nftables)
 if [[ ${#missing[@]} -gt 0 ]]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -136,19 +149,22 @@ fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [[ $TARGET_DIR == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-BIN="$TARGET_DIR/release"
+BIN="$TARGET_DIR/$PROFILE"
 if [[ $BUILD == 1 ]]; then
     command -v cargo >/dev/null 2>&1 || die "cargo is not on the PATH (under sudo: sudo env \"PATH=\$PATH\" $0)"
-    say "building the release binaries (cloud-node, client)"
-    cargo build --release --bin cloud-node --bin client >&2 || die "cargo build failed"
+    say "building the $PROFILE binaries (cloud-node, client, peer)"
+    PROFILE_FLAG=(--release)
+    [[ $PROFILE == debug ]] && PROFILE_FLAG=()
+    cargo build "${PROFILE_FLAG[@]}" --bin cloud-node --bin client --bin peer >&2 || die "cargo build failed"
 fi
-for b in cloud-node client; do
+for b in cloud-node client peer; do
     [[ -x $BIN/$b ]] || die "$BIN/$b is missing (build it, or drop --no-build)"
 done
 
 # --- clean-up: every namespace named imgm-* is ours; the processes in them too -------------
 NODE_PIDS=()
 HOST_PIDS=()
+PEER_PIDS=()
 RUN_DIR=""
 GUARD_PID=""
 
@@ -159,7 +175,7 @@ teardown() {
     # Closing the lifeline is the nodes' stop signal (--parent-watch: standard input ends).
     # SIGTERM alone is not enough: a node that reads its standard input exits only once it ends.
     exec 3>&-
-    for pid in "${HOST_PIDS[@]}" "${NODE_PIDS[@]}"; do
+    for pid in "${HOST_PIDS[@]}" "${PEER_PIDS[@]}" "${NODE_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null
     done
     for ns in $(our_namespaces); do
@@ -177,7 +193,7 @@ teardown() {
     for ns in $(our_namespaces); do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
     done
-    for pid in "${HOST_PIDS[@]}" "${NODE_PIDS[@]}"; do
+    for pid in "${HOST_PIDS[@]}" "${PEER_PIDS[@]}" "${NODE_PIDS[@]}"; do
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
@@ -186,7 +202,7 @@ teardown() {
         ip netns del "$ns" 2>/dev/null || say "could not delete namespace $ns"
     done
     [[ -n $RUN_DIR ]] && rm -rf "$RUN_DIR"
-    NODE_PIDS=() HOST_PIDS=() RUN_DIR=""
+    NODE_PIDS=() HOST_PIDS=() PEER_PIDS=() RUN_DIR=""
 }
 # shellcheck disable=SC2317  # reached through the trap
 cleanup() {
@@ -243,6 +259,7 @@ for ((h = 1; h <= HOSTS; h++)); do add_host "${NS_PREFIX}client$h" "c$h" "$SUBNE
 
 # --- the config: one file for every node and every client ----------------------------------
 run mkdir -p "$OUT"
+rm -rf "$OUT"/users
 rm -f "$OUT"/cluster.toml "$OUT"/cloud*.log "$OUT"/client*-report.json "$OUT"/client*-report.png "$OUT"/client*.log
 CONFIG="$OUT/cluster.toml"
 SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
@@ -264,12 +281,13 @@ SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 ) || die "cannot write $CONFIG"
 
 # --- the nodes (standard input: the lifeline) ------------------------------------------------
-for ((i = 1; i <= NODES; i++)); do
+start_node() { # I: starts (or restarts) node I on cloud host I; its output appends to cloudI.log
     RUST_LOG="${RUST_LOG:-info,imgcloud::lb=warn}" \
-        ip netns exec "${NS_PREFIX}cloud$i" "$BIN/cloud-node" "$i" --config "$CONFIG" --parent-watch \
-        <"$RUN_DIR/lifeline" >"$OUT/cloud$i.log" 2>&1 3>&- 9>&- &
-    NODE_PIDS+=($!)
-done
+        ip netns exec "${NS_PREFIX}cloud$1" "$BIN/cloud-node" "$1" --config "$CONFIG" --parent-watch \
+        <"$RUN_DIR/lifeline" >>"$OUT/cloud$1.log" 2>&1 3>&- 9>&- &
+    NODE_PIDS[$1 - 1]=$!
+}
+for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
 
 # /status of node I as "state epoch coordinator digest request_log served lb_decisions
 # elections failures", asked from inside client host 1.
@@ -302,6 +320,21 @@ agreed() {
         [[ $key == "$first" ]] || return 1
     done
     VIEW=$first
+}
+
+# Kills every node with SIGKILL, restarts them all, and waits (at most ELECTION_WAIT s) until
+# they agree on a coordinator again.
+restart_cloud() {
+    local i deadline=$((SECONDS + ELECTION_WAIT))
+    for ((i = 1; i <= NODES; i++)); do
+        kill -KILL "${NODE_PIDS[i - 1]}" 2>/dev/null
+        wait "${NODE_PIDS[i - 1]}" 2>/dev/null
+    done
+    for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
+    until agreed; do
+        ((SECONDS >= deadline)) && return 1
+        sleep 0.2
+    done
 }
 
 say "waiting (at most ${ELECTION_WAIT} s) for the first election"
@@ -378,6 +411,13 @@ CLUSTER=()
 for ((i = 1; i <= NODES; i++)); do CLUSTER[i]=$(status_of "$i"); done
 [[ $converged == 1 ]] || problems+=("the nodes did not all become Active with equal state within $settle s")
 
+# --- the users -------------------------------------------------------------------------------
+if [[ $USERS -gt 0 ]]; then
+    # shellcheck source=scripts/multihost-users.sh
+    source "$ROOT/scripts/multihost-users.sh"
+    users_phase
+fi
+
 # --- the combined summary ----------------------------------------------------------------------
 reports=()
 for ((h = 1; h <= HOSTS; h++)); do
@@ -450,6 +490,7 @@ else
     echo "verified: no (--no-verify)"
 fi
 echo "reports: $OUT/client{1..$HOSTS}-report.{json,png}"
+[[ $USERS -gt 0 ]] && users_summary
 
 [[ $failed == 0 ]] || problems+=("$failed requests failed ($causes)")
 [[ $lost == 0 ]] || problems+=("$lost requests lost")
