@@ -244,6 +244,7 @@ EOF
             problems+=("$v never received the quota raised while he was cut off")
         fi
     done
+    UNREACHABLE=$(cat "$OUT"/users/*.log 2>/dev/null | grep -c "the cloud cannot reach this peer")
     WAITED=$(cat "$OUT"/users/*.log 2>/dev/null | grep -c "waiting for the cloud")
     ANSWERED=$(cat "$OUT"/users/*.log 2>/dev/null | grep -c "the cloud answers again")
 }
@@ -266,10 +267,11 @@ users_summary() {
             problems+=("${line#fail=}")
         done < <(grep '^fail=' "$f")
     done
-    echo "users: $((USERS * HOSTS)) peers on $HOSTS client hosts, $ADDR_OK registered their host's address (e.g. $EXAMPLE_ADDR)"
+    echo "users: $((USERS * HOSTS)) peers on $HOSTS client hosts, $ADDR_OK registered their host's address (e.g. $EXAMPLE_ADDR), $UNREACHABLE unreachable from the cloud"
     echo "sharing: $shares shares, $copies copies across hosts, views shown $shown, default images $dflt, overdraws $over"
     echo "whole-cloud kill -9 and restart: lost after restart $LOST"
     echo "cut-off viewers on host $CUT_HOST: $CUT_DELIVERED of $CUT_USERS received the quota raised during the cut, within ${CUT_SECONDS} s of the heal (before it: $CUT_EARLY); peers that waited for the cloud: $WAITED, heard it again: $ANSWERED"
+    ((UNREACHABLE == 0)) || problems+=("$UNREACHABLE peers said the cloud cannot reach them")
     ((over == 0)) || problems+=("$over views shown beyond the ledger's grants (overdraw)")
     ((CUT_EARLY == 0)) || problems+=("$CUT_EARLY cut-off viewers had the new quota before the heal: the cut did not hold")
     ((fails == 0 && copies == USERS * HOSTS)) || problems+=("$copies of $((USERS * HOSTS)) pairs completed")

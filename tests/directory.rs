@@ -532,3 +532,27 @@ fn a_peer_on_every_interface_registers_an_address_others_can_reach() {
     assert!(addr.starts_with("127.0.0.1:"), "dave advertised {addr}");
     assert!(online_everywhere(&cluster, "dave", &addr));
 }
+
+/// Issue 34: a peer whose registered address the cloud cannot reach said nothing, so its user
+/// learned it only when no one could fetch from it. The node that records its first
+/// registration now tries the address, and the peer says so, with the flags that fix it.
+#[test]
+fn a_peer_the_cloud_cannot_reach_says_so_and_a_reachable_one_does_not() {
+    let cluster = Cluster::start(3, &[]);
+    // Listening on 127.0.0.1, advertising 127.0.0.2: nothing answers there.
+    let extra = ["--listen", "127.0.0.1:0", "--advertise", "127.0.0.2"];
+    let (erin, addr) = started_with(&cluster, "erin", "pw", &extra);
+    assert!(addr.starts_with("127.0.0.2:"), "erin advertised {addr}");
+    let said = erin.stdout();
+    assert!(
+        said.contains(&format!("the cloud cannot reach this peer at {addr}"))
+            && said.contains("--advertise IP"),
+        "erin's peer did not say it is unreachable:\n{said}"
+    );
+    let (frank, _) = started_with(&cluster, "frank", "pw", &[]);
+    assert!(
+        !frank.stdout().contains("cannot reach"),
+        "a reachable peer was told it is not:\n{}",
+        frank.stdout()
+    );
+}

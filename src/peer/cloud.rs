@@ -22,6 +22,17 @@ pub struct Cloud {
     next: std::sync::Arc<AtomicUsize>,
 }
 
+/// A node's answer to a registration ([`Cloud::register`]).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Registered {
+    /// With a probe: whether the node reached the registered address.
+    #[serde(default)]
+    pub reachable: Option<bool>,
+    /// The node that answered.
+    #[serde(default)]
+    pub node: Option<crate::ids::NodeId>,
+}
+
 impl Cloud {
     /// The cloud of `config` (its nodes' HTTP addresses).
     pub fn new(config: &ClusterConfig) -> Self {
@@ -46,11 +57,28 @@ impl Cloud {
 
     /// Sends a signed operation; Ok once a majority of the cloud has recorded it.
     pub async fn submit(&self, op: &SignedOp) -> Result<()> {
+        self.record(op, "users/op").await.map(|_| ())
+    }
+
+    /// Sends a signed registration; with `probe`, the node that records it also tries to
+    /// reach the registered address and says whether it did.
+    pub async fn register(&self, op: &SignedOp, probe: bool) -> Result<Registered> {
+        let path = if probe {
+            "users/op?probe=true"
+        } else {
+            "users/op"
+        };
+        let response = self.record(op, path).await?;
+        response.json().await.map_err(|e| {
+            Error::Protocol(format!("a node sent a bad answer to a registration: {e}"))
+        })
+    }
+
+    async fn record(&self, op: &SignedOp, path: &str) -> Result<reqwest::Response> {
         self.call("record the request", |http, node| {
-            http.post(format!("http://{node}/users/op")).json(op)
+            http.post(format!("http://{node}/{path}")).json(op)
         })
         .await
-        .map(|_| ())
     }
 
     /// The directory, as of a moment after this call began (linearizable).

@@ -147,11 +147,27 @@ pub async fn run(
         let (mut registered, mut away) = (false, false);
         let mut pause = RENEW;
         loop {
+            // The first registration, and the first after an outage, asks the cloud to try
+            // the address: a peer others cannot reach should say so.
+            let probe = !registered || away;
             let answer = peer
-                .signed(register(), |op| async move { cloud.submit(&op).await })
+                .signed(
+                    register(),
+                    |op| async move { cloud.register(&op, probe).await },
+                )
                 .await;
             match answer {
-                Ok(()) => {
+                Ok(answer) => {
+                    if let (Some(false), Some(node)) = (answer.reachable, answer.node) {
+                        println!(
+                            "[peer {user}] the cloud cannot reach this peer at {addr} (node {node} \
+                             tried for {} s): other peers cannot fetch its previews or copies; \
+                             advertise an address they reach with --advertise IP, or listen on \
+                             one with --listen ADDR",
+                            crate::sharing::directory::PROBE_WAIT.as_secs()
+                        );
+                        warn!(user = %user, %addr, node, "[peer {user}] unreachable from the cloud");
+                    }
                     if !registered {
                         let gallery = running.gallery_url();
                         println!("[peer {user}] online at {addr}; gallery: {gallery}");

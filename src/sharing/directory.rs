@@ -19,6 +19,9 @@ use super::Reply;
 pub const MAX_LEASE_MS: u64 = 5_000;
 /// The longest peer address recorded.
 pub const MAX_ADDR_LEN: usize = 256;
+/// How long a node tries to reach a peer's registered address when the peer asks it to (its
+/// first registration, and the first after an outage): a peer others cannot reach says so.
+pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One user's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,9 +27,27 @@ pub(super) async fn get_directory(State((api, _)): State<AppState>) -> Response 
     }
 }
 
+/// The query of `POST /users/op`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct OpParams {
+    /// With a registration: after recording it, try to reach the registered address and say
+    /// whether that worked (`reachable`).
+    #[serde(default)]
+    probe: bool,
+}
+
 /// `POST /users/op`: a signed user operation (JSON [`SignedOp`]); 200 once a majority has it.
+/// With `?probe=true` and a registration, the answer also says whether this node reached the
+/// registered address (a TCP connection within [`PROBE_WAIT`]): only after the operation was
+/// recorded, so only a user's own signed address is ever tried.
+///
+/// [`PROBE_WAIT`]: crate::sharing::directory::PROBE_WAIT
 pub(super) async fn post_user_op(
     State((api, _)): State<AppState>,
+    params: std::result::Result<
+        axum::extract::Query<OpParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
     op: std::result::Result<Json<SignedOp>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(op) = match op {
@@ -41,15 +59,47 @@ pub(super) async fn post_user_op(
             )
         }
     };
-    match api
+    let params = match params {
+        Ok(axum::extract::Query(params)) => params,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let probe = match (&op.op, params.probe) {
+        (crate::sharing::UserOp::Register { addr, .. }, true) => Some(addr.clone()),
+        _ => None,
+    };
+    if let Err(e) = api
         .store
         .write(op, None)
         .await
         .and_then(|r| r.into_result())
     {
-        Ok(_) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => store_error(e),
+        return store_error(e);
     }
+    match probe {
+        None => Json(serde_json::json!({ "ok": true })).into_response(),
+        Some(addr) => Json(serde_json::json!({
+            "ok": true,
+            "reachable": reachable(&addr).await,
+            "node": api.node,
+        }))
+        .into_response(),
+    }
+}
+
+/// Whether this node opens a TCP connection to `addr` within [`PROBE_WAIT`] (an address that
+/// does not parse is not reachable).
+async fn reachable(addr: &str) -> bool {
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(
+            crate::sharing::directory::PROBE_WAIT,
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 /// Decodes a sharing request body (postcard [`WithFile`]).
