@@ -122,6 +122,7 @@ add_res() { echo "$2=$3" >>"$RUN_DIR/users/$1.res"; }
 
 users_phase() {
     local h k u o v ho hv addr want online lines t0 pids=() pid n
+    USERS_STARTED=$SECONDS
     RUN_TAG=$(od -An -tx1 -N6 /dev/urandom | tr -d ' \n')
     PHOTO="$ROOT/assets/sample.png"
     PEER_PIDS=()
@@ -244,6 +245,7 @@ EOF
             problems+=("$v never received the quota raised while he was cut off")
         fi
     done
+    USERS_TOOK=$((SECONDS - USERS_STARTED))
     UNREACHABLE=$(cat "$OUT"/users/*.log 2>/dev/null | grep -c "the cloud cannot reach this peer")
     WAITED=$(cat "$OUT"/users/*.log 2>/dev/null | grep -c "waiting for the cloud")
     ANSWERED=$(cat "$OUT"/users/*.log 2>/dev/null | grep -c "the cloud answers again")
@@ -267,7 +269,7 @@ users_summary() {
             problems+=("${line#fail=}")
         done < <(grep '^fail=' "$f")
     done
-    echo "users: $((USERS * HOSTS)) peers on $HOSTS client hosts, $ADDR_OK registered their host's address (e.g. $EXAMPLE_ADDR), $UNREACHABLE unreachable from the cloud"
+    echo "users' part (${USERS_TOOK:-?} s): $((USERS * HOSTS)) peers on $HOSTS client hosts, $ADDR_OK registered their host's address (e.g. $EXAMPLE_ADDR), $UNREACHABLE unreachable from the cloud"
     echo "sharing: $shares shares, $copies copies across hosts, views shown $shown, default images $dflt, overdraws $over"
     echo "whole-cloud kill -9 and restart: lost after restart $LOST"
     echo "cut-off viewers on host $CUT_HOST: $CUT_DELIVERED of $CUT_USERS received the quota raised during the cut, within ${CUT_SECONDS} s of the heal (before it: $CUT_EARLY); peers that waited for the cloud: $WAITED, heard it again: $ANSWERED"
