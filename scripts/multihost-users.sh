@@ -5,7 +5,8 @@
 # the next host (H+1, the last host's viewers on host 1) is his viewer, so every share, preview,
 # request, approval, copy and view crosses hosts. The story, with a line per step:
 #   1. every peer starts on its host, listening on every interface, and registers the host's
-#      address (checked in the directory: no 127.0.0.1, no 0.0.0.0);
+#      address (checked in the directory: no 127.0.0.1, no 0.0.0.0), named by its host's
+#      config on odd hosts, found on the route to the cloud on even ones;
 #   2. per pair, at once: share; the viewer fetches the owner's previews from the owner's peer;
 #      asks for GRANT views; the owner approves; the copy reaches the viewer; the viewer views
 #      it to zero and once more (the default image);
@@ -131,9 +132,14 @@ users_phase() {
     # Each host gets the users' config (the nodes' addresses, no secret) and its users' folders.
     "$BIN/client" user-config --config "$CONFIG" >"$RUN_DIR/users.toml" || die "client user-config failed"
     grep -q "$SECRET" "$RUN_DIR/users.toml" && die "the users' config holds the secret"
+    # Odd hosts' copies name the host's address ([peer] advertise); even hosts' peers find it
+    # on the route to the cloud: both ways are checked in the directory.
     for ((h = 1; h <= HOSTS; h++)); do
         run mkdir -p "$RUN_DIR/hosts/client$h"
         run cp "$RUN_DIR/users.toml" "$(host_config "$h")"
+        if ((h % 2 == 1)); then
+            printf '\n[peer]\nadvertise = "%s"\n' "$SUBNET.$((CLIENT_BASE + h))" >>"$(host_config "$h")"
+        fi
     done
 
     say "users: $USERS per client host, $((USERS * HOSTS)) in all, starting their peers"

@@ -149,6 +149,26 @@ pub struct ClusterConfig {
     pub data_dir: Option<PathBuf>,
     /// The consensus store's tuning.
     pub store: StoreSettings,
+    /// What the users' peers of one host take from their copy (`[peer]`; nodes ignore it).
+    #[serde(skip_serializing_if = "PeerSettings::is_empty")]
+    pub peer: PeerSettings,
+}
+
+/// What a user's peer takes from the users' config of its host (`[peer]` in the TOML file):
+/// one copy per client host can name that host's address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerSettings {
+    /// The address other peers reach this host's peers at, as `peer --advertise IP` (the flag
+    /// wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<std::net::IpAddr>,
+}
+
+impl PeerSettings {
+    fn is_empty(&self) -> bool {
+        *self == PeerSettings::default()
+    }
 }
 
 /// The consensus store's tuning (`[store]` in the TOML file).
@@ -181,6 +201,7 @@ impl Default for ClusterConfig {
             payload_budget_mb: DEFAULT_PAYLOAD_BUDGET_MB,
             data_dir: None,
             store: StoreSettings::default(),
+            peer: PeerSettings::default(),
         }
     }
 }
@@ -301,6 +322,7 @@ impl ClusterConfig {
     pub fn for_users(&self) -> ClusterConfig {
         ClusterConfig {
             nodes: self.nodes.clone(),
+            peer: self.peer,
             ..Default::default()
         }
     }
@@ -368,6 +390,28 @@ mod tests {
         assert!(!c.failures.enabled);
         assert_eq!(c.failures.max_s, 20.0);
         assert_eq!(ClusterConfig::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    /// Issue 34: a client host's copy of the users' config names the address its peers
+    /// advertise; the users' copy keeps it and never the secret; a bad address is refused.
+    #[test]
+    fn a_users_config_carries_its_hosts_advertised_address() {
+        let text = r#"
+            secret = "s3"
+            [[nodes]]
+            id = 1
+            addr = "10.0.0.1:8001"
+            http = "10.0.0.1:9001"
+            [peer]
+            advertise = "10.0.0.102"
+        "#;
+        let c = ClusterConfig::parse(text).unwrap();
+        assert_eq!(c.peer.advertise, Some("10.0.0.102".parse().unwrap()));
+        let users = ClusterConfig::parse(&c.for_users().to_toml()).unwrap();
+        assert_eq!((users.peer, users.secret.as_str()), (c.peer, ""));
+        assert!(!ClusterConfig::default().to_toml().contains("[peer]"));
+        let bad = text.replace("10.0.0.102", "not-an-address");
+        assert!(ClusterConfig::parse(&bad).is_err());
     }
 
     #[test]

@@ -48,8 +48,10 @@ pub struct PeerArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// The address other peers reach this one at, registered in the directory (default: the
-    /// listening address; listening on every interface, this host's address on the route to
-    /// the cloud). Never a loopback address when the cloud is on another host.
+    /// config's `[peer] advertise`, else the listening address; listening on every interface,
+    /// this host's address on the route to the cloud). Never a loopback address when the cloud
+    /// is on another host; the cloud tries it when the peer comes online, and the peer says if
+    /// that failed.
     #[arg(long, value_name = "IP")]
     pub advertise: Option<std::net::IpAddr>,
     /// How the peer answers view requests: approve them all, or ask the user.
@@ -247,11 +249,12 @@ pub fn main(args: PeerArgs) -> Result<()> {
     let result = runtime.block_on(async move {
         match &args.command {
             None => {
+                let cluster = args.cluster()?;
                 let options = PeerOptions {
                     folder: args.folder()?,
-                    cluster: args.cluster()?,
+                    advertise: args.advertise.or(cluster.peer.advertise),
+                    cluster,
                     listen: args.listen,
-                    advertise: args.advertise,
                     approve: args.approve,
                 };
                 let credential = args.credential()?;
