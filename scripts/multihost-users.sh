@@ -219,12 +219,15 @@ table inet imgm_cut {
     chain out { type filter hook output priority 0; policy accept; oifname "eth0" drop; }
 }
 EOF
-    CUT_USERS=0 CUT_EARLY=0
+    CUT_USERS=0 CUT_EARLY=0 QUOTA_MAX=0
     for ((k = 1; k <= USERS; k++)); do
         o=$(user_name "$cut_from" "$k") v=$(user_name "$CUT_HOST" "$k")
         id=$(key "$v" image)
         [[ -n $id && $(key "$v" copy) == 1 ]] || continue
+        t_quota=$EPOCHREALTIME
         if pcmd_retry "$cut_from" "$o" quota "photo-$o" "$v=$RAISED" >"$RUN_DIR/users/$v.quota"; then
+            QUOTA_MAX=$(awk -v a="$t_quota" -v b="$EPOCHREALTIME" -v m="$QUOTA_MAX" \
+                'BEGIN { d = b - a; printf "%.1f", (d > m ? d : m) }')
             CUT_USERS=$((CUT_USERS + 1))
             add_res "$v" raised 1
             # The viewer's host is cut off: nothing can have reached him.
@@ -278,7 +281,7 @@ users_summary() {
     echo "users' part (${USERS_TOOK:-?} s): $((USERS * HOSTS)) peers on $HOSTS client hosts, $ADDR_OK registered their host's address (e.g. $EXAMPLE_ADDR), $UNREACHABLE unreachable from the cloud"
     echo "sharing: $shares shares, $copies copies across hosts, views shown $shown, default images $dflt, overdraws $over"
     echo "whole-cloud kill -9 and restart: lost after restart $LOST"
-    echo "cut-off viewers on host $CUT_HOST: $CUT_DELIVERED of $CUT_USERS received the quota raised during the cut, within ${CUT_SECONDS} s of the heal (before it: $CUT_EARLY); peers that waited for the cloud: $WAITED, heard it again: $ANSWERED"
+    echo "cut-off viewers on host $CUT_HOST: $CUT_DELIVERED of $CUT_USERS received the quota raised during the cut, within ${CUT_SECONDS} s of the heal (before it: $CUT_EARLY; the slowest 'peer quota' took $QUOTA_MAX s); peers that waited for the cloud: $WAITED, heard it again: $ANSWERED"
     ((UNREACHABLE == 0)) || problems+=("$UNREACHABLE peers said the cloud cannot reach them")
     ((over == 0)) || problems+=("$over views shown beyond the ledger's grants (overdraw)")
     ((CUT_EARLY == 0)) || problems+=("$CUT_EARLY cut-off viewers had the new quota before the heal: the cut did not hold")

@@ -549,10 +549,18 @@ fn a_peer_the_cloud_cannot_reach_says_so_and_a_reachable_one_does_not() {
             && said.contains("--advertise IP"),
         "erin's peer did not say it is unreachable:\n{said}"
     );
-    let (frank, _) = started_with(&cluster, "frank", "pw", &[]);
+    let (frank, frank_addr) = started_with(&cluster, "frank", "pw", &[]);
     assert!(
         !frank.stdout().contains("cannot reach"),
         "a reachable peer was told it is not:\n{}",
         frank.stdout()
+    );
+    // A new user's peer read its mailbox (and tried to rebuild its empty folder) before its
+    // first registration went through, and warned that the cloud knows no such user.
+    assert!(online_everywhere(&cluster, "frank", &frank_addr));
+    assert!(
+        !frank.stderr().contains("register first"),
+        "a new user's peer asked the cloud before it registered:\n{}",
+        frank.stderr()
     );
 }

@@ -142,6 +142,9 @@ pub async fn run(
     // Registers, then renews every RENEW. While the cloud does not answer (down, or no
     // majority) the peer serves its gallery and API anyway and tries again, backing off to
     // MAX_RETRY; only a refusal of the password ends it.
+    // The mailbox is read once the user is registered: before, the cloud knows no such user
+    // (a new one), and every read would only warn so.
+    let (first_registration, mut registered_once) = tokio::sync::watch::channel(false);
     let registrations = async {
         // Whether a registration ever went through, and whether the last one failed.
         let (mut registered, mut away) = (false, false);
@@ -176,6 +179,7 @@ pub async fn run(
                         println!("[peer {user}] the cloud answers again: online at {addr}");
                     }
                     (registered, away, pause) = (true, false, RENEW);
+                    first_registration.send_replace(true);
                 }
                 Err(e @ Error::Unauthorized(_)) => return Err(e),
                 Err(e) => {
@@ -199,7 +203,10 @@ pub async fn run(
         _ = shutdown => Ok(()),
         r = api::serve(listener, peer.clone()) => r,
         r = registrations => r,
-        () = peer.follow_mail() => Ok(()),
+        () = async {
+            let _ = registered_once.wait_for(|&yes| yes).await;
+            peer.follow_mail().await
+        } => Ok(()),
     };
     options.folder.clear_running();
     let bye = peer.signed(

@@ -36,6 +36,10 @@ pub const DIRECTORY_TTL: Duration = Duration::from_secs(1);
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 /// How long a peer waits for another peer's answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer waits for another peer to accept a connection: a host cut off (its
+/// packets dropped, not refused) would otherwise hold `peer quota` or `peer previews` for the
+/// whole [`PEER_TIMEOUT`], while the update already waits in the mailbox.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The domain every peer-to-peer signature starts with.
 const DOMAIN: &[u8] = b"imgcloud peer message v1";
 
@@ -303,6 +307,7 @@ pub async fn send<T: serde::de::DeserializeOwned>(
     let http = HTTP.get_or_init(|| {
         reqwest::Client::builder()
             .timeout(PEER_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .expect("an HTTP client builds")
     });
