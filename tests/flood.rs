@@ -216,7 +216,7 @@ fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
         let mut open = Vec::new();
         let mut refused = Vec::new();
         for _ in 0..MAX_CLIENT_CONNECTIONS + 20 {
-            match support::client_hello(addr)
+            match imgcloud::wire::handshake::client_hello(addr)
                 .await
                 .expect("every connection is answered")
             {
@@ -233,7 +233,7 @@ fn a_flood_of_client_connections_is_bounded_and_refused_with_the_reason() {
         open.pop();
         let next = poll_async(|| async {
             matches!(
-                support::client_hello(addr).await,
+                imgcloud::wire::handshake::client_hello(addr).await,
                 Ok((HelloReply::Welcome { .. }, ..))
             )
         })

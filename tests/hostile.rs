@@ -169,7 +169,8 @@ fn a_process_with_the_wrong_secret_cannot_join_or_change_the_coordinator() {
     // The same coup over a client connection (no secret needed to be a client).
     let addr = cluster.config.node(1).unwrap().addr;
     let closed = rt.block_on(async move {
-        let (_welcome, mut reader, mut writer) = support::client_hello(addr).await.unwrap();
+        let (_welcome, mut reader, mut writer) =
+            imgcloud::wire::handshake::client_hello(addr).await.unwrap();
         let _ = writer.write(&coup(2)).await;
         tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(_)) = reader.next_frame().await {}

@@ -348,7 +348,8 @@ async fn send_raw(
     imgcloud::wire::framing::FrameReader,
     imgcloud::wire::framing::FrameWriter,
 ) {
-    let (_welcome, reader, mut writer) = support::client_hello(addr).await.unwrap();
+    let (_welcome, reader, mut writer) =
+        imgcloud::wire::handshake::client_hello(addr).await.unwrap();
     writer.write(request).await.unwrap();
     (reader, writer)
 }

@@ -14,10 +14,10 @@ use crate::wire::framing::{decode, encode};
 use crate::wire::request::{EncryptReply, EncryptRequest, Outcome, Refusal};
 use crate::{Error, Result};
 
-pub(super) struct Waiter {
+struct Waiter {
     done: Option<oneshot::Sender<Result<Encrypted>>>,
     /// Whether a decisive reply (not "unavailable") came.
-    pub(super) answered: bool,
+    answered: bool,
     unavailable: usize,
     /// The encoded request, re-sent to a node whose connection comes back.
     bytes: Bytes,
@@ -31,11 +31,11 @@ pub(super) struct Waiter {
 
 #[derive(Default)]
 pub(super) struct Book {
-    pub(super) waiting: HashMap<RequestId, Waiter>,
+    waiting: HashMap<RequestId, Waiter>,
     /// Finished requests that had a decisive reply: another one is a duplicate.
     pub(super) answered: HashSet<RequestId>,
     /// Finished requests whose caller gave up without one: the first one now is late.
-    pub(super) abandoned: HashSet<RequestId>,
+    abandoned: HashSet<RequestId>,
     pub(super) duplicates: u64,
     pub(super) late: u64,
 }
@@ -62,7 +62,7 @@ impl Book {
 
     /// Counts a decisive reply that came after the caller had its outcome: a duplicate if the
     /// request had a decisive reply before, else late.
-    pub(super) fn extra_reply(&mut self, answered_before: bool) {
+    fn extra_reply(&mut self, answered_before: bool) {
         if answered_before {
             self.duplicates += 1;
         } else {

@@ -6,16 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::book::{deliver, Book, LinkHandle};
 use crate::config::NodeAddr;
-use crate::wire::framing::{split, MAX_DATA_FRAME_BYTES};
-use crate::wire::handshake::{Hello, HelloReply};
+use crate::wire::framing::MAX_DATA_FRAME_BYTES;
+use crate::wire::handshake::{client_hello, HelloReply};
 use crate::wire::request::EncryptReply;
-use crate::wire::PROTOCOL_VERSION;
 use crate::Error;
 
 use super::MAX_BACKOFF;
@@ -43,14 +41,8 @@ pub(super) async fn link(
         // Requests queued while this node was unreachable went to the others.
         while requests.try_recv().is_ok() {}
         let attempt = async {
-            let stream = TcpStream::connect(node.addr).await?;
-            let (mut reader, mut writer) = split(stream);
-            writer
-                .write(&Hello::Client {
-                    version: PROTOCOL_VERSION,
-                })
-                .await?;
-            match reader.expect::<HelloReply>().await? {
+            let (reply, reader, writer) = client_hello(node.addr).await?;
+            match reply {
                 HelloReply::Welcome { .. } => Ok((reader, writer)),
                 HelloReply::Refused(reason) => Err(Error::Protocol(format!(
                     "node {} refused: {reason}",

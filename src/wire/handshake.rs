@@ -101,6 +101,19 @@ impl Hello {
     }
 }
 
+/// Opens a client connection to a node's protocol port and says hello as a client; returns
+/// the node's answer (a welcome, or a refusal such as a full port) and the connection.
+pub async fn client_hello(
+    addr: std::net::SocketAddr,
+) -> Result<(HelloReply, FrameReader, FrameWriter)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut reader, mut writer) = super::framing::split(stream);
+    let version = PROTOCOL_VERSION;
+    writer.write(&Hello::Client { version }).await?;
+    let reply = reader.expect().await?;
+    Ok((reply, reader, writer))
+}
+
 /// The acceptor's answer to a [`Hello`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HelloReply {

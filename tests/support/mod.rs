@@ -295,24 +295,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Opens a client connection to a node's protocol port and says hello as a client; returns
-/// the node's answer (welcome or refusal) and the connection.
-pub async fn client_hello(
-    addr: SocketAddr,
-) -> imgcloud::Result<(
-    imgcloud::wire::handshake::HelloReply,
-    imgcloud::wire::framing::FrameReader,
-    imgcloud::wire::framing::FrameWriter,
-)> {
-    use imgcloud::wire::handshake::Hello;
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut reader, mut writer) = imgcloud::wire::framing::split(stream);
-    let version = imgcloud::wire::PROTOCOL_VERSION;
-    writer.write(&Hello::Client { version }).await?;
-    let reply = reader.expect().await?;
-    Ok((reply, reader, writer))
-}
-
 /// Calls `probe` every 20 ms until it returns a value or `limit` passes (it is called at least
 /// once); returns that value.
 pub fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {

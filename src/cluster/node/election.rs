@@ -66,6 +66,12 @@ impl Election {
             imbalance_since: None,
         }
     }
+
+    /// Drops the round in flight and the one due (the node leaves Active).
+    pub(super) fn stop(&mut self) {
+        self.round = None;
+        self.due = None;
+    }
 }
 
 /// An election this node runs as candidate.

@@ -17,8 +17,7 @@ impl Node {
     pub(super) fn enter_recovering(&mut self, now: Millis, reason: &str) {
         self.lose_coordinator(reason.to_string());
         self.role = Role::recovering(now);
-        self.election.round = None;
-        self.election.due = None;
+        self.election.stop();
         self.emit(Event::StateChanged {
             to: NodeState::Recovering,
             reason: reason.to_string(),

@@ -35,8 +35,7 @@ impl Default for VictimSchedule {
 impl Node {
     pub(super) fn enter_failed(&mut self, now: Millis, duration_ms: u64) {
         self.coordinator = None;
-        self.election.round = None;
-        self.election.due = None;
+        self.election.stop();
         self.role = Role::Failed {
             until: now.saturating_add(duration_ms),
         };
